@@ -1,0 +1,1 @@
+"""Test support shipped with the package: real-process launchers (etcd) and fakes for pure unit tests."""
