@@ -60,9 +60,7 @@ class RevisionConflict(TemporaryDatastoreError):
 
     def __init__(self, key: str, expected: int, current: KeyValue | None = None) -> None:
         now = current.revision if current is not None else "absent"
-        super().__init__(
-            f"update conflict on {key}: expected revision {expected}, store has {now}"
-        )
+        super().__init__(f"update conflict on {key}: expected revision {expected}, store has {now}")
         self.key = key
         self.expected = expected
         self.current = current
@@ -127,6 +125,7 @@ class KVEvent:
     value: bytes | None  # None for deletes
     revision: int  # mod revision of the change
     previous: bytes | None = None
+    create_revision: int = 0  # for PUT: equals ``revision`` when the put created the key
 
 
 @dataclass(frozen=True, slots=True)

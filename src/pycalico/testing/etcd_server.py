@@ -1,0 +1,366 @@
+"""Launchers for real etcd processes: one member (``EtcdServer``) or a cluster (``EtcdCluster``).
+
+Used by the test suite, ``make demo`` and the lab.  Each member listens on free loopback ports
+and keeps its data in a temporary directory (on ``/dev/shm`` when available, so fsyncs are cheap)
+that is removed when the member is stopped for good.
+
+This module is not a client: the only requests it makes are plain HTTP calls to etcd's JSON
+gateway (readiness, current revision, compaction), so it can be used from synchronous code such
+as pytest fixtures.
+
+Invariants:
+
+* A started member answers ``/health`` before ``start()`` returns.
+* No member outlives the interpreter that started it: members are killed at exit (``atexit``),
+  and by default the kernel kills them if the starting thread dies (``PR_SET_PDEATHSIG``), which
+  covers a SIGKILLed test run.  Pass ``die_with_parent=False`` for a member meant to outlive its
+  starter (the lab); such a member keeps a caller-chosen data directory.
+* ``restart()`` keeps the ports and the data, so clients' endpoint lists stay valid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+ETCD_BINARY = "/usr/bin/etcd"
+_PR_SET_PDEATHSIG = 1
+
+_live: set[EtcdServer] = set()
+_live_lock = threading.Lock()
+
+
+def _kill_all_live() -> None:
+    with _live_lock:
+        members = list(_live)
+    for member in members:
+        with contextlib.suppress(Exception):
+            member.kill()
+        with contextlib.suppress(Exception):
+            member.cleanup()
+
+
+atexit.register(_kill_all_live)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the caller retries if it is taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _temp_root() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class EtcdError(RuntimeError):
+    """An etcd member failed to start or to answer its HTTP gateway."""
+
+
+class EtcdServer:
+    """One etcd member.  ``with EtcdServer() as etcd: ... etcd.endpoint ...``"""
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        initial_cluster: str | None = None,
+        max_request_bytes: int | None = None,
+        die_with_parent: bool = True,
+        ready_timeout: float = 15.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
+        self._owned_dir = data_dir is None
+        self._base_dir: Path | None = None if data_dir is None else Path(data_dir)
+        self._initial_cluster = initial_cluster
+        self.max_request_bytes = max_request_bytes
+        self.die_with_parent = die_with_parent
+        self.ready_timeout = ready_timeout
+        self.extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    # --- addresses --------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._dir() / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir() / "etcd.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _dir(self) -> Path:
+        if self._base_dir is None:
+            self._base_dir = Path(tempfile.mkdtemp(prefix="pycalico-etcd-", dir=_temp_root()))
+        return self._base_dir
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        cluster = self._initial_cluster or f"{self.name}={self.peer_url}"
+        args = [
+            ETCD_BINARY,
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.endpoint,
+            "--advertise-client-urls",
+            self.endpoint,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-state",
+            "new",
+            # Loopback members: short heartbeats make elections (and failover tests) fast.
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ]
+        if self.max_request_bytes is not None:
+            args += ["--max-request-bytes", str(self.max_request_bytes)]
+        return args + list(self.extra_args)
+
+    def launch(self) -> None:
+        """Start the process without waiting for readiness (a cluster starts all, then waits)."""
+        if self.running:
+            return
+        self._dir().mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        self._process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            start_new_session=not self.die_with_parent,
+        )
+        with _live_lock:
+            _live.add(self)
+
+    def start(self) -> EtcdServer:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        last_error = "no answer"
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise EtcdError(f"etcd {self.name} exited during startup:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as reply:
+                    if json.loads(reply.read()).get("health") in ("true", True):
+                        return
+                    last_error = "unhealthy"
+            except (OSError, urllib.error.URLError, ValueError) as error:
+                last_error = str(error)
+            time.sleep(0.02)
+        raise EtcdError(f"etcd {self.name} not ready ({last_error}):\n{self.log_tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait; keeps the data so ``start()`` resumes it.  See ``close()``."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): keeps the data so ``start()`` resumes it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._reap()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _reap(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def cleanup(self) -> None:
+        """Remove the temporary data directory (only one this object created)."""
+        if self._owned_dir and self._base_dir is not None:
+            shutil.rmtree(self._base_dir, ignore_errors=True)
+            self._base_dir = None
+        with _live_lock:
+            _live.discard(self)
+
+    def close(self) -> None:
+        """Stop for good: kill the process and remove the temporary data."""
+        self.kill()
+        self.cleanup()
+
+    def __enter__(self) -> EtcdServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- gateway helpers (synchronous, for tests and tools) ---------------------------------
+
+    def _gateway(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.endpoint}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                result: dict[str, Any] = json.loads(reply.read())
+                return result
+        except urllib.error.HTTPError as error:
+            raise EtcdError(f"{path}: {error.read().decode(errors='replace')}") from error
+
+    def revision(self) -> int:
+        """The store's current revision."""
+        reply = self._gateway("/v3/kv/range", {"key": base64.b64encode(b"\0").decode()})
+        return int(reply["header"]["revision"])
+
+    def compact(self, revision: int | None = None) -> int:
+        """Compact history up to ``revision`` (default: the current revision); returns it."""
+        target = self.revision() if revision is None else revision
+        self._gateway("/v3/kv/compaction", {"revision": str(target), "physical": True})
+        return target
+
+
+class EtcdCluster:
+    """``size`` members on loopback forming one cluster.  ``with EtcdCluster(3) as c: ...``"""
+
+    def __init__(self, size: int = 3, *, ready_timeout: float = 20.0) -> None:
+        peers = [free_port() for _ in range(size)]
+        initial = ",".join(f"m{i}=http://127.0.0.1:{port}" for i, port in enumerate(peers))
+        self.members = [
+            EtcdServer(
+                name=f"m{i}", peer_port=port, initial_cluster=initial, ready_timeout=ready_timeout
+            )
+            for i, port in enumerate(peers)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [member.endpoint for member in self.members]
+
+    @property
+    def endpoint_string(self) -> str:
+        """The ``ETCD_ENDPOINTS`` form: comma-separated URLs."""
+        return ",".join(self.endpoints)
+
+    def start(self) -> EtcdCluster:
+        for member in self.members:
+            member.launch()
+        for member in self.members:
+            member.wait_ready()
+        return self
+
+    def stop_member(self, index: int) -> None:
+        self.members[index].stop()
+
+    def kill_member(self, index: int) -> None:
+        self.members[index].kill()
+
+    def start_member(self, index: int) -> None:
+        self.members[index].start()
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def running_member(self) -> EtcdServer:
+        for member in self.members:
+            if member.running:
+                return member
+        raise EtcdError("no cluster member is running")
