@@ -1,0 +1,343 @@
+"""The v3 codec: YAML/JSON manifests in and out, and the etcd value form.
+
+What it is: the one place that turns user text or stored bytes into validated, defaulted
+resources and back.  ``decode_resource`` is the *untrusted* path (shape checks, Calico's write
+defaults, every semantic rule); ``decode_value`` is the *trusted* path for values the datastore
+stored itself (shape only: no defaults, no cross-field rules), because Felix and the CLI read
+thousands of them.  What it is not: storage (``pycalico.datastore``) or the CLI's table output.
+
+Invariants:
+
+* ``decode_resource(encode_resource(r)) == r`` for every valid, defaulted resource ``r``.
+* ``encode_resource`` prints what Calico prints: wire names, no null/empty/false-by-default noise,
+  metadata.resourceVersion only if known; ``encode_value`` additionally never stores
+  resourceVersion (the etcd mod revision is the truth).
+* ``load_documents`` reports every problem of every document in one ``ValidationFailure``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pycalico.model.ipam import immutable_field_changes, pool_overlaps
+from pycalico.model.kinds import KINDS, KindInfo, lookup_kind
+from pycalico.model.meta import API_VERSION, Resource
+from pycalico.model.validation import (
+    CheckedResource,
+    Issue,
+    Problem,
+    ValidationFailure,
+    issues_from_pydantic,
+)
+
+__all__ = [
+    "Problem",
+    "ValidationFailure",
+    "apply_defaults",
+    "decode_resource",
+    "decode_value",
+    "document_label",
+    "dump_json",
+    "dump_yaml",
+    "encode_resource",
+    "encode_value",
+    "immutable_field_changes",
+    "load_documents",
+    "pool_overlaps",
+    "validate_resource",
+]
+
+# --- defaults and validation ------------------------------------------------------------------
+
+
+def apply_defaults(resource: Resource, *, namespace: str = "default") -> Resource:
+    """``resource`` with the defaults Calico fills in on write (idempotent)."""
+    if isinstance(resource, CheckedResource):
+        return resource.with_defaults(namespace=namespace)
+    return resource
+
+
+def validate_resource(resource: Resource) -> list[Issue]:
+    """Every semantic problem with ``resource`` as ``(field path, message)``; empty if valid."""
+    if isinstance(resource, CheckedResource):
+        return list(resource.issues())
+    return []
+
+
+def document_label(document: str, data: Mapping[str, Any] | Resource | None) -> str:
+    """``"file.yaml document 3 (IPPool 'pool-a')"``: where a problem is, for a person."""
+    kind: object
+    name: object
+    namespace: object
+    if isinstance(data, Resource):
+        kind, name, namespace = data.kind, data.name, data.namespace
+    elif isinstance(data, Mapping):
+        raw_metadata = data.get("metadata")
+        metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+        kind, name, namespace = data.get("kind"), metadata.get("name"), metadata.get("namespace")
+    else:
+        return document
+    if not isinstance(kind, str) or not kind:
+        return document
+    if isinstance(name, str) and name:
+        shown = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+        return f"{document} ({kind} {shown!r})"
+    return f"{document} ({kind})"
+
+
+def decode_resource(
+    data: Mapping[str, Any], *, document: str = "input", default_namespace: str = "default"
+) -> Resource:
+    """A validated, defaulted resource from one manifest object; raises ``ValidationFailure``."""
+    resource, problems = _decode(data, document, default_namespace)
+    if problems or resource is None:
+        raise ValidationFailure(problems)
+    return resource
+
+
+def _decode(
+    data: object, document: str, default_namespace: str
+) -> tuple[Resource | None, list[Problem]]:
+    if not isinstance(data, Mapping):
+        got = type(data).__name__
+        return None, [Problem(document, "", f"expected a resource (a mapping), got a {got}")]
+    label = document_label(document, data)
+    problems: list[Problem] = []
+    api_version = data.get("apiVersion")
+    if api_version is None:
+        problems.append(Problem(label, "apiVersion", f"is required: use {API_VERSION}"))
+    elif api_version != API_VERSION:
+        problems.append(
+            Problem(label, "apiVersion", f"{api_version!r} is not supported: use {API_VERSION}")
+        )
+    kind = data.get("kind")
+    info = KINDS.get(kind) if isinstance(kind, str) else None
+    if kind is None:
+        problems.append(Problem(label, "kind", "is required"))
+    elif info is None:
+        problems.append(
+            Problem(
+                label,
+                "kind",
+                f"unknown kind {kind!r}: valid kinds are {', '.join(sorted(KINDS))}",
+            )
+        )
+    if info is None:
+        return None, problems
+    try:
+        resource = info.model.model_validate(data)
+    except ValidationError as error:
+        problems.extend(Problem(label, f, m) for f, m in issues_from_pydantic(error))
+        return None, problems
+    resource = resource.with_defaults(namespace=default_namespace)
+    label = document_label(document, resource)
+    problems.extend(Problem(label, f, m) for f, m in resource.issues())
+    return (None if problems else resource), problems
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def _prune(value: Any) -> Any:
+    """Drop what Go's ``omitempty`` drops from maps and lists: null, "", [], {}."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            item = _prune(item)
+            if item is None or item == "" or item == [] or item == {}:
+                continue
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        return [_prune(item) for item in value]
+    return value
+
+
+def _dump_model(model: BaseModel) -> dict[str, Any]:
+    dumped: dict[str, Any] = _prune(
+        model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    )
+    always: frozenset[str] = getattr(model, "ALWAYS_EMIT", frozenset())
+    for field in always:
+        info = type(model).model_fields[field]
+        key = info.alias or field
+        if key not in dumped:
+            value = getattr(model, field)
+            dumped[key] = (
+                _prune(value.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+                if isinstance(value, BaseModel)
+                else value
+            )
+    return dumped
+
+
+def encode_resource(resource: Resource) -> dict[str, Any]:
+    """The wire form of ``resource`` (what ``calicoctl get -o yaml`` prints)."""
+    out: dict[str, Any] = {
+        "apiVersion": resource.api_version or API_VERSION,
+        "kind": resource.kind or type(resource).KIND,
+        "metadata": _prune(resource.metadata.model_dump(mode="json", by_alias=True)),
+    }
+    spec = getattr(resource, "spec", None)
+    if isinstance(spec, BaseModel):
+        out["spec"] = _dump_model(spec)
+    status = getattr(resource, "status", None)
+    if isinstance(status, BaseModel):
+        dumped = _dump_model(status)
+        if dumped:
+            out["status"] = dumped
+    elif status:
+        out["status"] = _prune(status)
+    return out
+
+
+def _wrap(resources: Sequence[Resource], list_kind: str) -> dict[str, Any]:
+    if len(resources) == 1:
+        return encode_resource(resources[0])
+    return {
+        "apiVersion": API_VERSION,
+        "kind": list_kind,
+        "items": [encode_resource(resource) for resource in resources],
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(resources: Sequence[Resource], *, list_kind: str = "List") -> str:
+    """YAML as calicoctl prints it: keys sorted, one object as itself, several in a List."""
+    return yaml.dump(
+        _wrap(resources, list_kind), Dumper=_Dumper, sort_keys=True, default_flow_style=False
+    )
+
+
+def dump_json(resources: Sequence[Resource], *, list_kind: str = "List") -> str:
+    """JSON (two-space indent): one object as itself, several in a List."""
+    return json.dumps(_wrap(resources, list_kind), indent=2) + "\n"
+
+
+# --- etcd values (the trusted path) -----------------------------------------------------------
+
+
+def encode_value(resource: Resource) -> bytes:
+    """The etcd value: compact JSON of the whole v3 object, without resourceVersion."""
+    wire = encode_resource(resource)
+    wire["metadata"].pop("resourceVersion", None)
+    return json.dumps(wire, separators=(",", ":")).encode()
+
+
+def _model_for(kind: str | KindInfo | type[Resource]) -> type[Resource]:
+    if isinstance(kind, KindInfo):
+        return kind.model
+    if isinstance(kind, str):
+        return KINDS[kind].model if kind in KINDS else lookup_kind(kind).model
+    return kind
+
+
+def decode_value(raw: bytes | str, *, kind: str | KindInfo | type[Resource]) -> Resource:
+    """A resource from a stored value, trusting that it was validated when written.
+
+    Only the shape is checked (in pydantic's compiled core); defaults and semantic rules are not
+    re-run.  Raises ``ValidationFailure`` naming the bad field if the value does not fit.
+    """
+    model = _model_for(kind)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise ValidationFailure(
+            [Problem(f"stored {model.KIND} value", f, m) for f, m in issues_from_pydantic(error)]
+        ) from error
+
+
+# --- manifests --------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as Go reads manifests, but timestamps stay strings (creationTimestamp)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _parse(text: str, source: str) -> list[Any]:
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            pass  # maybe YAML flow style or several JSON documents: let YAML try
+        else:
+            return list(parsed) if isinstance(parsed, list) else [parsed]
+    try:
+        return list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as error:
+        raise ValidationFailure(
+            [Problem(source, "", f"cannot parse YAML/JSON: {error}")]
+        ) from error
+
+
+def _list_kind(kind: object) -> str | None:
+    """For ``List`` and ``<Kind>List`` the item kind ("" for a plain List), else None."""
+    if kind == "List":
+        return ""
+    if isinstance(kind, str) and kind.endswith("List") and kind[: -len("List")] in KINDS:
+        return kind[: -len("List")]
+    return None
+
+
+def load_documents(
+    text: str, source: str = "-", *, default_namespace: str = "default"
+) -> list[Resource]:
+    """Every resource in a YAML or JSON text (multi-document, Lists expanded, empty docs
+    skipped), validated and defaulted; raises one ``ValidationFailure`` with every problem."""
+    name = "stdin" if source == "-" else source
+    documents = _parse(text, name)
+    resources: list[Resource] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents, start=1):
+        if document is None or document == {}:
+            continue
+        label = f"{name} document {index}"
+        item_kind = _list_kind(document.get("kind")) if isinstance(document, Mapping) else None
+        if item_kind is None:
+            entries: Iterable[tuple[str, Any]] = [(label, document)]
+        else:
+            assert isinstance(document, Mapping)
+            items = document.get("items") or []
+            if not isinstance(items, list):
+                problems.append(Problem(label, "items", "must be a list of resources"))
+                continue
+            entries = [
+                (f"{label} item {position}", _fill_item(item, item_kind, document))
+                for position, item in enumerate(items, start=1)
+            ]
+        for entry_label, entry in entries:
+            resource, found = _decode(entry, entry_label, default_namespace)
+            problems.extend(found)
+            if resource is not None:
+                resources.append(resource)
+    if problems:
+        raise ValidationFailure(problems)
+    return resources
+
+
+def _fill_item(item: Any, kind: str, wrapper: Mapping[str, Any]) -> Any:
+    """Items of a typed list may leave out their kind and apiVersion (the list says them)."""
+    if not isinstance(item, Mapping):
+        return item
+    filled = dict(item)
+    if kind and "kind" not in filled:
+        filled["kind"] = kind
+    if "apiVersion" not in filled and "apiVersion" in wrapper:
+        filled["apiVersion"] = wrapper["apiVersion"]
+    return filled
