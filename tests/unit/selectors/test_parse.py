@@ -17,11 +17,13 @@ from pycalico.model.selectors import (
     NO_MATCH,
     Selector,
     SelectorParseError,
+    and_selectors,
     normalise,
     parse,
     validate,
 )
 from pycalico.model.selectors.compiler import build_closures, generate_source
+from pycalico.model.selectors.nodes import group_depth
 
 # (selector, label maps that match, label maps that do not)
 SEMANTICS: list[tuple[str, list[dict[str, str]], list[dict[str, str]]]] = [
@@ -216,14 +218,40 @@ def test_label_length_limit() -> None:
         parse("has(" + "x" * 513 + ")")
 
 
-def test_nesting_limit() -> None:
-    deep_ok = "(" * MAX_NESTING + "has(a)" + ")" * MAX_NESTING
-    assert parse(deep_ok).canonical == "has(a)"
-    negated = "!(" * MAX_NESTING + "has(a)" + ")" * MAX_NESTING
-    assert parse(negated).evaluate({"a": "x"}) is (MAX_NESTING % 2 == 0)
-    too_deep = "(" * (MAX_NESTING + 1) + "has(a)" + ")" * (MAX_NESTING + 1)
-    with pytest.raises(SelectorParseError, match="nest deeper than 64"):
-        parse(too_deep)
+def _nested_groups(levels: int) -> str:
+    """Text whose tree nests ``levels`` &&/|| groups, two per pair of parentheses."""
+    text = "has(z)"
+    for level in range(levels // 2):
+        text = f"has(x{level}) || has(y{level}) && ({text})"
+    return text if levels % 2 == 0 else f"has(w) && ({text})"
+
+
+def test_nesting_limits() -> None:
+    redundant = "(" * 2 * MAX_NESTING + "has(a)" + ")" * 2 * MAX_NESTING
+    assert parse(redundant).canonical == "has(a)"
+    negated = "!(" * 2 * MAX_NESTING + "has(a)" + ")" * 2 * MAX_NESTING
+    assert parse(negated).evaluate({"a": "x"})
+    too_many = "(" * (2 * MAX_NESTING + 1) + "has(a)" + ")" * (2 * MAX_NESTING + 1)
+    with pytest.raises(SelectorParseError, match="parentheses nest deeper than 128 levels"):
+        parse(too_many)
+    # The deepest tree accepted has a canonical form that parses again.
+    deepest = parse(_nested_groups(MAX_NESTING))
+    assert group_depth(deepest.root) == MAX_NESTING
+    assert parse(deepest.canonical) == deepest
+    assert deepest.evaluate({"x31": ""}) and not deepest.evaluate({"y31": ""})
+    with pytest.raises(SelectorParseError, match="groups nest deeper than 64 levels") as caught:
+        parse(_nested_groups(MAX_NESTING + 1))
+    assert caught.value.position > 0
+
+
+def test_trees_too_deep_to_compile_fall_back_to_closures() -> None:
+    selector = parse("has(a)")
+    for index in range(200):
+        selector = and_selectors(selector, f"!has(b{index})")
+    assert selector.evaluate.__name__ == "conjunction"  # the closure tree, not generated code
+    assert selector.evaluate({"a": ""})
+    assert not selector.evaluate({"a": "", "b150": ""})
+    assert not selector.evaluate({})
 
 
 # (text, position, message fragment)

@@ -157,3 +157,18 @@ def depth(node: Node) -> int:
         elif isinstance(current, And | Or):
             stack.extend((operand, level + 1) for operand in current.operands)
     return deepest
+
+
+def group_depth(node: Node) -> int:
+    """How deeply ``&&``/``||`` groups nest in ``node``: the parenthesis depth of its canonical
+    form."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(node, 0)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, Not):
+            stack.append((current.operand, level))
+        elif isinstance(current, And | Or):
+            deepest = max(deepest, level + 1)
+            stack.extend((operand, level + 1) for operand in current.operands)
+    return deepest

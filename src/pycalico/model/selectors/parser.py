@@ -19,9 +19,10 @@ Facts mirrored from Calico (so that a selector Calico accepts parses here to the
   group (they leave no node), so ``(a && b) && c`` is an ``And`` inside an ``And``.
 * The empty (or all-blank) selector is ``all()``.
 
-Invariant added here: parentheses may nest at most ``MAX_NESTING`` deep, so that parsing and
-evaluation never approach Python's recursion limit.  Calico has no such limit; no real selector
-comes near it.
+Invariant added here (Calico has no such limits; no real selector comes near them): ``&&``/``||``
+groups nest at most ``MAX_NESTING`` deep in the tree (that is, in the canonical form's
+parentheses, so the canonical form of anything parsed parses again), and the text's parentheses
+at most ``2 * MAX_NESTING`` deep, so that parsing never approaches Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from pycalico.model.selectors.nodes import (
     Node,
     Not,
     Or,
+    group_depth,
     make_in_set,
 )
 
 MAX_LABEL_LENGTH: Final = 512
 MAX_NESTING: Final = 64
+_MAX_PARENTHESES: Final = 2 * MAX_NESTING
 
 LABEL_PATTERN: Final = r"[a-zA-Z0-9_./-]{1,512}"
 _LABEL_RE = re.compile(r"[a-zA-Z0-9_./-]+")
@@ -265,6 +268,8 @@ class _Parser:
         self.text = text
         self.tokens = tokens
         self.index = 0
+        # (deepest parenthesis level reached, position of the '(' that first reached it)
+        self.deepest = (0, 0)
 
     def fail(self, token: Token, expected: str) -> SelectorParseError:
         return SelectorParseError(
@@ -287,6 +292,14 @@ class _Parser:
             if token.kind is Kind.RPAREN:
                 expected = "'&&', '||' or the end of the selector (this ')' has no '(')"
             raise self.fail(token, expected)
+        # Each level of parentheses holds at most two levels of groups (an && inside an ||),
+        # plus one at the top; only then can the tree exceed the limit.
+        if 2 * self.deepest[0] + 2 > MAX_NESTING and group_depth(node) > MAX_NESTING:
+            raise SelectorParseError(
+                self.text,
+                self.deepest[1],
+                f"&&/|| groups nest deeper than {MAX_NESTING} levels",
+            )
         return node
 
     def or_expression(self, nesting: int) -> Node:
@@ -320,10 +333,14 @@ class _Parser:
         elif kind is Kind.GLOBAL:
             node = Global()
         elif kind is Kind.LPAREN:
-            if nesting >= MAX_NESTING:
+            if nesting >= _MAX_PARENTHESES:
                 raise SelectorParseError(
-                    self.text, token.position, f"parentheses nest deeper than {MAX_NESTING} levels"
+                    self.text,
+                    token.position,
+                    f"parentheses nest deeper than {_MAX_PARENTHESES} levels",
                 )
+            if nesting >= self.deepest[0]:
+                self.deepest = (nesting + 1, token.position)
             node = self.or_expression(nesting + 1)
             closing = self.next()
             if closing.kind is not Kind.RPAREN:
