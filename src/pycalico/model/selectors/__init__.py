@@ -8,13 +8,15 @@ What this is: the public face of the package (calico-reference.md §2.1-2.2).  I
     sel.canonical                              # '(role == "db" && has(tier))'
     sel.unique_id                              # 's:...' (Calico's IP-set id for the selector)
     sel.labels                                 # frozenset({'role', 'tier'})
+    sel.restrictions["role"]                   # present, one of {'db'}: for label indexes
 
 What this is not: policy translation (which clauses to combine for which resource); that uses
 the helpers in ``transform``.  Pure: no I/O.
 
 Modules: ``nodes`` (syntax tree, canonical rendering), ``parser`` (grammar, errors),
-``compiler`` (tree -> fast Python function), ``selector`` (``Selector``, cached ``parse``),
-``transform`` (and/negate, label prefixes, namespaceSelector rewrite, builders).
+``compiler`` (tree -> fast Python function), ``restrictions`` (per-label demands, for
+indexing), ``selector`` (``Selector``, cached ``parse``), ``transform`` (and/negate, label
+prefixes, namespaceSelector rewrite, builders).
 """
 
 from pycalico.model.selectors.nodes import (
@@ -29,6 +31,7 @@ from pycalico.model.selectors.nodes import (
     Or,
 )
 from pycalico.model.selectors.parser import MAX_LABEL_LENGTH, MAX_NESTING, SelectorParseError
+from pycalico.model.selectors.restrictions import LabelRestriction
 from pycalico.model.selectors.selector import ALL, NO_MATCH, Selector, normalise, parse, validate
 from pycalico.model.selectors.transform import (
     NAMESPACE_LABEL,
@@ -58,6 +61,7 @@ __all__ = [
     "Global",
     "Has",
     "InSet",
+    "LabelRestriction",
     "Node",
     "Not",
     "Or",

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from pycalico.model.selectors.compiler import Evaluator, compile_node
 from pycalico.model.selectors.nodes import All, Node, Not, label_names, render
 from pycalico.model.selectors.parser import SelectorParseError, parse_node
+from pycalico.model.selectors.restrictions import LabelRestriction, label_restrictions
 
 PARSE_CACHE_SIZE: Final = 16384
 
@@ -58,6 +61,12 @@ class Selector:
         """The label names this selector reads: only a change to one of these can change
         whether a given endpoint matches."""
         return label_names(self.root)
+
+    @cached_property
+    def restrictions(self) -> Mapping[str, LabelRestriction]:
+        """Per label, what every match demands of it (present, absent, one of some values);
+        see ``restrictions.py``.  Sound but incomplete: use it to skip, never to match."""
+        return MappingProxyType(dict(label_restrictions(self.root)))
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"Selector is immutable; cannot set {name!r}")
