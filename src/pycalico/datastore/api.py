@@ -49,6 +49,9 @@ class KeyNotFound(DatastoreError):
 
 
 class KeyAlreadyExists(DatastoreError):
+    # Set by the resource layer: the existing object, decoded.
+    current_resource: Resource | None = None
+
     def __init__(self, key: str, current: KeyValue | None = None) -> None:
         super().__init__(f"resource already exists: {key}")
         self.key = key
@@ -57,6 +60,9 @@ class KeyAlreadyExists(DatastoreError):
 
 class RevisionConflict(TemporaryDatastoreError):
     """A compare-and-swap lost: ``current`` is what the store holds now (None if deleted)."""
+
+    # Set by the resource layer: ``current``, decoded.
+    current_resource: Resource | None = None
 
     def __init__(self, key: str, expected: int, current: KeyValue | None = None) -> None:
         now = current.revision if current is not None else "absent"

@@ -17,7 +17,8 @@ Invariants:
   gRPC error chained as ``__cause__``.
 * With several endpoints, an unavailable member makes the call move to the next one; calls retry
   (with backoff) until ``retry_timeout`` runs out, then raise ``DatastoreUnavailable``.  Writes
-  are retried only on ``UNAVAILABLE`` (the request did not take effect), never on a timeout.
+  are retried only on ``UNAVAILABLE`` (the request did not take effect), never on a timeout or
+  a connection torn mid-call (it may have taken effect).
 * A watch resumes on another endpoint from the revision after the last event it delivered, so
   a member going away is invisible to the consumer unless every member stays away past
   ``retry_timeout`` (``DatastoreUnavailable``) or history was compacted meanwhile
@@ -58,6 +59,11 @@ T = TypeVar("T")
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
+# A connection torn mid-call surfaces as UNAVAILABLE, or as INTERNAL/UNKNOWN ("Internal error
+# from Core", "Stream removed"): all worth another endpoint for a read or a watch.
+_READ_RETRY_CODES = frozenset(
+    {_UNAVAILABLE, _DEADLINE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+)
 # etcd refuses a watch on a member cut off from the leader only when asked to.
 _WATCH_METADATA = (("hasleader", "true"),)
 _MAX_MESSAGE = 512 * 1024 * 1024
@@ -136,7 +142,7 @@ def translate(
             return CompactedError(0, 0)
         if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
             return KeyNotFound(key)
-        if code in (_UNAVAILABLE, _DEADLINE):
+        if code in _READ_RETRY_CODES:
             return DatastoreUnavailable(f"etcd {op} {key}: {code.name}: {details}".strip())
         return DatastoreError(f"etcd {op} {key} failed: {code.name}: {details}")
     return DatastoreError(f"etcd {op} {key} failed: {type(error).__name__}: {error}")
@@ -207,7 +213,7 @@ class EtcdKVStore:
                 return await op(connection)
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                retryable = code == _UNAVAILABLE or (code == _DEADLINE and not write)
+                retryable = code == _UNAVAILABLE or (code in _READ_RETRY_CODES and not write)
                 if not retryable or time.monotonic() >= deadline:
                     raise translate(error, key=key, size=size, op=name) from error
                 self._fail_over(connection)
@@ -490,7 +496,7 @@ class EtcdKVStore:
                     delay = 0.05
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                if code not in (_UNAVAILABLE, _DEADLINE) or time.monotonic() >= deadline:
+                if code not in _READ_RETRY_CODES or time.monotonic() >= deadline:
                     raise translate(error, key=prefix, op="watch") from error
                 self._fail_over(connection)
                 await asyncio.sleep(delay)

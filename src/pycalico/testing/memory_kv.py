@@ -309,6 +309,18 @@ class MemoryKVStore:
             self._wakeups.append(wakeup)
             await wakeup
 
+    def disconnect(self) -> None:
+        """Simulate losing etcd: open watches fail and every call raises DatastoreUnavailable
+        until ``reconnect()``."""
+        self.unavailable = True
+        wakeups, self._wakeups = self._wakeups, []
+        for future in wakeups:
+            if not future.done():
+                future.set_exception(DatastoreUnavailable("memory store disconnected"))
+
+    def reconnect(self) -> None:
+        self.unavailable = False
+
     async def close(self) -> None:
         self._closed = True
         for future in self._wakeups:
