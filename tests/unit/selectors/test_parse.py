@@ -325,3 +325,8 @@ def test_selector_from_a_tree_and_operand_order_matters() -> None:
     assert selector.canonical == "(has(a) || has(b))"
     # As in Calico, operand order is part of the canonical form (and so of the IP-set id).
     assert selector != parse("has(b) || has(a)")
+
+
+def test_parse_refuses_non_strings() -> None:
+    with pytest.raises(TypeError, match="a selector must be a string, not NoneType"):
+        parse(None)  # type: ignore[arg-type]

@@ -219,7 +219,7 @@ def test_evaluation_agrees_with_model(
         assert closures(labels) is expected, (text, labels)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(written_st(), written_st())
 def test_unique_id_is_calicos_hash_and_tells_canonicals_apart(
     first: tuple[Model, str], second: tuple[Model, str]

@@ -292,8 +292,8 @@ class _Parser:
             if token.kind is Kind.RPAREN:
                 expected = "'&&', '||' or the end of the selector (this ')' has no '(')"
             raise self.fail(token, expected)
-        # Each level of parentheses holds at most two levels of groups (an && inside an ||),
-        # plus one at the top; only then can the tree exceed the limit.
+        # A tree nests at most two groups (an && inside an ||) per level of parentheses plus
+        # two outside them, so only deep parentheses make walking the tree worthwhile.
         if 2 * self.deepest[0] + 2 > MAX_NESTING and group_depth(node) > MAX_NESTING:
             raise SelectorParseError(
                 self.text,
@@ -385,4 +385,6 @@ class _Parser:
 
 def parse_node(text: str) -> Node:
     """The syntax tree of ``text``; raises ``SelectorParseError`` if it is not a selector."""
+    if not isinstance(text, str):
+        raise TypeError(f"a selector must be a string, not {type(text).__name__}")
     return _Parser(text, tokenize(text)).parse()
