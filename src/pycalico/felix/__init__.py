@@ -1,0 +1,1 @@
+"""Felix, the per-node agent: syncer → calculation graph → event sequencer → managers → drivers."""

@@ -1,0 +1,238 @@
+"""The messages the calculation graph sends to the dataplane: Felix's internal contract.
+
+What it is: immutable descriptions of *desired* dataplane state, already resolved — rules carry
+IP-set ids instead of selectors, endpoints carry their ordered tiers and policy ids, names are
+final.  It is the Python counterpart of Go Felix's ``proto`` messages.  What it is not: kernel
+syntax (the rule renderer turns these into nftables) or datastore resources (``pycalico.model``).
+
+Invariants:
+
+* Pure data: frozen dataclasses of tuples/frozensets/str/int, hashable and comparable, so a
+  manager can skip work when an update equals what it already has.
+* The event sequencer guarantees order: an IP set is sent before any policy that references it,
+  a policy/profile before any endpoint that references it; removals go in the reverse order.
+* ``*Update`` carries the whole desired object (idempotent); ``*Remove`` only its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+Action = Literal["allow", "deny", "pass", "log"]
+IPVersion = Literal[4, 6]
+
+
+class IPSetType(Enum):
+    IP = "ip"  # workload / host endpoint addresses (hash:ip)
+    NET = "net"  # CIDRs from network sets (hash:net)
+    IP_AND_PORT = "ip,port"  # named ports: members are "addr,proto:port"
+
+
+# --- identities -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PolicyID:
+    tier: str
+    name: str  # Calico's name; namespaced policies are "<namespace>/<name>"
+    kind: str = "GlobalNetworkPolicy"  # or NetworkPolicy (namespaced)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ProfileID:
+    name: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WorkloadEndpointID:
+    orchestrator: str
+    workload: str  # "<namespace>/<pod>" for k8s
+    endpoint: str  # e.g. "eth0"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class HostEndpointID:
+    name: str
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    first: int
+    last: int  # == first for a single port
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRule:
+    """One rule with every selector replaced by IP-set ids (members come via IPSet messages).
+
+    Within one list the semantics are AND; ``not_*`` fields match when the packet is NOT in the
+    set/net/port.  An empty tuple means "no constraint".
+    """
+
+    action: Action
+    ip_version: IPVersion | None = None
+    protocol: str | int | None = None  # "tcp"/"udp"/"icmp"/"icmpv6"/"sctp"/"udplite" or number
+    not_protocol: str | int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    not_icmp_type: int | None = None
+    not_icmp_code: int | None = None
+    source_nets: tuple[str, ...] = ()
+    not_source_nets: tuple[str, ...] = ()
+    source_ip_set_ids: tuple[str, ...] = ()
+    not_source_ip_set_ids: tuple[str, ...] = ()
+    source_ports: tuple[PortRange, ...] = ()
+    not_source_ports: tuple[PortRange, ...] = ()
+    source_named_port_ip_set_ids: tuple[str, ...] = ()
+    not_source_named_port_ip_set_ids: tuple[str, ...] = ()
+    destination_nets: tuple[str, ...] = ()
+    not_destination_nets: tuple[str, ...] = ()
+    destination_ip_set_ids: tuple[str, ...] = ()
+    not_destination_ip_set_ids: tuple[str, ...] = ()
+    destination_ports: tuple[PortRange, ...] = ()
+    not_destination_ports: tuple[PortRange, ...] = ()
+    destination_named_port_ip_set_ids: tuple[str, ...] = ()
+    not_destination_named_port_ip_set_ids: tuple[str, ...] = ()
+    log_prefix: str = ""
+    rule_id: str = ""  # stable hash of the rule, used in comments/counters
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigUpdate:
+    values: tuple[tuple[str, str], ...]  # effective Felix config, sorted by name
+
+
+@dataclass(frozen=True, slots=True)
+class InSync:
+    """The initial datastore snapshot is fully processed; the dataplane may now change the kernel."""
+
+
+@dataclass(frozen=True, slots=True)
+class IPSetUpdate:
+    id: str  # selector unique id "s:..." or named-port id "n:..."
+    type: IPSetType
+    members: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class IPSetDeltaUpdate:
+    id: str
+    added: frozenset[str]
+    removed: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class IPSetRemove:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePolicyUpdate:
+    id: PolicyID
+    inbound_rules: tuple[ResolvedRule, ...]
+    outbound_rules: tuple[ResolvedRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePolicyRemove:
+    id: PolicyID
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveProfileUpdate:
+    id: ProfileID
+    inbound_rules: tuple[ResolvedRule, ...]
+    outbound_rules: tuple[ResolvedRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveProfileRemove:
+    id: ProfileID
+
+
+@dataclass(frozen=True, slots=True)
+class TierInfo:
+    """The policies of one tier that apply to an endpoint, in evaluation order."""
+
+    name: str
+    default_action: Literal["deny", "pass"]
+    ingress_policies: tuple[PolicyID, ...]
+    egress_policies: tuple[PolicyID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEndpointUpdate:
+    id: WorkloadEndpointID
+    interface_name: str  # host side, e.g. cali1234567890a
+    mac: str
+    ipv4_nets: tuple[str, ...]  # "/32" networks
+    ipv6_nets: tuple[str, ...]  # "/128" networks
+    profile_ids: tuple[ProfileID, ...]
+    tiers: tuple[TierInfo, ...]
+    allow_spoofed_source_prefixes: tuple[str, ...] = ()
+    admin_up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEndpointRemove:
+    id: WorkloadEndpointID
+
+
+@dataclass(frozen=True, slots=True)
+class HostEndpointUpdate:
+    id: HostEndpointID
+    interface_name: str  # "*" = all host interfaces
+    expected_ipv4_addrs: tuple[str, ...]
+    expected_ipv6_addrs: tuple[str, ...]
+    profile_ids: tuple[ProfileID, ...]
+    tiers: tuple[TierInfo, ...]
+    untracked_tiers: tuple[TierInfo, ...] = ()
+    pre_dnat_tiers: tuple[TierInfo, ...] = ()
+    forward_tiers: tuple[TierInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostEndpointRemove:
+    id: HostEndpointID
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUpdate:
+    """A route Felix should program (e.g. a blackhole for a local IPAM block when BIRD does not)."""
+
+    destination: str
+    type: Literal["local-workload", "blackhole", "remote-block"]
+    interface_name: str = ""
+    next_hop: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRemove:
+    destination: str
+
+
+Message = (
+    ConfigUpdate
+    | InSync
+    | IPSetUpdate
+    | IPSetDeltaUpdate
+    | IPSetRemove
+    | ActivePolicyUpdate
+    | ActivePolicyRemove
+    | ActiveProfileUpdate
+    | ActiveProfileRemove
+    | WorkloadEndpointUpdate
+    | WorkloadEndpointRemove
+    | HostEndpointUpdate
+    | HostEndpointRemove
+    | RouteUpdate
+    | RouteRemove
+)
