@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 from pycalico.model.selectors import SelectorParseError, parse
 
@@ -236,7 +236,14 @@ def _normalize_protocol(value: object) -> int | str:
     raise ValueError("protocol must be a name or a number 1-255")
 
 
-Protocol = Annotated[int | str, BeforeValidator(_normalize_protocol)]
+# Canonical values (all stored ones) match the first two branches inside pydantic's compiled
+# core; only other spellings reach the Python normaliser.  This keeps decoding stored values cheap.
+Protocol = Annotated[
+    Literal["TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite"]
+    | Annotated[int, Field(ge=1, le=255, strict=True)]
+    | Annotated[int | str, BeforeValidator(_normalize_protocol)],
+    Field(union_mode="left_to_right"),
+]
 """A protocol name (Calico's spelling, matched case-insensitively) or a number 1-255."""
 
 
@@ -291,7 +298,11 @@ def _normalize_port(value: object) -> int | str:
     return value
 
 
-Port = Annotated[int | str, BeforeValidator(_normalize_port)]
+Port = Annotated[
+    Annotated[int, Field(ge=1, le=65535, strict=True)]
+    | Annotated[int | str, BeforeValidator(_normalize_port)],
+    Field(union_mode="left_to_right"),
+]
 """A port (1-65535), a range "min:max", or a named port (resolved against endpoint ports)."""
 
 

@@ -77,7 +77,7 @@ _PYDANTIC_MESSAGES = {
 
 def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue]:
     """Turn pydantic's shape errors into issues with wire-name paths."""
-    out: list[Issue] = []
+    out: list[tuple[str, str, str]] = []
     for item in error.errors(include_url=False):
         path = prefix
         for part in item["loc"]:
@@ -94,14 +94,34 @@ def issues_from_pydantic(error: ValidationError, prefix: str = "") -> list[Issue
             message = message[len("Value error, ") :]
         elif message.startswith("Assertion failed, "):
             message = message[len("Assertion failed, ") :]
-        if item["type"] not in _PYDANTIC_MESSAGES and "input" in item and _short(item["input"]):
-            message = f"{message} (got {item['input']!r})"
-        out.append((path, message))
-    return _dedupe(out)
+        value = item.get("input")
+        shown = repr(value)
+        if (
+            item["type"] not in _PYDANTIC_MESSAGES
+            and _short(value)
+            and shown not in message
+            and str(value) not in message
+        ):
+            message = f"{message} (got {shown})"
+        out.append((path, message, item["type"]))
+    # A value that fits no branch of a union fails every branch; our own normaliser's message
+    # (a value_error) is the one that says what is wrong, so keep only it for that path.
+    explained = {path for path, _, kind in out if kind == "value_error"}
+    return _dedupe(
+        [
+            (path, message)
+            for path, message, kind in out
+            if kind == "value_error" or path not in explained
+        ]
+    )
 
 
 def _is_union_branch(part: str) -> bool:
-    return part in {"int", "str", "float", "bool"} or "[" in part
+    return (
+        part in {"int", "str", "float", "bool"}
+        or part.startswith(("constrained-", "function-", "literal[", "union[", "list[", "dict["))
+        or "[" in part
+    )
 
 
 def _short(value: Any) -> bool:
