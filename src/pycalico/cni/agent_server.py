@@ -1,0 +1,88 @@
+"""The node agent's side of the CNI socket (``agent_protocol``): accept, dispatch, answer.
+
+An asyncio unix-socket server that reads one request line per connection, hands it to the
+handler registered for its plugin (``calico-ipam`` -> ``ipam_handler.handle`` bound to the
+agent's live ``KVStore``), and writes back one response line.  ``calico-node`` runs it; tests
+and benchmarks run it directly.  It does no CNI or IPAM work itself.
+
+Invariants: the socket file is created with mode 0600 (only root may hand the agent work) and
+removed on close; a handler failure is answered as CNI error JSON, never by dropping the
+connection (the plugin must not fall back to in-process work for a request already sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable, Mapping
+
+from pycalico.cni.agent_protocol import MAX_MESSAGE, ProtocolError, Request, Response
+from pycalico.datastore.api import KVStore
+
+Handler = Callable[[Mapping[str, str], str], Awaitable[Response]]
+
+
+def _error(message: str) -> Response:
+    body = {"cniVersion": "1.0.0", "code": 999, "msg": message, "details": ""}
+    return Response(1, json.dumps(body), message + "\n")
+
+
+def ipam_handler(kv: KVStore) -> Handler:
+    """``calico-ipam`` served with the agent's datastore connection."""
+    from pycalico.cni import ipam_handler as module
+
+    async def serve(env: Mapping[str, str], stdin: str) -> Response:
+        return await module.handle(env, stdin, kv=kv)
+
+    return serve
+
+
+class AgentServer:
+    def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
+        self.path = path
+        self.handlers = dict(handlers)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve, self.path, limit=MAX_MESSAGE)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                request = Request.decode(line)
+            except ProtocolError as exc:
+                response = _error(f"bad request on the agent socket: {exc}")
+            else:
+                handler = self.handlers.get(request.plugin)
+                if handler is None:
+                    response = _error(f"the node agent does not serve plugin {request.plugin!r}")
+                else:
+                    try:
+                        response = await handler(request.env, request.stdin)
+                    except Exception as exc:
+                        response = _error(f"{request.plugin}: {type(exc).__name__}: {exc}")
+            writer.write(response.encode())
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -1,0 +1,311 @@
+"""``calicoctl ipam``: show, check, release and configure Calico IPAM (reference §8.1).
+
+A click group registered by ``pycalico.ctl.main``.  The datastore comes from the command's own
+``-c/--config``, else the one given to ``calicoctl`` itself (``ctx.obj['config_file']``), else
+``/etc/calico/calicoctl.cfg``, else ``DATASTORE_TYPE``/``ETCD_*`` from the environment.  Each
+command runs one ``asyncio.run`` over one etcd connection.  Not here: IPAM logic
+(``pycalico.ipam``).
+
+Output follows calicoctl's: the usage table ``GROUPING | CIDR | IPS TOTAL | IPS IN USE | IPS
+RESERVED | IPS FREE`` (rows per pool, and per block with ``--show-blocks``; cooling-down
+addresses count as reserved), ``IP x is in use`` / ``IP x is not assigned`` for ``--ip``.
+``check`` exits 1 when it finds anything; ``-o FILE`` writes the report as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from pycalico.datastore.api import DatastoreError, KVStore
+from pycalico.ipam.allocator import IPAM, IPAMError
+from pycalico.ipam.blocks import IPAMConfig, ReleaseOption
+from pycalico.ipam.check import Report, check, summary_lines
+
+T = TypeVar("T")
+
+
+class IpamFailure(click.ClickException):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, file=file or sys.stderr)
+
+
+def _config_file(ctx: click.Context, own: str | None) -> str | None:
+    if own is not None:
+        return own
+    root = ctx.find_root().obj
+    value = root.get("config_file") if isinstance(root, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _run(ctx: click.Context, own_config: str | None, work: Callable[[KVStore], Awaitable[T]]) -> T:
+    from pycalico.datastore.config import DatastoreConfig, DatastoreConfigError
+    from pycalico.datastore.etcd import EtcdKVStore
+
+    try:
+        config = DatastoreConfig.load(_config_file(ctx, own_config))
+    except DatastoreConfigError as exc:
+        raise IpamFailure(f"Failed to create Calico API client: {exc}") from exc
+
+    async def main() -> T:
+        kv = EtcdKVStore.from_config(config, timeout=10.0, retry_timeout=5.0)
+        try:
+            return await work(kv)
+        finally:
+            await kv.close()
+
+    try:
+        return asyncio.run(main())
+    except (IPAMError, DatastoreError) as exc:
+        raise IpamFailure(str(exc)) from exc
+
+
+def _config_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-c", "--config", "config_file", default=None, help="Path to a CalicoAPIConfig file."
+    )(function)
+
+
+@click.group()
+def ipam() -> None:
+    """IP address management: show usage, check consistency, release, configure."""
+
+
+# --- show ---------------------------------------------------------------------------------------
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{part} ({round(100 * part / whole) if whole else 0}%)"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """calicoctl's bordered table (tablewriter style)."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+        )
+
+    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
+
+
+async def _usage_rows(kv: KVStore, show_blocks: bool) -> list[list[str]]:
+    allocator = IPAM(kv)
+    pools = await allocator.list_pools()
+    blocks = [b for _, b in await allocator.list_blocks()]
+    rows: list[list[str]] = []
+    for pool in pools:
+        inside = [b for b in blocks if b.cidr.subnet_of(pool.cidr)]  # type: ignore[arg-type]
+        used = sum(len(b.in_use_ordinals()) for b in inside)
+        cooling = sum(len(b.cooling_ordinals()) for b in inside)
+        total = pool.cidr.num_addresses
+        free = total - used - cooling
+        rows.append(
+            [
+                "IP Pool",
+                str(pool.cidr),
+                str(total),
+                _percent(used, total),
+                _percent(cooling, total),
+                _percent(free, total),
+            ]
+        )
+        if show_blocks:
+            for block in sorted(inside, key=lambda b: int(b.cidr.network_address)):
+                b_used = len(block.in_use_ordinals())
+                b_cooling = len(block.cooling_ordinals())
+                rows.append(
+                    [
+                        "Block",
+                        str(block.cidr),
+                        str(block.size),
+                        _percent(b_used, block.size),
+                        _percent(b_cooling, block.size),
+                        _percent(block.size - b_used - b_cooling, block.size),
+                    ]
+                )
+    return rows
+
+
+async def _show_ip(kv: KVStore, text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise IPAMError(f"--ip: invalid IP address {text!r}") from exc
+    info = await IPAM(kv).allocation_info(address)
+    if info is None:
+        return f"IP {address} is not assigned"
+    lines = [f"IP {address} is in use"]
+    if info.handle_id:
+        lines.append(f"Handle ID: {info.handle_id}")
+    if info.attributes:
+        lines.append("Attributes:")
+        lines.extend(f"  {k}: {v}" for k, v in sorted(info.attributes.items()))
+    else:
+        lines.append("No attributes defined")
+    return "\n".join(lines)
+
+
+async def _show_configuration(kv: KVStore) -> str:
+    config = await IPAM(kv).get_config()
+    rows = [
+        ["StrictAffinity", str(config.strict_affinity).lower()],
+        ["AutoAllocateBlocks", str(config.auto_allocate_blocks).lower()],
+        ["MaxBlocksPerHost", str(config.max_blocks_per_host)],
+        ["IPCooldownSeconds", str(config.ip_cooldown_seconds)],
+    ]
+    return render_table(["PROPERTY", "VALUE"], rows)
+
+
+@ipam.command("show")
+@click.option("--ip", "ip_text", default=None, help="Report whether this address is in use.")
+@click.option("--show-blocks", is_flag=True, help="Also show a row per allocation block.")
+@click.option("--show-configuration", is_flag=True, help="Show the IPAM configuration.")
+@_config_option
+@click.pass_context
+def show(
+    ctx: click.Context,
+    ip_text: str | None,
+    show_blocks: bool,
+    show_configuration: bool,
+    config_file: str | None,
+) -> None:
+    """Show IP pool and block usage, or who holds one address."""
+    if ip_text is not None:
+        click.echo(_run(ctx, config_file, lambda kv: _show_ip(kv, ip_text)))
+        return
+    if show_configuration:
+        click.echo(_run(ctx, config_file, _show_configuration))
+        return
+    rows = _run(ctx, config_file, lambda kv: _usage_rows(kv, show_blocks))
+    header = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS RESERVED", "IPS FREE"]
+    click.echo(render_table(header, rows))
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+@ipam.command("check")
+@click.option("-o", "--output", "output_file", default=None, help="Write a JSON report here.")
+@click.option("--show-all-ips", is_flag=True, hidden=True)
+@click.option("--show-problem-ips", is_flag=True, hidden=True)
+@_config_option
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    output_file: str | None,
+    show_all_ips: bool,
+    show_problem_ips: bool,
+    config_file: str | None,
+) -> None:
+    """Check IPAM consistency; exit status 1 when anything is found."""
+    report: Report = _run(ctx, config_file, check)
+    click.echo("Checking IPAM for inconsistencies...")
+    for line in summary_lines(report):
+        click.echo(line)
+    if output_file:
+        with open(output_file, "w") as handle:
+            handle.write(report.to_json() + "\n")
+        click.echo(f"Report written to {output_file}")
+    if not report.clean:
+        ctx.exit(1)
+
+
+# --- release ------------------------------------------------------------------------------------
+
+
+async def _release(kv: KVStore, texts: Sequence[str]) -> list[str]:
+    addresses = []
+    for text in texts:
+        try:
+            addresses.append(ipaddress.ip_address(text))
+        except ValueError as exc:
+            raise IPAMError(f"--ip: invalid IP address {text!r}") from exc
+    allocator = IPAM(kv)
+    not_allocated = set(await allocator.release_ips([ReleaseOption(a) for a in addresses]))
+    lines = []
+    for address in addresses:
+        if address in not_allocated:
+            raise IPAMError(f"IP address {address} is not assigned")
+        lines.append(f"Successfully released IP address {address}")
+    return lines
+
+
+@ipam.command("release")
+@click.option("--ip", "ip_texts", multiple=True, required=True, help="Address to release.")
+@_config_option
+@click.pass_context
+def release(ctx: click.Context, ip_texts: tuple[str, ...], config_file: str | None) -> None:
+    """Release addresses that are allocated but no longer used (e.g. leaked)."""
+    for line in _run(ctx, config_file, lambda kv: _release(kv, ip_texts)):
+        click.echo(line)
+
+
+# --- configure ----------------------------------------------------------------------------------
+
+
+def _parse_bool(value: str | None, flag: str) -> bool | None:
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise IpamFailure(f"{flag}: invalid value {value!r}, expected true or false")
+    return lowered == "true"
+
+
+async def _configure(
+    kv: KVStore, strict: bool | None, max_blocks: int | None, cooldown: int | None
+) -> IPAMConfig:
+    allocator = IPAM(kv)
+    current = await allocator.get_config()
+    updated = IPAMConfig(
+        strict_affinity=current.strict_affinity if strict is None else strict,
+        auto_allocate_blocks=current.auto_allocate_blocks,
+        max_blocks_per_host=current.max_blocks_per_host if max_blocks is None else max_blocks,
+        ip_cooldown_seconds=current.ip_cooldown_seconds if cooldown is None else cooldown,
+        kube_virt_vm_address_persistence=current.kube_virt_vm_address_persistence,
+    )
+    await allocator.set_config(updated)
+    return updated
+
+
+@ipam.command("configure")
+@click.option("--strictaffinity", "strict_text", default=None, help="true or false.")
+@click.option("--max-blocks-per-host", type=int, default=None, help="0 means no limit.")
+@click.option("--ip-cooldown-seconds", type=int, default=None, help="0 to 1200.")
+@_config_option
+@click.pass_context
+def configure(
+    ctx: click.Context,
+    strict_text: str | None,
+    max_blocks_per_host: int | None,
+    ip_cooldown_seconds: int | None,
+    config_file: str | None,
+) -> None:
+    """Change IPAM configuration (strict affinity, block limit, cooldown)."""
+    strict = _parse_bool(strict_text, "--strictaffinity")
+    if strict is None and max_blocks_per_host is None and ip_cooldown_seconds is None:
+        raise IpamFailure(
+            "nothing to configure: give --strictaffinity, --max-blocks-per-host or "
+            "--ip-cooldown-seconds"
+        )
+    updated = _run(
+        ctx,
+        config_file,
+        lambda kv: _configure(kv, strict, max_blocks_per_host, ip_cooldown_seconds),
+    )
+    if strict is not None:
+        click.echo(f"Successfully set StrictAffinity to: {str(updated.strict_affinity).lower()}")
+    if max_blocks_per_host is not None:
+        click.echo(f"Successfully set MaxBlocksPerHost to: {updated.max_blocks_per_host}")
+    if ip_cooldown_seconds is not None:
+        click.echo(f"Successfully set IPCooldownSeconds to: {updated.ip_cooldown_seconds}")
