@@ -139,43 +139,49 @@ def _decode(
     resource = resource.with_defaults(namespace=default_namespace)
     label = document_label(document, resource)
     problems.extend(Problem(label, f, m) for f, m in resource.issues())
-    return (None if problems else resource), problems
+    if problems:
+        return None, problems
+    # Re-read our own wire form, so that what the user spelled differently from Calico's output
+    # (``labels: {}``, ``ingress: []``) is already what a later read of the stored value gives.
+    return info.model.model_validate(encode_resource(resource)), problems
 
 
 # --- encoding ---------------------------------------------------------------------------------
 
 
-def _prune(value: Any) -> Any:
-    """Drop what Go's ``omitempty`` drops from maps and lists: null, "", [], {}."""
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _wire(value)
+    if isinstance(value, list | tuple):
+        return [_wire_value(item) for item in value]
     if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            item = _prune(item)
-            if item is None or item == "" or item == [] or item == {}:
-                continue
-            out[key] = item
-        return out
-    if isinstance(value, list):
-        return [_prune(item) for item in value]
+        # Map entries are user data (labels, annotations): kept as they are, empty values too.
+        return {key: _wire_value(item) for key, item in value.items()}
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)  # Go prints a whole float64 without a fraction
     return value
 
 
-def _dump_model(model: BaseModel) -> dict[str, Any]:
-    dumped: dict[str, Any] = _prune(
-        model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    )
+def _wire(model: BaseModel) -> dict[str, Any]:
+    """A model's wire form, dropping what Go's ``omitempty`` drops: unset fields, fields at their
+    zero default (``natOutgoing: false``), and empty strings, lists and objects.  Fields listed
+    in ``ALWAYS_EMIT`` are printed even when empty (Calico's fields without omitempty)."""
     always: frozenset[str] = getattr(model, "ALWAYS_EMIT", frozenset())
-    for field in always:
-        info = type(model).model_fields[field]
-        key = info.alias or field
-        if key not in dumped:
-            value = getattr(model, field)
-            dumped[key] = (
-                _prune(value.model_dump(mode="json", by_alias=True, exclude_defaults=True))
-                if isinstance(value, BaseModel)
-                else value
-            )
-    return dumped
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            continue
+        wire = _wire_value(value)
+        if name not in always:
+            if wire == "" or wire == [] or wire == {}:
+                continue
+            if not info.is_required() and info.default is not None and value == info.default:
+                continue
+        out[info.alias or name] = wire
+    for key, value in (model.model_extra or {}).items():
+        out[key] = _wire_value(value)
+    return out
 
 
 def encode_resource(resource: Resource) -> dict[str, Any]:
@@ -183,18 +189,16 @@ def encode_resource(resource: Resource) -> dict[str, Any]:
     out: dict[str, Any] = {
         "apiVersion": resource.api_version or API_VERSION,
         "kind": resource.kind or type(resource).KIND,
-        "metadata": _prune(resource.metadata.model_dump(mode="json", by_alias=True)),
+        "metadata": _wire(resource.metadata),
     }
     spec = getattr(resource, "spec", None)
     if isinstance(spec, BaseModel):
-        out["spec"] = _dump_model(spec)
+        out["spec"] = _wire(spec)
     status = getattr(resource, "status", None)
-    if isinstance(status, BaseModel):
-        dumped = _dump_model(status)
-        if dumped:
-            out["status"] = dumped
-    elif status:
-        out["status"] = _prune(status)
+    if status:
+        wire_status = _wire_value(status)
+        if wire_status:
+            out["status"] = wire_status
     return out
 
 
@@ -251,11 +255,16 @@ def decode_value(raw: bytes | str, *, kind: str | KindInfo | type[Resource]) -> 
     """
     model = _model_for(kind)
     try:
-        return model.model_validate_json(raw)
+        resource = model.model_validate_json(raw)
     except ValidationError as error:
         raise ValidationFailure(
             [Problem(f"stored {model.KIND} value", f, m) for f, m in issues_from_pydantic(error)]
         ) from error
+    if resource.kind != model.KIND:
+        raise ValidationFailure(
+            [Problem(f"stored {model.KIND} value", "kind", f"is {resource.kind!r}")]
+        )
+    return resource
 
 
 def decode_values(

@@ -351,3 +351,21 @@ def test_decode_values_decodes_a_batch_and_restores_the_collector() -> None:
     with pytest.raises(ValidationFailure):
         decode_values([b"{}"], kind="IPPool")
     assert gc.isenabled()
+
+
+def test_empty_label_values_are_kept_but_empty_fields_are_not() -> None:
+    (policy,) = load_documents(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n"
+        "metadata: {name: p, labels: {flag: ''}, annotations: {}}\n"
+        "spec: {ingress: [], selector: '', egress: [{action: Allow, source: {}}]}\n"
+    )
+    encoded = encode_resource(policy)
+    assert encoded["metadata"] == {"name": "p", "labels": {"flag": ""}}
+    assert encoded["spec"] == {
+        "egress": [{"action": "Allow"}],
+        "tier": "default",
+        "types": ["Egress"],
+    }
+    # What was written differently from Calico's output decodes to what a later read gives.
+    assert decode_resource(encoded) == policy
+    assert decode_value(encode_value(policy), kind="GlobalNetworkPolicy") == policy
