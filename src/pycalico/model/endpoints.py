@@ -7,11 +7,13 @@ validator.  What it is not: creating endpoints (CNI) or programming them (Felix)
 Invariants:
 
 * A WorkloadEndpoint's name is derived from its spec: ``<node>-<orchestrator>-<workload>-<endpoint>``
-  with every ``-`` inside a part doubled (``k8s`` uses the pod name, ``cni`` the container ID).  A
-  given name must match the spec; a missing one is filled in.
+  with every ``-`` inside a part doubled (``k8s`` uses the pod name, ``cni`` the container ID,
+  ``libnetwork`` the orchestrator again).  A given name must match the spec; a missing one is
+  filled in.
 * ``ipNetworks`` hold single addresses only (/32 or /128); a NAT's internal IP is one of them.
-* Calico adds the labels ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator`` to
-  a WorkloadEndpoint on write; ``with_defaults`` does the same.
+* Calico sets the labels ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator`` of
+  a WorkloadEndpoint on every write (overriding the user's); ``with_defaults`` does the same.
+* Every name part is required (the node always; then the orchestrator's own parts).
 * Named ports need a protocol with ports (TCP, UDP, SCTP).
 """
 
@@ -45,8 +47,14 @@ _PORT_PROTOCOL = "protocol must be TCP, UDP or SCTP for a port"
 
 
 def workload_endpoint_name(node: str, orchestrator: str, workload: str, endpoint: str) -> str:
-    """Calico's WorkloadEndpoint name: the four parts joined by '-', each part's '-' doubled."""
+    """Calico's WorkloadEndpoint name: the four parts joined by '-', each part's '-' doubled
+    (``workload`` is the pod for ``k8s``, the container ID for ``cni``)."""
     return "-".join(part.replace("-", "--") for part in (node, orchestrator, workload, endpoint))
+
+
+def workload_endpoint_name_prefix(node: str, orchestrator: str, workload: str) -> str:
+    """The name prefix shared by every endpoint (interface) of one workload, ending in '-'."""
+    return "-".join(part.replace("-", "--") for part in (node, orchestrator, workload)) + "-"
 
 
 # --- shared endpoint parts --------------------------------------------------------------------
@@ -153,18 +161,38 @@ class WorkloadEndpointSpec(Checked):
     allow_spoofed_source_prefixes: list[str] | None = None
     qos_controls: QoSControls | None = Field(default=None, alias="qosControls")
 
+    def name_segments(self) -> list[tuple[str, str]]:
+        """The (wire field, value) pairs Calico builds the name from, by orchestrator."""
+        orchestrator = self.orchestrator or ""
+        workload_field = {"k8s": "pod", "cni": "containerID", "libnetwork": "orchestrator"}.get(
+            orchestrator, "workload"
+        )
+        workload = {
+            "pod": self.pod,
+            "containerID": self.container_id,
+            "orchestrator": self.orchestrator,
+            "workload": self.workload,
+        }[workload_field]
+        return [
+            ("node", self.node or ""),
+            ("orchestrator", orchestrator),
+            (workload_field, workload or ""),
+            ("endpoint", self.endpoint or ""),
+        ]
+
     def derived_name(self) -> str | None:
-        """The name Calico derives from this spec, or None if a part is missing."""
-        if self.orchestrator == "k8s":
-            workload = self.pod
-        elif self.orchestrator == "cni":
-            workload = self.container_id
-        else:
-            workload = self.workload
-        parts = (self.node, self.orchestrator, workload, self.endpoint)
-        if not all(parts):
+        """The name Calico derives from this spec, or None if a part is missing or malformed."""
+        parts = [value for _, value in self.name_segments()]
+        if not all(parts) or any(p.startswith("-") or p.endswith("-") for p in parts):
             return None
-        return workload_endpoint_name(*(part or "" for part in parts))
+        return workload_endpoint_name(*parts)
+
+    def name_segment_issues(self, path: str) -> Iterator[Issue]:
+        for field, value in self.name_segments():
+            if not value:
+                yield f"{path}.{field}", "is required: it is part of the WorkloadEndpoint's name"
+            elif value.startswith("-") or value.endswith("-"):
+                yield f"{path}.{field}", "must not begin or end with '-'"
 
     def issues(self, path: str) -> Iterator[Issue]:
         for field, wire in (
@@ -252,6 +280,7 @@ class WorkloadEndpoint(CheckedResource):
         return None
 
     def spec_issues(self) -> Iterator[Issue]:
+        yield from self.spec.name_segment_issues("spec")
         yield from self.spec.issues("spec")
 
     def with_defaults(self, *, namespace: str = "default") -> Self:
@@ -262,11 +291,10 @@ class WorkloadEndpoint(CheckedResource):
             derived = self.spec.derived_name()
             if derived is not None:
                 changes["name"] = derived
+        # Calico sets (and overrides) these two labels on every write: they are not the user's.
         labels = dict(metadata.labels or {})
-        if metadata.namespace:
-            labels.setdefault(LABEL_NAMESPACE, metadata.namespace)
-        if self.spec.orchestrator:
-            labels.setdefault(LABEL_ORCHESTRATOR, self.spec.orchestrator)
+        labels[LABEL_NAMESPACE] = metadata.namespace or ""
+        labels[LABEL_ORCHESTRATOR] = self.spec.orchestrator or ""
         if labels != (metadata.labels or {}):
             changes["labels"] = labels
         if not changes:

@@ -209,14 +209,8 @@ class Rule(Checked):
         is_icmp = protocol_is(self.protocol, "ICMP") or protocol_is(self.protocol, "ICMPv6")
         if self.icmp is not None and not is_icmp:
             yield join(path, "icmp"), "rules with ICMP fields must set protocol to ICMP or ICMPv6"
-        not_icmp = protocol_is(self.not_protocol, "ICMP") or protocol_is(
-            self.not_protocol, "ICMPv6"
-        )
-        if self.not_icmp is not None and not (is_icmp or not_icmp):
-            yield (
-                join(path, "notICMP"),
-                "rules with ICMP fields must set protocol to ICMP or ICMPv6",
-            )
+        # Calico does not tie notICMP to a protocol (a rule may say "any protocol, but not
+        # ICMP echo"), so neither do we.
         for field, wire in (("protocol", "protocol"), ("not_protocol", "notProtocol")):
             value = getattr(self, field)
             if protocol_is(value, "ICMP") and self.ip_version == 6:

@@ -103,10 +103,13 @@ def test_tier_defaults() -> None:
 def test_workload_endpoint_labels_and_namespace() -> None:
     wep = _decode(
         "WorkloadEndpoint",
-        {"orchestrator": "k8s", "interfaceName": "cali1"},
-        labels={"app": "web"},
+        {"orchestrator": "k8s", "node": "n", "pod": "p", "endpoint": "eth0", "interfaceName": "c"},
+        name="",
+        # Calico overrides these two labels: a user cannot claim another namespace.
+        labels={"app": "web", "projectcalico.org/namespace": "kube-system"},
     )
     assert wep.namespace == "default"
+    assert wep.name == "n-k8s-p-eth0"
     assert wep.metadata.labels == {
         "app": "web",
         "projectcalico.org/namespace": "default",

@@ -503,8 +503,47 @@ def test_node_addresses() -> None:
 
 
 def _wep(**spec: Any) -> dict[str, Any]:
-    base = {"interfaceName": "cali1", "ipNetworks": ["10.0.0.1/32"]}
-    return _resource("WorkloadEndpoint", {**base, **spec}, name="w", namespace="ns")
+    base = {
+        "node": "n1",
+        "orchestrator": "k8s",
+        "pod": "p1",
+        "endpoint": "eth0",
+        "interfaceName": "cali1",
+        "ipNetworks": ["10.0.0.1/32"],
+    }
+    return _resource("WorkloadEndpoint", {**base, **spec}, name="n1-k8s-p1-eth0", namespace="ns")
+
+
+def test_workload_endpoint_name_parts_are_required() -> None:
+    problems = _problems(_wep(node=None, pod=None))
+    assert problems["spec.node"].startswith("is required")
+    assert problems["spec.pod"].startswith("is required")
+    _fails(
+        _resource(
+            "WorkloadEndpoint",
+            {"node": "n", "orchestrator": "cni", "endpoint": "eth0", "interfaceName": "c"},
+            name="",
+            namespace="ns",
+        ),
+        "spec.containerID",
+        "is required",
+    )
+    assert "spec.pod" in _problems(_wep(pod="p-"))
+    other = decode_resource(
+        _resource(
+            "WorkloadEndpoint",
+            {
+                "node": "n",
+                "orchestrator": "openstack",
+                "workload": "vm-1",
+                "endpoint": "tap0",
+                "interfaceName": "tap0",
+            },
+            name="",
+            namespace="ns",
+        )
+    )
+    assert other.name == "n-openstack-vm--1-tap0"
 
 
 def test_workload_endpoint_rules() -> None:
