@@ -56,7 +56,9 @@ class IPPoolSpec(Checked):
 
     def issues(self, path: str) -> Iterator[Issue]:
         problem = network_problem(self.cidr)
-        network = network_of(self.cidr)
+        if problem is None and "/" not in self.cidr:
+            problem = f"{self.cidr} is an address, not a CIDR: give a prefix length (like /16)"
+        network = None if problem else network_of(self.cidr)
         if problem:
             yield f"{path}.cidr", problem
         for field, wire in (
@@ -115,7 +117,7 @@ class IPPoolSpec(Checked):
 
     def defaults(self) -> dict[str, object]:
         update: dict[str, object] = {}
-        if network_problem(self.cidr) is None:
+        if "/" in self.cidr and network_problem(self.cidr) is None:
             network = network_of(self.cidr)
             assert network is not None
             if str(network) != self.cidr:

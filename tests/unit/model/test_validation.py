@@ -600,3 +600,9 @@ def test_felix_configuration_typed_fields() -> None:
         "spec.natOutgoingAddress",
         "IPv4",
     )
+
+
+def test_pool_cidr_needs_a_prefix_and_other_problems_are_still_reported() -> None:
+    problems = _problems(_resource("IPPool", {"cidr": "10.0.0.0", "nodeSelector": "a =="}))
+    assert "prefix length" in problems["spec.cidr"]
+    assert "does not parse" in problems["spec.nodeSelector"]
