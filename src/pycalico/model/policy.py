@@ -12,7 +12,8 @@ Invariants:
 * Names: NetworkPolicy allows ``label`` / ``label.label`` / ``knp.default.<subdomain>``;
   GlobalNetworkPolicy ``label`` / ``label.label``; Tier a DNS-1123 label (no dots).
 * The built-in tiers have fixed orders: ``kube-admin`` 1000, ``default`` 1,000,000,
-  ``kube-baseline`` 10,000,000; any other order for them is refused.
+  ``kube-baseline`` 10,000,000; any other order for them is refused.  A Tier written without an
+  order gets 1,000,000 and without a defaultAction ``Deny`` (Calico's DefaultTierFields).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from pycalico.model.validation import Checked, CheckedResource, Issue, join
 PolicyType = Literal["Ingress", "Egress"]
 MAX_RULES = 1024
 DEFAULT_TIER = "default"
+DEFAULT_TIER_ORDER = 1_000_000.0
 BUILTIN_TIER_ORDERS: dict[str, float] = {
     "kube-admin": 1_000.0,
-    DEFAULT_TIER: 1_000_000.0,
+    DEFAULT_TIER: DEFAULT_TIER_ORDER,
     "kube-baseline": 10_000_000.0,
 }
 
@@ -252,12 +254,13 @@ class Tier(CheckedResource):
             yield "spec.order", f"the {self.metadata.name} tier's order must be {fixed:.0f}"
 
     def with_defaults(self, *, namespace: str = "default") -> Self:
+        # Calico's client (DefaultTierFields): an unset order becomes the default tier's
+        # 1,000,000 for every tier, so that tiers added after "default" can sort after it.
         update: dict[str, object] = {}
         if self.spec.default_action is None:
             update["default_action"] = "Deny"
-        fixed = BUILTIN_TIER_ORDERS.get(self.metadata.name)
-        if fixed is not None and self.spec.order is None:
-            update["order"] = fixed
+        if self.spec.order is None:
+            update["order"] = DEFAULT_TIER_ORDER
         if not update:
             return self
         return self.model_copy(update={"spec": self.spec.model_copy(update=update)})

@@ -94,10 +94,13 @@ def test_tier_defaults() -> None:
     assert _decode("Tier", {"order": 10}, name="t").spec.default_action == "Deny"
     assert _decode("Tier", {"defaultAction": "Pass"}, name="t").spec.default_action == "Pass"
     assert _decode("Tier", name="default").spec.order == 1_000_000
-    assert encode_resource(_decode("Tier", name="kube-baseline"))["spec"] == {
-        "order": 10_000_000,
+    assert encode_resource(_decode("Tier", name="mine"))["spec"] == {
+        "order": 1_000_000,
         "defaultAction": "Deny",
     }
+    assert encode_resource(
+        _decode("Tier", {"order": 10_000_000, "defaultAction": "Pass"}, name="kube-baseline")
+    )["spec"] == {"order": 10_000_000, "defaultAction": "Pass"}
 
 
 def test_workload_endpoint_labels_and_namespace() -> None:

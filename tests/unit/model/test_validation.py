@@ -425,6 +425,8 @@ def test_builtin_tier_orders_are_fixed() -> None:
     _fails(_resource("Tier", {"order": 5}, name="kube-admin"), "spec.order", "1000")
     decode_resource(_resource("Tier", {"order": 1_000_000}, name="default"))
     decode_resource(_resource("Tier", {"order": 5}, name="mine"))
+    # An unset order becomes 1,000,000, which the built-in kube-admin tier may not have.
+    _fails(_resource("Tier", {}, name="kube-admin"), "spec.order", "1000")
 
 
 # --- BGP and nodes ----------------------------------------------------------------------------
