@@ -1,0 +1,201 @@
+"""Datastore list benchmark: ``ResourceStore.list`` against a raw aetcd range read.
+
+What this measures: 10,000 WorkloadEndpoints and 1,000 GlobalNetworkPolicies (realistic values,
+as ``encode_value`` writes them) are put into a real etcd member started for the run.  Then, best
+of N rounds, the time of
+
+* the reference: ``aetcd.Client.get_prefix`` of both prefixes (gRPC + protobuf, no decoding),
+* ``EtcdKVStore.list`` of both prefixes (our KV layer, values still bytes),
+* the model's bulk decoder (``decode_values``) on the same values with no I/O at all, to show
+  where the time goes,
+* ``ResourceStore.list`` of both kinds (range read + decode into validated, frozen models with
+  ``resourceVersion`` set).
+
+Figures are ratios to the reference measured in the same run; the target for
+``ResourceStore.list`` is <= 3x.
+
+Run: ``.venv/bin/python -m bench.datastore_list`` (``--quick`` for a tenth of the objects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aetcd
+
+from pycalico.datastore import paths
+from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.resources import ResourceStore
+from pycalico.model.codec import decode_resource, decode_values, encode_value
+from pycalico.model.kinds import KINDS
+from pycalico.testing.etcd_server import EtcdServer
+
+
+def workload_endpoint(index: int) -> dict[str, Any]:
+    node, pod = f"node-{index % 50}", f"web-{index}"
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": {
+            "name": f"{node.replace('-', '--')}-k8s-{pod.replace('-', '--')}-eth0",
+            "namespace": f"ns-{index % 20}",
+            "uid": f"00000000-0000-4000-8000-{index:012x}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {
+                "app": "web",
+                "tier": "frontend",
+                "pod-template-hash": f"{index:08x}",
+                "projectcalico.org/namespace": f"ns-{index % 20}",
+                "projectcalico.org/orchestrator": "k8s",
+                "projectcalico.org/serviceaccount": "default",
+            },
+        },
+        "spec": {
+            "orchestrator": "k8s",
+            "node": node,
+            "containerID": f"{index:012x}abcdef",
+            "pod": pod,
+            "endpoint": "eth0",
+            "serviceAccountName": "default",
+            "ipNetworks": [f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}/32"],
+            "profiles": [f"kns.ns-{index % 20}", f"ksa.ns-{index % 20}.default"],
+            "interfaceName": f"cali{index:011x}",
+            "mac": "9a:1b:2c:3d:4e:5f",
+            "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        },
+    }
+
+
+def global_network_policy(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {
+            "name": f"policy-{index}",
+            "uid": f"00000000-0000-4000-9000-{index:012x}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "order": float(index),
+            "selector": f"app == 'web-{index % 30}' && has(tier)",
+            "types": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "action": "Allow",
+                    "protocol": "TCP",
+                    "source": {"selector": f"role == 'client-{index % 7}'"},
+                    "destination": {"ports": [80, 443, "8000:8100"]},
+                },
+                {"action": "Deny", "source": {"nets": ["10.0.0.0/8", "192.168.0.0/16"]}},
+            ],
+            "egress": [{"action": "Allow", "destination": {"selector": "all()"}}],
+        },
+    }
+
+
+async def populate(kv: EtcdKVStore, endpoints: int, policies: int) -> None:
+    documents = [workload_endpoint(i) for i in range(endpoints)]
+    documents += [global_network_policy(i) for i in range(policies)]
+    writes = []
+    for document in documents:
+        resource = decode_resource(document)
+        info = KINDS[resource.kind]
+        key = paths.resource_key(info, resource.name, resource.namespace)
+        writes.append((key, encode_value(resource)))
+    for start in range(0, len(writes), 500):
+        await asyncio.gather(*(kv.put(key, value) for key, value in writes[start : start + 500]))
+
+
+async def best_of(rounds: int, work: Callable[[], Awaitable[object]]) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.perf_counter()
+        await work()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+async def run(endpoints: int, policies: int, rounds: int) -> dict[str, float]:
+    with EtcdServer(name="bench") as etcd:
+        port = etcd.client_port
+        kv = EtcdKVStore([etcd.endpoint])
+        store = ResourceStore(kv)
+        raw = aetcd.Client(
+            host="127.0.0.1",
+            port=port,
+            options={"grpc.max_receive_message_length": 512 * 1024 * 1024},
+        )
+        try:
+            await populate(kv, endpoints, policies)
+            wep = paths.resource_prefix(KINDS["WorkloadEndpoint"]).encode()
+            gnp = paths.resource_prefix(KINDS["GlobalNetworkPolicy"]).encode()
+
+            async def reference() -> None:
+                first = await raw.get_prefix(wep)
+                second = await raw.get_prefix(gnp)
+                assert len(first.kvs) == endpoints and len(second.kvs) == policies
+
+            async def kv_list() -> None:
+                await kv.list(wep.decode())
+                await kv.list(gnp.decode())
+
+            wep_values = [item.value for item in (await kv.list(wep.decode())).items]
+            gnp_values = [item.value for item in (await kv.list(gnp.decode())).items]
+
+            async def decode_only() -> None:
+                decode_values(wep_values, kind="WorkloadEndpoint")
+                decode_values(gnp_values, kind="GlobalNetworkPolicy")
+
+            async def resource_list() -> None:
+                first = await store.list("WorkloadEndpoint")
+                second = await store.list("GlobalNetworkPolicy")
+                assert len(first.items) == endpoints and len(second.items) == policies
+
+            await reference()
+            await resource_list()  # warm caches and pydantic's validators
+            timings: dict[str, float] = {}
+            # Interleave so drift (thermal, other load) hits every candidate alike.
+            for _ in range(rounds):
+                for name, work in (
+                    ("reference", reference),
+                    ("kv_list", kv_list),
+                    ("decode_only", decode_only),
+                    ("resource_list", resource_list),
+                ):
+                    elapsed = await best_of(1, work)
+                    timings[name] = min(timings.get(name, float("inf")), elapsed)
+            return timings
+        finally:
+            await raw.close()
+            await kv.close()
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    endpoints, policies = (1_000, 100) if quick else (10_000, 1_000)
+    rounds = 3 if quick else 7
+    timings = asyncio.run(run(endpoints, policies, rounds))
+    reference = timings["reference"]
+    count = endpoints + policies
+    print(f"datastore list: {endpoints} WorkloadEndpoints + {policies} GlobalNetworkPolicies")
+    print(f"  (best of {rounds} interleaved rounds, one local etcd 3.4 member)")
+    for name, label in (
+        ("reference", "aetcd get_prefix (reference)"),
+        ("kv_list", "EtcdKVStore.list"),
+        ("decode_only", "model decode_values alone, no I/O"),
+        ("resource_list", "ResourceStore.list (decoded)"),
+    ):
+        seconds = timings[name]
+        print(
+            f"  {label:34} {seconds * 1000:8.1f} ms  {count / seconds:10,.0f} objects/s  "
+            f"{seconds / reference:5.2f}x"
+        )
+    print("reproduce: .venv/bin/python -m bench.datastore_list" + (" --quick" if quick else ""))
+
+
+if __name__ == "__main__":
+    main()
