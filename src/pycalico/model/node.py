@@ -6,9 +6,9 @@ or how Felix merges its configuration sources (``pycalico.felix``).
 
 Invariants:
 
-* FelixConfiguration has about 200 fields in Calico.  The ones in reference §3.7 are typed and
-  checked here; any other ``spec`` field is kept as written (``extra="allow"``), so a Calico user's
-  manifest loads, round-trips and reaches Felix unchanged.
+* FelixConfiguration has about 200 fields in Calico.  The ones in reference §3.7 and those the
+  nftables dataplane reads are typed and checked here; any other ``spec`` field is kept as written
+  (``extra="allow"``), so a Calico user's manifest loads, round-trips and reaches Felix unchanged.
 * ClusterInformation and KubeControllersConfiguration are singletons named ``default``.
 * Calico applies none of these kinds' documented defaults on write (Felix, confd and
   kube-controllers apply them on read), so neither does ``with_defaults``.
@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
@@ -28,13 +29,12 @@ from pycalico.model.fields import (
     Port,
     PortNumber,
     cidr_problem,
+    interface_problem,
     ip_problem,
     mac_problem,
     name_problem,
-    network_problem,
     selector_problem,
 )
-from pycalico.model.meta import CalicoModel
 from pycalico.model.validation import Checked, CheckedResource, Issue
 
 
@@ -197,27 +197,64 @@ class ProtoPort(Checked):
                 yield f"{path}.net", problem
 
 
+class HealthTimeoutOverride(Checked):
+    name: str
+    timeout: Duration
+
+
+class RouteTableRange(Checked):
+    min: int
+    max: int
+
+
+AcceptReturn = Literal["Accept", "Return"]
+DropReject = Literal["Drop", "Reject"]
+EnabledDisabled = Literal["Enabled", "Disabled"]
+
+
 class FelixConfigurationSpec(Checked):
-    """The §3.7 fields, typed; every other Felix field is accepted and kept as written."""
+    """Felix's configuration, in Calico's field order.
+
+    The fields of reference §3.7 and those the nftables dataplane reads are typed and checked;
+    Felix has about 200 more (BPF, flow logs, Windows, ...), which are accepted and kept exactly as
+    written (``extra="allow"``, wire names in ``extra_fields``) so a Calico user's manifest loads,
+    round-trips and reaches Felix unchanged.  ``bpfLogLevel`` is printed even when empty, because
+    Calico's field has no ``omitempty``.
+    """
 
     model_config = ConfigDict(extra="allow")
+    ALWAYS_EMIT: ClassVar[frozenset[str]] = frozenset({"bpf_log_level"})
 
+    use_internal_dataplane_driver: bool | None = None
+    dataplane_driver: str | None = None
     ipv6_support: bool | None = Field(default=None, alias="ipv6Support")
     route_refresh_interval: Duration | None = None
+    interface_refresh_interval: Duration | None = None
     iptables_refresh_interval: Duration | None = None
+    iptables_post_write_check_interval: Duration | None = None
+    iptables_lock_file_path: str | None = None
+    feature_detect_override: str | None = None
+    feature_gates: str | None = None
     ipsets_refresh_interval: Duration | None = None
     max_ipset_size: int | None = Field(default=None, ge=0)
     iptables_backend: Literal["Legacy", "NFT", "Auto"] | None = None
+    netlink_timeout: Duration | None = None
+    metadata_addr: str | None = None
+    metadata_port: int | None = None
+    openstack_region: str | None = None
     interface_prefix: str | None = None
+    interface_exclude: str | None = None
     chain_insert_mode: str | None = None
     default_endpoint_to_host_action: Literal["Drop", "Accept", "Return"] | None = None
-    iptables_filter_allow_action: Literal["Accept", "Return"] | None = None
-    iptables_filter_deny_action: Literal["Drop", "Reject"] | None = None
+    iptables_filter_allow_action: AcceptReturn | None = None
+    iptables_mangle_allow_action: AcceptReturn | None = None
+    iptables_filter_deny_action: DropReject | None = None
     log_prefix: str | None = None
     log_file_path: str | None = None
     log_severity_file: LogSeverity | None = None
     log_severity_screen: LogSeverity | None = None
     log_severity_sys: LogSeverity | None = None
+    log_debug_filename_regex: str | None = None
     ipip_enabled: bool | None = Field(default=None, alias="ipipEnabled")
     ipip_mtu: int | None = Field(default=None, alias="ipipMTU", ge=0)
     vxlan_enabled: bool | None = None
@@ -225,42 +262,87 @@ class FelixConfigurationSpec(Checked):
     vxlan_mtu_v6: int | None = Field(default=None, alias="vxlanMTUV6", ge=0)
     vxlan_port: PortNumber | None = None
     vxlan_vni: int | None = Field(default=None, alias="vxlanVNI", ge=0, le=2**24 - 1)
+    allow_vxlan_packets_from_workloads: bool | None = Field(
+        default=None, alias="allowVXLANPacketsFromWorkloads"
+    )
+    allow_ipip_packets_from_workloads: bool | None = Field(
+        default=None, alias="allowIPIPPacketsFromWorkloads"
+    )
     reporting_interval: Duration | None = None
     reporting_ttl: Duration | None = Field(default=None, alias="reportingTTL")
     endpoint_reporting_enabled: bool | None = None
+    endpoint_reporting_delay: Duration | None = None
+    endpoint_status_path_prefix: str | None = None
     iptables_mark_mask: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
     disable_conntrack_invalid_check: bool | None = None
     health_enabled: bool | None = None
     health_host: str | None = None
     health_port: PortNumber | None = None
+    health_timeout_overrides: list[HealthTimeoutOverride] | None = None
     prometheus_metrics_enabled: bool | None = None
+    prometheus_metrics_host: str | None = None
     prometheus_metrics_port: PortNumber | None = None
+    prometheus_go_metrics_enabled: bool | None = None
+    prometheus_process_metrics_enabled: bool | None = None
     failsafe_inbound_host_ports: list[ProtoPort] | None = None
     failsafe_outbound_host_ports: list[ProtoPort] | None = None
     kube_node_port_ranges: list[Port] | None = None
+    usage_reporting_enabled: bool | None = None
+    usage_reporting_initial_delay: Duration | None = None
+    usage_reporting_interval: Duration | None = None
     nat_port_range: Port | None = Field(default=None, alias="natPortRange")
     nat_outgoing_address: str | None = None
-    usage_reporting_enabled: bool | None = None
-    bpf_enabled: bool | None = None
-    route_source: Literal["WorkloadIPs", "CalicoIPAM"] | None = None
-    service_loop_prevention: Literal["Drop", "Reject", "Disabled"] | None = None
-    wireguard_enabled: bool | None = None
+    nat_outgoing_exclusions: Literal["IPPoolsOnly", "IPPoolsAndHostIPs"] | None = None
+    device_route_source_address: str | None = None
+    device_route_source_address_ipv6: str | None = Field(
+        default=None, alias="deviceRouteSourceAddressIPv6"
+    )
+    device_route_protocol: int | None = Field(default=None, ge=0, le=255)
+    remove_external_routes: bool | None = None
+    program_cluster_routes: str | None = None
+    ip_forwarding: EnabledDisabled | None = Field(default=None, alias="ipForwarding")
+    # Calico's JSON name for ExternalNodesCIDRList is "externalNodesList".
+    external_nodes_cidr_list: list[str] | None = Field(default=None, alias="externalNodesList")
     nftables_mode: Literal["Enabled", "Disabled", "Auto"] | None = Field(
         default=None, alias="nftablesMode"
     )
-    program_cluster_routes: str | None = None
-    remove_external_routes: bool | None = None
-    device_route_protocol: int | None = Field(default=None, ge=0, le=255)
-    device_route_source_address: str | None = None
-    external_nodes_cidr_list: list[str] | None = Field(default=None, alias="externalNodesCIDRList")
+    nftables_refresh_interval: Duration | None = Field(
+        default=None, alias="nftablesRefreshInterval"
+    )
+    nftables_filter_allow_action: AcceptReturn | None = Field(
+        default=None, alias="nftablesFilterAllowAction"
+    )
+    nftables_mangle_allow_action: AcceptReturn | None = Field(
+        default=None, alias="nftablesMangleAllowAction"
+    )
+    nftables_filter_deny_action: DropReject | None = Field(
+        default=None, alias="nftablesFilterDenyAction"
+    )
+    nftables_mark_mask: int | None = Field(
+        default=None, alias="nftablesMarkMask", ge=0, le=0xFFFFFFFF
+    )
+    bpf_enabled: bool | None = None
+    bpf_log_level: Literal["", "Off", "Info", "Debug"] = ""
+    route_source: Literal["WorkloadIPs", "CalicoIPAM"] | None = None
+    route_table_ranges: list[RouteTableRange] | None = None
+    route_table_range: RouteTableRange | None = None
+    route_sync_disabled: bool | None = None
+    wireguard_enabled: bool | None = None
+    wireguard_enabled_v6: bool | None = Field(default=None, alias="wireguardEnabledV6")
+    wireguard_listening_port: PortNumber | None = None
+    wireguard_interface_name: str | None = None
+    wireguard_mtu: int | None = Field(default=None, alias="wireguardMTU", ge=0)
+    service_loop_prevention: Literal["Drop", "Reject", "Disabled"] | None = None
+    workload_source_spoofing: Literal["Disabled", "Any"] | None = None
+    mtu_iface_pattern: str | None = Field(default=None, alias="mtuIfacePattern")
+    floating_i_ps: EnabledDisabled | None = Field(default=None, alias="floatingIPs")
+    require_mtu_file: bool | None = Field(default=None, alias="requireMTUFile")
 
     def issues(self, path: str) -> Iterator[Issue]:
-        for field in ("failsafeInboundHostPorts", "failsafeOutboundHostPorts"):
-            attribute = (
-                "failsafe_inbound_host_ports"
-                if "Inbound" in field
-                else "failsafe_outbound_host_ports"
-            )
+        for field, attribute in (
+            ("failsafeInboundHostPorts", "failsafe_inbound_host_ports"),
+            ("failsafeOutboundHostPorts", "failsafe_outbound_host_ports"),
+        ):
             for index, item in enumerate(getattr(self, attribute) or []):
                 yield from item.issues(f"{path}.{field}[{index}]")
         ranges = self.kube_node_port_ranges or []
@@ -274,24 +356,51 @@ class FelixConfigurationSpec(Checked):
                 )
         if isinstance(self.nat_port_range, str) and ":" not in self.nat_port_range:
             yield f"{path}.natPortRange", "must be a number or a range, not a port name"
-        for field, wire in (
-            ("nat_outgoing_address", "natOutgoingAddress"),
-            ("device_route_source_address", "deviceRouteSourceAddress"),
+        for field, wire, version in (
+            ("nat_outgoing_address", "natOutgoingAddress", 4),
+            ("device_route_source_address", "deviceRouteSourceAddress", 4),
+            ("device_route_source_address_ipv6", "deviceRouteSourceAddressIPv6", 6),
         ):
             value = getattr(self, field)
             if value:
-                problem = ip_problem(value, 4)
+                problem = ip_problem(value, version)
                 if problem:
                     yield f"{path}.{wire}", problem
         for index, cidr in enumerate(self.external_nodes_cidr_list or []):
             problem = cidr_problem(cidr, 4)
             if problem:
-                yield f"{path}.externalNodesCIDRList[{index}]", problem
+                yield f"{path}.externalNodesList[{index}]", problem
+        if self.route_table_range is not None:
+            if self.route_table_ranges is not None:
+                yield f"{path}.routeTableRange", "cannot be set together with routeTableRanges"
+            low, high = self.route_table_range.min, self.route_table_range.max
+            if not 1 <= low <= high <= 250:
+                yield f"{path}.routeTableRange", "must be a range of table indices within 1-250"
+        for index, table_range in enumerate(self.route_table_ranges or []):
+            if not 1 <= table_range.min <= table_range.max <= 0xFFFFFFFF:
+                yield (
+                    f"{path}.routeTableRanges[{index}]",
+                    "min must be at least 1 and no greater than max",
+                )
+        for field, wire in (
+            ("health_host", "healthHost"),
+            ("prometheus_metrics_host", "prometheusMetricsHost"),
+        ):
+            value = getattr(self, field)
+            if value and not _HOST_RE.match(value):
+                yield f"{path}.{wire}", f"{value!r} is not an address or host name"
+        if self.wireguard_interface_name:
+            problem = interface_problem(self.wireguard_interface_name)
+            if problem:
+                yield f"{path}.wireguardInterfaceName", problem
 
     @property
     def extra_fields(self) -> dict[str, Any]:
         """Fields this model does not type, as written (wire names)."""
         return dict(self.model_extra or {})
+
+
+_HOST_RE = re.compile(r"^[a-zA-Z0-9:._+-]{1,64}$")
 
 
 class FelixConfiguration(CheckedResource):
@@ -407,13 +516,3 @@ class KubeControllersConfiguration(CheckedResource):
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
-
-
-__all__ = [
-    "CalicoModel",
-    "ClusterInformation",
-    "FelixConfiguration",
-    "KubeControllersConfiguration",
-    "Node",
-    "network_problem",
-]

@@ -369,3 +369,16 @@ def test_empty_label_values_are_kept_but_empty_fields_are_not() -> None:
     # What was written differently from Calico's output decodes to what a later read gives.
     assert decode_resource(encoded) == policy
     assert decode_value(encode_value(policy), kind="GlobalNetworkPolicy") == policy
+
+
+def test_felix_configuration_prints_bpf_log_level_and_calicos_names() -> None:
+    (felix,) = load_documents(
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
+        "spec: {externalNodesList: [192.0.2.0/24], nftablesMode: Enabled, ipipMTU: 1480}\n"
+    )
+    assert encode_resource(felix)["spec"] == {
+        "ipipMTU": 1480,
+        "externalNodesList": ["192.0.2.0/24"],
+        "nftablesMode": "Enabled",
+        "bpfLogLevel": "",  # Calico's field has no omitempty
+    }
