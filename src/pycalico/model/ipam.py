@@ -166,7 +166,7 @@ class IPPool(CheckedResource):
 class IPAMConfigurationSpec(Checked):
     strict_affinity: bool | None = None
     auto_allocate_blocks: bool | None = None
-    max_blocks_per_host: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    max_blocks_per_host: int | None = Field(default=None, ge=0, le=1_000_000)
     ip_cooldown_seconds: int | None = Field(default=None, alias="ipCooldownSeconds", ge=0, le=1200)
     kube_virt_vm_address_persistence: Literal["Enabled", "Disabled"] | None = Field(
         default=None, alias="kubeVirtVMAddressPersistence"
