@@ -13,8 +13,9 @@ Invariants:
 * A started member answers ``/health`` before ``start()`` returns.
 * No member outlives the interpreter that started it: members are killed at exit (``atexit``),
   and by default the kernel kills them if the starting thread dies (``PR_SET_PDEATHSIG``), which
-  covers a SIGKILLed test run.  Pass ``die_with_parent=False`` for a member meant to outlive its
-  starter (the lab); such a member keeps a caller-chosen data directory.
+  covers a SIGKILLed test run; the data directories such a run leaves behind are swept by the
+  next ``EtcdServer`` in any process.  Pass ``die_with_parent=False`` for a member meant to
+  outlive its starter (the lab); such a member keeps a caller-chosen data directory.
 * ``restart()`` keeps the ports and the data, so clients' endpoint lists stay valid.
 """
 
@@ -24,6 +25,7 @@ import atexit
 import base64
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -72,8 +74,63 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _temp_root() -> str | None:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _temp_root() -> str:
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+_DIR_PREFIX = "pycalico-etcd-"
+_swept = False
+
+
+def _directories_in_use() -> set[str]:
+    """Data directories named on the command line of any live process."""
+    in_use: set[str] = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in args:
+            if _DIR_PREFIX.encode() in arg:
+                in_use.add(arg.decode(errors="replace"))
+    return in_use
+
+
+def _owner_holds_lock(directory: Path) -> bool:
+    try:
+        descriptor = os.open(directory / "owner.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def sweep_stale_dirs(min_age: float = 60.0) -> int:
+    """Remove data directories left behind when a member's starter was SIGKILLed (no finaliser
+    ran): a directory is stale when no live process names it on its command line and it is
+    older than ``min_age`` (so one being created right now by another process is left alone)."""
+    in_use = _directories_in_use()
+    removed = 0
+    for directory in Path(_temp_root()).glob(f"{_DIR_PREFIX}*"):
+        if any(path.startswith(str(directory)) for path in in_use):
+            continue
+        if _owner_holds_lock(directory):
+            continue  # its EtcdServer object is alive, e.g. between stop() and start()
+        try:
+            if time.time() - directory.stat().st_mtime < min_age:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class EtcdError(RuntimeError):
@@ -107,6 +164,7 @@ class EtcdServer:
         self.ready_timeout = ready_timeout
         self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock: int | None = None
         self._log: Any = None
 
     # --- addresses --------------------------------------------------------------------------
@@ -132,8 +190,16 @@ class EtcdServer:
         return self._process.pid if self._process is not None else None
 
     def _dir(self) -> Path:
+        global _swept
         if self._base_dir is None:
-            self._base_dir = Path(tempfile.mkdtemp(prefix="pycalico-etcd-", dir=_temp_root()))
+            if not _swept:
+                _swept = True
+                sweep_stale_dirs()
+            self._base_dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=_temp_root()))
+            # Held for this object's lifetime (released by the kernel if the process dies), so
+            # another process's sweep never takes a directory between stop() and start().
+            self._lock = os.open(self._base_dir / "owner.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         return self._base_dir
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -246,6 +312,9 @@ class EtcdServer:
         if self._owned_dir and self._base_dir is not None:
             shutil.rmtree(self._base_dir, ignore_errors=True)
             self._base_dir = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
         with _live_lock:
             _live.discard(self)
 
