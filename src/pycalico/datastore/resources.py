@@ -169,7 +169,9 @@ class ResourceStore:
             raise _unreadable(kv.key, error) from error
         return resource.with_metadata(resource_version=str(version))
 
-    def _decode_many(self, info: KindInfo, values: Sequence[tuple[bytes, int]]) -> list[Resource]:
+    def _decode_many(
+        self, info: KindInfo, values: Sequence[tuple[bytes, int]], key_of: Callable[[int], str]
+    ) -> list[Resource]:
         """Decode a range read: one batch through the model's bulk decoder when every value
         takes the resourceVersion splice (the norm), else one by one."""
         versioned = [_versioned_json(value, revision) for value, revision in values]
@@ -179,7 +181,7 @@ class ResourceStore:
             except ValidationFailure:
                 pass  # find and name the bad value below
         return [
-            self._decode(info, KeyValue(f"{info.plural} item {index}", value, revision))
+            self._decode(info, KeyValue(key_of(index), value, revision))
             for index, (value, revision) in enumerate(values)
         ]
 
@@ -376,9 +378,10 @@ class ResourceStore:
         try:
             if list_raw is not None:
                 values = [(item.value, item.mod_revision) for item in raw_items]
+                items = self._decode_many(info, values, lambda i: raw_items[i].key.decode())
             else:
                 values = [(item.value, item.revision) for item in raw_items]
-            items = self._decode_many(info, values)
+                items = self._decode_many(info, values, lambda i: raw_items[i].key)
         finally:
             if collecting:
                 gc.enable()

@@ -31,12 +31,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -133,6 +135,51 @@ def sweep_stale_dirs(min_age: float = 60.0) -> int:
     return removed
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """Serve clients over TLS, requiring a client certificate signed by ``ca_file``; the
+    client pair is what this module's own HTTP checks present."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    client_cert_file: str
+    client_key_file: str
+
+
+def make_test_pki(directory: str | os.PathLike[str]) -> ServerTLS:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ca_key, ca = str(root / "ca.key"), str(root / "ca.pem")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+            "-days", "2", "-subj", "/CN=pycalico-test-ca")  # fmt: skip
+    pairs = {}
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key, request, cert = (str(root / f"{name}.{ext}") for ext in ("key", "csr", "pem"))
+        extfile = root / f"{name}.ext"
+        extfile.write_text(extension + "\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request,
+                "-subj", f"/CN=pycalico-test-{name}")  # fmt: skip
+        openssl("x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                "-out", cert, "-days", "2", "-extfile", str(extfile))  # fmt: skip
+        pairs[name] = (cert, key)
+    return ServerTLS(
+        ca_file=ca,
+        cert_file=pairs["server"][0],
+        key_file=pairs["server"][1],
+        client_cert_file=pairs["client"][0],
+        client_key_file=pairs["client"][1],
+    )
+
+
 class EtcdError(RuntimeError):
     """An etcd member failed to start or to answer its HTTP gateway."""
 
@@ -152,6 +199,7 @@ class EtcdServer:
         die_with_parent: bool = True,
         ready_timeout: float = 15.0,
         extra_args: tuple[str, ...] = (),
+        tls: ServerTLS | None = None,
     ) -> None:
         self.name = name
         self.client_port = client_port or free_port()
@@ -163,6 +211,7 @@ class EtcdServer:
         self.die_with_parent = die_with_parent
         self.ready_timeout = ready_timeout
         self.extra_args = extra_args
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: int | None = None
         self._log: Any = None
@@ -171,7 +220,8 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -236,6 +286,9 @@ class EtcdServer:
         ]
         if self.max_request_bytes is not None:
             args += ["--max-request-bytes", str(self.max_request_bytes)]
+        if self.tls is not None:
+            args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file]
+            args += ["--trusted-ca-file", self.tls.ca_file, "--client-cert-auth"]
         return args + list(self.extra_args)
 
     def launch(self) -> None:
@@ -267,7 +320,9 @@ class EtcdServer:
             if self._process is None or self._process.poll() is not None:
                 raise EtcdError(f"etcd {self.name} exited during startup:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as reply:
+                with urllib.request.urlopen(
+                    f"{self.endpoint}/health", timeout=1, context=self._ssl_context()
+                ) as reply:
                     if json.loads(reply.read()).get("health") in ("true", True):
                         return
                     last_error = "unhealthy"
@@ -346,6 +401,13 @@ class EtcdServer:
 
     # --- gateway helpers (synchronous, for tests and tools) ---------------------------------
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=self.tls.ca_file)
+        context.load_cert_chain(self.tls.client_cert_file, self.tls.client_key_file)
+        return context
+
     def _gateway(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
             f"{self.endpoint}{path}",
@@ -353,7 +415,7 @@ class EtcdServer:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as reply:
+            with urllib.request.urlopen(request, timeout=5, context=self._ssl_context()) as reply:
                 result: dict[str, Any] = json.loads(reply.read())
                 return result
         except urllib.error.HTTPError as error:

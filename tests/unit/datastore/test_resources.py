@@ -224,3 +224,58 @@ async def test_watch_from_a_revision_reports_only_later_changes(store: ResourceS
     stream = store.watch("IPPool", revision=first.resource_version)
     event = await asyncio.wait_for(anext(stream), 5)  # type: ignore[call-overload]
     assert (event.type, event.resource.name) == (WatchEventType.ADDED, "p1")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Go's field order (kind first), as Calico itself writes values.
+        b'{"kind":"Profile","apiVersion":"projectcalico.org/v3",'
+        b'"metadata":{"name":"p","uid":"u1"},"spec":{}}',
+        # Spaces, and spec before metadata: not the canonical shape, decoded the slow way.
+        b'{"apiVersion": "projectcalico.org/v3", "kind": "Profile", "spec": {},'
+        b' "metadata": {"name": "p", "uid": "u1"}}',
+        # A stale resourceVersion stored by some other writer: the mod revision wins.
+        b'{"apiVersion":"projectcalico.org/v3","kind":"Profile",'
+        b'"metadata":{"name":"p","uid":"u1","resourceVersion":"999999"},"spec":{}}',
+        # Rules carry their own "metadata" key after the object's.
+        b'{"apiVersion":"projectcalico.org/v3","kind":"Profile",'
+        b'"metadata":{"name":"p","uid":"u1"},'
+        b'"spec":{"ingress":[{"action":"Allow","metadata":{"annotations":{"a":"b"}}}]}}',
+    ],
+)
+async def test_any_stored_value_shape_reads_with_the_mod_revision(
+    store: ResourceStore, value: bytes
+) -> None:
+    revision = await store.kv.put("/calico/resources/v3/projectcalico.org/profiles/p", value)
+    got = await store.get("Profile", "p")
+    assert (got.name, got.metadata.uid, got.resource_version) == ("p", "u1", str(revision))
+    listed = await store.list("Profile")
+    assert [(r.name, r.resource_version) for r in listed.items if r.name == "p"] == [
+        ("p", str(revision))
+    ]
+
+
+async def test_an_empty_metadata_object_still_gets_its_version(store: ResourceStore) -> None:
+    revision = await store.kv.put(
+        "/calico/resources/v3/projectcalico.org/profiles/q",
+        b'{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{},"spec":{}}',
+    )
+    listed = await store.list("Profile")
+    assert [r.resource_version for r in listed.items if r.name == ""] == [str(revision)]
+
+
+async def test_an_unreadable_stored_value_names_its_key_and_field(store: ResourceStore) -> None:
+    await store.kv.put(
+        "/calico/resources/v3/projectcalico.org/ippools/bad",
+        b'{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"bad"},'
+        b'"spec":{"cidr":"10.0.0.0/16","blockSize":"many"}}',
+    )
+    with pytest.raises(InvalidResource) as caught:
+        await store.get("IPPool", "bad")
+    assert caught.value.field == "spec.blockSize"
+    assert "ippools/bad" in str(caught.value)
+    with pytest.raises(InvalidResource) as listed:
+        await store.list("IPPool")
+    assert listed.value.field == "spec.blockSize"
+    assert "ippools/bad" in str(listed.value)
