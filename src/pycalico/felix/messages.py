@@ -219,6 +219,38 @@ class RouteRemove:
     destination: str
 
 
+@dataclass(frozen=True, slots=True)
+class IPPoolUpdate:
+    """An IP pool, for NAT outgoing and the all-pools sets (Go Felix's ``IPAMPoolUpdate``)."""
+
+    id: str  # the pool's CIDR (pools never overlap, and the CIDR is immutable)
+    cidr: str
+    masquerade: bool  # natOutgoing
+    ipip_mode: Literal["Never", "Always", "CrossSubnet"] = "Never"
+    vxlan_mode: Literal["Never", "Always", "CrossSubnet"] = "Never"
+    disabled: bool = False
+    disable_bgp_export: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IPPoolRemove:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostMetadataUpdate:
+    """A Calico node's addresses (from its Node resource), e.g. for the all-hosts set."""
+
+    hostname: str
+    ipv4_address: str = ""  # bare address, "" if none
+    ipv6_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostMetadataRemove:
+    hostname: str
+
+
 Message = (
     ConfigUpdate
     | InSync
@@ -235,4 +267,8 @@ Message = (
     | HostEndpointRemove
     | RouteUpdate
     | RouteRemove
+    | IPPoolUpdate
+    | IPPoolRemove
+    | HostMetadataUpdate
+    | HostMetadataRemove
 )
