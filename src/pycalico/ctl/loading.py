@@ -53,9 +53,9 @@ def read_sources(filename: str, recursive: bool = False) -> list[tuple[str, str]
 def format_problems(problems: Sequence[Problem]) -> str:
     """Every problem on its own line, as ``<document>: <field>: <message>``."""
     if len(problems) == 1:
-        return f"invalid resource, nothing was written: {problems[0]}"
+        return str(problems[0])
     lines = "".join(f"\n  {p}" for p in problems)
-    return f"{len(problems)} problems, nothing was written:{lines}"
+    return f"{len(problems)} problems:{lines}"
 
 
 def settle_namespace(
@@ -119,5 +119,7 @@ def load_resources(
                 label = f"{source} document {index + 1} ({resource.kind} '{resource.name}')"
                 problems.append(Problem(label, "metadata.namespace", str(error)))
     if problems:
-        raise CommandError(f"Failed to execute command: {format_problems(problems)}")
+        raise CommandError(
+            f"Failed to execute command, nothing was written: {format_problems(problems)}"
+        )
     return resources

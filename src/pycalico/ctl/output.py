@@ -181,7 +181,15 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    style = "|" if "\n" in data else None
+    """Plain when it reads back as the same string, else double-quoted (as Go's yaml.v2)."""
+    style: str | None = None
+    if "\n" in data:
+        style = "|"
+    else:
+        analysis = dumper.analyze_scalar(data)
+        implicit = dumper.resolve(yaml.ScalarNode, data, (True, False))  # type: ignore[no-untyped-call]
+        if not analysis.allow_block_plain or implicit != "tag:yaml.org,2002:str":
+            style = '"'
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
