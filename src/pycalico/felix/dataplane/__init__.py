@@ -1,0 +1,1 @@
+"""Felix's dataplane: managers that turn messages into desired kernel state, and the apply loop."""

@@ -1,0 +1,229 @@
+"""The dataplane: managers + drivers, and the throttled apply loop.
+
+What it is: ``Dataplane.on_update(message)`` fans a message out to the managers (cheap, no
+I/O); ``Dataplane.apply()`` lets each manager finish its deferred work and then has the drivers
+program the kernel — interface sysctls, ONE nft transaction, routes, conntrack flushes of
+departed addresses — in that order, so a new workload is policed before it is reachable.
+``Dataplane.run(queue)`` is the asyncio loop the daemon uses: it drains every queued batch
+before applying (coalescing is the back-pressure), applies at most ``max_applies_per_second``
+times a second, retries failures, and resyncs periodically.
+
+Invariants:
+
+* Nothing touches the kernel before the first ``InSync``; the first apply after it replaces the
+  ``calico`` table atomically and resyncs Felix's routes (mark and sweep of stale state from a
+  previous run, without interrupting established flows).
+* A failed apply leaves the dirty state dirty; the next apply retries (nft: as a full atomic
+  resync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.felix.dataplane.endpoints import EndpointManager
+from pycalico.felix.dataplane.ipsets import IPSetManager
+from pycalico.felix.dataplane.policy import PolicyManager
+from pycalico.felix.dataplane.routes import RouteManager
+from pycalico.felix.drivers.conntrack import ConntrackCommand
+from pycalico.felix.drivers.errors import DataplaneError
+from pycalico.felix.drivers.interfaces import InterfaceConfigurator, SysctlBackend
+from pycalico.felix.drivers.nft import NftBackend, NftTable
+from pycalico.felix.drivers.routes import RouteBackend, RouteTable
+from pycalico.felix.messages import (
+    ConfigUpdate,
+    HostEndpointID,
+    InSync,
+    Message,
+    WorkloadEndpointID,
+)
+from pycalico.felix.rules.model import RenderConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DataplaneOptions:
+    render: RenderConfig = field(default_factory=RenderConfig)
+    route_protocol: int = 80
+    ipv6_support: bool = True
+    max_applies_per_second: float = 10.0
+    retry_interval: float = 1.0
+    route_refresh_interval: float = 90.0
+    nft_refresh_interval: float = 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    seconds: float
+    nft_full: bool
+    nft_lines: int
+    nft_bytes: int
+    routes_pending: int
+    interfaces_missing: int
+    conntrack_flushed: int
+
+
+class Dataplane:
+    def __init__(
+        self,
+        options: DataplaneOptions,
+        nft: NftBackend,
+        routes: RouteBackend,
+        sysctls: SysctlBackend,
+        conntrack: Any | None = None,
+    ) -> None:
+        self.options = options
+        self.nft = NftTable(nft)
+        self.route_table = RouteTable(routes, options.route_protocol)
+        self.interfaces = InterfaceConfigurator(sysctls, ipv6=options.ipv6_support)
+        self.conntrack = conntrack if conntrack is not None else ConntrackCommand()
+        self.ipsets = IPSetManager(self.nft)
+        self.policies = PolicyManager(self.nft, options.render)
+        self.endpoints = EndpointManager(self.nft, self.interfaces, options.render)
+        self.routes = RouteManager(self.route_table)
+        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes)
+        self.in_sync = False
+        self.config: dict[str, str] = {}
+        self.last_report: ApplyReport | None = None
+        self.apply_count = 0
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self.on_applied: list[Callable[[ApplyReport], None]] = []
+
+    # --- input (no I/O) --------------------------------------------------------------------
+
+    def on_update(self, message: Message) -> None:
+        if isinstance(message, InSync):
+            self.in_sync = True
+        elif isinstance(message, ConfigUpdate):
+            self.config = dict(message.values)
+        else:
+            for manager in self.managers:
+                manager.on_update(message)
+        self._wake.set()
+
+    def on_updates(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.on_update(message)
+
+    def on_link(self, interface: str, present: bool) -> None:
+        """A netlink link event (called on the loop's thread)."""
+        if present:
+            self.interfaces.link_added(interface)
+            self.route_table.interface_changed(interface)
+        else:
+            self.interfaces.link_removed(interface)
+        self._wake.set()
+
+    # --- output ----------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return self.nft.dirty or self.route_table.dirty or self.interfaces.dirty
+
+    def apply(self) -> ApplyReport | None:
+        """Program the kernel with what changed; None before the first in-sync."""
+        if not self.in_sync:
+            return None
+        start = time.perf_counter()
+        for manager in self.managers:
+            manager.complete_deferred_work()
+        missing = self.interfaces.apply()
+        stats = self.nft.apply()
+        pending = self.route_table.apply()
+        departed = self.routes.take_departed()
+        if departed:
+            self.conntrack.flush_addresses(departed)
+        report = ApplyReport(
+            time.perf_counter() - start,
+            stats.full if stats else False,
+            stats.lines if stats else 0,
+            stats.bytes if stats else 0,
+            pending,
+            missing,
+            len(departed),
+        )
+        self.last_report = report
+        self.apply_count += 1
+        for callback in self.on_applied:
+            callback(report)
+        return report
+
+    def endpoint_statuses(self) -> dict[WorkloadEndpointID | HostEndpointID, str]:
+        """Calico's endpoint status: up when the interface is configured and admin-up."""
+        out: dict[WorkloadEndpointID | HostEndpointID, str] = {}
+        for endpoint_id, update in self.endpoints.workloads().items():
+            up = update.admin_up and self.interfaces.configured(update.interface_name)
+            out[endpoint_id] = "up" if up else "down"
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "endpoints": self.endpoints.workload_count + self.endpoints.host_endpoint_count,
+            "policies": self.policies.policy_count,
+            "profiles": self.policies.profile_count,
+            "ip_sets": len(self.ipsets),
+            **self.nft.counts(),
+        }
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self, queue: asyncio.Queue[list[Message]]) -> None:
+        """Consume message batches forever, applying with throttling, retries and refreshes."""
+        min_interval = 1.0 / self.options.max_applies_per_second
+        last_apply = 0.0
+        last_route_refresh = last_nft_refresh = time.monotonic()
+        getter: asyncio.Task[list[Message]] | None = None
+        waker: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                if getter is None:
+                    getter = asyncio.ensure_future(queue.get())
+                if waker is None:
+                    self._wake.clear()
+                    waker = asyncio.ensure_future(self._wake.wait())
+                timeout = self.options.retry_interval if self.dirty else 5.0
+                done, _ = await asyncio.wait(
+                    {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    self.on_updates(getter.result())
+                    getter = None
+                    while not queue.empty():
+                        self.on_updates(queue.get_nowait())
+                if waker in done:
+                    waker = None
+                now = time.monotonic()
+                if now - last_route_refresh > self.options.route_refresh_interval:
+                    self.route_table.needs_resync = True
+                    last_route_refresh = now
+                if now - last_nft_refresh > self.options.nft_refresh_interval:
+                    self.nft.needs_full = True
+                    last_nft_refresh = now
+                if not self.in_sync or not self._has_work():
+                    continue
+                wait = last_apply + min_interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    while not queue.empty():
+                        self.on_updates(queue.get_nowait())
+                last_apply = time.monotonic()
+                try:
+                    # On the loop's thread: managers are not thread-safe, and an apply is short.
+                    self.apply()
+                except DataplaneError as error:
+                    self.failures += 1
+                    log.error("dataplane apply failed (will retry): %s", error)
+        finally:
+            for task in (getter, waker):
+                if task is not None:
+                    task.cancel()
+
+    def _has_work(self) -> bool:
+        return self.dirty or any(manager.dirty for manager in self.managers)

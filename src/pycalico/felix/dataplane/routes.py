@@ -1,0 +1,97 @@
+"""The route manager: local workload addresses (and graph-sent routes) → the route driver.
+
+What it is: ``/32``/``/128`` routes to each local workload's interface, plus the blackhole and
+remote-block routes of ``RouteUpdate`` messages, and the list of addresses whose conntrack
+entries must go because they left this node.  What it is not: netlink I/O (the route driver)
+or conntrack I/O (the conntrack driver; the apply loop hands it ``take_departed()``).
+
+Invariant: an address is reported departed only when no local endpoint holds it any more, so a
+workload moving between interfaces keeps its flows' state only if it keeps its address here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pycalico.felix.drivers.routes import Route, RouteTable, normalise
+from pycalico.felix.messages import (
+    Message,
+    RouteRemove,
+    RouteUpdate,
+    WorkloadEndpointID,
+    WorkloadEndpointRemove,
+    WorkloadEndpointUpdate,
+)
+
+
+class RouteManager:
+    def __init__(self, routes: RouteTable) -> None:
+        self.routes = routes
+        self._endpoint_routes: dict[WorkloadEndpointID, dict[str, Route]] = {}
+        self._extra: dict[str, Route] = {}
+        self._dirty: set[str] = set()
+        self._departed: set[str] = set()
+
+    def _workload_routes(self, update: WorkloadEndpointUpdate) -> dict[str, Route]:
+        routes = {}
+        for net in (*update.ipv4_nets, *update.ipv6_nets):
+            destination = normalise(net)
+            routes[destination] = Route(
+                destination, update.interface_name, protocol=self.routes.protocol
+            )
+        return routes
+
+    def on_update(self, message: Message) -> None:
+        if isinstance(message, WorkloadEndpointUpdate):
+            new = self._workload_routes(message)
+            old = self._endpoint_routes.get(message.id, {})
+            if new != old:
+                self._dirty.update(old.keys() | new.keys())
+                self._endpoint_routes[message.id] = new
+        elif isinstance(message, WorkloadEndpointRemove):
+            old = self._endpoint_routes.pop(message.id, {})
+            self._dirty.update(old.keys())
+        elif isinstance(message, RouteUpdate):
+            destination = normalise(message.destination)
+            route_type = "blackhole" if message.type == "blackhole" else "unicast"
+            self._extra[destination] = Route(
+                destination,
+                message.interface_name,
+                route_type,
+                message.next_hop,
+                self.routes.protocol,
+            )
+            self._dirty.add(destination)
+        elif isinstance(message, RouteRemove):
+            destination = normalise(message.destination)
+            if self._extra.pop(destination, None) is not None:
+                self._dirty.add(destination)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty) or bool(self._departed)
+
+    def complete_deferred_work(self) -> None:
+        if not self._dirty:
+            return
+        # Index once: a burst of endpoint changes must not be quadratic.
+        by_destination: dict[str, Route] = dict(self._extra)
+        for routes in self._endpoint_routes.values():
+            by_destination.update(routes)
+        for destination in self._dirty:
+            route = by_destination.get(destination)
+            if route is None:
+                previous = self.routes.get(destination)
+                self.routes.remove_route(destination)
+                if previous is not None and previous.interface:
+                    network = ipaddress.ip_network(destination)
+                    if network.prefixlen == network.max_prefixlen:
+                        self._departed.add(str(network.network_address))
+            else:
+                self.routes.set_route(route)
+        self._dirty.clear()
+
+    def take_departed(self) -> list[str]:
+        departed = sorted(self._departed)
+        self._departed.clear()
+        return departed

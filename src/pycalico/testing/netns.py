@@ -1,0 +1,131 @@
+"""Network-namespace helpers for root tests: create, enter (this thread), run commands, clean up.
+
+What it is: thin wrappers over ``ip netns`` and ``setns(2)`` so a test can build a node
+namespace with pod namespaces behind ``cali*`` veths, and run in-process code (our drivers)
+inside the node namespace.  What it is not: the lab (``pycalico.lab``) or the CNI plugin.
+
+Invariants: ``enter`` always returns the thread to its original namespace, also on error;
+``Topology.cleanup`` removes every namespace it created, and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+CLONE_NEWNET = 0x40000000
+IPV6_GATEWAY = "fe80::ecee:eeff:feee:eeee"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"setns: {os.strerror(error)}")
+
+
+@contextlib.contextmanager
+def enter(name: str) -> Iterator[None]:
+    """Run the body with this thread in network namespace ``name``."""
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(target)
+        yield
+    finally:
+        _setns(original)
+        os.close(target)
+        os.close(original)
+
+
+def run(
+    *command: str, check: bool = True, timeout: float = 10.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def netns_run(name: str, *command: str, check: bool = True, timeout: float = 10.0) -> str:
+    done = run("ip", "netns", "exec", name, *command, check=False, timeout=timeout)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{name}: {' '.join(command)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@dataclass
+class Pod:
+    name: str  # namespace name
+    interface: str  # host-side veth, cali...
+    ipv4: str
+    ipv6: str = ""
+
+
+@dataclass
+class Topology:
+    """One node namespace and pods behind ``cali*`` veths, wired the way Calico wires them."""
+
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    node: str = ""
+    pods: dict[str, Pod] = field(default_factory=dict)
+    _created: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.node = f"fxnode-{self.tag}"
+
+    def create_node(self) -> str:
+        run("ip", "netns", "add", self.node)
+        self._created.append(self.node)
+        netns_run(self.node, "ip", "link", "set", "lo", "up")
+        # Proxy ARP answers for 169.254.1.1 only if the node has a route to it elsewhere.
+        netns_run(self.node, "ip", "route", "add", "default", "dev", "lo")
+        netns_run(self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        netns_run(self.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        # No duplicate address detection: the veths' link-local gateway works at once.
+        netns_run(self.node, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+        netns_run(self.node, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+        return self.node
+
+    def add_pod(self, key: str, ipv4: str, ipv6: str = "", interface: str = "") -> Pod:
+        interface = interface or f"cali{self.tag}{key}"[:15]
+        name = f"fxpod-{self.tag}-{key}"
+        run("ip", "netns", "add", name)
+        self._created.append(name)
+        tmp = f"tmp{uuid.uuid4().hex[:8]}"
+        run("ip", "link", "add", interface, "netns", self.node, "type", "veth", "peer", "name", tmp,
+            "netns", name)  # fmt: skip
+        netns_run(self.node, "ip", "link", "set", interface, "address", "ee:ee:ee:ee:ee:ee")
+        netns_run(self.node, "ip", "link", "set", interface, "up")
+        netns_run(name, "ip", "link", "set", "lo", "up")
+        netns_run(name, "ip", "link", "set", tmp, "name", "eth0")
+        netns_run(name, "ip", "addr", "add", f"{ipv4}/32", "dev", "eth0")
+        netns_run(name, "ip", "link", "set", "eth0", "up")
+        netns_run(name, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+        netns_run(name, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+        if ipv6:
+            netns_run(name, "ip", "-6", "addr", "add", f"{ipv6}/128", "dev", "eth0", "nodad")
+            # Calico's v6 gateway: the host veth's link-local, derived from ee:ee:ee:ee:ee:ee.
+            netns_run(name, "ip", "-6", "route", "add", "default", "via", IPV6_GATEWAY,
+                      "dev", "eth0")  # fmt: skip
+        pod = Pod(name, interface, ipv4, ipv6)
+        self.pods[key] = pod
+        return pod
+
+    def add_bare_interface(self, key: str, ipv4: str) -> Pod:
+        """A pod whose ``cali*`` veth has no WorkloadEndpoint (for fail-closed tests)."""
+        return self.add_pod(key, ipv4)
+
+    def cleanup(self) -> None:
+        for name in reversed(self._created):
+            subprocess.run(["ip", "netns", "pids", name], capture_output=True, check=False)
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        self._created.clear()
