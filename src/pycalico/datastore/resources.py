@@ -103,6 +103,19 @@ def _unreadable(key: str, error: ValidationFailure) -> InvalidResource:
     )
 
 
+def decode_stored(info: KindInfo, key: str, value: bytes, revision: int) -> Resource:
+    """A stored value as a resource whose resourceVersion is ``revision``; raises
+    ``InvalidResource`` naming ``key`` and the bad field."""
+    versioned = _versioned_json(value, revision)
+    try:
+        if versioned is not None:
+            return decode_value(versioned, kind=info.model)
+        resource = decode_value(value, kind=info.model)
+    except ValidationFailure as error:
+        raise _unreadable(key, error) from error
+    return resource.with_metadata(resource_version=str(revision))
+
+
 def resolve_kind(kind: KindRef) -> KindInfo:
     """A KindInfo from a Kind, plural, calicoctl alias, KindInfo or model class."""
     if isinstance(kind, KindInfo):
@@ -158,16 +171,8 @@ class ResourceStore:
 
     # --- decoding ---------------------------------------------------------------------------
 
-    def _decode(self, info: KindInfo, kv: KeyValue | Any, revision: int | None = None) -> Resource:
-        version = revision if revision is not None else kv.revision
-        versioned = _versioned_json(kv.value, version)
-        try:
-            if versioned is not None:
-                return decode_value(versioned, kind=info.model)
-            resource = decode_value(kv.value, kind=info.model)
-        except ValidationFailure as error:
-            raise _unreadable(kv.key, error) from error
-        return resource.with_metadata(resource_version=str(version))
+    def _decode(self, info: KindInfo, kv: KeyValue) -> Resource:
+        return decode_stored(info, kv.key, kv.value, kv.revision)
 
     def _decode_many(
         self, info: KindInfo, values: Sequence[tuple[bytes, int]], key_of: Callable[[int], str]

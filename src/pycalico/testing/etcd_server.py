@@ -12,7 +12,7 @@ Invariants:
 
 * A started member answers ``/health`` before ``start()`` returns.
 * No member outlives the interpreter that started it: members are killed at exit (``atexit``),
-  and by default the kernel kills them if the starting thread dies (``PR_SET_PDEATHSIG``), which
+  and by default the kernel kills them if the starting thread dies (``setpriv --pdeathsig``), which
   covers a SIGKILLed test run; the data directories such a run leaves behind are swept by the
   next ``EtcdServer`` in any process.  Pass ``die_with_parent=False`` for a member meant to
   outlive its starter (the lab); such a member keeps a caller-chosen data directory.
@@ -24,12 +24,10 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,7 +42,7 @@ from types import TracebackType
 from typing import Any
 
 ETCD_BINARY = "/usr/bin/etcd"
-_PR_SET_PDEATHSIG = 1
+SETPRIV = "/usr/bin/setpriv"  # util-linux
 
 _live: set[EtcdServer] = set()
 _live_lock = threading.Lock()
@@ -69,11 +67,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _temp_root() -> str:
@@ -297,12 +290,17 @@ class EtcdServer:
             return
         self._dir().mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        command = self.command()
+        if self.die_with_parent:
+            # setpriv sets the parent-death signal and execs etcd.  A preexec_fn would run
+            # Python in the forked child, which deadlocks or crashes when gRPC's threads are
+            # running in the parent (they are, in every async test).
+            command = [SETPRIV, "--pdeathsig", "KILL", "--", *command]
         self._process = subprocess.Popen(
-            self.command(),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
             start_new_session=not self.die_with_parent,
         )
         with _live_lock:
