@@ -29,12 +29,20 @@ def _error(message: str) -> Response:
     return Response(1, json.dumps(body), message + "\n")
 
 
-def ipam_handler(kv: KVStore) -> Handler:
-    """``calico-ipam`` served with the agent's datastore connection."""
+def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
+    """``calico-ipam`` served by one long-lived allocator on the agent's datastore connection.
+
+    The allocator reuses IPAM config, pools and node labels for ``cache_seconds`` (changes
+    take effect within that time) and combines concurrent requests of a node into one block
+    write; it replaces the plugins' host file lock.
+    """
     from pycalico.cni import ipam_handler as module
+    from pycalico.ipam.allocator import IPAM
+
+    allocator = IPAM(kv, cache_seconds=cache_seconds)
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv)
+        return await module.handle(env, stdin, ipam=allocator, lock=module.no_lock)
 
     return serve
 

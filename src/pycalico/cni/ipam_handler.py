@@ -242,10 +242,15 @@ async def handle(
     stdin: str,
     *,
     kv: KVStore | None = None,
+    ipam: IPAM | None = None,
     kv_factory: KVFactory = etcd_store,
     lock: Callable[[str], contextlib.AbstractAsyncContextManager[None]] = host_lock,
 ) -> Response:
-    """Serve one plugin call; never raises, the failure is in the response."""
+    """Serve one plugin call; never raises, the failure is in the response.
+
+    The node agent passes its long-lived ``ipam`` (warm caches, per-node batching) and a
+    no-op ``lock``; the in-process path passes nothing and gets a fresh store and the host
+    file lock."""
     version: str | None = None
     try:
         invocation = parse_invocation(env, stdin)
@@ -262,19 +267,21 @@ async def handle(
                 f"datastore_type: {datastore_type!r} is not supported (pycalico uses etcdv3)",
                 code=ERR_INVALID_NETWORK_CONFIG,
             )
+        if ipam is not None:
+            kv = ipam.kv
         own_store = kv is None
         store = kv if kv is not None else kv_factory(invocation.config, env)
-        ipam = IPAM(store)
+        allocator = ipam if ipam is not None else IPAM(store)
         lock_file = str(invocation.config.get("ipam_lock_file") or DEFAULT_LOCK_FILE)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS), lock(lock_file):
                 if invocation.command == "ADD":
-                    result = await _add(invocation, ipam, who)
+                    result = await _add(invocation, allocator, who)
                     return Response(0, json.dumps(render_result(result, version)))
                 if invocation.command == "DEL":
-                    await _del(ipam, who)
+                    await _del(allocator, who)
                     return Response(0)
-                await _check(invocation, ipam, who)
+                await _check(invocation, allocator, who)
                 return Response(0)
         finally:
             if own_store:
@@ -287,6 +294,12 @@ async def handle(
     except TimeoutError:
         error = CniError(f"timed out after {TIMEOUT_SECONDS:.0f}s waiting for the datastore")
         return Response(1, json.dumps(error_result(error, version)), f"{PLUGIN_NAME}: {error}\n")
+
+
+@contextlib.asynccontextmanager
+async def no_lock(path: str) -> AsyncIterator[None]:
+    """The agent's lock: its allocator already serialises the work of each node."""
+    yield
 
 
 def run(env: Mapping[str, str], stdin: str) -> Response:

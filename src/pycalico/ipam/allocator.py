@@ -49,6 +49,7 @@ from pycalico.ipam.blocks import (
     AllocationBlock,
     BlockAffinity,
     BlockError,
+    BlockSummary,
     IPAddress,
     IPAMConfig,
     IPAMHandle,
@@ -57,6 +58,7 @@ from pycalico.ipam.blocks import (
     ReleaseOption,
     StaleRelease,
     affinity_string,
+    parse_time,
     sanitize_handle,
 )
 from pycalico.ipam.pools import (
@@ -191,6 +193,22 @@ class _FamilyPlan:
     all_pools: list[Pool]
 
 
+@dataclass(slots=True)
+class _Waiter:
+    request: AutoAssignRequest
+    future: asyncio.Future[tuple[Assignments, Assignments]]
+    counted: IPNetwork | None = None  # block the handle was already counted against
+
+
+def _batchable(request: AutoAssignRequest) -> bool:
+    """One address of one family for a workload with a handle: the common CNI request."""
+    return (
+        request.handle_id is not None
+        and request.use != USE_LOAD_BALANCER
+        and (request.num4, request.num6) in ((1, 0), (0, 1))
+    )
+
+
 # --- the allocator -------------------------------------------------------------------------------
 
 
@@ -203,10 +221,24 @@ class IPAM:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retries: int = RETRIES,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.kv = kv
         self.clock = clock
         self.retries = retries
+        # A long-lived caller (the node agent) may reuse config, pools and node labels for
+        # ``cache_seconds``; 0 (the default) reads them on every request, as Calico does.
+        self.cache_seconds = cache_seconds
+        self._inputs: dict[str, tuple[float, IPAMConfig, list[Pool], dict[str, str]]] = {}
+        # Last written value of each node's most recent block: the next assignment on that node
+        # tries a compare-and-swap on it directly.  A stale entry only costs a failed CAS
+        # (which returns the current value); a block that changed owner fails the CAS.
+        self._hot: dict[tuple[str, int, str], tuple[int, AllocationBlock]] = {}
+        # Assignments for one node are serialised in this process (Calico serialises them per
+        # host with a file lock): they would only collide on the node's block.
+        self._node_locks: dict[str, asyncio.Lock] = {}
+        self._queues: dict[str, list[_Waiter]] = {}
+        self._leaders: dict[str, asyncio.Task[None]] = {}
 
     # -- reads of config, pools and nodes --
 
@@ -219,6 +251,7 @@ class IPAM:
         if problems:
             raise IPAMError("; ".join(problems))
         await self.kv.put(keys.CONFIG_KEY, config.to_json())
+        self._inputs.clear()
 
     async def list_pools(self) -> list[Pool]:
         listed = await self.kv.list(keys.IPPOOLS_PREFIX)
@@ -245,10 +278,23 @@ class IPAM:
             return None
         return kv.revision, AllocationBlock.from_json(kv.value)
 
-    async def _write_block(self, revision: int, block: AllocationBlock) -> int:
+    async def _write_block(
+        self, revision: int, block: AllocationBlock, *, remember: bool = False
+    ) -> int:
+        """CAS-write a block.  ``remember`` hands the object to the hot cache: only for callers
+        that never touch it again."""
+        hot_key = None
+        if block.affinity:
+            affinity_type, _, host = block.affinity.partition(":")
+            hot_key = (host, block.version, affinity_type)
+            self._hot.pop(hot_key, None)
         # Every write bumps the sequence number (after allocations recorded the old one).
         block.sequence_number += 1
-        return await self.kv.update(keys.block_key(block.cidr), block.to_json(), revision=revision)
+        data = block.to_json()
+        new_revision = await self.kv.update(keys.block_key(block.cidr), data, revision=revision)
+        if remember and hot_key is not None:
+            self._hot[hot_key] = (new_revision, block)
+        return new_revision
 
     async def _reread_block(
         self, cidr: IPNetwork, conflict: RevisionConflict | None
@@ -256,6 +302,10 @@ class IPAM:
         if conflict is not None and conflict.current is not None:
             return conflict.current.revision, AllocationBlock.from_json(conflict.current.value)
         return await self._get_block(cidr)
+
+    async def _block_summaries(self, version: int | None = None) -> list[BlockSummary]:
+        listed = await self.kv.list(keys.blocks_prefix(version))
+        return [BlockSummary.from_json(kv.value) for kv in listed.items]
 
     async def list_blocks(self, version: int | None = None) -> list[tuple[int, AllocationBlock]]:
         listed = await self.kv.list(keys.blocks_prefix(version))
@@ -395,22 +445,21 @@ class IPAM:
         self, host: str, version: int, pools: Sequence[Pool], affinity_type: str
     ) -> IPNetwork:
         """A block CIDR that does not exist yet, or ours with room, or an old empty one."""
-        existing = {b.cidr: (rev, b) for rev, b in await self.list_blocks(version)}
+        existing = {s.cidr: s for s in await self._block_summaries(version)}
         ours = affinity_string(host, affinity_type)
         now = self.clock()
-        empty_candidates: list[tuple[int, AllocationBlock]] = []
+        empty_candidates: list[BlockSummary] = []
         for pool in pools:
             for cidr in block_walk(pool, host):
                 found = existing.get(cidr)
                 if found is None:
                     return cidr
-                _, block = found
-                if block.affinity == ours and block.num_free() > 0:
+                if found.affinity == ours and found.free > 0:
                     return cidr
-                if block.empty() and block.num_free() > 0:
+                if found.empty and found.free > 0:
                     empty_candidates.append(found)
-        for _, block in empty_candidates:
-            claimed = block.claim_time()
+        for block in empty_candidates:
+            claimed = parse_time(block.affinity_claim_time)
             if claimed is not None and now - claimed < EMPTY_BLOCK_MIN_RECLAIM_AGE:
                 continue
             owner = block.affinity or ""
@@ -467,12 +516,177 @@ class IPAM:
             raise IPAMError("num4/num6: address counts must not be negative")
         if request.num4 == 0 and request.num6 == 0:
             raise IPAMError("num4/num6: nothing to assign (both IPv4 and IPv6 are off)")
-        virtual = request.use == USE_LOAD_BALANCER
+        if self.cache_seconds > 0 and _batchable(request):
+            return await self._auto_assign_batched(request)
+        lock = self._node_locks.setdefault(request.node, asyncio.Lock())
+        async with lock:
+            return await self._auto_assign_locked(request)
+
+    # -- combining concurrent single-address requests of one node (long-lived allocators) --
+
+    async def _auto_assign_batched(
+        self, request: AutoAssignRequest
+    ) -> tuple[Assignments, Assignments]:
+        """Queue the request; one leader task per node serves the queue in batches.
+
+        The request's handle is counted against the node's hot block straight away, outside
+        the node's lock, so it overlaps the previous batch's block write.  The leader then
+        takes an address for every waiting request in one block compare-and-swap.  The
+        handle-before-address order holds for each request; a request the hot block cannot
+        serve has its count moved back and goes through the ordinary path.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(request, loop.create_future())
+        version = 4 if request.num4 else 6
+        hot = self._hot.get((request.node, version, AFFINITY_TYPE_HOST))
+        if hot is not None and request.handle_id is not None:
+            await self._adjust_handle(request.handle_id, hot[1].cidr, 1)
+            waiter.counted = hot[1].cidr
+        self._queues.setdefault(request.node, []).append(waiter)
+        if request.node not in self._leaders:
+            self._leaders[request.node] = asyncio.create_task(self._lead(request.node))
+        return await waiter.future
+
+    async def _lead(self, node: str) -> None:
+        queue = self._queues[node]
+        lock = self._node_locks.setdefault(node, asyncio.Lock())
+        try:
+            while queue:
+                batch = list(queue)
+                queue.clear()
+                async with lock:
+                    await self._serve_batch(node, batch)
+        finally:
+            del self._leaders[node]
+
+    async def _uncount(self, waiter: _Waiter) -> None:
+        if waiter.counted is not None and waiter.request.handle_id is not None:
+            counted, waiter.counted = waiter.counted, None
+            await asyncio.shield(self._adjust_handle(waiter.request.handle_id, counted, -1))
+
+    async def _serve_batch(self, node: str, batch: list[_Waiter]) -> None:
+        for version in (4, 6):
+            items = [w for w in batch if (w.request.num4 if version == 4 else w.request.num6)]
+            if not items:
+                continue
+            try:
+                served = await self._assign_batch_from_hot(node, version, items)
+            except Exception as exc:
+                for waiter in items:
+                    await self._uncount(waiter)
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                continue
+            if served:
+                continue
+            for waiter in items:
+                await self._uncount(waiter)
+                if waiter.future.done():
+                    continue
+                try:
+                    result = await self._auto_assign_locked(waiter.request)
+                except Exception as exc:
+                    waiter.future.set_exception(exc)
+                    continue
+                await self._deliver(waiter.future, result)
+
+    async def _deliver(
+        self,
+        future: asyncio.Future[tuple[Assignments, Assignments]],
+        result: tuple[Assignments, Assignments],
+    ) -> None:
+        if not future.done():
+            future.set_result(result)
+            return
+        # The caller gave up while we worked: give its addresses back rather than leak them.
+        taken = [a for r in result for a in r.addresses]
+        if taken:
+            await self.release_ips([ReleaseOption(address=a.ip) for a in taken])
+
+    async def _assign_batch_from_hot(self, node: str, version: int, items: list[_Waiter]) -> bool:
+        """Serve every waiting request from the node's hot block in one write; False if the
+        hot block cannot (the caller then serves them one by one)."""
+        for waiter in [w for w in items if w.future.done()]:
+            await self._uncount(waiter)
+        items = [w for w in items if not w.future.done()]
+        if not items:
+            return True
+        config, pools, labels = await self._plan_inputs(node, False)
+        hot = self._hot.pop((node, version, AFFINITY_TYPE_HOST), None)
+        if hot is None:
+            return False
+        revision, block = hot
+        for waiter in items:
+            try:
+                plan = await self._plan(waiter.request, version, 1, pools, labels)
+            except IPAMError:
+                return False
+            if pool_for_address(plan.pools, block.cidr.network_address) is None:
+                return False
+        cidr = block.cidr
+        for waiter in items:
+            if waiter.counted != cidr:
+                await self._uncount(waiter)
+        late = [w for w in items if w.counted is None and w.request.handle_id is not None]
+        committed = False
+        try:
+            for _ in range(self.retries):
+                self._collect(block, config)
+                if not block.affine_to(node) or block.num_free() < len(items):
+                    return False
+                taken = [
+                    block.auto_assign(1, w.request.handle_id, w.request.attrs)[0] for w in items
+                ]
+                if late:
+                    await asyncio.gather(
+                        *(self._adjust_handle(w.request.handle_id or "", cidr, 1) for w in late)
+                    )
+                    for waiter in late:
+                        waiter.counted = cidr
+                    late = []
+                try:
+                    await self._write_block(revision, block, remember=True)
+                    committed = True
+                    break
+                except RevisionConflict as exc:
+                    got = await self._reread_block(cidr, exc)
+                except KeyNotFound:
+                    got = None
+                if got is None:
+                    return False
+                revision, block = got
+            else:
+                raise TooManyRetries()
+        finally:
+            if not committed:
+                for waiter in items:
+                    await self._uncount(waiter)
+        for waiter, address in zip(items, taken, strict=True):
+            waiter.counted = None  # the count now belongs to the allocated address
+            empty = Assignments(version=10 - version, requested=0)
+            mine = Assignments(version=version, requested=1, addresses=(address,))
+            await self._deliver(waiter.future, (mine, empty) if version == 4 else (empty, mine))
+        return True
+
+    async def _plan_inputs(
+        self, node: str, virtual: bool
+    ) -> tuple[IPAMConfig, list[Pool], dict[str, str]]:
+        now = time.monotonic()
+        cached = self._inputs.get(node)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1], cached[2], cached[3]
         config, pools, labels = await asyncio.gather(
-            self.get_config(),
-            self.list_pools(),
-            self._labels_for(request.node, virtual),
+            self.get_config(), self.list_pools(), self._labels_for(node, virtual)
         )
+        if self.cache_seconds > 0:
+            self._inputs[node] = (now, config, pools, labels)
+        return config, pools, labels
+
+    async def _auto_assign_locked(
+        self, request: AutoAssignRequest
+    ) -> tuple[Assignments, Assignments]:
+        virtual = request.use == USE_LOAD_BALANCER
+        config, pools, labels = await self._plan_inputs(request.node, virtual)
         plans = []
         if request.num4:
             plans.append(await self._plan(request, 4, request.num4, pools, labels))
@@ -505,8 +719,17 @@ class IPAM:
         affinity_type = (
             AFFINITY_TYPE_VIRTUAL if request.use == USE_LOAD_BALANCER else AFFINITY_TYPE_HOST
         )
+        strict_host = host if config.strict_affinity else None
+        addresses: list[IPInterface] = await self._assign_from_hot_block(
+            host, plan, request, strict_host, config, affinity_type
+        )
+        if len(addresses) == plan.num:
+            return Assignments(plan.version, plan.num, tuple(addresses))
         affine = await self._affine_blocks(host, plan.version, affinity_type)
-        remaining_affine = [c for c in affine if pool_for_address(plan.pools, c.network_address)]
+        listed = {
+            c: kv for c, kv in affine.items() if pool_for_address(plan.pools, c.network_address)
+        }
+        remaining_affine = list(listed)
         owned = len(remaining_affine)
         max_blocks = request.max_blocks_per_host
         if config.max_blocks_per_host > 0 and (
@@ -515,15 +738,13 @@ class IPAM:
             max_blocks = config.max_blocks_per_host
         if max_blocks == 0:
             max_blocks = DEFAULT_MAX_BLOCKS_PER_HOST
-        strict_host = host if config.strict_affinity else None
-        addresses: list[IPInterface] = []
         messages: list[str] = []
         budget = plan.num + self.retries
         while len(addresses) < plan.num and budget > 0:
             budget -= 1
             try:
                 revision, block, newly = await self._find_or_claim_block(
-                    host, plan, remaining_affine, owned < max_blocks, config, affinity_type
+                    host, plan, remaining_affine, listed, owned < max_blocks, config, affinity_type
                 )
             except _NoFreeBlocks:
                 if config.strict_affinity:
@@ -561,13 +782,41 @@ class IPAM:
                 messages.append(f"No IPs available in pools: [{' '.join(exhausted)}]")
         return Assignments(plan.version, plan.num, tuple(addresses), tuple(dict.fromkeys(messages)))
 
-    async def _affine_blocks(self, host: str, version: int, affinity_type: str) -> list[IPNetwork]:
+    async def _assign_from_hot_block(
+        self,
+        host: str,
+        plan: _FamilyPlan,
+        request: AutoAssignRequest,
+        strict_host: str | None,
+        config: IPAMConfig,
+        affinity_type: str,
+    ) -> list[IPInterface]:
+        """Try the node's most recently written block straight away (no listing)."""
+        # Taken out of the cache while in use: nothing else may see a half-changed block.
+        hot = self._hot.pop((host, plan.version, affinity_type), None)
+        if hot is None:
+            return []
+        revision, block = hot
+        if not block.affine_to(host, affinity_type):
+            return []
+        if pool_for_address(plan.pools, block.cidr.network_address) is None:
+            return []
+        self._collect(block, config)
+        if block.num_free() == 0:
+            return []
+        return await self._assign_from_block(
+            revision, block, plan.num, request, strict_host, config, affinity_type
+        )
+
+    async def _affine_blocks(
+        self, host: str, version: int, affinity_type: str
+    ) -> dict[IPNetwork, KeyValue]:
         listed = await self.kv.list(keys.host_affinities_prefix(host, version, affinity_type))
-        out = []
+        out = {}
         for item in listed.items:
             parsed = keys.parse_affinity_key(item.key)
             if parsed is not None:
-                out.append(parsed.cidr)
+                out[parsed.cidr] = item
         return out
 
     async def _find_or_claim_block(
@@ -575,14 +824,17 @@ class IPAM:
         host: str,
         plan: _FamilyPlan,
         remaining_affine: list[IPNetwork],
+        listed: Mapping[IPNetwork, KeyValue],
         allow_claim: bool,
         config: IPAMConfig,
         affinity_type: str,
     ) -> tuple[int, AllocationBlock, bool]:
         while remaining_affine:
             cidr = remaining_affine.pop(0)
-            for _ in range(self.retries):
-                affinity = await self.kv.get(keys.affinity_key(host, cidr, affinity_type))
+            affinity: KeyValue | None = listed.get(cidr)
+            for attempt in range(self.retries):
+                if attempt > 0 or affinity is None:
+                    affinity = await self.kv.get(keys.affinity_key(host, cidr, affinity_type))
                 if affinity is None:
                     break
                 try:
@@ -656,7 +908,7 @@ class IPAM:
                     await self._adjust_handle(handle, cidr, len(taken) - counted)
                     counted = len(taken)
                 try:
-                    await self._write_block(revision, block)
+                    await self._write_block(revision, block, remember=True)
                     committed = True
                     return taken
                 except RevisionConflict as exc:
@@ -680,7 +932,12 @@ class IPAM:
         affinity_type: str,
     ) -> list[IPInterface]:
         """Take addresses from existing blocks of any owner (non-strict affinity only)."""
-        existing = {b.cidr: (rev, b) for rev, b in await self.list_blocks(pool.version)}
+        listed = await self.kv.list(keys.blocks_prefix(pool.version))
+        existing = {}
+        for item in listed.items:
+            summary = BlockSummary.from_json(item.value)
+            if summary.maybe_free:
+                existing[summary.cidr] = item
         out: list[IPInterface] = []
         for cidr in block_walk(pool, request.node):
             if len(out) >= num:
@@ -688,7 +945,7 @@ class IPAM:
             found = existing.get(cidr)
             if found is None:
                 continue
-            revision, block = found
+            revision, block = found.revision, AllocationBlock.from_json(found.value)
             self._collect(block, config)
             if block.num_free() == 0:
                 continue
@@ -768,7 +1025,7 @@ class IPAM:
             return pool.block_for(address)
         # Not in any pool (deleted?): find the block by a full scan, once per call.
         if not cache:
-            cache.append([b.cidr for _, b in await self.list_blocks()])
+            cache.append([summary.cidr for summary in await self._block_summaries()])
         return next((c for c in cache[0] if address.version == c.version and address in c), None)
 
     async def release_ips(self, options: Sequence[ReleaseOption]) -> list[IPAddress]:
@@ -924,7 +1181,7 @@ class IPAM:
         """Release ``host``'s affinity for all its (empty, by default) blocks; returns how many."""
         released = 0
         for version in (4, 6):
-            for cidr in await self._affine_blocks(host, version, AFFINITY_TYPE_HOST):
+            for cidr in list(await self._affine_blocks(host, version, AFFINITY_TYPE_HOST)):
                 for _ in range(self.retries):
                     try:
                         await self.release_block_affinity(host, cidr, require_empty=require_empty)

@@ -124,8 +124,12 @@ class AllocationAttribute:
     secondary: Mapping[str, str] | None = None
     alternate: Mapping[str, str] | None = None
     released_at: str | None = None
+    # The wire form, built once: a block is re-encoded on every write, attributes rarely change.
+    _wire: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
+        if self._wire is not None:
+            return self._wire
         out: dict[str, Any] = {}
         if self.handle_id is not None:
             out["handle_id"] = self.handle_id
@@ -135,16 +139,18 @@ class AllocationAttribute:
             out["alternate"] = dict(self.alternate)
         if self.released_at is not None:
             out["releasedAt"] = self.released_at
+        object.__setattr__(self, "_wire", out)
         return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> AllocationAttribute:
-        return cls(
+        attribute = cls(
             handle_id=raw.get("handle_id"),
             secondary=dict(raw["secondary"]) if raw.get("secondary") else None,
             alternate=dict(raw["alternate"]) if raw.get("alternate") else None,
             released_at=raw.get("releasedAt"),
         )
+        return attribute
 
     @property
     def cooling(self) -> bool:
@@ -286,7 +292,7 @@ class AllocationBlock:
 
     def interface(self, ordinal: int) -> IPInterface:
         """The address with the block's prefix length, which is what Calico's IPAM returns."""
-        return ipaddress.ip_interface(f"{self.address(ordinal)}/{self.cidr.prefixlen}")
+        return ipaddress.ip_interface((self.address(ordinal), self.cidr.prefixlen))
 
     # -- affinity --
 
@@ -328,6 +334,8 @@ class AllocationBlock:
         return attribute is not None and not attribute.cooling
 
     def num_free(self, reserved: Iterable[IPAddress] = ()) -> int:
+        if not reserved:
+            return len(self.unallocated)
         skip = {self.ordinal(a) for a in reserved if a in self.cidr}
         return sum(1 for o in self.unallocated if o not in skip)
 
@@ -389,8 +397,10 @@ class AllocationBlock:
     # -- mutations --
 
     def _find_or_add_attribute(self, attribute: AllocationAttribute) -> int:
+        handle = attribute.handle_id
         for index, existing in enumerate(self.attributes):
-            if existing == attribute:
+            # Handles are nearly always distinct: compare them before the whole attribute.
+            if existing.handle_id == handle and existing == attribute:
                 return index
         self.attributes.append(attribute)
         return len(self.attributes) - 1
@@ -551,6 +561,8 @@ class AllocationBlock:
         Returns how many moved.  With ``cooldown_seconds == 0`` everything cooling is freed
         (the cooldown was switched off, so nothing should stay held).
         """
+        if not any(a.released_at is not None for a in self.attributes):
+            return 0
         limit = now - timedelta(seconds=cooldown_seconds)
         due = []
         for ordinal in self.cooling_ordinals():
@@ -587,6 +599,50 @@ class AllocationBlock:
             if index is not None and not 0 <= index < len(self.attributes):
                 problems.append(f"block {self.cidr}: ordinal {ordinal} has no attribute")
         return problems
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSummary:
+    """What choosing a block needs, read without building the whole block (scans of every
+    block in a cluster decode many of them)."""
+
+    cidr: IPNetwork
+    affinity: str | None
+    affinity_claim_time: str | None
+    free: int
+    empty: bool
+    cooling: bool
+    sequence_number: int
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> BlockSummary:
+        raw = json.loads(data)
+        attributes = raw.get("attributes") or []
+        affinity = raw.get("affinity")
+        if affinity is None and raw.get("hostAffinity"):
+            affinity = affinity_string(raw["hostAffinity"])
+        empty = True
+        for index in raw.get("allocations") or []:
+            if index is None:
+                continue
+            handle = attributes[index].get("handle_id") if index < len(attributes) else None
+            if handle is None or handle.lower() != WINDOWS_RESERVED_HANDLE:
+                empty = False
+                break
+        return cls(
+            cidr=ipaddress.ip_network(raw["cidr"]),
+            affinity=affinity,
+            affinity_claim_time=raw.get("affinity_claim_time"),
+            free=len(raw.get("unallocated") or []),
+            empty=empty,
+            cooling=any(a.get("releasedAt") for a in attributes),
+            sequence_number=int(raw.get("sequenceNumber") or 0),
+        )
+
+    @property
+    def maybe_free(self) -> bool:
+        """Free addresses now, or cooling ones that may have become free."""
+        return self.free > 0 or self.cooling
 
 
 # --- affinity, handle and config values ----------------------------------------------------------

@@ -319,3 +319,51 @@ async def test_concurrent_assignments_are_distinct() -> None:
     blocks = await ipam.list_blocks()
     assert all(b.in_use_addresses() == [] for _, b in blocks)
     assert [k for k in await ipam_keys(kv) if "/handle/" in k] == []
+
+
+async def test_long_lived_allocator_batches_and_stays_consistent() -> None:
+    nodes = [f"n{i}" for i in range(3)]
+    kv, _, _ = await setup(*nodes, pool="10.66.0.0/22", block_size=28)
+    agent = IPAM(kv, cache_seconds=60)
+    results = await asyncio.gather(
+        *(agent.auto_assign(request(nodes[i % 3], handle=f"b{i}")) for i in range(150))
+    )
+    addresses = [r[0].addresses[0] for r in results]
+    assert len({a.ip for a in addresses}) == 150
+    for i, address in enumerate(addresses):
+        assert (await block_of(kv, address)).host == nodes[i % 3]
+        info = await agent.allocation_info(address.ip)
+        assert info is not None and info.handle_id == f"b{i}"
+    from pycalico.ipam.check import check
+
+    report = await check(kv)
+    assert report.clean, report.findings
+    assert report.allocations == 150
+
+
+async def test_cancelled_waiter_gets_nothing_and_leaks_nothing() -> None:
+    kv, _, _ = await setup()
+    agent = IPAM(kv, cache_seconds=60)
+    await agent.auto_assign(request(handle="warm"))  # makes the node's block hot
+    tasks = [asyncio.create_task(agent.auto_assign(request(handle=f"w{i}"))) for i in range(6)]
+    await asyncio.sleep(0)
+    tasks[2].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    for _ in range(50):  # let the leader finish giving the cancelled address back
+        await asyncio.sleep(0)
+    from pycalico.ipam.check import check
+
+    report = await check(kv)
+    assert report.clean, report.findings
+    assert report.allocations == 6  # warm + five delivered
+    assert await kv.get(keys.handle_key("w2")) is None
+
+
+async def test_long_lived_allocator_notices_config_changes_it_makes() -> None:
+    kv, _, _ = await setup("node-1", "node-2", pool="10.70.0.0/30", block_size=30)
+    agent = IPAM(kv, cache_seconds=60)
+    await agent.auto_assign(request(num4=4, handle="full"))
+    await agent.set_config(IPAMConfig(strict_affinity=True))
+    with pytest.raises(AssignmentIncomplete, match="strict affinity enabled"):
+        await agent.auto_assign(request("node-2", handle="x"))
