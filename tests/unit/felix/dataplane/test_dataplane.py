@@ -1,0 +1,180 @@
+"""Managers and drivers against the stateful fake kernel (pure: no root, no kernel)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pycalico.felix import messages as m
+from pycalico.felix.dataplane.loop import Dataplane, DataplaneOptions
+from pycalico.felix.drivers.errors import NftError
+from pycalico.felix.drivers.routes import Route
+from pycalico.felix.rules import names
+from pycalico.testing.fake_kernel import FakeKernel
+
+ALLOW = m.ResolvedRule(action="allow")
+PROFILE = m.ProfileID("kns.default")
+
+
+def wep(key: str, ip: str, tiers: tuple[m.TierInfo, ...] = ()) -> m.WorkloadEndpointUpdate:
+    return m.WorkloadEndpointUpdate(
+        m.WorkloadEndpointID("k8s", f"default/{key}", "eth0"),
+        f"cali{key}",
+        "",
+        (f"{ip}/32",),
+        (),
+        (PROFILE,),
+        tiers,
+    )
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    k = FakeKernel()
+    k.links.update({"calia", "calib"})
+    return k
+
+
+@pytest.fixture
+def dataplane(kernel: FakeKernel) -> Dataplane:
+    return Dataplane(
+        DataplaneOptions(), kernel.nft, kernel.routes, kernel.sysctls, kernel.conntrack
+    )
+
+
+def start(dataplane: Dataplane) -> None:
+    dataplane.on_updates(
+        [
+            m.ActiveProfileUpdate(PROFILE, (ALLOW,), (ALLOW,)),
+            wep("a", "10.65.0.1"),
+            wep("b", "10.65.0.2"),
+        ]
+    )
+
+
+def test_nothing_touches_the_kernel_before_in_sync(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    assert dataplane.apply() is None
+    assert kernel.nft.scripts == [] and kernel.routes.calls == 0 and not kernel.sysctls.values
+    dataplane.on_update(m.InSync())
+    report = dataplane.apply()
+    assert report is not None and report.nft_full
+    assert kernel.nft.scripts[0].startswith("add table inet calico\ndelete table inet calico\n")
+    assert kernel.nft.map_entries(names.MAP_FROM_WL) == {
+        "calia": "goto cali-fw-calia",
+        "calib": "goto cali-fw-calib",
+    }
+    assert set(kernel.routes.routes) == {"10.65.0.1/32", "10.65.0.2/32"}
+    assert kernel.routes.routes["10.65.0.1/32"].protocol == 80
+    assert kernel.sysctls.values["net/ipv4/conf/calia/proxy_arp"] == "1"
+    assert kernel.sysctls.values["net/ipv4/conf/calia/rp_filter"] == "1"
+    assert kernel.sysctls.values["net/ipv6/conf/calia/accept_ra"] == "0"
+
+
+def test_incremental_apply_sends_only_what_changed(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    assert dataplane.apply() is not None  # nothing dirty: no transaction
+    assert len(kernel.nft.scripts) == 1
+    pid = m.PolicyID("default", "p")
+    dataplane.on_updates(
+        [
+            m.IPSetUpdate("s:x", m.IPSetType.IP, frozenset({"10.65.0.1/32"})),
+            m.ActivePolicyUpdate(pid, (m.ResolvedRule("deny", source_ip_set_ids=("s:x",)),), ()),
+            wep("b", "10.65.0.2", (m.TierInfo("default", "deny", (pid,), ()),)),
+        ]
+    )
+    dataplane.apply()
+    script = kernel.nft.scripts[-1]
+    assert "delete table" not in script
+    assert "cali-tw-calib" in script and "cali-tw-calia" not in script
+    assert kernel.nft.elements("cali40s_x") == {"10.65.0.1"}
+    # A member delta sends one element, nothing else.
+    dataplane.on_update(m.IPSetDeltaUpdate("s:x", frozenset({"10.65.0.3/32"}), frozenset()))
+    dataplane.apply()
+    assert kernel.nft.scripts[-1] == "add element inet calico cali40s_x { 10.65.0.3 }\n"
+    # Removal in reverse order: endpoint stops using the policy, policy and set go.
+    dataplane.on_updates([wep("b", "10.65.0.2"), m.ActivePolicyRemove(pid), m.IPSetRemove("s:x")])
+    dataplane.apply()
+    table = kernel.nft.table()
+    assert "cali40s_x" not in table.sets
+    assert names.policy_chain(pid, True) not in table.chains
+
+
+def test_endpoint_removal_clears_dispatch_routes_and_conntrack(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    dataplane.on_update(m.WorkloadEndpointRemove(wep("a", "10.65.0.1").id))
+    report = dataplane.apply()
+    assert report is not None and report.conntrack_flushed == 1
+    assert "calia" not in kernel.nft.map_entries(names.MAP_FROM_WL)
+    assert "cali-fw-calia" not in kernel.nft.table().chains
+    assert "10.65.0.1/32" not in kernel.routes.routes
+    assert kernel.conntrack.flushed == ["10.65.0.1"]
+
+
+def test_failed_incremental_apply_resyncs_the_whole_table(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    dataplane.on_update(wep("c", "10.65.0.3"))
+    kernel.nft.fail_next = 1
+    dataplane.apply()
+    assert kernel.nft.scripts[-1].startswith("add table inet calico\ndelete table")
+    assert "calic" in kernel.nft.map_entries(names.MAP_TO_WL)
+
+
+def test_a_refused_transaction_changes_nothing(kernel: FakeKernel) -> None:
+    kernel.nft.run("add table inet calico\nadd chain inet calico x\n")
+    with pytest.raises(NftError, match="undeclared chain"):
+        kernel.nft.run("add chain inet calico y\nadd rule inet calico x jump nowhere\n")
+    assert set(kernel.nft.table().chains) == {"x"}
+    with pytest.raises(NftError, match="referenced"):
+        kernel.nft.run(
+            "add chain inet calico y\nadd rule inet calico x jump y\ndelete chain inet calico y\n"
+        )
+
+
+def test_route_resync_sweeps_stale_routes_of_our_protocol_only(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    kernel.routes.routes["10.65.0.9/32"] = Route("10.65.0.9/32", "calia", protocol=80)
+    kernel.routes.routes["192.168.0.0/24"] = Route("192.168.0.0/24", "eth0", protocol=2)
+    start(dataplane)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    assert set(kernel.routes.routes) == {"10.65.0.1/32", "10.65.0.2/32", "192.168.0.0/24"}
+
+
+def test_missing_interface_is_retried_when_it_appears(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    dataplane.on_update(wep("c", "10.65.0.3"))
+    dataplane.on_update(m.InSync())
+    report = dataplane.apply()
+    assert report is not None and report.routes_pending == 1 and report.interfaces_missing == 1
+    assert dataplane.endpoint_statuses()[wep("c", "10.65.0.3").id] == "down"
+    kernel.links.add("calic")
+    dataplane.on_link("calic", True)
+    report = dataplane.apply()
+    assert report is not None and report.routes_pending == 0 and report.interfaces_missing == 0
+    assert "10.65.0.3/32" in kernel.routes.routes
+    assert dataplane.endpoint_statuses()[wep("c", "10.65.0.3").id] == "up"
+
+
+def test_counts(dataplane: Dataplane) -> None:
+    start(dataplane)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    counts = dataplane.counts()
+    assert counts["endpoints"] == 2 and counts["profiles"] == 1 and counts["rules"] > 0
