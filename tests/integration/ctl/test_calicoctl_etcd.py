@@ -189,12 +189,18 @@ INVALID = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(INVALID))
-@pytest.mark.parametrize("verb", ["apply", "create"])
+INVALID_RUNS = [(case, "apply") for case in sorted(INVALID)] + [
+    ("blockSize 33 on IPv4", "create"),
+    ("the name Foo", "replace"),
+]
+
+
+@pytest.mark.parametrize(("case", "verb"), INVALID_RUNS)
 async def test_invalid_resource_is_refused_and_nothing_written(
     ctl: Calicoctl, kv: EtcdKVStore, case: str, verb: str
 ) -> None:
-    ctl.ok("apply", "-f", ctl.manifest(pool("existing", "10.40.0.0/16")))
+    (existing,) = load_documents(pool("existing", "10.40.0.0/16"), "existing")
+    await ResourceStore(kv).create(existing)
     before = await snapshot(kv)
     bad, field, words = INVALID[case]
     path = ctl.manifest(documents(VALID_FIRST, bad))
@@ -269,7 +275,15 @@ async def test_replace_honours_resource_version(ctl: Calicoctl, kv: EtcdKVStore)
     assert ctl.ok("replace", "-f", changed) == "Successfully replaced 1 'IPPool' resource(s)\n"
     done = ctl.fails("replace", "-f", "-", stdin=old)  # its resourceVersion is out of date
     assert done.stderr == "Failed to replace 'IPPool' resource: update conflict: IPPool(r)\n"
-    assert yaml.safe_load(ctl.ok("get", "ippool", "r", "-o", "yaml"))["spec"]["natOutgoing"]
+    current = yaml.safe_load(ctl.ok("get", "ippool", "r", "-o", "yaml"))
+    assert current["spec"]["natOutgoing"]
+    # The old content with the current resourceVersion goes through.
+    old_document = yaml.safe_load(old)
+    old_document["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    ctl.ok("replace", "-f", "-", stdin=yaml.safe_dump(old_document))
+    after = yaml.safe_load(ctl.ok("get", "ippool", "r", "-o", "yaml"))
+    assert "natOutgoing" not in after["spec"]
+    assert after["metadata"]["uid"] == current["metadata"]["uid"]
     missing = ctl.fails("replace", "-f", ctl.manifest(pool("nope", "10.24.0.0/16")))
     assert "resource does not exist: IPPool(nope) with error: <nil>" in missing.stderr
 
