@@ -6,7 +6,8 @@ stdout, errors on stderr, exit status 1 on any failure (also for a bad option, a
 
 Commands: ``create``, ``apply``, ``replace``, ``delete``, ``get``, ``label``, ``validate``,
 ``version``, and subcommand groups loaded lazily from other modules (``ipam`` from
-``pycalico.ctl.ipam`` when that module exists), so a missing optional group never breaks the rest.
+``pycalico.ctl.ipam``, ``node`` from ``pycalico.ctl.node``, each when that module exists), so a
+missing or broken optional group never breaks the rest.
 
 Not here: datastore logic (``actions``), formatting (``output``, ``columns``, ``results``),
 reading manifests (``loading``).
@@ -48,7 +49,7 @@ from pycalico.model.meta import Resource
 T = TypeVar("T")
 
 # Subcommand groups other modules provide: name -> "module:attribute".  Imported on first use.
-LAZY_GROUPS = {"ipam": "pycalico.ctl.ipam:ipam"}
+LAZY_GROUPS = {"ipam": "pycalico.ctl.ipam:ipam", "node": "pycalico.ctl.node:node"}
 LAZY_GROUPS["node"] = "pycalico.ctl.node:node"
 
 LOG_LEVELS = {
@@ -135,7 +136,12 @@ def _load_lazy(target: str) -> click.Command | None:
     module_name, _, attribute = target.partition(":")
     if not _lazy_available(target):
         return None
-    command = getattr(importlib.import_module(module_name), attribute, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        logging.getLogger(__name__).exception("cannot load calicoctl %s", module_name)
+        return None
+    command = getattr(module, attribute, None)
     return command if isinstance(command, click.Command) else None
 
 
