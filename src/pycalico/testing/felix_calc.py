@@ -47,6 +47,7 @@ from pycalico.model.endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
     NetworkSet,
+    NetworkSetSpec,
     Profile,
     WorkloadEndpoint,
     workload_endpoint_name,
@@ -191,14 +192,14 @@ def network_set(
 ) -> NetworkSet:
     return NetworkSet(
         metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(labels)),
-        spec={"nets": list(nets)},  # type: ignore[arg-type]
+        spec=NetworkSetSpec(nets=list(nets)),
     )
 
 
 def global_network_set(name: str, nets: Iterable[str], **labels: str) -> GlobalNetworkSet:
     return GlobalNetworkSet(
         metadata=ObjectMeta(name=name, labels=dict(labels)),
-        spec={"nets": list(nets)},  # type: ignore[arg-type]
+        spec=NetworkSetSpec(nets=list(nets)),
     )
 
 
@@ -246,7 +247,11 @@ class DataplaneModel:
 
     def _references_to_sets(self) -> set[str]:
         out: set[str] = set()
-        for owner in (*self.policies.values(), *self.profiles.values()):
+        owners: list[ActivePolicyUpdate | ActiveProfileUpdate] = [
+            *self.policies.values(),
+            *self.profiles.values(),
+        ]
+        for owner in owners:
             for rule in (*owner.inbound_rules, *owner.outbound_rules):
                 out |= _rule_sets(rule)
         return out

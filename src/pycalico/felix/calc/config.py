@@ -52,8 +52,11 @@ def render_value(value: Any) -> str:
 def _fields(config: FelixConfiguration | None) -> dict[str, Any]:
     if config is None:
         return {}
-    dumped: dict[str, Any] = config.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped
+    dumped: dict[str, Any] = config.spec.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
+    # Empty strings are Go's zero value (e.g. the always-stored ``bpfLogLevel: ""``): unset.
+    return {name: value for name, value in dumped.items() if value != ""}
 
 
 def effective_config(

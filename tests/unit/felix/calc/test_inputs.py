@@ -1,0 +1,132 @@
+"""Raw syncer input, configuration, pools and nodes, in-sync, and the sequencer's coalescing."""
+
+from __future__ import annotations
+
+from pycalico.datastore.paths import resource_key
+from pycalico.felix.calc import CalcGraph, EventSequencer, key_of
+from pycalico.felix.messages import (
+    ConfigUpdate,
+    HostMetadataUpdate,
+    InSync,
+    IPPoolRemove,
+    IPPoolUpdate,
+    IPSetDeltaUpdate,
+    IPSetRemove,
+    IPSetType,
+    IPSetUpdate,
+    WorkloadEndpointUpdate,
+)
+from pycalico.model.codec import encode_value
+from pycalico.model.ipam import IPPool
+from pycalico.model.node import FelixConfiguration, Node
+from pycalico.testing.felix_calc import HOSTNAME, global_policy, workload
+
+
+def _config(name: str, **spec: object) -> FelixConfiguration:
+    return FelixConfiguration.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def test_on_update_decodes_values_and_treats_garbage_as_deleted() -> None:
+    graph = CalcGraph(HOSTNAME)
+    pod = workload("w", labels={"app": "x"}, ips=["10.0.0.1"])
+    graph.on_update(key_of(pod), encode_value(pod))
+    graph.on_update("/calico/ipam/v2/handle/whatever", b"{}")  # not a v3 resource: ignored
+    graph.on_update(resource_key("bgppeers", "peer"), b"{}")  # a kind Felix does not use
+    graph.on_in_sync()
+    messages = graph.flush()
+    assert [type(m) for m in messages] == [
+        ConfigUpdate,
+        type(messages[1]),  # the kns.default profile (missing, so empty)
+        WorkloadEndpointUpdate,
+        InSync,
+    ]
+    graph.on_update(key_of(pod), b'{"kind": "WorkloadEndpoint", "spec": {"bogus": 1}}')
+    assert graph.stats.decode_failures == 1
+    removed = graph.flush()
+    assert [type(m).__name__ for m in removed] == ["WorkloadEndpointRemove", "ActiveProfileRemove"]
+    assert graph.flush() == []  # InSync is sent once
+
+
+def test_in_sync_waits_for_the_flush_after_it() -> None:
+    graph = CalcGraph(HOSTNAME)
+    assert not any(isinstance(m, InSync) for m in graph.flush())
+    graph.on_in_sync()
+    assert graph.flush() == [InSync()]
+
+
+def test_effective_felix_configuration_node_overrides_default() -> None:
+    graph = CalcGraph(HOSTNAME)
+    graph.on_resource(
+        _config(
+            "default",
+            logSeverityScreen="Info",
+            ipv6Support=False,
+            failsafeInboundHostPorts=[{"protocol": "TCP", "port": 22}],
+            reportingInterval="30s",
+        )
+    )
+    graph.on_resource(_config(f"node.{HOSTNAME}", logSeverityScreen="Debug"))
+    graph.on_resource(_config("node.other", logSeverityScreen="Warning"))
+    (config,) = graph.flush()
+    assert isinstance(config, ConfigUpdate)
+    assert dict(config.values) == {
+        "failsafeInboundHostPorts": "tcp:22",
+        "ipv6Support": "false",
+        "logSeverityScreen": "Debug",
+        "reportingInterval": "30s",
+    }
+    assert graph.flush() == []
+    graph.on_resource(None, resource_key("felixconfigurations", f"node.{HOSTNAME}"))
+    (config,) = graph.flush()
+    assert isinstance(config, ConfigUpdate) and dict(config.values)["logSeverityScreen"] == "Info"
+
+
+def test_configuration_read_from_stored_values_drops_go_zero_values() -> None:
+    graph = CalcGraph(HOSTNAME)
+    stored = _config("default", interfacePrefix="cali")
+    graph.on_update(key_of(stored), encode_value(stored))
+    (config,) = graph.flush()
+    assert isinstance(config, ConfigUpdate) and config.values == (("interfacePrefix", "cali"),)
+
+
+def test_pools_and_nodes() -> None:
+    graph = CalcGraph(HOSTNAME)
+    pool = IPPool.model_validate(
+        {"metadata": {"name": "p"}, "spec": {"cidr": "10.65.0.0/16", "natOutgoing": True}}
+    )
+    node = Node.model_validate(
+        {"metadata": {"name": "node-b"}, "spec": {"bgp": {"ipv4Address": "192.168.1.2/24"}}}
+    )
+    graph.on_resource(pool)
+    graph.on_resource(node)
+    messages = graph.flush()
+    assert IPPoolUpdate("10.65.0.0/16", "10.65.0.0/16", True) in messages
+    assert HostMetadataUpdate("node-b", "192.168.1.2", "") in messages
+    graph.on_resource(None, key_of(pool))
+    assert IPPoolRemove("10.65.0.0/16") in graph.flush()
+
+
+def test_sequencer_coalesces_set_updates() -> None:
+    sequencer = EventSequencer()
+    sequencer.on_ipset_update("s:1", IPSetType.NET, frozenset({"a"}))
+    sequencer.on_ipset_delta("s:1", frozenset({"b"}), frozenset({"a"}))
+    assert sequencer.flush() == [IPSetUpdate("s:1", IPSetType.NET, frozenset({"b"}))]
+    sequencer.on_ipset_delta("s:1", frozenset({"c"}), frozenset())
+    sequencer.on_ipset_delta("s:1", frozenset(), frozenset({"c", "b"}))
+    assert sequencer.flush() == [IPSetDeltaUpdate("s:1", frozenset(), frozenset({"b"}))]
+    # Added and removed between flushes, never sent: nothing at all.
+    sequencer.on_ipset_update("s:2", IPSetType.NET, frozenset())
+    sequencer.on_ipset_remove("s:2")
+    sequencer.on_ipset_remove("s:1")
+    assert sequencer.flush() == [IPSetRemove("s:1")]
+
+
+def test_unchanged_recomputation_sends_nothing() -> None:
+    graph = CalcGraph(HOSTNAME)
+    pod = workload("w", labels={"app": "x"}, ips=["10.0.0.1"])
+    graph.on_resource(pod)
+    graph.on_resource(global_policy("p", selector="app == 'x'", ingress=[{"action": "Allow"}]))
+    graph.flush()
+    graph.on_resource(pod)
+    graph.on_resource(global_policy("p", selector="app == 'x'", ingress=[{"action": "Allow"}]))
+    assert graph.flush() == []
