@@ -42,6 +42,7 @@ from pycalico.ctl.results import (
 )
 from pycalico.datastore.api import (
     DatastoreError,
+    DatastoreUnavailable,
     KeyAlreadyExists,
     KeyNotFound,
     RevisionConflict,
@@ -163,9 +164,18 @@ async def write_all(
     *,
     skip_exists: bool = False,
 ) -> CommandResults:
-    """create/apply/replace every resource, in order, after checking the whole input."""
-    await check_before_write(store, verb, resources)
+    """create/apply/replace every resource, in order, after checking the whole input.
+
+    An unreachable datastore ends the command at once: every further resource would only wait
+    out the same retry timeout.
+    """
     results = CommandResults(num_resources=len(resources), single_kind=_single_kind(resources))
+    try:
+        await check_before_write(store, verb, resources)
+    except DatastoreError as error:
+        results.errors.append(str(error))
+        results.stopped = True
+        return results
     for resource in resources:
         try:
             if verb is CREATE:
@@ -182,7 +192,7 @@ async def write_all(
             results.errors.append(_describe(error, resource))
         except DatastoreError as error:
             results.errors.append(_describe(error, resource))
-            if verb is REPLACE:
+            if verb is REPLACE or isinstance(error, DatastoreUnavailable):
                 results.stopped = True
                 break
     return results

@@ -425,4 +425,11 @@ def test_keeps_working_with_one_member_of_three_stopped(
     assert names == ["ippool/default-ipv4-ippool", "ippool/later", "ippool/reserved"]
     ctl.env["ETCD_ENDPOINTS"] = etcd_cluster.members[0].endpoint  # only the stopped member
     done = ctl.fails("get", "ippools")
-    assert "Failed to get resources" in done.stderr
+    assert "Failed to get resources" in done.stderr and "UNAVAILABLE" in done.stderr
+    # A write gives up at the first unreachable call rather than once per resource.
+    three = documents(
+        pool("x", "10.31.0.0/16"), pool("y", "10.32.0.0/16"), pool("z", "10.33.0.0/16")
+    )
+    done = ctl.fails("apply", "-f", ctl.manifest(three))
+    assert done.stderr.startswith("Failed to apply any 'IPPool' resources: [")
+    assert done.stderr.count("UNAVAILABLE") == 1
