@@ -1,0 +1,318 @@
+"""confd: watch the BGP view of the datastore, render BIRD's configuration, reload BIRD.
+
+What it is: the I/O around ``processor`` and ``render``.  One ``Syncer`` per prefix it needs
+(BGPConfigurations, Nodes, BGPPeers, IPPools, and this node's IPAM affinities under
+``/calico/ipam/v2/host/<node>/``), so a busy cluster's workload-endpoint churn never reaches it.
+After every change (coalesced: whatever arrived while a render ran is handled by the next one)
+it builds the configuration, renders it, and only if the text differs from what is on disk:
+checks it with ``bird -p -c``, writes it atomically (temporary file + rename in the same
+directory) and asks BIRD to ``configure`` over the control socket.  What it is not: the
+decisions (``processor``), the text (``render``), or BIRD's process (``pycalico.node.agent``).
+
+Passwords (``secretKeyRef``): there is no Kubernetes here, so a secret ``<name>``/``<key>`` is read
+from the file ``<secrets dir>/<name>/<key>`` (``CALICO_BGP_SECRETS_DIR``, default
+``/etc/calico/bgp-secrets``, the layout of a mounted Kubernetes secret volume), else from the
+environment variable ``CALICO_BGP_SECRET_<NAME>_<KEY>`` (upper case, other characters as ``_``).
+Secrets are re-read on every render.
+
+Invariants:
+
+* Nothing is written before every syncer has reported in-sync once: BIRD never sees a
+  configuration built from half a snapshot.
+* The file on disk only ever holds a whole configuration that ``bird -p`` accepted; a rejected
+  render is logged and the previous file stays.
+* BIRD is reloaded only when the text changed; if BIRD is not running yet, the file is simply
+  left for it to read when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pycalico.bgp.bird import BirdControl, BirdError, check_config
+from pycalico.bgp.processor import BgpInputs, BirdConfig, build, password_refs
+from pycalico.bgp.render import render
+from pycalico.datastore import paths
+from pycalico.datastore.api import KVStore
+from pycalico.datastore.syncer import Syncer, SyncerUpdate, SyncStatus
+from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
+from pycalico.model.codec import ValidationFailure, decode_value
+from pycalico.model.ipam import IPPool
+from pycalico.model.meta import Resource
+from pycalico.model.node import Node
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECRETS_DIR = "/etc/calico/bgp-secrets"
+SECRETS_DIR_ENV = "CALICO_BGP_SECRETS_DIR"
+SECRET_ENV_PREFIX = "CALICO_BGP_SECRET_"
+
+_KINDS: dict[str, type[Resource]] = {
+    "bgpconfigurations": BGPConfiguration,
+    "nodes": Node,
+    "bgppeers": BGPPeer,
+    "ippools": IPPool,
+}
+
+
+class SecretResolver:
+    """Resolves ``secretKeyRef``s from a directory of files, else from the environment."""
+
+    def __init__(self, directory: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.env = os.environ if env is None else env
+        self.directory = directory or self.env.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR
+
+    @staticmethod
+    def env_name(ref: SecretKeyRef) -> str:
+        raw = f"{ref.name or ''}_{ref.key}".upper()
+        return SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", raw)
+
+    def resolve(self, ref: SecretKeyRef) -> str | None:
+        if ref.name and "/" not in ref.name and "/" not in ref.key:
+            path = os.path.join(self.directory, ref.name, ref.key)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read().rstrip("\r\n")
+            except OSError:
+                pass
+        return self.env.get(self.env_name(ref))
+
+
+@dataclass
+class ConfdState:
+    """The decoded view: resources by name, and this node's affinities by block CIDR."""
+
+    resources: dict[str, dict[str, Resource]] = field(
+        default_factory=lambda: {plural: {} for plural in _KINDS}
+    )
+    affinities: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, update: SyncerUpdate) -> bool:
+        """Apply one update; True if it is one confd cares about."""
+        key = update.key
+        if key.startswith(paths.RESOURCE_ROOT):
+            try:
+                plural, _, name = paths.parse_resource_key(key)
+            except paths.InvalidKey:
+                return False
+            model = _KINDS.get(plural)
+            if model is None:
+                return False
+            if update.value is None:
+                return self.resources[plural].pop(name, None) is not None
+            try:
+                self.resources[plural][name] = decode_value(update.value, kind=model)
+            except ValidationFailure as error:
+                log.warning("confd: ignoring unreadable %s: %s", key, error)
+                return self.resources[plural].pop(name, None) is not None
+            return True
+        if key.startswith(paths.IPAM_ROOT):
+            try:
+                affinity = paths.parse_affinity_key(key)
+            except (paths.InvalidKey, ValueError):
+                return False
+            state = _affinity_state(update.value)
+            if state is None:
+                return self.affinities.pop(affinity.cidr, None) is not None
+            self.affinities[affinity.cidr] = state
+            return True
+        return False
+
+    def inputs(
+        self, node_name: str, passwords: Mapping[tuple[str | None, str], str], router_id: str | None
+    ) -> BgpInputs:
+        return BgpInputs(
+            node_name=node_name,
+            nodes=self.nodes,
+            configs=self.configs,
+            peers=self.peers,
+            pools=[p for p in self.resources["ippools"].values() if isinstance(p, IPPool)],
+            affinities=dict(self.affinities),
+            passwords=passwords,
+            router_id=router_id,
+        )
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return {n: r for n, r in self.resources["nodes"].items() if isinstance(r, Node)}
+
+    @property
+    def configs(self) -> dict[str, BGPConfiguration]:
+        items = self.resources["bgpconfigurations"].items()
+        return {n: r for n, r in items if isinstance(r, BGPConfiguration)}
+
+    @property
+    def peers(self) -> list[BGPPeer]:
+        return [r for r in self.resources["bgppeers"].values() if isinstance(r, BGPPeer)]
+
+
+def _affinity_state(value: bytes | None) -> str | None:
+    """The affinity state, "" for the legacy empty value, None if absent or deleted."""
+    if value is None:
+        return None
+    if not value.strip():
+        return ""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict) or data.get("deleted"):
+        return None if isinstance(data, dict) else ""
+    state = data.get("state", "")
+    return state if isinstance(state, str) else ""
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` so a reader sees the old file or the new, never a mix."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".bird-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+@dataclass
+class ConfdStats:
+    renders: int = 0
+    writes: int = 0
+    reloads: int = 0
+    rejected: int = 0
+    last_write: float = 0.0  # time.time() of the last file write
+
+
+class Confd:
+    """Renders ``config_path`` for ``node_name`` and keeps BIRD (at ``control``) reloaded."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        node_name: str,
+        config_path: str,
+        *,
+        control: BirdControl | None = None,
+        secrets: SecretResolver | None = None,
+        router_id: str | None = None,
+        check: bool = True,
+        on_render: Callable[[BirdConfig, bool], None] | None = None,
+    ) -> None:
+        self.kv = kv
+        self.node_name = node_name
+        self.config_path = config_path
+        self.control = control
+        self.secrets = secrets or SecretResolver()
+        self.router_id = router_id
+        self.check = check
+        self.on_render = on_render
+        self.state = ConfdState()
+        self.stats = ConfdStats()
+        self.prefixes = [paths.resource_prefix(plural) for plural in _KINDS] + [
+            paths.affinity_prefix(node_name)
+        ]
+        self._in_sync: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._text: str | None = None
+
+    def _current_text(self) -> str | None:
+        if self._text is None:
+            with contextlib.suppress(OSError), open(self.config_path, encoding="utf-8") as file:
+                self._text = file.read()
+        return self._text
+
+    async def _follow(self, prefix: str) -> None:
+        syncer = Syncer(self.kv, prefix)
+        async for batch in syncer:
+            changed = False
+            for update in batch.updates:
+                changed |= self.state.apply(update)
+            if batch.status is SyncStatus.IN_SYNC and prefix not in self._in_sync:
+                self._in_sync.add(prefix)
+                changed = True
+            if changed:
+                self._dirty.set()
+
+    def build(self) -> BirdConfig:
+        passwords: dict[tuple[str | None, str], str] = {}
+        for ref in password_refs(self.state.configs, self.state.peers):
+            value = self.secrets.resolve(ref)
+            if value is not None:
+                passwords[(ref.name, ref.key)] = value
+        return build(self.state.inputs(self.node_name, passwords, self.router_id))
+
+    async def render_once(self) -> bool:
+        """Build, render and (if the text changed) write and reload.  True if written."""
+        config = self.build()
+        text = render(config)
+        self.stats.renders += 1
+        changed = text != self._current_text()
+        if changed:
+            changed = await self._install(text)
+        if self.on_render is not None:
+            self.on_render(config, changed)
+        return changed
+
+    async def _install(self, text: str) -> bool:
+        if self.check:
+            problem = await asyncio.to_thread(self._check, text)
+            if problem:
+                self.stats.rejected += 1
+                log.error("confd: BIRD rejects the rendered configuration: %s", problem)
+                return False
+        write_atomically(self.config_path, text)
+        self._text = text
+        self.stats.writes += 1
+        self.stats.last_write = time.time()
+        log.info("confd: wrote %s", self.config_path)
+        if self.control is not None and os.path.exists(self.control.path):
+            try:
+                await self.control.configure()
+                self.stats.reloads += 1
+            except BirdError as error:
+                # Not fatal: BIRD reads the file on its next start, and a later change retries.
+                log.warning("confd: reload failed: %s", error)
+        return True
+
+    def _check(self, text: str) -> str | None:
+        directory = os.path.dirname(os.path.abspath(self.config_path))
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".check-", suffix=".cfg", dir=directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            return check_config(temporary)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+    async def run(self) -> None:
+        """Follow the datastore and keep the configuration current; runs until cancelled."""
+        tasks = [asyncio.create_task(self._follow(prefix)) for prefix in self.prefixes]
+        try:
+            while True:
+                await self._dirty.wait()
+                self._dirty.clear()
+                if len(self._in_sync) < len(self.prefixes):
+                    continue
+                try:
+                    await self.render_once()
+                except Exception:
+                    log.exception("confd: render failed")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,281 @@
+"""The calico-node agent: supervises BIRD, confd and Felix, and serves the CNI agent socket.
+
+What it is: after ``startup`` has registered the node, ``NodeAgent.run`` keeps these running
+until it is told to stop:
+
+* **confd** — a child ``calico-node -confd`` (its own etcd connection, as in Calico);
+* **BIRD** — ``bird -f -c <config> -s <socket>``, started once confd has written a config;
+* **Felix** — ``calico-felix``, only when that executable exists and ``CALICO_DISABLE_FELIX`` is
+  not true (Felix is optional here);
+* **the CNI agent socket** — ``pycalico.cni.agent_server``, in this process (it needs the live
+  etcd connection), when that module is installed.
+
+``CALICO_NETWORKING_BACKEND=none`` runs neither confd nor BIRD.  A child that exits is restarted
+after a backoff (``next_backoff``: 0.5 s doubling to 10 s, back to the start once a child has
+run for 30 s).  BIRD takes over half a second to exit after SIGTERM, so a stop always waits for
+the process to be gone before anything is restarted.
+
+Every per-node path is configurable (``NodePaths.from_env``), so many nodes can run on one
+machine, each in its own network namespace: ``CALICO_RUN_DIR`` (default ``/var/run/calico``),
+``CALICO_BIRD_CONFIG`` (default ``/etc/calico/confd/config/bird.cfg``), ``CALICO_BIRD_SOCKET``
+(default ``<run dir>/bird.ctl``), ``CALICO_LOG_DIR`` (default ``/var/log/calico``; one
+``<service>.log`` per child), ``CALICO_AGENT_SOCKET`` (default ``<run dir>/cni.sock``).
+
+Invariants: children die with the agent (``PR_SET_PDEATHSIG``) as well as on a clean stop; the
+agent never restarts a child while its previous instance is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from pycalico.bgp.bird import bird_command
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+STABLE_AFTER = 30.0
+STOP_TIMEOUT = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def next_backoff(previous: float | None, ran_for: float) -> float:
+    """The wait before restarting a child that ran ``ran_for`` seconds after the last wait
+    ``previous`` (None: first failure)."""
+    if previous is None or ran_for >= STABLE_AFTER:
+        return INITIAL_BACKOFF
+    return min(previous * 2, MAX_BACKOFF)
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    run_dir: str
+    bird_config: str
+    bird_socket: str
+    log_dir: str
+    agent_socket: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NodePaths:
+        env = os.environ if env is None else env
+        run_dir = env.get("CALICO_RUN_DIR") or "/var/run/calico"
+        return cls(
+            run_dir=run_dir,
+            bird_config=env.get("CALICO_BIRD_CONFIG") or "/etc/calico/confd/config/bird.cfg",
+            bird_socket=env.get("CALICO_BIRD_SOCKET") or os.path.join(run_dir, "bird.ctl"),
+            log_dir=env.get("CALICO_LOG_DIR") or "/var/log/calico",
+            agent_socket=env.get("CALICO_AGENT_SOCKET") or os.path.join(run_dir, "cni.sock"),
+        )
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    command: list[str]
+    # Awaited before each start (BIRD waits for confd's first config).
+    precondition: Callable[[], Awaitable[None]] | None = None
+    env: Mapping[str, str] | None = None
+
+
+@dataclass
+class ChildState:
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    last_exit: int | None = None
+    started_at: float = 0.0
+    history: list[float] = field(default_factory=list)  # start times, for tests and status
+
+
+class Supervisor:
+    """Runs each ``ChildSpec`` and restarts it with backoff when it exits."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+        self.children: dict[str, ChildState] = {}
+        self._stopping = False
+
+    async def supervise(self, spec: ChildSpec) -> None:
+        state = self.children.setdefault(spec.name, ChildState())
+        backoff: float | None = None
+        os.makedirs(self.log_dir, exist_ok=True)
+        while not self._stopping:
+            if spec.precondition is not None:
+                await spec.precondition()
+            with open(os.path.join(self.log_dir, f"{spec.name}.log"), "ab") as output:
+                try:
+                    state.process = await asyncio.create_subprocess_exec(
+                        *spec.command,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=output,
+                        env=dict(spec.env) if spec.env is not None else None,
+                        preexec_fn=_die_with_parent,
+                    )
+                except OSError as error:
+                    log.error("%s: cannot start %s: %s", spec.name, spec.command[0], error)
+                    state.process = None
+            started = time.monotonic()
+            state.starts += 1
+            state.started_at = time.time()
+            state.history.append(state.started_at)
+            if state.process is not None:
+                log.info("%s: started (pid %d)", spec.name, state.process.pid)
+                try:
+                    state.last_exit = await state.process.wait()
+                except asyncio.CancelledError:
+                    await self._stop_process(state.process)
+                    raise
+                if self._stopping:
+                    break
+                log.warning("%s: exited with status %s", spec.name, state.last_exit)
+            backoff = next_backoff(backoff, time.monotonic() - started)
+            await asyncio.sleep(backoff)
+
+    @staticmethod
+    async def _stop_process(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def stop_all(self) -> None:
+        self._stopping = True
+        await asyncio.gather(
+            *(
+                self._stop_process(state.process)
+                for state in self.children.values()
+                if state.process is not None
+            )
+        )
+
+
+def felix_command(env: Mapping[str, str]) -> list[str] | None:
+    """How to start Felix, or None when it is disabled or not installed."""
+    if (env.get("CALICO_DISABLE_FELIX") or "").lower() == "true":
+        return None
+    executable = env.get("CALICO_FELIX_BINARY") or shutil.which("calico-felix")
+    if not executable:
+        return None
+    # Our own entry point may be declared before its module is written.
+    if os.path.dirname(executable) == os.path.dirname(sys.executable):
+        with contextlib.suppress(ModuleNotFoundError):
+            if importlib.util.find_spec("pycalico.felix.daemon") is None:
+                return None
+    return [executable]
+
+
+def self_command() -> list[str]:
+    """The command that runs this calico-node again (for the ``-confd`` child)."""
+    script = shutil.which("calico-node")
+    if script:
+        return [script]
+    return [sys.executable, "-m", "pycalico.node.main"]
+
+
+class NodeAgent:
+    """Everything calico-node runs after startup, for one node."""
+
+    def __init__(
+        self,
+        node_name: str,
+        paths: NodePaths,
+        *,
+        env: Mapping[str, str] | None = None,
+        kv: object | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.paths = paths
+        self.env = dict(os.environ if env is None else env)
+        self.env["NODENAME"] = node_name
+        self.kv = kv
+        self.supervisor = Supervisor(paths.log_dir)
+        self.agent_server: object | None = None
+        self._stop = asyncio.Event()
+
+    def children(self) -> list[ChildSpec]:
+        specs: list[ChildSpec] = []
+        backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+        if backend == "bird":
+            specs.append(ChildSpec("confd", [*self_command(), "-confd"], env=self.env))
+            specs.append(
+                ChildSpec(
+                    "bird",
+                    bird_command(self.paths.bird_config, self.paths.bird_socket),
+                    precondition=self._wait_for_config,
+                )
+            )
+        felix = felix_command(self.env)
+        if felix is not None:
+            specs.append(ChildSpec("felix", felix, env=self.env))
+        else:
+            log.info("Felix not started (not installed, or CALICO_DISABLE_FELIX=true)")
+        return specs
+
+    async def _wait_for_config(self) -> None:
+        while not os.path.exists(self.paths.bird_config):
+            await asyncio.sleep(0.05)
+
+    async def _start_agent_server(self) -> None:
+        if self.kv is None:
+            return
+        try:
+            if importlib.util.find_spec("pycalico.cni.agent_server") is None:
+                return
+        except ModuleNotFoundError:
+            return
+        from pycalico.cni import agent_server
+
+        factory = getattr(agent_server, "default_handlers", None)
+        if callable(factory):
+            handlers = factory(self.kv)
+        else:
+            handlers = {"calico-ipam": agent_server.ipam_handler(self.kv)}  # type: ignore[arg-type]
+        server = agent_server.AgentServer(self.paths.agent_socket, handlers)
+        await server.start()
+        self.agent_server = server
+        log.info("CNI agent socket at %s", self.paths.agent_socket)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until ``request_stop`` (or SIGTERM/SIGINT when installed by ``main``)."""
+        os.makedirs(self.paths.run_dir, exist_ok=True)
+        await self._start_agent_server()
+        tasks = [
+            asyncio.create_task(self.supervisor.supervise(spec), name=spec.name)
+            for spec in self.children()
+        ]
+        try:
+            await self._stop.wait()
+        finally:
+            await self.supervisor.stop_all()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            server = self.agent_server
+            if server is not None:
+                await server.close()  # type: ignore[attr-defined]

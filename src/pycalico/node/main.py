@@ -1,0 +1,117 @@
+"""``calico-node``: the node daemon's command line.
+
+``calico-node`` runs startup (``startup.run_startup``) then the agent (``agent.NodeAgent``)
+until SIGTERM/SIGINT.  ``calico-node -startup`` runs only the startup; ``calico-node -confd``
+runs only confd (the agent starts it this way); ``calico-node -v`` prints the version.  Flags
+take one dash, as Calico's (two are accepted too).  Configuration is Calico's environment (see
+``startup`` and ``agent``); ``CALICO_LOG_LEVEL``/``LOG_LEVEL`` sets this process's log level
+(default info).  Exit status 1 with one line naming the problem when startup cannot proceed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from pycalico.datastore.api import DatastoreError
+from pycalico.datastore.config import DatastoreConfig
+from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.resources import ResourceStore
+from pycalico.node.agent import NodeAgent, NodePaths
+from pycalico.node.startup import StartupError, StartupSettings, calico_version, run_startup
+
+log = logging.getLogger("calico-node")
+
+
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="calico-node", description="Calico node agent")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-startup", "--startup", action="store_true", help="only register the node")
+    group.add_argument("-confd", "--confd", action="store_true", help="only run confd")
+    group.add_argument("-v", "-version", "--version", action="store_true", help="print the version")
+    return parser.parse_args(list(argv))
+
+
+def _install_stop(callback: object) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, callback)  # type: ignore[arg-type]
+
+
+async def _with_store(config: DatastoreConfig) -> tuple[EtcdKVStore, ResourceStore]:
+    kv = EtcdKVStore.from_config(config, timeout=10.0, retry_timeout=30.0)
+    return kv, ResourceStore(kv)
+
+
+async def _confd(settings_env: dict[str, str]) -> None:
+    from pycalico.bgp.bird import BirdControl
+    from pycalico.bgp.confd import Confd
+    from pycalico.node.startup import node_name
+
+    paths = NodePaths.from_env(settings_env)
+    kv, _ = await _with_store(DatastoreConfig.from_env(settings_env))
+    confd = Confd(
+        kv,
+        node_name(settings_env),
+        paths.bird_config,
+        control=BirdControl(paths.bird_socket),
+        router_id=settings_env.get("CALICO_ROUTER_ID") or None,
+    )
+    task = asyncio.create_task(confd.run())
+    _install_stop(task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await kv.close()
+
+
+async def _node(env: dict[str, str], only_startup: bool) -> None:
+    settings = StartupSettings.from_env(env)
+    kv, store = await _with_store(DatastoreConfig.from_env(env))
+    try:
+        result = await run_startup(store, settings)
+        log.info(
+            "node %s registered (IPv4 %s, IPv6 %s)", settings.node_name, result.ipv4, result.ipv6
+        )
+        if only_startup:
+            return
+        agent = NodeAgent(settings.node_name, NodePaths.from_env(env), env=env, kv=kv)
+        _install_stop(agent.request_stop)
+        await agent.run()
+    finally:
+        await kv.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _arguments(sys.argv[1:] if argv is None else argv)
+    if arguments.version:
+        print(calico_version())
+        return 0
+    level = (os.environ.get("CALICO_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+    )
+    env = dict(os.environ)
+    try:
+        if arguments.confd:
+            asyncio.run(_confd(env))
+        else:
+            asyncio.run(_node(env, arguments.startup))
+    except (StartupError, DatastoreError) as error:
+        print(f"calico-node: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
