@@ -58,7 +58,9 @@ class CasReference:
             self.revisions[key] = revision
 
         start = time.perf_counter()
-        await asyncio.gather(*(client_loop(k, n) for k, n in zip(self.revisions, shares(total))))
+        await asyncio.gather(
+            *(client_loop(k, n) for k, n in zip(self.revisions, shares(total), strict=True))
+        )
         return time.perf_counter() - start
 
 

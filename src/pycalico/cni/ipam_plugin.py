@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     stdin = sys.stdin.read()
     env = dict(os.environ)
     response = None
-    if env.get("CNI_COMMAND") != "VERSION":
+    if env.get("CNI_COMMAND") == "VERSION":
+        # Runtimes (podman) ask before every ADD: answer without the agent or the handler.
+        response = _version(stdin)
+    else:
         try:
             response = agent_protocol.forward(PLUGIN, env, stdin, agent_protocol.socket_path(env))
         except agent_protocol.ProtocolError as exc:
@@ -48,6 +51,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(response.stderr)
     sys.stdout.flush()
     return response.exit_code
+
+
+def _version(stdin: str) -> agent_protocol.Response:
+    import json
+
+    from pycalico.cni.versions import SUPPORTED_VERSIONS
+
+    try:
+        config = json.loads(stdin) if stdin.strip() else {}
+    except ValueError:
+        config = {}
+    version = config.get("cniVersion") if isinstance(config, dict) else None
+    body = {
+        "cniVersion": version or SUPPORTED_VERSIONS[-1],
+        "supportedVersions": list(SUPPORTED_VERSIONS),
+    }
+    return agent_protocol.Response(0, json.dumps(body))
 
 
 if __name__ == "__main__":

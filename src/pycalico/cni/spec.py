@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+from pycalico.cni.versions import SUPPORTED_VERSIONS
+
+__all__ = ["SUPPORTED_VERSIONS"]  # re-exported: callers know it as spec.SUPPORTED_VERSIONS
 DEFAULT_VERSION = "0.2.0"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 

@@ -1094,15 +1094,29 @@ class IPAM:
         if kv is None:
             raise HandleNotFound(handle_id)
         handle = IPAMHandle.from_json(kv.value)
-        config = await self.get_config()
+        config = await self._config_for_release()
         released = 0
         for cidr_text, count in handle.block.items():
             cidr = ipaddress.ip_network(cidr_text)
             released += await self._release_handle_in_block(
                 cidr, handle_id, sequence_number, config
             )
+            if len(handle.block) == 1 and sequence_number is None:
+                # The usual case: one block, all of it released; the handle goes unless it
+                # changed meanwhile (then count it down properly).
+                try:
+                    await self.kv.delete(kv.key, revision=kv.revision)
+                    continue
+                except (RevisionConflict, KeyNotFound):
+                    pass
             await self._adjust_handle(handle_id, cidr, -count)
         return released
+
+    async def _config_for_release(self) -> IPAMConfig:
+        cached = next(iter(self._inputs.values()), None)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
+        return await self.get_config()
 
     async def _release_handle_in_block(
         self, cidr: IPNetwork, handle_id: str, sequence_number: int | None, config: IPAMConfig

@@ -35,7 +35,9 @@ def request(node: str, handle: str, **kw: object) -> AutoAssignRequest:
     return AutoAssignRequest(node=node, handle_id=handle, attrs={"node": node}, **kw)  # type: ignore[arg-type]
 
 
-async def owner(kv: KVStore, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> str | None:
+async def owner(
+    kv: KVStore, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+) -> str | None:
     value = await kv.get(keys.block_key(address.network))
     assert value is not None
     return AllocationBlock.from_json(value.value).host
@@ -92,7 +94,11 @@ async def test_dual_stack_without_ipv6_pool_leaves_nothing(kv: KVStore) -> None:
         await allocator.auto_assign(request("node-0", "dual", num4=1, num6=1))
     after = await ipam_keys(kv)
     assert keys.handle_key("dual") not in after
-    v4_blocks = [AllocationBlock.from_json(v) for k, v in after.items() if "/ipv4/block/" in k and "/assignment/" in k]
+    v4_blocks = [
+        AllocationBlock.from_json(v)
+        for k, v in after.items()
+        if "/ipv4/block/" in k and "/assignment/" in k
+    ]
     assert all(b.in_use_ordinals() == [] for b in v4_blocks)
     assert {k for k in after if "/ipv6/" in k} == {k for k in before if "/ipv6/" in k}
 
@@ -158,8 +164,12 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
     await put_node(kv, "node-0")
     allocator = IPAM(kv)
     v4, _ = await allocator.auto_assign(
-        AutoAssignRequest(node="node-0", handle_id="k8s-pod-network.abc",
-                          attrs={"node": "node-0", "pod": "web", "namespace": "default"}, num4=3)
+        AutoAssignRequest(
+            node="node-0",
+            handle_id="k8s-pod-network.abc",
+            attrs={"node": "node-0", "pod": "web", "namespace": "default"},
+            num4=3,
+        )
     )
     first, second, _ = v4.addresses
 
@@ -173,7 +183,9 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
     assert f"| Block    | {first.network}" in out and "3 (5%)" in out
     code, out = await asyncio.to_thread(run, "show", f"--ip={first.ip}")
     assert out.splitlines()[:3] == [
-        f"IP {first.ip} is in use", "Handle ID: k8s-pod-network.abc", "Attributes:"
+        f"IP {first.ip} is in use",
+        "Handle ID: k8s-pod-network.abc",
+        "Attributes:",
     ]
     assert "  pod: web" in out
     code, out = await asyncio.to_thread(run, "show", "--ip=10.65.250.1")
@@ -209,15 +221,21 @@ async def test_blocks_interoperate_with_calico_written_values(kv: KVStore) -> No
     await put_node(kv, "kind-worker")
     cidr = ipaddress.ip_network("10.65.4.0/26")
     calico_block = {
-        "cidr": str(cidr), "affinity": "host:kind-worker", "allocations": [0] + [None] * 63,
+        "cidr": str(cidr),
+        "affinity": "host:kind-worker",
+        "allocations": [0] + [None] * 63,
         "unallocated": list(range(1, 64)),
         "attributes": [{"handle_id": "k8s-pod-network.old", "secondary": {"node": "kind-worker"}}],
-        "sequenceNumber": 5, "sequenceNumberForAllocation": {"0": 4}, "deleted": False,
+        "sequenceNumber": 5,
+        "sequenceNumberForAllocation": {"0": 4},
+        "deleted": False,
     }
     await kv.put(keys.block_key(cidr), json.dumps(calico_block).encode())
     await kv.put(keys.affinity_key("kind-worker", cidr), b"")  # old format: confirmed
-    await kv.put(keys.handle_key("k8s-pod-network.old"),
-                 json.dumps({"block": {str(cidr): 1}, "deleted": False}).encode())
+    await kv.put(
+        keys.handle_key("k8s-pod-network.old"),
+        json.dumps({"block": {str(cidr): 1}, "deleted": False}).encode(),
+    )
     allocator = IPAM(kv)
     got = (await allocator.auto_assign(request("kind-worker", "new")))[0].addresses[0]
     assert str(got) == "10.65.4.1/26"
