@@ -89,6 +89,7 @@ from pycalico.model.meta import ObjectMeta, Resource
 from pycalico.model.node import FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 from pycalico.model.rules import Rule
+from pycalico.model.selectors import Selector
 from pycalico.model.validation import ValidationFailure
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,6 @@ _DEFAULT_ALLOW = Profile(
 )
 
 
-def key_of(resource: Resource) -> str:
-    """The etcd key of ``resource`` (what the syncer would report it under)."""
-    info = KINDS[resource.kind or type(resource).KIND]
-    return resource_key(info, resource.metadata.name, resource.metadata.namespace)
-
-
 @dataclass
 class _Active:
     """An active policy or profile: its resolved rules and the IP sets they reference."""
@@ -129,6 +124,20 @@ class _Active:
     inbound: tuple[ResolvedRule, ...]
     outbound: tuple[ResolvedRule, ...]
     sets: dict[str, IPSetSpec]
+
+
+def _resolve(
+    ingress: list[Rule] | None, egress: list[Rule] | None, namespace: str | None, owner: str
+) -> _Active:
+    inbound, in_sets = resolve_rules(ingress, namespace, owner, "inbound")
+    outbound, out_sets = resolve_rules(egress, namespace, owner, "outbound")
+    return _Active(inbound, outbound, {**in_sets, **out_sets})
+
+
+def key_of(resource: Resource) -> str:
+    """The etcd key of ``resource`` (what the syncer would report it under)."""
+    info = KINDS[resource.kind or type(resource).KIND]
+    return resource_key(info, resource.metadata.name, resource.metadata.namespace)
 
 
 @dataclass
@@ -143,7 +152,8 @@ class GraphStats:
 
     updates: int = 0
     decode_failures: int = 0
-    policy_scans: int = 0
+    invalid_resources: int = 0
+    policy_activations: int = 0
     endpoint_computations: int = 0
 
 
@@ -157,13 +167,14 @@ class CalcGraph:
             self._on_policy_match_started, self._on_policy_match_stopped
         )
         self._local_inherit: InheritIndex[PolicyID, str] = InheritIndex(self.local_index)
-        self._policies: dict[PolicyID, NetworkPolicy | GlobalNetworkPolicy] = {}
+        self._policy_rules: dict[PolicyID, _Active] = {}
         self._policy_infos: dict[PolicyID, PolicyInfo] = {}
         self._policy_ids_by_key: dict[str, PolicyID] = {}
         self._active_policies: dict[PolicyID, _Active] = {}
         self._tier_resources: dict[str, Tier] = {}
         self._tiers: dict[str, TierSettings] = {}
         self._profiles: dict[str, Profile] = {}
+        self._profile_rules: dict[str, _Active] = {}
         self._profile_references: dict[str, int] = {}
         self._active_profiles: dict[str, _Active] = {}
         self._local: dict[str, _LocalEndpoint] = {}
@@ -329,28 +340,53 @@ class CalcGraph:
 
     def _on_policy(self, key: str, resource: Resource | None) -> None:
         old_id = self._policy_ids_by_key.get(key)
-        if not isinstance(resource, NetworkPolicy | GlobalNetworkPolicy):
+        parsed: tuple[PolicyInfo, Selector, _Active] | None = None
+        if isinstance(resource, NetworkPolicy | GlobalNetworkPolicy):
+            parsed = self._parse_policy(key, resource)
+        if parsed is None:
             if old_id is not None:
                 self._delete_policy(key, old_id)
             return
-        info = policy_info(resource)
+        info, selector, rules = parsed
         if old_id is not None and old_id != info.id:
             self._delete_policy(key, old_id)  # moved to another tier: a different policy
         self._policy_ids_by_key[key] = info.id
         previous_info = self._policy_infos.get(info.id)
-        self._policies[info.id] = resource
         self._policy_infos[info.id] = info
+        self._policy_rules[info.id] = rules
         was_active = info.id in self._active_policies
-        self.local_index.update_selector(info.id, policy_selector(resource))
+        self.local_index.update_selector(info.id, selector)
         if was_active and info.id in self._active_policies:
-            self._activate_policy(info.id)  # rescan the new rules in place
+            self._activate_policy(info.id)  # the new rules, in place
         if previous_info != info:
             self._dirty_endpoints.update(self.local_index.matches(info.id))
+
+    def _parse_policy(
+        self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy
+    ) -> tuple[PolicyInfo, Selector, _Active] | None:
+        """Everything the graph needs from a policy, or None (logged) if a selector or net
+        does not parse: like Go's validation filter, an invalid policy counts as deleted."""
+        info = policy_info(resource)
+        namespace = resource.metadata.namespace if isinstance(resource, NetworkPolicy) else None
+        owner = f"{info.id.kind}/{info.id.tier}/{info.id.name}"
+        try:
+            selector = policy_selector(resource)
+            rules = _resolve(
+                resource.spec.ingress if info.ingress else None,
+                resource.spec.egress if info.egress else None,
+                namespace,
+                owner,
+            )
+        except ValueError as error:
+            self.stats.invalid_resources += 1
+            log.warning("Treating policy %s as deleted: %s", key, error)
+            return None
+        return info, selector, rules
 
     def _delete_policy(self, key: str, policy: PolicyID) -> None:
         del self._policy_ids_by_key[key]
         self.local_index.delete_selector(policy)  # deactivates it via the callbacks
-        self._policies.pop(policy, None)
+        self._policy_rules.pop(policy, None)
         self._policy_infos.pop(policy, None)
 
     def _on_policy_match_started(self, policy: PolicyID, endpoint_key: str) -> None:
@@ -360,28 +396,19 @@ class CalcGraph:
 
     def _on_policy_match_stopped(self, policy: PolicyID, endpoint_key: str) -> None:
         self._dirty_endpoints.add(endpoint_key)
-        if not self.local_index.matches(policy) and policy in self._active_policies:
+        if policy in self._active_policies and not self.local_index.has_matches(policy):
             active = self._active_policies.pop(policy)
             self.sequencer.on_policy_remove(policy)
             self._release_sets(active.sets)
 
     def _activate_policy(self, policy: PolicyID) -> None:
-        resource = self._policies[policy]
-        info = self._policy_infos[policy]
-        self.stats.policy_scans += 1
-        namespace = resource.metadata.namespace if isinstance(resource, NetworkPolicy) else None
-        owner = f"{policy.kind}/{policy.tier}/{policy.name}"
-        inbound, in_sets = resolve_rules(
-            resource.spec.ingress if info.ingress else None, namespace, owner, "inbound"
-        )
-        outbound, out_sets = resolve_rules(
-            resource.spec.egress if info.egress else None, namespace, owner, "outbound"
-        )
-        active = _Active(inbound, outbound, {**in_sets, **out_sets})
+        """Send the policy's rules, referencing their IP sets (new ones before old ones go)."""
+        active = self._policy_rules[policy]
+        self.stats.policy_activations += 1
         self._reference_sets(active.sets)
         previous = self._active_policies.get(policy)
         self._active_policies[policy] = active
-        self.sequencer.on_policy_update(ActivePolicyUpdate(policy, inbound, outbound))
+        self.sequencer.on_policy_update(ActivePolicyUpdate(policy, active.inbound, active.outbound))
         if previous is not None:
             self._release_sets(previous.sets)
 
@@ -402,10 +429,19 @@ class CalcGraph:
         return profile
 
     def _on_profile(self, name: str, resource: Resource | None) -> None:
+        self._profiles.pop(name, None)
+        self._profile_rules.pop(name, None)
         if isinstance(resource, Profile):
-            self._profiles[name] = resource
-        else:
-            self._profiles.pop(name, None)
+            try:
+                rules = _resolve(
+                    resource.spec.ingress, resource.spec.egress, None, f"Profile/{name}"
+                )
+            except ValueError as error:
+                self.stats.invalid_resources += 1
+                log.warning("Treating profile %s as deleted: %s", name, error)
+            else:
+                self._profiles[name] = resource
+                self._profile_rules[name] = rules
         profile = self._profile(name)
         labels = profile.spec.labels_to_apply if profile is not None else None
         self.members.update_parent(name, labels)
@@ -430,19 +466,21 @@ class CalcGraph:
         self._release_sets(active.sets)
 
     def _activate_profile(self, name: str) -> None:
-        # A referenced profile that does not exist allows nothing: it is sent with no rules so
-        # that endpoints never reference a chain the dataplane lacks.
-        profile = self._profile(name)
-        ingress = profile.spec.ingress if profile is not None else None
-        egress = profile.spec.egress if profile is not None else None
-        owner = f"Profile/{name}"
-        inbound, in_sets = resolve_rules(ingress, None, owner, "inbound")
-        outbound, out_sets = resolve_rules(egress, None, owner, "outbound")
-        active = _Active(inbound, outbound, {**in_sets, **out_sets})
+        active = self._profile_rules.get(name)
+        if active is None:
+            # The synthetic default-allow profile, or a referenced profile that does not exist:
+            # the latter allows nothing, and is still sent so that endpoints never reference a
+            # profile the dataplane lacks.
+            profile = self._profile(name)
+            ingress = profile.spec.ingress if profile is not None else None
+            egress = profile.spec.egress if profile is not None else None
+            active = _resolve(ingress, egress, None, f"Profile/{name}")
         self._reference_sets(active.sets)
         previous = self._active_profiles.get(name)
         self._active_profiles[name] = active
-        self.sequencer.on_profile_update(ActiveProfileUpdate(ProfileID(name), inbound, outbound))
+        self.sequencer.on_profile_update(
+            ActiveProfileUpdate(ProfileID(name), active.inbound, active.outbound)
+        )
         if previous is not None:
             self._release_sets(previous.sets)
 

@@ -102,6 +102,9 @@ class SelectorIndex(Generic[S, I]):
     def matches(self, selector_id: S) -> frozenset[I]:
         return frozenset(self._matches.get(selector_id, ()))
 
+    def has_matches(self, selector_id: S) -> bool:
+        return selector_id in self._matches
+
     def selectors_matching(self, item_id: I) -> frozenset[S]:
         return frozenset(self._item_matches.get(item_id, ()))
 

@@ -130,3 +130,23 @@ def test_unchanged_recomputation_sends_nothing() -> None:
     graph.on_resource(pod)
     graph.on_resource(global_policy("p", selector="app == 'x'", ingress=[{"action": "Allow"}]))
     assert graph.flush() == []
+
+
+def test_a_policy_that_stops_parsing_counts_as_deleted() -> None:
+    graph = CalcGraph(HOSTNAME)
+    pod = workload("w", labels={"app": "x"}, ips=["10.0.0.1"])
+    good = global_policy("p", selector="app == 'x'", ingress=[{"action": "Allow"}])
+    graph.on_resource(pod)
+    graph.on_update(key_of(good), encode_value(good))
+    assert any(type(m).__name__ == "ActivePolicyUpdate" for m in graph.flush())
+    bad_selector = encode_value(good).replace(b"app == 'x'", b"app === 'x'")
+    graph.on_update(key_of(good), bad_selector)
+    assert "ActivePolicyRemove" in [type(m).__name__ for m in graph.flush()]
+    bad_rule = global_policy(
+        "p",
+        selector="app == 'x'",
+        ingress=[{"action": "Allow", "source": {"selector": "role == 'db'"}}],
+    )
+    graph.on_update(key_of(bad_rule), encode_value(bad_rule).replace(b"role ==", b"role =!"))
+    assert graph.flush() == []  # still absent: an invalid rule does not bring it back
+    assert graph.stats.invalid_resources == 2
