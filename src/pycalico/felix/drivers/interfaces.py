@@ -127,16 +127,29 @@ class LinkWatcher:
     """
 
     def __init__(self, callback: Callable[[str, bool], None]) -> None:
-        from pyroute2 import IPRoute
-
         self._callback = callback
-        self._ipr: Any = IPRoute()
-        self._ipr.bind()
+        self._ipr: Any = None
         self._stop = False
+        self._opened = threading.Event()
+        self._error: BaseException | None = None
+        # pyroute2's IPRoute must live on a thread without a running asyncio loop.
         self._thread = threading.Thread(target=self._run, name="felix-link-watch", daemon=True)
         self._thread.start()
+        self._opened.wait(10)
+        if self._error is not None:
+            raise self._error
 
     def _run(self) -> None:
+        try:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+            self._ipr.bind()
+        except BaseException as error:
+            self._error = error
+            return
+        finally:
+            self._opened.set()
         while not self._stop:
             try:
                 messages = self._ipr.get()
@@ -152,5 +165,6 @@ class LinkWatcher:
 
     def close(self) -> None:
         self._stop = True
-        with contextlib.suppress(Exception):
-            self._ipr.close()
+        if self._ipr is not None:
+            with contextlib.suppress(Exception):
+                self._ipr.close()

@@ -21,6 +21,8 @@ import ipaddress
 import logging
 import socket
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,18 +56,44 @@ class RouteBackend(Protocol):
     def delete(self, route: Any) -> None: ...
 
 
+class _NetlinkCalls:
+    """pyroute2's synchronous ``IPRoute`` runs an asyncio loop of its own, which cannot run on
+    a thread whose loop is already running (the daemon's).  So every call goes to one dedicated
+    thread, started here — in the caller's network namespace, which a new thread inherits."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="felix-netlink")
+        self._ipr: Any = self._executor.submit(self._open).result()
+
+    @staticmethod
+    def _open() -> Any:
+        from pyroute2 import IPRoute
+
+        return IPRoute()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._ipr, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._executor.submit(method, *args, **kwargs).result()
+
+        return call
+
+    def shutdown(self) -> None:
+        self._executor.submit(self._ipr.close).result()
+        self._executor.shutdown()
+
+
 class NetlinkRoutes:
     """pyroute2 for incremental changes; ``ip -batch`` for bulk replaces."""
 
     def __init__(self, protocol: int = DEFAULT_PROTOCOL) -> None:
-        from pyroute2 import IPRoute
-
         self.protocol = protocol
-        self._ipr: Any = IPRoute()
+        self._ipr: Any = _NetlinkCalls()
         self._index: dict[str, int] = {}
 
     def close(self) -> None:
-        self._ipr.close()
+        self._ipr.shutdown()
 
     def _link_index(self, name: str) -> int:
         index = self._index.get(name)

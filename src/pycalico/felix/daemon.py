@@ -1,0 +1,334 @@
+"""``calico-felix``: the per-node agent — syncer → calculation graph → dataplane, plus status.
+
+What it is: the wiring.  It loads the bootstrap config (built-in < file < environment), connects
+to etcd, runs the datastore ``Syncer`` into ``CalcGraph``, waits for the first in-sync to learn
+the datastore config (FelixConfiguration ``default`` and ``node.<host>``), then builds the
+dataplane with the effective config and feeds it every message.  Alongside: the link watcher,
+the heartbeat/endpoint-status reporter, ``/liveness`` + ``/readiness`` and ``/metrics``.
+What it is not: logic — every decision lives in ``felix.calc``, ``felix.dataplane``,
+``felix.rules`` and ``felix.config``.
+
+Invariants:
+
+* Nothing touches the kernel before the first in-sync (the dataplane does not exist yet).
+* A change to a restart-only parameter ends the process with ``EXIT_CONFIG_CHANGED`` (129)
+  after an orderly shutdown; the kernel state is left in place for the next Felix.
+* SIGTERM/SIGINT stop Felix without touching the kernel: rules, routes and sysctls stay, so
+  workloads keep their connectivity while Felix is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from pycalico.datastore import paths
+from pycalico.datastore.api import KVStore
+from pycalico.datastore.syncer import Syncer
+from pycalico.felix import config as felix_config
+from pycalico.felix.calc import CalcGraph
+from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
+from pycalico.felix.messages import ConfigUpdate, InSync, Message
+from pycalico.felix.status import HttpServer, Metrics, StatusReporter
+
+log = logging.getLogger("pycalico.felix")
+
+_LEVELS = {"Debug": 10, "Info": 20, "Warning": 30, "Error": 40, "Fatal": 50}
+
+
+class ConfigChanged(Exception):
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(", ".join(fields))
+        self.fields = fields
+
+
+def setup_logging(config: felix_config.FelixConfig) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s [%(levelname)s] felix %(name)s: %(message)s")
+    screen = logging.StreamHandler(sys.stderr)
+    screen.setLevel(_LEVELS[config["logSeverityScreen"]])
+    screen.setFormatter(fmt)
+    root.addHandler(screen)
+    path = config["logFilePath"]
+    if path and path.lower() != "none":
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            file_handler = logging.FileHandler(path)
+            file_handler.setLevel(_LEVELS[config["logSeverityFile"]])
+            file_handler.setFormatter(fmt)
+            root.addHandler(file_handler)
+    root.setLevel(logging.DEBUG)
+
+
+def _real_dataplane(options: DataplaneOptions) -> Dataplane:
+    from pycalico.felix.drivers.conntrack import ConntrackCommand
+    from pycalico.felix.drivers.interfaces import ProcSysctls
+    from pycalico.felix.drivers.nft import default_backend
+    from pycalico.felix.drivers.routes import NetlinkRoutes
+
+    return Dataplane(
+        options,
+        default_backend(),
+        NetlinkRoutes(options.route_protocol),
+        ProcSysctls(),
+        ConntrackCommand(),
+    )
+
+
+def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
+    return DataplaneOptions(
+        render=config.render(),
+        route_protocol=config["deviceRouteProtocol"],
+        ipv6_support=config["ipv6Support"],
+        route_refresh_interval=config["routeRefreshInterval"] or 90.0,
+        nft_refresh_interval=config["iptablesRefreshInterval"] or 180.0,
+    )
+
+
+class Felix:
+    def __init__(
+        self,
+        bootstrap: felix_config.FelixConfig,
+        kv: KVStore,
+        file_values: dict[str, str] | None = None,
+        environ: dict[str, str] | None = None,
+        dataplane_factory: Callable[[DataplaneOptions], Dataplane] | None = None,
+    ) -> None:
+        self.config = bootstrap
+        self.kv = kv
+        self.file_values = file_values or {}
+        self.environ = environ if environ is not None else dict(os.environ)
+        self.hostname = bootstrap.hostname
+        self.graph = CalcGraph(self.hostname)
+        self.metrics = Metrics()
+        self.dataplane: Dataplane | None = None
+        self.queue: asyncio.Queue[list[Message]] = asyncio.Queue()
+        self.reporter = StatusReporter(
+            kv, self.hostname, bootstrap["openstackRegion"], bootstrap["reportingTTL"]
+        )
+        self._datastore_config: dict[str, str] = {}
+        self._tick = time.monotonic()
+        self._link_watcher: object | None = None
+        self._servers: list[HttpServer] = []
+        self.health_port = 0
+        self.metrics_port = 0
+        self._dataplane_factory = dataplane_factory or _real_dataplane
+        self._pending: list[Message] = []
+        self._dataplane_task: asyncio.Task[None] | None = None
+
+    # --- health ------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return time.monotonic() - self._tick < 30
+
+    def ready(self) -> bool:
+        dataplane = self.dataplane
+        return (
+            dataplane is not None
+            and dataplane.in_sync
+            and dataplane.last_report is not None
+            and self.live()
+        )
+
+    def _health_routes(self) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+        def check(ok: bool) -> tuple[int, str, bytes]:
+            return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"not ready\n")
+
+        return {"/liveness": lambda: check(self.live()), "/readiness": lambda: check(self.ready())}
+
+    # --- config ------------------------------------------------------------------------------
+
+    def _effective(self, datastore: dict[str, str]) -> felix_config.FelixConfig:
+        return felix_config.load(datastore, self.file_values, self.environ, self.hostname)
+
+    def _on_config(self, update: ConfigUpdate) -> None:
+        self._datastore_config = dict(update.values)
+        new = self._effective(self._datastore_config)
+        if self.dataplane is not None:
+            changed = felix_config.restart_needed(self.config, new)
+            if changed:
+                raise ConfigChanged(changed)
+        self.config = new
+        logging.getLogger().handlers[0].setLevel(_LEVELS[new["logSeverityScreen"]])
+        self.reporter.ttl = max(1, int(new["reportingTTL"]))
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        tasks: list[asyncio.Task[object]] = []
+        try:
+            await self._start_servers()
+            tasks.append(asyncio.ensure_future(self._ticker()))
+            tasks.append(asyncio.ensure_future(self._report_loop()))
+            syncer = Syncer(self.kv, [paths.RESOURCE_ROOT])
+            async for batch in syncer:
+                start = time.perf_counter()
+                for update in batch.updates:
+                    self.graph.on_update(update.key, update.value)
+                if batch.in_sync:
+                    self.graph.on_in_sync()
+                messages = self.graph.flush()
+                self.metrics.calc_time.observe(time.perf_counter() - start)
+                for message in messages:
+                    if isinstance(message, ConfigUpdate):
+                        self._on_config(message)
+                if self.dataplane is None:
+                    self._pending += messages
+                    if any(isinstance(message, InSync) for message in messages):
+                        self._dataplane_task = self._start_dataplane(self._pending)
+                        tasks.append(self._dataplane_task)
+                        self._pending = []
+                elif messages:
+                    self.queue.put_nowait(messages)
+                if self._dataplane_task is not None and self._dataplane_task.done():
+                    self._dataplane_task.result()  # a crashed dataplane loop ends Felix
+        except ConfigChanged as change:
+            log.warning("Restart-only config changed (%s): exiting for a restart", change)
+            return felix_config.EXIT_CONFIG_CHANGED
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close()
+        return 0
+
+    def _start_dataplane(self, first: list[Message]) -> asyncio.Task[None]:
+        log.info("In sync with the datastore: starting the dataplane for %s", self.hostname)
+        dataplane = self._dataplane_factory(dataplane_options(self.config))
+        dataplane.on_applied.append(self._on_applied)
+        self.dataplane = dataplane
+        self._watch_links(dataplane)
+        self.queue.put_nowait(first)
+        return asyncio.ensure_future(dataplane.run(self.queue))
+
+    def _watch_links(self, dataplane: Dataplane) -> None:
+        from pycalico.felix.drivers.interfaces import LinkWatcher
+
+        loop = asyncio.get_running_loop()
+        prefixes = tuple(self.config["interfacePrefix"])
+
+        def on_link(name: str, present: bool) -> None:
+            if name.startswith(prefixes):
+                loop.call_soon_threadsafe(dataplane.on_link, name, present)
+
+        try:
+            self._link_watcher = LinkWatcher(on_link)
+        except Exception as error:  # netlink unavailable: periodic retries still converge
+            log.warning("link watcher unavailable: %s", error)
+
+    def _on_applied(self, report: ApplyReport) -> None:
+        self.metrics.apply_time.observe(report.seconds)
+        if report.nft_bytes:
+            self.metrics.nft_bytes.observe(report.nft_bytes)
+        if report.nft_full:
+            self.metrics.resyncs.inc()
+        if self.dataplane is not None:
+            self.metrics.set_counts(self.dataplane.counts())
+        log.debug("applied: %s", report)
+
+    async def _ticker(self) -> None:
+        while True:
+            self._tick = time.monotonic()
+            await asyncio.sleep(1)
+
+    async def _report_loop(self) -> None:
+        next_heartbeat = 0.0
+        while True:
+            now = time.monotonic()
+            interval = self.config["reportingInterval"]
+            if interval > 0 and now >= next_heartbeat:
+                await self.reporter.report()
+                next_heartbeat = now + interval
+            if self.dataplane is not None and self.dataplane.last_report is not None:
+                if self.config["endpointReportingEnabled"]:
+                    await self.reporter.report_endpoints(self.dataplane.endpoint_statuses())
+                else:
+                    await self.reporter.clear_endpoints()
+            await asyncio.sleep(max(0.2, min(self.config["endpointReportingDelaySecs"], 5.0)))
+
+    async def _start_servers(self) -> None:
+        if self.config["healthEnabled"]:
+            server = HttpServer(
+                self.config["healthHost"],
+                self.config["healthPort"],
+                self._health_routes(),
+            )
+            self.health_port = await server.start()
+            self._servers.append(server)
+            log.info("Health endpoints on %s:%d", server.host, self.health_port)
+        if self.config["prometheusMetricsEnabled"]:
+            server = HttpServer(
+                self.config["prometheusMetricsHost"],
+                self.config["prometheusMetricsPort"],
+                {"/metrics": self.metrics.exposition},
+            )
+            self.metrics_port = await server.start()
+            self._servers.append(server)
+            log.info("Metrics on %s:%d", server.host or "*", self.metrics_port)
+
+    async def _close(self) -> None:
+        for server in self._servers:
+            await server.close()
+        close = getattr(self._link_watcher, "close", None)
+        if close is not None:
+            close()
+
+
+def _datastore_kv(config: felix_config.FelixConfig) -> KVStore:
+    from pycalico.datastore.etcd import EtcdKVStore, TLSFiles
+
+    tls = None
+    if config["etcdCaFile"] or config["etcdCertFile"] or config["etcdKeyFile"]:
+        tls = TLSFiles(
+            config["etcdCaFile"] or None, config["etcdCertFile"] or None,
+            config["etcdKeyFile"] or None,
+        )  # fmt: skip
+    return EtcdKVStore(list(config["etcdEndpoints"]), tls=tls)
+
+
+async def _amain(config_file: str) -> int:
+    file_values = felix_config.read_config_file(config_file)
+    bootstrap = felix_config.load(None, file_values, dict(os.environ))
+    setup_logging(bootstrap)
+    kv = _datastore_kv(bootstrap)
+    felix = Felix(bootstrap, kv, file_values, dict(os.environ))
+    main = asyncio.ensure_future(felix.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        log.info("Felix stopping (signal); the dataplane is left as it is")
+        return 0
+    finally:
+        await kv.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="calico-felix", description="pycalico Felix agent")
+    parser.add_argument(
+        "--config-file",
+        "-c",
+        default=os.environ.get("FELIX_CONFIGFILE", felix_config.DEFAULT_CONFIG_FILE),
+        help="Felix config file (INI, section [global]); default $FELIX_CONFIGFILE or %(default)s",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_amain(args.config_file))
+    except felix_config.ConfigError as error:
+        print(f"calico-felix: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
