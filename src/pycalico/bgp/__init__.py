@@ -1,0 +1,1 @@
+"""pycalico.bgp: confd (Calico's BGP processor, BIRD configuration) and the BIRD client."""

@@ -377,7 +377,8 @@ class _Builder:
         if isinstance(ttl, int) and ttl > 0:
             direct, multihop = False, ttl
         return BirdPeer(
-            name=peer_name(kind, address, port),
+            # Calico names mesh peers by address alone, even on another listen port.
+            name=peer_name(kind, address, None if kind == "Mesh" else port),
             version=version,
             address=address,
             as_number=as_number,
@@ -610,7 +611,11 @@ class _Builder:
         bind_mode = (self.node_spec.bind_mode if self.node_spec else None) or (
             self.global_spec.bind_mode if self.global_spec else None
         )
-        ignored = tuple((self.global_spec.ignored_interfaces if self.global_spec else None) or ())
+        ignored = tuple(
+            name
+            for name in (self.global_spec.ignored_interfaces if self.global_spec else None) or ()
+            if bird_safe(name)
+        )
         return BirdConfig(
             node_name=self.inputs.node_name,
             router_id=self.router_id(ipv4),

@@ -1,0 +1,1 @@
+"""pycalico.node: calico-node (startup, IP autodetection, supervision of its daemons)."""
