@@ -1,0 +1,400 @@
+"""IPAM's datastore primitives and Calico's block claim protocol, over a ``KVStore``.
+
+The base of ``pycalico.ipam.allocator.IPAM``: reading IPAM config, pools and node labels;
+reading and compare-and-swap writing blocks, affinities and handles; claiming a block
+(two-phase) and releasing a block affinity.  Not here: choosing which block serves a request
+(``allocator``) or the per-block algorithms (``blocks``).
+
+Invariants:
+
+* A block claim is two-phase: affinity ``pending`` -> create the block (which carries the
+  affinity) -> affinity ``confirmed``.  A claimant killed in between leaves a pending affinity
+  that the next assignment on that node confirms, or that is found stale and deleted; a block
+  only ever belongs to the node named in the block itself.
+* Releasing an affinity is ``pendingDeletion`` -> clear the block's affinity (or delete the
+  block if empty) -> delete the affinity, each step a compare-and-swap.
+* Every write bumps the block's ``sequenceNumber``; the hot-block cache only ever holds a block
+  object nobody else references, with the revision it was written at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from pycalico.datastore.api import (
+    KeyAlreadyExists,
+    KeyNotFound,
+    KeyValue,
+    KVStore,
+    RevisionConflict,
+)
+from pycalico.ipam import keys
+from pycalico.ipam.api import (
+    IPAMError,
+    NodeNotFound,
+    TooManyRetries,
+    _ClaimConflict,
+    _NoFreeBlocks,
+    _StaleAffinity,
+)
+from pycalico.ipam.blocks import (
+    AFFINITY_TYPE_HOST,
+    STATE_CONFIRMED,
+    STATE_PENDING,
+    STATE_PENDING_DELETION,
+    AllocationBlock,
+    BlockAffinity,
+    BlockSummary,
+    IPAMConfig,
+    IPAMHandle,
+    IPNetwork,
+    affinity_string,
+    parse_time,
+)
+from pycalico.ipam.pools import Pool, block_walk
+
+RETRIES = 100
+EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)
+
+
+class IPAMStore:
+    """Datastore access and the claim protocol; ``IPAM`` adds the assignment policy."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retries: int = RETRIES,
+        cache_seconds: float = 0.0,
+    ) -> None:
+        self.kv = kv
+        self.clock = clock
+        self.retries = retries
+        # A long-lived caller (the node agent) may reuse config, pools and node labels for
+        # ``cache_seconds``; 0 (the default) reads them on every request, as Calico does.
+        self.cache_seconds = cache_seconds
+        self._inputs: dict[str, tuple[float, IPAMConfig, list[Pool], dict[str, str]]] = {}
+        # Last written value of each node's most recent block: the next assignment on that node
+        # tries a compare-and-swap on it directly.  A stale entry only costs a failed CAS
+        # (which returns the current value); a block that changed owner fails the CAS.
+        self._hot: dict[tuple[str, int, str], tuple[int, AllocationBlock]] = {}
+        # Assignments for one node are serialised in this process (Calico serialises them per
+        # host with a file lock): they would only collide on the node's block.
+        self._node_locks: dict[str, asyncio.Lock] = {}
+
+    # -- reads of config, pools and nodes --
+
+    async def get_config(self) -> IPAMConfig:
+        kv = await self.kv.get(keys.CONFIG_KEY)
+        return IPAMConfig() if kv is None else IPAMConfig.from_json(kv.value)
+
+    async def set_config(self, config: IPAMConfig) -> None:
+        problems = config.validate()
+        if problems:
+            raise IPAMError("; ".join(problems))
+        await self.kv.put(keys.CONFIG_KEY, config.to_json())
+        self._inputs.clear()
+
+    async def list_pools(self) -> list[Pool]:
+        listed = await self.kv.list(keys.IPPOOLS_PREFIX)
+        pools = []
+        for item in sorted(listed.items, key=lambda i: i.key):
+            try:
+                pools.append(Pool.from_resource_json(item.value))
+            except (ValueError, KeyError) as exc:
+                raise IPAMError(f"IPPool at {item.key} is unreadable: {exc}") from exc
+        return pools
+
+    async def node_labels(self, node: str) -> dict[str, str]:
+        kv = await self.kv.get(keys.node_key(node))
+        if kv is None:
+            raise NodeNotFound(node)
+        metadata = json.loads(kv.value).get("metadata") or {}
+        return dict(metadata.get("labels") or {})
+
+    # -- low-level block, affinity and handle access --
+
+    async def _get_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
+        kv = await self.kv.get(keys.block_key(cidr))
+        if kv is None:
+            return None
+        return kv.revision, AllocationBlock.from_json(kv.value)
+
+    async def _write_block(
+        self, revision: int, block: AllocationBlock, *, remember: bool = False
+    ) -> int:
+        """CAS-write a block.  ``remember`` hands the object to the hot cache: only for callers
+        that never touch it again."""
+        hot_key = None
+        if block.affinity:
+            affinity_type, _, host = block.affinity.partition(":")
+            hot_key = (host, block.version, affinity_type)
+            self._hot.pop(hot_key, None)
+        # Every write bumps the sequence number (after allocations recorded the old one).
+        block.sequence_number += 1
+        data = block.to_json()
+        new_revision = await self.kv.update(keys.block_key(block.cidr), data, revision=revision)
+        if remember and hot_key is not None:
+            self._hot[hot_key] = (new_revision, block)
+        return new_revision
+
+    async def _reread_block(
+        self, cidr: IPNetwork, conflict: RevisionConflict | None
+    ) -> tuple[int, AllocationBlock] | None:
+        if conflict is not None and conflict.current is not None:
+            return conflict.current.revision, AllocationBlock.from_json(conflict.current.value)
+        return await self._get_block(cidr)
+
+    async def _block_summaries(self, version: int | None = None) -> list[BlockSummary]:
+        listed = await self.kv.list(keys.blocks_prefix(version))
+        return [BlockSummary.from_json(kv.value) for kv in listed.items]
+
+    async def list_blocks(self, version: int | None = None) -> list[tuple[int, AllocationBlock]]:
+        listed = await self.kv.list(keys.blocks_prefix(version))
+        return [(kv.revision, AllocationBlock.from_json(kv.value)) for kv in listed.items]
+
+    async def _adjust_handle(self, handle_id: str, cidr: IPNetwork, delta: int) -> None:
+        """Add ``delta`` to the handle's count for ``cidr`` (CAS; the handle goes at zero)."""
+        if delta == 0:
+            return
+        key = keys.handle_key(handle_id)
+        current: KeyValue | None = None
+        if delta > 0:
+            try:
+                await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
+                return
+            except KeyAlreadyExists as exc:
+                current = exc.current
+        for _ in range(self.retries):
+            if current is None:
+                current = await self.kv.get(key)
+            if current is None:
+                if delta < 0:
+                    return
+                try:
+                    await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
+                    return
+                except KeyAlreadyExists as exc:
+                    current = exc.current
+                    continue
+            handle = IPAMHandle.from_json(current.value)
+            changed = (
+                handle.incremented(str(cidr), delta)
+                if delta > 0
+                else handle.decremented(str(cidr), -delta)
+            )
+            try:
+                if changed.empty:
+                    await self.kv.delete(key, revision=current.revision)
+                else:
+                    await self.kv.update(key, changed.to_json(), revision=current.revision)
+                return
+            except RevisionConflict as exc:
+                current = exc.current
+            except KeyNotFound:
+                current = None
+        raise TooManyRetries()
+
+    async def _delete_quietly(self, key: str, revision: int) -> None:
+        with contextlib.suppress(KeyNotFound, RevisionConflict):
+            await self.kv.delete(key, revision=revision)
+
+    # -- the block claim protocol --
+
+    def _after_block_claimed(self, cidr: IPNetwork) -> None:
+        """Called between creating a claimed block and confirming its affinity.
+
+        A no-op; tests override it to kill the process at exactly this point.
+        """
+
+    async def _pending_affinity(self, host: str, cidr: IPNetwork, affinity_type: str) -> KeyValue:
+        """Create our affinity as ``pending``; an existing unconfirmed one is marked pending."""
+        key = keys.affinity_key(host, cidr, affinity_type)
+        pending = BlockAffinity(state=STATE_PENDING).to_json()
+        try:
+            revision = await self.kv.create(key, pending)
+            return KeyValue(key, pending, revision)
+        except KeyAlreadyExists as exc:
+            current = exc.current or await self.kv.get(key)
+        if current is None:
+            raise RevisionConflict(key, 0, None)
+        if BlockAffinity.from_json(current.value).confirmed:
+            return current
+        revision = await self.kv.update(key, pending, revision=current.revision)
+        return KeyValue(key, pending, revision)
+
+    async def _confirm_affinity(self, affinity: KeyValue) -> None:
+        confirmed = BlockAffinity(state=STATE_CONFIRMED).to_json()
+        try:
+            await self.kv.update(affinity.key, confirmed, revision=affinity.revision)
+        except (RevisionConflict, KeyNotFound):
+            # Another process on this node may have confirmed it already: that is fine.
+            now = await self.kv.get(affinity.key)
+            if now is None or not BlockAffinity.from_json(now.value).confirmed:
+                raise
+
+    async def _claim_block(
+        self, affinity: KeyValue, host: str, cidr: IPNetwork, affinity_type: str
+    ) -> tuple[int, AllocationBlock]:
+        """Create the block for a pending affinity, then confirm the affinity."""
+        block = AllocationBlock.new(
+            cidr,
+            affinity=affinity_string(host, affinity_type),
+            claim_time=self.clock(),
+            sequence_number=time.time_ns(),
+        )
+        key = keys.block_key(cidr)
+        try:
+            revision = await self.kv.create(key, block.to_json())
+        except KeyAlreadyExists as exc:
+            current = exc.current or await self.kv.get(key)
+            if current is not None:
+                existing = AllocationBlock.from_json(current.value)
+                if existing.affine_to(host, affinity_type):
+                    await self._confirm_affinity(affinity)
+                    return current.revision, existing
+            await self._delete_quietly(affinity.key, affinity.revision)
+            raise _ClaimConflict() from None
+        self._after_block_claimed(cidr)
+        await self._confirm_affinity(affinity)
+        return revision, block
+
+    async def _block_from_affinity(
+        self, affinity: KeyValue, host: str, cidr: IPNetwork, affinity_type: str
+    ) -> tuple[int, AllocationBlock]:
+        """The block an affinity of ours names, creating or confirming as needed."""
+        state = BlockAffinity.from_json(affinity.value)
+        got = await self._get_block(cidr)
+        if got is None:
+            if state.state != STATE_PENDING:
+                pending = BlockAffinity(state=STATE_PENDING).to_json()
+                revision = await self.kv.update(affinity.key, pending, revision=affinity.revision)
+                affinity = KeyValue(affinity.key, pending, revision)
+            return await self._claim_block(affinity, host, cidr, affinity_type)
+        revision, block = got
+        if not block.affine_to(host, affinity_type):
+            await self._delete_quietly(affinity.key, affinity.revision)
+            raise _StaleAffinity()
+        if not state.confirmed:
+            pending = BlockAffinity(state=STATE_PENDING).to_json()
+            aff_revision = await self.kv.update(affinity.key, pending, revision=affinity.revision)
+            # A write to the block invalidates any other process working from an older read.
+            revision = await self._write_block(revision, block)
+            await self._confirm_affinity(KeyValue(affinity.key, pending, aff_revision))
+        return revision, block
+
+    async def _find_usable_block(
+        self, host: str, version: int, pools: Sequence[Pool], affinity_type: str
+    ) -> IPNetwork:
+        """A block CIDR that does not exist yet, or ours with room, or an old empty one."""
+        existing = {s.cidr: s for s in await self._block_summaries(version)}
+        ours = affinity_string(host, affinity_type)
+        now = self.clock()
+        empty_candidates: list[BlockSummary] = []
+        for pool in pools:
+            for cidr in block_walk(pool, host):
+                found = existing.get(cidr)
+                if found is None:
+                    return cidr
+                if found.affinity == ours and found.free > 0:
+                    return cidr
+                if found.empty and found.free > 0:
+                    empty_candidates.append(found)
+        for block in empty_candidates:
+            claimed = parse_time(block.affinity_claim_time)
+            if claimed is not None and now - claimed < EMPTY_BLOCK_MIN_RECLAIM_AGE:
+                continue
+            owner = block.affinity or ""
+            owner_type, _, owner_host = owner.partition(":")
+            try:
+                if owner_host:
+                    await self.release_block_affinity(
+                        owner_host,
+                        block.cidr,
+                        require_empty=True,
+                        required_sequence=block.sequence_number,
+                        affinity_type=owner_type,
+                    )
+            except (IPAMError, RevisionConflict, KeyNotFound):
+                continue
+            return block.cidr
+        raise _NoFreeBlocks()
+
+    async def _affine_blocks(
+        self, host: str, version: int, affinity_type: str
+    ) -> dict[IPNetwork, KeyValue]:
+        listed = await self.kv.list(keys.host_affinities_prefix(host, version, affinity_type))
+        out = {}
+        for item in listed.items:
+            parsed = keys.parse_affinity_key(item.key)
+            if parsed is not None:
+                out[parsed.cidr] = item
+        return out
+
+    def _collect(self, block: AllocationBlock, config: IPAMConfig) -> None:
+        block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=self.clock())
+
+    async def release_block_affinity(
+        self,
+        host: str,
+        cidr: IPNetwork,
+        *,
+        require_empty: bool = True,
+        required_sequence: int | None = None,
+        affinity_type: str = AFFINITY_TYPE_HOST,
+    ) -> None:
+        """Give up ``host``'s claim on a block: pendingDeletion -> clear/delete -> delete.
+
+        With ``require_empty`` a block that still holds addresses keeps its affinity
+        (IPAMError).  ``required_sequence`` aborts if the block changed since it was read.
+        """
+        if not host:
+            raise IPAMError("Hostname must be specified to release block affinity")
+        key = keys.affinity_key(host, cidr, affinity_type)
+        affinity = await self.kv.get(key)
+        if affinity is None:
+            raise IPAMError(f"no affinity for {host} on block {cidr}")
+        got = await self._get_block(cidr)
+        if got is None:
+            await self._delete_quietly(key, affinity.revision)
+            return
+        revision, block = got
+        if required_sequence is not None and block.sequence_number != required_sequence:
+            raise IPAMError("IPAM block updated since we last read it")
+        if block.affinity is not None and not block.affine_to(host, affinity_type):
+            await self._delete_quietly(key, affinity.revision)
+            raise IPAMError(f"block {cidr} is claimed by {block.affinity}, not {host}")
+        if require_empty and not block.empty():
+            raise IPAMError(f"block {cidr} is not empty; refusing to release its affinity")
+        marked = BlockAffinity(state=STATE_PENDING_DELETION).to_json()
+        aff_revision = await self.kv.update(key, marked, revision=affinity.revision)
+        if block.empty():
+            with contextlib.suppress(KeyNotFound):
+                await self.kv.delete(keys.block_key(cidr), revision=revision)
+        else:
+            block.affinity = None
+            block.affinity_claim_time = None
+            await self._write_block(revision, block)
+        await self._delete_quietly(key, aff_revision)
+
+    async def release_host_affinities(self, host: str, *, require_empty: bool = True) -> int:
+        """Release ``host``'s affinity for all its (empty, by default) blocks; returns how many."""
+        released = 0
+        for version in (4, 6):
+            for cidr in list(await self._affine_blocks(host, version, AFFINITY_TYPE_HOST)):
+                for _ in range(self.retries):
+                    try:
+                        await self.release_block_affinity(host, cidr, require_empty=require_empty)
+                        released += 1
+                    except (RevisionConflict, KeyNotFound):
+                        continue
+                    except IPAMError:
+                        pass
+                    break
+        return released
