@@ -465,6 +465,11 @@ class EtcdKVStore:
                     if reply.compact_revision:
                         raise CompactedError(next_revision, reply.compact_revision)
                     if reply.canceled:
+                        if "leader" in reply.cancel_reason:
+                            # This member lost the cluster's leader: try another one.
+                            raise DatastoreUnavailable(
+                                f"etcd watch {prefix}: {reply.cancel_reason}"
+                            )
                         raise DatastoreError(
                             f"etcd watch {prefix} cancelled: {reply.cancel_reason or 'no reason'}"
                         )

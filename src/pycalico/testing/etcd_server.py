@@ -424,6 +424,14 @@ class EtcdServer:
         reply = self._gateway("/v3/kv/range", {"key": base64.b64encode(b"\0").decode()})
         return int(reply["header"]["revision"])
 
+    def status(self) -> dict[str, Any]:
+        """This member's ``/v3/maintenance/status`` (``leader``, ``header.member_id``, ...)."""
+        return self._gateway("/v3/maintenance/status", {})
+
+    def is_leader(self) -> bool:
+        reply = self.status()
+        return bool(reply.get("leader")) and reply.get("leader") == reply["header"]["member_id"]
+
     def compact(self, revision: int | None = None) -> int:
         """Compact history up to ``revision`` (default: the current revision); returns it."""
         target = self.revision() if revision is None else revision
@@ -487,6 +495,19 @@ class EtcdCluster:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def leader_index(self, timeout: float = 10.0) -> int:
+        """The index of the member that is leader now (waits for an election to finish)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, member in enumerate(self.members):
+                if member.running:
+                    with contextlib.suppress(EtcdError, OSError, KeyError):
+                        if member.is_leader():
+                            return index
+            if time.monotonic() > deadline:
+                raise EtcdError("no cluster member is leader")
+            time.sleep(0.05)
 
     def running_member(self) -> EtcdServer:
         for member in self.members:

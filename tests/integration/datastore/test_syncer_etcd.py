@@ -168,3 +168,30 @@ async def test_cluster_keeps_serving_reads_writes_and_watches_with_one_member_do
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await kv.close()
+
+
+async def test_cluster_survives_losing_its_leader_mid_stream(etcd_cluster: EtcdCluster) -> None:
+    leader = etcd_cluster.leader_index()
+    # The client talks to the leader first, so both the failover and the election are hit.
+    ordered = [etcd_cluster.endpoints[leader]] + [
+        endpoint for index, endpoint in enumerate(etcd_cluster.endpoints) if index != leader
+    ]
+    kv = EtcdKVStore(ordered, retry_timeout=15.0)
+    try:
+        async with SyncerProbe(Syncer(kv, PREFIX, **FAST)) as probe:
+            await probe.wait_in_sync()
+            writes = [await kv.put(PREFIX + f"nodes/n{index}", b"before") for index in range(5)]
+            etcd_cluster.stop_member(leader)
+            for index in range(5):
+                writes.append(await kv.put(PREFIX + f"nodes/n{index}", b"after"))
+            assert etcd_cluster.leader_index() != leader
+            await probe.wait_for(
+                lambda: all(
+                    probe.state.get(PREFIX + f"nodes/n{index}") == b"after" for index in range(5)
+                )
+            )
+            seen = [u.revision for u in probe.updates]
+            assert seen == sorted(seen)
+            assert set(writes) <= set(seen)  # nothing lost, nothing reordered
+    finally:
+        await kv.close()
