@@ -72,6 +72,13 @@ class ResolvedRule:
 
     Within one list the semantics are AND; ``not_*`` fields match when the packet is NOT in the
     set/net/port.  An empty tuple means "no constraint".
+
+    Ports are the exception (Calico's semantics): on one side, the port matches if it is in one
+    of ``*_ports`` OR ``(address, port)`` is in one of ``*_named_port_ip_set_ids``; negated, the
+    packet must match none of them.  Selector sets (type NET) hold bare addresses and CIDRs of
+    both families (split by family when programming); named-port sets (type IP_AND_PORT) hold
+    ``"<address>,<protocol>:<port>"``.  A named-port set only contains endpoints of the side's
+    selector, so a side with only named ports carries no separate selector set.
     """
 
     action: Action

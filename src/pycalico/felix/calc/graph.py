@@ -258,6 +258,10 @@ class CalcGraph:
     # --- endpoints ----------------------------------------------------------------------------
 
     def _on_endpoint(self, key: str, resource: Resource | None) -> None:
+        if isinstance(resource, WorkloadEndpoint) and not resource.spec.ip_networks:
+            # Like Go's processor: a workload without addresses yet is not an endpoint yet
+            # (rules cannot be rendered for it), so it is treated as absent.
+            resource = None
         if isinstance(resource, WorkloadEndpoint):
             labels = workload_endpoint_labels(resource)
             profiles = workload_profiles(resource)

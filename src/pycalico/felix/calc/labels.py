@@ -30,6 +30,12 @@ from pycalico.model.selectors import (
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
     SERVICE_ACCOUNT_LABEL_PREFIX,
+    All,
+    And,
+    Has,
+    Node,
+    Not,
+    Or,
     Selector,
     and_selectors,
     label_equals,
@@ -78,17 +84,49 @@ def network_set_parents(network_set: NetworkSet | GlobalNetworkSet) -> tuple[str
     return ()
 
 
+def _replace_all(node: Node, replacement: Node) -> Node:
+    match node:
+        case All():
+            return replacement
+        case Not(operand):
+            return Not(_replace_all(operand, replacement))
+        case And(operands):
+            return And(tuple(_replace_all(o, replacement) for o in operands))
+        case Or(operands):
+            return Or(tuple(_replace_all(o, replacement) for o in operands))
+    return node
+
+
+def _scoped(selector: Selector, label: str) -> Selector:
+    """Go replaces every ``all()`` of the combined policy selector (the user's part too) by
+    ``has(label)`` once a namespace or service-account selector is ANDed in."""
+    return Selector(_replace_all(selector.root, Has(label)))
+
+
 def policy_selector(policy: NetworkPolicy | GlobalNetworkPolicy) -> Selector:
-    """The endpoints a policy applies to, as Felix sees it (§2.2)."""
+    """The endpoints a policy applies to, as Felix sees it (Go's v3 → v1 policy processors).
+
+    NetworkPolicy: ``(selector) && projectcalico.org/namespace == '<ns>'``, then the
+    ``pcsa.``-prefixed serviceAccountSelector ANDed.  GlobalNetworkPolicy: the ``pcns.``-prefixed
+    namespaceSelector ANDed, every ``all()`` then meaning "has a namespace"; likewise the
+    ``pcsa.``-prefixed serviceAccountSelector, ``all()`` then meaning "has a service account".
+    """
     spec = policy.spec
-    clauses: list[Selector | str] = [spec.selector or ""]
+    selector = and_selectors(spec.selector or "")
     if isinstance(policy, NetworkPolicy):
-        clauses.append(label_equals(NAMESPACE_LABEL, policy.metadata.namespace or "default"))
-    elif policy.spec.namespace_selector:
-        clauses.append(rule_namespace_selector(policy.spec.namespace_selector))
+        namespace = label_equals(NAMESPACE_LABEL, policy.metadata.namespace or "default")
+        selector = and_selectors(spec.selector or "", namespace)
+        if spec.service_account_selector:
+            accounts = prefix_labels(spec.service_account_selector, SERVICE_ACCOUNT_LABEL_PREFIX)
+            selector = and_selectors(selector, accounts)
+        return selector
+    if policy.spec.namespace_selector:
+        namespaces = prefix_labels(policy.spec.namespace_selector, NAMESPACE_LABEL_PREFIX)
+        selector = _scoped(and_selectors(spec.selector or "", namespaces), NAMESPACE_LABEL)
     if spec.service_account_selector:
-        clauses.append(prefix_labels(spec.service_account_selector, SERVICE_ACCOUNT_LABEL_PREFIX))
-    return and_selectors(*clauses)
+        accounts = prefix_labels(spec.service_account_selector, SERVICE_ACCOUNT_LABEL_PREFIX)
+        selector = _scoped(and_selectors(selector, accounts), SERVICE_ACCOUNT_LABEL)
+    return selector
 
 
 def entity_selector(entity: EntityRule | None, namespace: str | None) -> Selector | None:

@@ -91,7 +91,9 @@ def policy_info(policy: NetworkPolicy | GlobalNetworkPolicy) -> PolicyInfo:
     spec = policy.spec
     types = set(spec.types or ("Ingress", "Egress"))
     namespace = policy.metadata.namespace if isinstance(policy, NetworkPolicy) else ""
-    do_not_track = pre_dnat = apply_on_forward = False
+    # Go marks every namespaced NetworkPolicy applyOnForward.
+    do_not_track = pre_dnat = False
+    apply_on_forward = isinstance(policy, NetworkPolicy)
     if isinstance(policy, GlobalNetworkPolicy):
         do_not_track = policy.spec.do_not_track
         pre_dnat = policy.spec.pre_dnat

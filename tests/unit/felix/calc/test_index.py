@@ -94,7 +94,11 @@ def _big_graph(endpoints: int, policies: int) -> CalcGraph:
     graph = CalcGraph(HOSTNAME)
     for number in range(endpoints):
         graph.on_resource(
-            workload(f"pod{number}", labels={"app": f"app{number % 500}", "tier": "t"}, ips=[])
+            workload(
+                f"pod{number}",
+                labels={"app": f"app{number % 500}", "tier": "t"},
+                ips=[f"10.1.{number // 256}.{number % 256}"],
+            )
         )
     for number in range(policies):
         graph.on_resource(
@@ -111,14 +115,14 @@ def _big_graph(endpoints: int, policies: int) -> CalcGraph:
 def test_label_change_evaluates_only_selectors_that_could_change() -> None:
     graph = _big_graph(1000, 1000)
     before = graph.local_index.evaluations + graph.members.selector_index.evaluations
-    graph.on_resource(workload("pod7", labels={"app": "app8", "tier": "t"}, ips=[]))
+    graph.on_resource(workload("pod7", labels={"app": "app8", "tier": "t"}, ips=["10.1.0.7"]))
     graph.flush()
     spent = graph.local_index.evaluations + graph.members.selector_index.evaluations - before
     # The policies on app7 (stop) and app8 (start), and the IP sets of app7/app8: a handful.
     assert spent <= 12, spent
     # A change to a label no selector reads evaluates nothing.
     before = graph.local_index.evaluations + graph.members.selector_index.evaluations
-    graph.on_resource(workload("pod7", labels={"app": "app8", "tier": "u"}, ips=[]))
+    graph.on_resource(workload("pod7", labels={"app": "app8", "tier": "u"}, ips=["10.1.0.7"]))
     graph.flush()
     assert graph.local_index.evaluations + graph.members.selector_index.evaluations == before
 
@@ -150,7 +154,9 @@ def test_profile_label_change_relabels_only_its_endpoints() -> None:
     graph = CalcGraph(HOSTNAME)
     for number in range(200):
         graph.on_resource(
-            workload(f"pod{number}", ips=[], profiles=[f"prof{number % 2}"], labels={})
+            workload(
+                f"pod{number}", ips=[f"10.2.0.{number}"], profiles=[f"prof{number % 2}"], labels={}
+            )
         )
     graph.on_resource(global_policy("blue", selector="team == 'blue'", ingress=[]))
     graph.flush()

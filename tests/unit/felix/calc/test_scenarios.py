@@ -391,6 +391,37 @@ def test_profiles_fallback_missing_profile_and_default_allow(harness: Harness) -
     assert harness.dataplane.profiles == {} and harness.dataplane.workloads == {}
 
 
+def test_a_workload_without_addresses_is_not_an_endpoint_yet(harness: Harness) -> None:
+    harness.put(workload("w", ips=[]))
+    assert harness.dataplane.workloads == {}
+    harness.put(workload("w", ips=["10.0.0.1"]))
+    assert harness.has_workload("w")
+    harness.put(workload("w", ips=[]))
+    assert harness.dataplane.workloads == {}
+
+
+def test_global_policy_namespace_and_service_account_selectors(harness: Harness) -> None:
+    harness.put(
+        namespace_profile("prod", {"env": "prod"}),
+        service_account_profile("prod", "api", {"role": "api"}),
+        workload("api", namespace="prod", ips=["10.0.0.1"], service_account="api"),
+        workload("other", namespace="prod", ips=["10.0.0.2"]),
+        host_endpoint("h", labels={"env": "prod"}, ips=["192.168.0.1"]),
+        global_policy("ns-all", namespaceSelector="all()", ingress=[{"action": "Allow"}]),
+        global_policy("ns-prod", namespaceSelector="env == 'prod'", ingress=[{"action": "Allow"}]),
+        global_policy("sa-all", serviceAccountSelector="all()", ingress=[{"action": "Allow"}]),
+        global_policy(
+            "sa-api", serviceAccountSelector="role == 'api'", ingress=[{"action": "Allow"}]
+        ),
+    )
+    assert harness.ingress("api", "prod") == [
+        ("default", ["ns-all", "ns-prod", "sa-all", "sa-api"])
+    ]
+    assert harness.ingress("other", "prod") == [("default", ["ns-all", "ns-prod"])]
+    (hep,) = harness.dataplane.hosts.values()
+    assert hep.tiers == ()  # namespace selectors never select host endpoints
+
+
 def test_rule_fields_are_resolved(harness: Harness) -> None:
     harness.put(
         workload("w", ips=["10.0.0.1"]),
