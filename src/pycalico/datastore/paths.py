@@ -65,7 +65,11 @@ class HasPlural(Protocol):
 
 
 class InvalidKey(ValueError):
-    """A key or key part that does not follow Calico's layout."""
+    """A key or key part that does not follow Calico's layout; ``field`` names the part."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _plural_and_scope(kind: HasPlural | str) -> tuple[str, bool]:
@@ -76,7 +80,9 @@ def _plural_and_scope(kind: HasPlural | str) -> tuple[str, bool]:
 
 def _check_segment(what: str, value: str) -> None:
     if not value or "/" in value:
-        raise InvalidKey(f"{what}: {value!r} cannot be part of an etcd key (empty or contains '/')")
+        raise InvalidKey(
+            f"{what}: {value!r} cannot be part of an etcd key (empty or contains '/')", what
+        )
 
 
 # --- v3 resources -------------------------------------------------------------------------
@@ -96,7 +102,7 @@ def resource_key(kind: HasPlural | str, name: str, namespace: str | None = None)
     _check_segment("metadata.name", name)
     if namespaced:
         if not namespace:
-            raise InvalidKey(f"metadata.namespace: required for {plural}")
+            raise InvalidKey(f"metadata.namespace: required for {plural}", "metadata.namespace")
         _check_segment("metadata.namespace", namespace)
         return f"{RESOURCE_ROOT}{plural}/{namespace}/{name}"
     return f"{RESOURCE_ROOT}{plural}/{name}"

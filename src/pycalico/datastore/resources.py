@@ -116,6 +116,20 @@ def decode_stored(info: KindInfo, key: str, value: bytes, revision: int) -> Reso
     return resource.with_metadata(resource_version=str(revision))
 
 
+def _resource_key(info: KindInfo, name: str, namespace: str | None) -> str:
+    try:
+        return paths.resource_key(info, name, namespace)
+    except paths.InvalidKey as error:
+        raise InvalidResource(str(error).partition(": ")[2] or str(error), error.field) from error
+
+
+def _resource_prefix(info: KindInfo, namespace: str | None) -> str:
+    try:
+        return paths.resource_prefix(info, namespace)
+    except paths.InvalidKey as error:
+        raise InvalidResource(str(error).partition(": ")[2] or str(error), error.field) from error
+
+
 def resolve_kind(kind: KindRef) -> KindInfo:
     """A KindInfo from a Kind, plural, calicoctl alias, KindInfo or model class."""
     if isinstance(kind, KindInfo):
@@ -245,7 +259,7 @@ class ResourceStore:
         resource = resource.with_metadata(
             uid=self._new_uid(), creation_timestamp=self._now(), resource_version=None
         )
-        key = paths.resource_key(info, name, namespace)
+        key = _resource_key(info, name, namespace)
         try:
             revision = await self.kv.create(key, encode_value(resource))
         except KeyAlreadyExists as error:
@@ -258,7 +272,7 @@ class ResourceStore:
         info, resource = self._prepare(resource)
         name, namespace = resource.metadata.name, resource.metadata.namespace
         self._refuse_default_allow(info, name, "Update")
-        key = paths.resource_key(info, name, namespace)
+        key = _resource_key(info, name, namespace)
         current_kv = await self.kv.get(key)
         if current_kv is None:
             raise KeyNotFound(identify(info, name, namespace))
@@ -342,7 +356,7 @@ class ResourceStore:
         info = resolve_kind(kind)
         self._refuse_default_allow(info, name, "Delete")
         expected = _parse_revision(revision, required=False)
-        key = paths.resource_key(info, name, namespace)
+        key = _resource_key(info, name, namespace)
         try:
             deleted = await self.kv.delete(key, revision=expected)
         except KeyNotFound as error:
@@ -358,7 +372,7 @@ class ResourceStore:
         info = resolve_kind(kind)
         if info.kind == "Profile" and name == DEFAULT_ALLOW_PROFILE:
             return self.default_allow_profile()
-        key = paths.resource_key(info, name, namespace)
+        key = _resource_key(info, name, namespace)
         found = await self.kv.get(key)
         if found is None:
             raise KeyNotFound(identify(info, name, namespace))
@@ -367,7 +381,7 @@ class ResourceStore:
     async def list(self, kind: KindRef, namespace: str | None = None) -> ResourceList:
         """Every object of a kind, sorted by key; ``namespace=None`` means all namespaces."""
         info = resolve_kind(kind)
-        prefix = paths.resource_prefix(info, namespace)
+        prefix = _resource_prefix(info, namespace)
         list_raw = getattr(self.kv, "list_raw", None)
         raw_items: Any
         if list_raw is not None:
@@ -409,7 +423,7 @@ class ResourceStore:
     async def _watch(
         self, info: KindInfo, namespace: str | None, revision: int | None
     ) -> AsyncIterator[ResourceEvent]:
-        prefix = paths.resource_prefix(info, namespace)
+        prefix = _resource_prefix(info, namespace)
         if revision is None:
             listed = await self.kv.list(prefix)
             for item in listed.items:

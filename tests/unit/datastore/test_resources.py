@@ -279,3 +279,16 @@ async def test_an_unreadable_stored_value_names_its_key_and_field(store: Resourc
         await store.list("IPPool")
     assert listed.value.field == "spec.blockSize"
     assert "ippools/bad" in str(listed.value)
+
+
+async def test_missing_namespace_or_a_slash_in_a_name_is_an_invalid_resource(
+    store: ResourceStore,
+) -> None:
+    with pytest.raises(InvalidResource) as no_namespace:
+        await store.get("NetworkPolicy", "a")
+    assert no_namespace.value.field == "metadata.namespace"
+    with pytest.raises(InvalidResource) as slash:
+        await store.delete("IPPool", "a/b")
+    assert slash.value.field == "metadata.name"
+    with pytest.raises(InvalidResource):
+        await store.list("NetworkPolicy", "ns/1")
