@@ -498,7 +498,10 @@ class CalcGraph:
         settings = tier_settings(name, self._tier_resources.get(name))
         if self._tiers.get(name) == settings:
             return
-        self._tiers[name] = settings
+        if settings is None:
+            del self._tiers[name]
+        else:
+            self._tiers[name] = settings
         for policy, info in self._policy_infos.items():
             if info.id.tier == name:
                 self._dirty_endpoints.update(self.local_index.matches(policy))

@@ -13,9 +13,9 @@ Invariants:
   there; within a ``TierInfo`` a direction's tuple lists only policies whose types include it
   (an empty tuple: the dataplane skips that tier for that direction, no end-of-tier drop).
 * A policy whose stored ``types`` is empty applies to both directions (Felix's back-compat).
-* A tier missing from the datastore has no order (sorts last) and default action Deny; the
-  built-in tiers fall back to their fixed orders and actions (``default`` Deny, ``kube-admin``
-  and ``kube-baseline`` Pass).
+* A tier missing from the datastore is skipped with its policies, as Go's policy resolver skips
+  tiers that are not valid; the built-in tiers always exist, falling back to their fixed orders
+  and actions (``default`` Deny, ``kube-admin`` and ``kube-baseline`` Pass).
 """
 
 from __future__ import annotations
@@ -53,9 +53,14 @@ class TierSettings:
         return (self.order is None, self.order or 0.0, self.name)
 
 
-def tier_settings(name: str, tier: Tier | None) -> TierSettings:
+def tier_settings(name: str, tier: Tier | None) -> TierSettings | None:
+    """A tier's ordering and default action; None for a tier that does not exist (Felix skips
+    its policies).  The built-in tiers exist implicitly, with their fixed orders and actions,
+    since calico-node creates them at start-up anyway."""
     if tier is None:
-        return TierSettings(name, BUILTIN_TIER_ORDERS.get(name), _BUILTIN_ACTIONS.get(name, "deny"))
+        if name not in BUILTIN_TIER_ORDERS:
+            return None
+        return TierSettings(name, BUILTIN_TIER_ORDERS[name], _BUILTIN_ACTIONS[name])
     order = tier.spec.order if tier.spec.order is not None else BUILTIN_TIER_ORDERS.get(name)
     action: DefaultAction = "pass" if tier.spec.default_action == "Pass" else "deny"
     return TierSettings(name, order, action)
@@ -121,7 +126,7 @@ def _tier_infos(
         by_tier.setdefault(info.id.tier, []).append(info)
     settings = [tiers.get(name) or tier_settings(name, None) for name in by_tier]
     out: list[TierInfo] = []
-    for tier in sorted(settings, key=lambda t: t.sort_key):
+    for tier in sorted((t for t in settings if t is not None), key=lambda t: t.sort_key):
         ordered = sorted(by_tier[tier.name], key=lambda p: p.sort_key)
         ingress = tuple(p.id for p in ordered if p.ingress)
         egress = tuple(p.id for p in ordered if p.egress) if egress_allowed else ()

@@ -10,7 +10,9 @@ not: reference counting of the sets or their members (``ipsets.py``), or kernel 
 Semantics the dataplane must follow (the contract of ``ResolvedRule`` fields):
 
 * Within one side, an address must be in every ``*_ip_set_ids`` set and in none of the
-  ``not_*_ip_set_ids`` sets.
+  ``not_*_ip_set_ids`` sets.  A side with both a selector and a notSelector gets one set,
+  ``(selector) && !(notSelector)``; a notSelector alone gets a negated set (it must also match
+  addresses that are not Calico endpoints).
 * Ports: the packet's port matches if it is in one of ``*_ports`` OR ``(address, port)`` is in one
   of ``*_named_port_ip_set_ids`` (Calico ORs numeric and named ports of one field).  A named-port
   set already contains only endpoints of the side's selector, so when a side has named ports and
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pycalico.felix.calc.labels import entity_not_selector, entity_selector
 from pycalico.felix.messages import Action, IPSetType, PortRange, ResolvedRule
 from pycalico.model.rules import EntityRule, Rule
-from pycalico.model.selectors import ALL, Selector
+from pycalico.model.selectors import ALL, Selector, and_selectors, negate
 
 _PROTOCOL_NAMES_BY_NUMBER = {
     1: "icmp",
@@ -124,6 +126,12 @@ def _resolve_side(
     side.nets = tuple(normalise_net(n) for n in entity.nets or ())
     side.not_nets = tuple(normalise_net(n) for n in entity.not_nets or ())
     selector = entity_selector(entity, namespace)
+    not_selector = entity_not_selector(entity)
+    if selector is not None and not_selector is not None:
+        # With a positive selector the side only matches known endpoints, so the notSelector
+        # can narrow that one set instead of needing its own (Go's combineMatchesIfPossible).
+        selector = and_selectors(selector, negate(not_selector))
+        not_selector = None
     port_protocol = _port_protocol(protocol)
 
     def split(ports: list[int | str] | None) -> tuple[tuple[PortRange, ...], tuple[str, ...]]:
@@ -146,7 +154,6 @@ def _resolve_side(
         spec = selector_ip_set(selector)
         sets[spec.id] = spec
         side.ip_set_ids = (spec.id,)
-    not_selector = entity_not_selector(entity)
     if not_selector is not None:
         spec = selector_ip_set(not_selector)
         sets[spec.id] = spec

@@ -154,6 +154,19 @@ def test_tiers_order_default_actions_and_policy_order(harness: Harness) -> None:
     assert [name for name, _ in harness.ingress("w")][:2] == ["platform", "security"]
 
 
+def test_policies_of_a_missing_tier_are_skipped_until_it_exists(harness: Harness) -> None:
+    harness.put(
+        workload("w", ips=["10.0.0.1"]),
+        global_policy("later.p", tier="later", selector="all()", ingress=[{"action": "Deny"}]),
+        global_policy("d", selector="all()", ingress=[{"action": "Allow"}]),
+    )
+    assert harness.ingress("w") == [("default", ["d"])]
+    harness.put(tier("later", order=10))
+    assert harness.ingress("w") == [("later", ["later.p"]), ("default", ["d"])]
+    harness.delete(tier("later"))
+    assert harness.ingress("w") == [("default", ["d"])]
+
+
 def test_policy_types_split_directions(harness: Harness) -> None:
     harness.put(
         workload("w", ips=["10.0.0.1"]),
@@ -290,21 +303,51 @@ def test_network_sets_are_selected_by_rules_not_by_policies(harness: Harness) ->
     assert harness.ingress("w", "a") == [("default", ["g", "a/p"])]
 
 
-def test_not_selector_is_a_separate_unscoped_set(harness: Harness) -> None:
+def test_not_selector_alone(harness: Harness) -> None:
     harness.put(
         workload("a", namespace="a", labels={"app": "bad"}, ips=["10.0.0.1"]),
         workload("b", namespace="b", labels={"app": "bad"}, ips=["10.0.0.2"]),
+        workload("c", namespace="a", labels={"app": "good"}, ips=["10.0.0.3"]),
         policy(
             "p",
             namespace="a",
             selector="all()",
             ingress=[{"action": "Deny", "source": {"notSelector": "app == 'bad'"}}],
         ),
+        global_policy(
+            "g",
+            selector="all()",
+            ingress=[{"action": "Deny", "source": {"notSelector": "app == 'bad'"}}],
+        ),
     )
+    # In a namespaced policy the side is scoped to the namespace, which the notSelector narrows.
     rule = harness.dataplane.policies[PolicyID("default", "a/p", "NetworkPolicy")].inbound_rules[0]
+    assert rule.not_source_ip_set_ids == ()
+    assert harness.dataplane.ip_sets[rule.source_ip_set_ids[0]] == {"10.0.0.3"}
+    # In a global policy it is a negated set: anything, Calico endpoint or not, except these.
+    rule = harness.dataplane.policies[PolicyID("default", "g")].inbound_rules[0]
+    assert rule.source_ip_set_ids == ()
     assert harness.dataplane.ip_sets[rule.not_source_ip_set_ids[0]] == {"10.0.0.1", "10.0.0.2"}
-    # notSelector alone still scopes the positive side to the policy's namespace.
-    assert harness.dataplane.ip_sets[rule.source_ip_set_ids[0]] == {"10.0.0.1"}
+
+
+def test_selector_and_not_selector_fold_into_one_set(harness: Harness) -> None:
+    harness.put(
+        workload("a", labels={"app": "web", "bad": "yes"}, ips=["10.0.0.1"]),
+        workload("b", labels={"app": "web"}, ips=["10.0.0.2"]),
+        global_policy(
+            "g",
+            selector="all()",
+            ingress=[
+                {
+                    "action": "Allow",
+                    "source": {"selector": "app == 'web'", "notSelector": "has(bad)"},
+                }
+            ],
+        ),
+    )
+    rule = harness.dataplane.policies[PolicyID("default", "g")].inbound_rules[0]
+    assert rule.not_source_ip_set_ids == ()
+    assert harness.dataplane.ip_sets[rule.source_ip_set_ids[0]] == {"10.0.0.2"}
 
 
 def test_label_change_moves_a_pod_in_and_out(harness: Harness) -> None:
