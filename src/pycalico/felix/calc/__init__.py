@@ -9,7 +9,7 @@ sorter/resolver), ``endpoints`` (endpoint messages), ``config`` (effective Felix
 ``sequencer`` (coalescing, dependency order).
 """
 
-from pycalico.felix.calc.graph import CalcGraph, GraphStats, key_of
+from pycalico.felix.calc.graph import CalcGraph, GraphStats, GraphSummary, key_of
 from pycalico.felix.calc.sequencer import EventSequencer
 
-__all__ = ["CalcGraph", "EventSequencer", "GraphStats", "key_of"]
+__all__ = ["CalcGraph", "EventSequencer", "GraphStats", "GraphSummary", "key_of"]

@@ -157,6 +157,18 @@ class GraphStats:
     endpoint_computations: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class GraphSummary:
+    """Sizes of the current desired state, for Felix's metrics (endpoints, policies, sets, rules)."""
+
+    local_endpoints: int
+    active_policies: int
+    active_profiles: int
+    ip_sets: int
+    ip_set_members: int
+    rules: int
+
+
 class CalcGraph:
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
@@ -254,6 +266,17 @@ class CalcGraph:
             self._send_endpoint(key)
         self._dirty_endpoints.clear()
         return self.sequencer.flush()
+
+    def summary(self) -> GraphSummary:
+        owners = [*self._active_policies.values(), *self._active_profiles.values()]
+        return GraphSummary(
+            local_endpoints=len(self._local),
+            active_policies=len(self._active_policies),
+            active_profiles=len(self._active_profiles),
+            ip_sets=len(self.members.active_set_ids),
+            ip_set_members=self.members.member_count(),
+            rules=sum(len(a.inbound) + len(a.outbound) for a in owners),
+        )
 
     # --- endpoints ----------------------------------------------------------------------------
 

@@ -84,6 +84,10 @@ class IPSetMemberIndex:
     def active_set_ids(self) -> frozenset[str]:
         return frozenset(self._specs)
 
+    def member_count(self) -> int:
+        """Members summed over all active sets."""
+        return sum(len(counts) for counts in self._members.values())
+
     def members(self, set_id: str) -> frozenset[str]:
         return frozenset(self._members.get(set_id, ()))
 

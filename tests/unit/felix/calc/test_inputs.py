@@ -150,3 +150,19 @@ def test_a_policy_that_stops_parsing_counts_as_deleted() -> None:
     graph.on_update(key_of(bad_rule), encode_value(bad_rule).replace(b"role ==", b"role =!"))
     assert graph.flush() == []  # still absent: an invalid rule does not bring it back
     assert graph.stats.invalid_resources == 2
+
+
+def test_summary_counts_the_desired_state() -> None:
+    graph = CalcGraph(HOSTNAME)
+    graph.on_resource(workload("w", labels={"app": "x"}, ips=["10.0.0.1"]))
+    graph.on_resource(workload("v", labels={"app": "y"}, ips=["10.0.0.2"], node="elsewhere"))
+    graph.on_resource(
+        global_policy(
+            "p",
+            selector="app == 'x'",
+            ingress=[{"action": "Allow", "source": {"selector": "has(app)"}}, {"action": "Deny"}],
+        )
+    )
+    summary = graph.summary()
+    assert (summary.local_endpoints, summary.active_policies, summary.active_profiles) == (1, 1, 1)
+    assert (summary.ip_sets, summary.ip_set_members, summary.rules) == (1, 2, 2)
