@@ -197,6 +197,8 @@ class EtcdServer:
         self.name = name
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
+        self._ports_chosen_here = client_port is None and peer_port is None
+        self._ever_ready = False
         self._owned_dir = data_dir is None
         self._base_dir: Path | None = None if data_dir is None else Path(data_dir)
         self._initial_cluster = initial_cluster
@@ -307,9 +309,26 @@ class EtcdServer:
             _live.add(self)
 
     def start(self) -> EtcdServer:
-        self.launch()
-        self.wait_ready()
-        return self
+        for attempt in range(3):
+            self.launch()
+            try:
+                self.wait_ready()
+                return self
+            except EtcdError:
+                # free_port() only says a port was free a moment ago; another process (another
+                # test session) may have taken it.  Ports we chose may be chosen again, but only
+                # before this member ever ran: restart() must keep them.
+                if (
+                    attempt == 2
+                    or not self._ports_chosen_here
+                    or self._ever_ready
+                    or "address already in use" not in self.log_tail()
+                ):
+                    raise
+                self.kill()
+                shutil.rmtree(self.data_dir, ignore_errors=True)  # bound to the old peer URL
+                self.client_port, self.peer_port = free_port(), free_port()
+        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self.ready_timeout)
@@ -322,6 +341,7 @@ class EtcdServer:
                     f"{self.endpoint}/health", timeout=1, context=self._ssl_context()
                 ) as reply:
                     if json.loads(reply.read()).get("health") in ("true", True):
+                        self._ever_ready = True
                         return
                     last_error = "unhealthy"
             except (OSError, urllib.error.URLError, ValueError) as error:
