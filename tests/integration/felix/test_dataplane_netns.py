@@ -16,7 +16,7 @@ from pycalico.felix import messages as m
 from pycalico.felix.drivers.errors import NftError
 from pycalico.felix.rules.model import Chain
 from pycalico.testing import netns
-from pycalico.testing.connectivity import ConnectivityChecker, Probe
+from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
 
 from .conftest import ALLOW, PODS, Node, wep_id
 
@@ -306,3 +306,58 @@ def _echo_server(namespace: str, port: int) -> socket.socket:
 
     threading.Thread(target=serve, daemon=True).start()
     return server
+
+
+def test_every_rule_form_is_accepted_by_the_kernel(node: Node, topology: netns.Topology) -> None:
+    """Each match kind the renderer can emit, loaded into the real nft in one transaction."""
+    ports = (m.PortRange(80, 80), m.PortRange(1000, 2000))
+    rules = (
+        m.ResolvedRule("allow", protocol="tcp", destination_ports=ports, source_ports=ports),
+        m.ResolvedRule("deny", protocol="udp", not_destination_ports=ports, not_source_ports=ports),
+        m.ResolvedRule("allow", protocol="tcp", destination_named_port_ip_set_ids=("n:web",)),
+        m.ResolvedRule(
+            "allow",
+            protocol="tcp",
+            source_named_port_ip_set_ids=("n:web",),
+            not_destination_named_port_ip_set_ids=("n:web",),
+        ),
+        m.ResolvedRule("deny", protocol="icmp", icmp_type=8, icmp_code=0),
+        m.ResolvedRule("deny", protocol="icmp", not_icmp_type=8, not_icmp_code=0),
+        m.ResolvedRule("deny", protocol="icmpv6", icmp_type=128, not_icmp_type=129),
+        m.ResolvedRule("deny", protocol=132, not_protocol="udp"),
+        m.ResolvedRule(
+            "deny",
+            source_nets=("10.0.0.0/8", "fd00::/8"),
+            not_source_nets=("10.1.0.0/16",),
+            destination_nets=("0.0.0.0/0",),
+            not_destination_nets=("10.2.0.0/16",),
+        ),
+        m.ResolvedRule("deny", source_ip_set_ids=("s:x",), not_destination_ip_set_ids=("s:y",)),
+        m.ResolvedRule("log", log_prefix="calico-packet"),
+        m.ResolvedRule("pass", ip_version=6, rule_id="abcdef0123"),
+    )
+    policy = m.PolicyID("default", "every-form")
+    node.start(
+        m.IPSetUpdate("s:x", m.IPSetType.IP, frozenset({"10.65.0.1/32", "fd00:65::1/128"})),
+        m.IPSetUpdate("s:y", m.IPSetType.NET, frozenset({"10.0.0.0/8", "10.1.0.0/16"})),
+        m.IPSetUpdate(
+            "n:web", m.IPSetType.IP_AND_PORT, frozenset({"10.65.0.2,tcp:80", "fd00:65::2,tcp:80"})
+        ),
+        m.ActivePolicyUpdate(policy, rules, rules),
+        tiers={"b": (tier("default", policy),)},
+    )
+    assert node.dataplane.nft.last is not None and node.dataplane.nft.failures == 0
+    listing = node.nft("list", "table", "inet", "calico")
+    assert "@cali40n_web" in listing and "10.65.0.2 . tcp . 80" in listing
+
+
+def test_vxlan_from_workloads_is_dropped(node: Node, topology: netns.Topology) -> None:
+    checker = ConnectivityChecker(
+        {key: Endpoint(pod.name, pod.ipv4) for key, pod in topology.pods.items()}
+    )
+    try:
+        checker.serve(["b"], udp_ports=(4789, 4790))
+        node.start()
+        checker.check({Probe("a", "b", 4789, "udp"): False, Probe("a", "b", 4790, "udp"): True})
+    finally:
+        checker.stop()

@@ -62,7 +62,8 @@ class FelixProcess:
             "FELIX_ENDPOINTREPORTINGENABLED": "true",
             "FELIX_CONFIGFILE": "/nonexistent",
         }
-        self.log = tempfile.NamedTemporaryFile(prefix="felix-", suffix=".log", delete=False)
+        # Open for the process's lifetime; closed and removed in cleanup().
+        self.log = tempfile.NamedTemporaryFile(prefix="felix-", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -119,6 +120,7 @@ class FelixProcess:
     def cleanup(self) -> None:
         self.stop()
         # ip netns exec leaves felix as its child; make sure nothing survives.
+        self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)
 

@@ -137,7 +137,8 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
     if rule.not_icmp_type is not None:
         if rule.not_icmp_code is not None:
             matches.append(
-                f"{icmp} type . {icmp} code != {rule.not_icmp_type} . {rule.not_icmp_code}"
+                # nft wants a set on the right of a concatenation, even for one value.
+                f"{icmp} type . {icmp} code != {{ {rule.not_icmp_type} . {rule.not_icmp_code} }}"
             )
         else:
             matches.append(f"{icmp} type != {rule.not_icmp_type}")
