@@ -10,8 +10,8 @@ Format of ``ConfigUpdate.values``: ``(name, value)`` pairs sorted by name, where
 FelixConfiguration field's v3 JSON name (``interfacePrefix``, ``ipipEnabled``, ...) and the value
 is: ``"true"``/``"false"`` for booleans, decimal for numbers (integral floats without a
 fraction), Go's rendering for durations (as stored, e.g. ``"1m30s"``), lists comma-joined with
-protocol ports as ``"tcp:22"`` (``"tcp:10.0.0.0/8:22"`` with a net), other objects as compact
-JSON.
+protocol ports as ``"tcp:22"`` (``"tcp:10.0.0.0/8:22"`` with a net) and an empty list as
+``"none"``, other objects as compact JSON.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def render_value(value: Any) -> str:
     if isinstance(value, int | float | str):
         return str(value)
     if isinstance(value, list):
-        return ",".join(_render_item(item) for item in value)
+        # An empty list set on purpose (no failsafe ports) is Felix's "none", not unset.
+        return ",".join(_render_item(item) for item in value) if value else "none"
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 

@@ -63,6 +63,7 @@ def test_effective_felix_configuration_node_overrides_default() -> None:
             ipv6Support=False,
             failsafeInboundHostPorts=[{"protocol": "TCP", "port": 22}],
             reportingInterval="30s",
+            failsafeOutboundHostPorts=[],
         )
     )
     graph.on_resource(_config(f"node.{HOSTNAME}", logSeverityScreen="Debug"))
@@ -71,6 +72,7 @@ def test_effective_felix_configuration_node_overrides_default() -> None:
     assert isinstance(config, ConfigUpdate)
     assert dict(config.values) == {
         "failsafeInboundHostPorts": "tcp:22",
+        "failsafeOutboundHostPorts": "none",
         "ipv6Support": "false",
         "logSeverityScreen": "Debug",
         "reportingInterval": "30s",
