@@ -11,11 +11,11 @@ as pytest fixtures.
 Invariants:
 
 * A started member answers ``/health`` before ``start()`` returns.
-* No member outlives the interpreter that started it: members are killed at exit (``atexit``),
-  and by default the kernel kills them if the starting thread dies (``setpriv --pdeathsig``), which
-  covers a SIGKILLed test run; the data directories such a run leaves behind are swept by the
-  next ``EtcdServer`` in any process.  Pass ``die_with_parent=False`` for a member meant to
-  outlive its starter (the lab); such a member keeps a caller-chosen data directory.
+* By default no member outlives the interpreter that started it: members are killed at exit
+  (``atexit``), and the kernel kills them if the starting thread dies (``setpriv --pdeathsig``),
+  which covers a SIGKILLed test run; the data directories such a run leaves behind are swept by
+  the next ``EtcdServer`` in any process.  ``die_with_parent=False`` makes a member that
+  outlives its starter (the lab: pass a ``data_dir`` of your own and stop it by ``pid``).
 * ``restart()`` keeps the ports and the data, so clients' endpoint lists stay valid.
 """
 
@@ -305,8 +305,9 @@ class EtcdServer:
             stderr=subprocess.STDOUT,
             start_new_session=not self.die_with_parent,
         )
-        with _live_lock:
-            _live.add(self)
+        if self.die_with_parent:
+            with _live_lock:
+                _live.add(self)
 
     def start(self) -> EtcdServer:
         for attempt in range(3):
