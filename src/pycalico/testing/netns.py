@@ -114,6 +114,24 @@ class Topology:
         self.pods[key] = pod
         return pod
 
+    def add_outside(self, key: str, interface: str, node_ip: str, outside_ip: str, prefix: int = 24
+                    ) -> Pod:  # fmt: skip
+        """A namespace on a plain (non-workload) node interface, e.g. for host endpoints."""
+        name = f"fxout-{self.tag}-{key}"
+        run("ip", "netns", "add", name)
+        self._created.append(name)
+        run("ip", "link", "add", interface, "netns", self.node, "type", "veth", "peer", "name",
+            "eth0", "netns", name)  # fmt: skip
+        netns_run(self.node, "ip", "addr", "add", f"{node_ip}/{prefix}", "dev", interface)
+        netns_run(self.node, "ip", "link", "set", interface, "up")
+        netns_run(name, "ip", "link", "set", "lo", "up")
+        netns_run(name, "ip", "addr", "add", f"{outside_ip}/{prefix}", "dev", "eth0")
+        netns_run(name, "ip", "link", "set", "eth0", "up")
+        netns_run(name, "ip", "route", "add", "default", "via", node_ip)
+        pod = Pod(name, interface, outside_ip)
+        self.pods[key] = pod
+        return pod
+
     def add_bare_interface(self, key: str, ipv4: str) -> Pod:
         """A pod whose ``cali*`` veth has no WorkloadEndpoint (for fail-closed tests)."""
         return self.add_pod(key, ipv4)

@@ -1,0 +1,93 @@
+"""Host endpoints on a real node interface: failsafe ports, default deny, profiles, forwarding.
+
+Requires root.  The node has ``eth1`` to an "outside" namespace; Felix protects ``eth1`` with a
+HostEndpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pycalico.felix import messages as m
+from pycalico.testing import netns
+from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
+
+from .conftest import ALLOW, PROFILE, Node
+
+pytestmark = pytest.mark.root
+
+NODE_IP = "192.168.77.1"
+OUTSIDE_IP = "192.168.77.2"
+HEP = m.HostEndpointID("node-eth1")
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[netns.Topology]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    topo = netns.Topology()
+    try:
+        topo.create_node()
+        topo.add_pod("pod", "10.65.1.1")
+        topo.add_outside("out", "eth1", NODE_IP, OUTSIDE_IP)
+        netns.netns_run(topo.pods["out"].name, "ip", "route", "add", "10.65.1.0/24", "via", NODE_IP)
+        yield topo
+    finally:
+        topo.cleanup()
+
+
+@pytest.fixture
+def checker(topology: netns.Topology) -> Iterator[ConnectivityChecker]:
+    endpoints = {
+        "out": Endpoint(topology.pods["out"].name, OUTSIDE_IP),
+        "node": Endpoint(topology.node, NODE_IP),
+        "pod": Endpoint(topology.pods["pod"].name, "10.65.1.1"),
+    }
+    checker = ConnectivityChecker(endpoints)
+    try:
+        checker.serve(["node"], tcp_ports=(22, 8080))
+        checker.serve(["out"], tcp_ports=(9999, 2379))
+        checker.serve(["pod"], tcp_ports=(80,))
+        yield checker
+    finally:
+        checker.stop()
+
+
+def hep(profiles: tuple[m.ProfileID, ...] = ()) -> m.HostEndpointUpdate:
+    return m.HostEndpointUpdate(HEP, "eth1", (NODE_IP,), (), profiles, ())
+
+
+def test_host_endpoint_default_deny_with_failsafe_and_profile(
+    topology: netns.Topology, checker: ConnectivityChecker
+) -> None:
+    node = Node(topology)
+    pod = node.topology.pods["pod"]
+    workload = m.WorkloadEndpointUpdate(
+        m.WorkloadEndpointID("k8s", "default/pod", "eth0"), pod.interface, "", ("10.65.1.1/32",),
+        (), (PROFILE,), (),
+    )  # fmt: skip
+    node.send(m.ActiveProfileUpdate(PROFILE, (ALLOW,), (ALLOW,)), workload, m.InSync())
+    no_hep = {
+        Probe("out", "node", 22): True,
+        Probe("out", "node", 8080): True,
+        Probe("node", "out", 9999): True,
+        Probe("out", "pod", 80): True,
+    }
+    checker.check(no_hep)
+    node.send(hep())
+    checker.check(
+        {
+            Probe("out", "node", 22): True,  # failsafe inbound
+            Probe("out", "node", 8080): False,  # default deny
+            Probe("node", "out", 2379): True,  # failsafe outbound
+            Probe("node", "out", 9999): False,
+            Probe("out", "pod", 80): True,  # forwarded traffic: no applyOnForward policy
+        }
+    )
+    node.send(hep((PROFILE,)))
+    checker.check({**no_hep, Probe("node", "out", 2379): True})
+    node.send(m.HostEndpointRemove(HEP))
+    checker.check(no_hep)
