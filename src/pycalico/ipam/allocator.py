@@ -95,6 +95,14 @@ __all__ = [
 ]
 
 
+def check_handle_id(handle_id: str) -> None:
+    """A handle id becomes an etcd key segment: it must be non-empty and free of ``/``."""
+    try:
+        keys.handle_key(handle_id)
+    except ValueError as exc:
+        raise IPAMError(f"handle_id: {exc}") from None
+
+
 @dataclass(slots=True)
 class _FamilyPlan:
     version: int
@@ -156,6 +164,8 @@ class IPAM(IPAMStore):
             raise IPAMError("num4/num6: address counts must not be negative")
         if request.num4 == 0 and request.num6 == 0:
             raise IPAMError("num4/num6: nothing to assign (both IPv4 and IPv6 are off)")
+        if request.handle_id is not None:
+            check_handle_id(request.handle_id)
         if self.cache_seconds > 0 and batchable(request):
             return await self._batcher.submit(request)
         lock = self._node_locks.setdefault(request.node, asyncio.Lock())
@@ -449,6 +459,8 @@ class IPAM(IPAMStore):
     ) -> IPInterface:
         """Assign exactly ``address`` (claiming its block for ``node`` if it has no block)."""
         affinity_type = AFFINITY_TYPE_VIRTUAL if use == USE_LOAD_BALANCER else AFFINITY_TYPE_HOST
+        if handle_id is not None:
+            check_handle_id(handle_id)
         pools = [p for p in await self.list_pools() if not p.disabled]
         pool = pool_for_address(pools, address)
         if pool is None:
