@@ -86,16 +86,20 @@ def _percent(part: int, whole: int) -> str:
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """calicoctl's bordered table (tablewriter style)."""
+    """calicoctl's bordered table (Go tablewriter style): headers centred, numbers right."""
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
-    def line(cells: Sequence[str]) -> str:
-        return (
-            "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
-        )
+    def cell(text: str, width: int, head: bool) -> str:
+        if head:
+            return text.center(width)
+        return text.rjust(width) if text.isdigit() else text.ljust(width)
 
-    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
+    def line(cells: Sequence[str], head: bool = False) -> str:
+        parts = [cell(str(c), w, head) for c, w in zip(cells, widths, strict=False)]
+        return "| " + " | ".join(parts) + " |"
+
+    return "\n".join([rule, line(header, head=True), rule, *(line(r) for r in rows), rule])
 
 
 async def _usage_rows(kv: KVStore, show_blocks: bool) -> list[list[str]]:

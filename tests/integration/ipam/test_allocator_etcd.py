@@ -177,7 +177,7 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
         return calicoctl(etcd, *args)
 
     code, out = await asyncio.to_thread(run, "show")
-    assert code == 0 and "| IP Pool  | 10.65.0.0/16 | 65536     | 3 (0%)" in out
+    assert code == 0 and "| IP Pool  | 10.65.0.0/16 |     65536 | 3 (0%)     |" in out
     assert "GROUPING" in out and "IPS IN USE" in out
     code, out = await asyncio.to_thread(run, "show", "--show-blocks")
     assert f"| Block    | {first.network}" in out and "3 (5%)" in out
@@ -212,7 +212,7 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
     code, out = await asyncio.to_thread(run, "configure", "--strictaffinity=maybe")
     assert code == 1 and "expected true or false" in out
     code, out = await asyncio.to_thread(run, "show", "--show-configuration")
-    assert "| StrictAffinity     | true" in out
+    assert "| StrictAffinity     | true  |" in out
 
 
 async def test_blocks_interoperate_with_calico_written_values(kv: KVStore) -> None:
