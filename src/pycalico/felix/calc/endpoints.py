@@ -14,6 +14,8 @@ same address produce the same member; endpoint nets are normalised ``/32``/``/12
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
 
 from pycalico.felix.calc.ipsets import Contribution
 from pycalico.felix.calc.policies import HostTiers
@@ -30,21 +32,37 @@ from pycalico.model.endpoints import GlobalNetworkSet, HostEndpoint, NetworkSet,
 DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
+@dataclass(frozen=True, slots=True)
+class _Net:
+    version: int
+    network: str  # normalised CIDR, "10.0.0.1/32"
+    address: str  # its network address, "10.0.0.1"
+    member: str  # the IP-set member form: bare address for a single address, else the CIDR
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_net(text: str) -> _Net | None:
+    # Cached: an endpoint's addresses are re-read on every update of it (a label change too).
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    address = str(network.network_address)
+    single = network.prefixlen == network.max_prefixlen
+    return _Net(network.version, str(network), address, address if single else str(network))
+
+
 def ip_set_member(net: str) -> str:
-    network = ipaddress.ip_network(net, strict=False)
-    if network.prefixlen == network.max_prefixlen:
-        return str(network.network_address)
-    return str(network)
+    parsed = _parse_net(net)
+    if parsed is None:
+        raise ValueError(f"{net!r} is not an IP address or network")
+    return parsed.member
 
 
-def _networks(texts: list[str] | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    out = []
-    for text in texts or ():
-        try:
-            out.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            continue  # stored values were validated on write; skip rather than fail the graph
-    return out
+def _networks(texts: list[str] | None) -> list[_Net]:
+    # Stored values were validated on write; an unparseable one is skipped rather than failing
+    # the whole graph.
+    return [parsed for text in texts or () if (parsed := _parse_net(text)) is not None]
 
 
 def workload_endpoint_id(endpoint: WorkloadEndpoint) -> WorkloadEndpointID:
@@ -67,7 +85,7 @@ def host_profiles(endpoint: HostEndpoint) -> tuple[str, ...]:
 
 
 def workload_contribution(endpoint: WorkloadEndpoint) -> Contribution:
-    addresses = frozenset(str(n.network_address) for n in _networks(endpoint.spec.ip_networks))
+    addresses = frozenset(n.address for n in _networks(endpoint.spec.ip_networks))
     ports = tuple(
         (str(p.protocol).lower(), p.name, p.port) for p in endpoint.spec.ports or () if p.name
     )
@@ -75,13 +93,13 @@ def workload_contribution(endpoint: WorkloadEndpoint) -> Contribution:
 
 
 def host_contribution(endpoint: HostEndpoint) -> Contribution:
-    addresses = frozenset(str(n.network_address) for n in _networks(endpoint.spec.expected_i_ps))
+    addresses = frozenset(n.address for n in _networks(endpoint.spec.expected_i_ps))
     ports = tuple((str(p.protocol).lower(), p.name, p.port) for p in endpoint.spec.ports or ())
     return Contribution(addresses, ports)
 
 
 def network_set_contribution(network_set: NetworkSet | GlobalNetworkSet) -> Contribution:
-    return Contribution(frozenset(ip_set_member(str(n)) for n in _networks(network_set.spec.nets)))
+    return Contribution(frozenset(n.member for n in _networks(network_set.spec.nets)))
 
 
 def workload_endpoint_update(
@@ -93,8 +111,8 @@ def workload_endpoint_update(
         id=workload_endpoint_id(endpoint),
         interface_name=spec.interface_name or "",
         mac=spec.mac or "",
-        ipv4_nets=tuple(str(n) for n in networks if n.version == 4),
-        ipv6_nets=tuple(str(n) for n in networks if n.version == 6),
+        ipv4_nets=tuple(n.network for n in networks if n.version == 4),
+        ipv6_nets=tuple(n.network for n in networks if n.version == 6),
         profile_ids=tuple(ProfileID(name) for name in workload_profiles(endpoint)),
         tiers=tiers,
         allow_spoofed_source_prefixes=tuple(spec.allow_spoofed_source_prefixes or ()),
@@ -107,8 +125,8 @@ def host_endpoint_update(endpoint: HostEndpoint, tiers: HostTiers) -> HostEndpoi
     return HostEndpointUpdate(
         id=HostEndpointID(endpoint.metadata.name),
         interface_name=spec.interface_name or "",
-        expected_ipv4_addrs=tuple(str(a.network_address) for a in addresses if a.version == 4),
-        expected_ipv6_addrs=tuple(str(a.network_address) for a in addresses if a.version == 6),
+        expected_ipv4_addrs=tuple(a.address for a in addresses if a.version == 4),
+        expected_ipv6_addrs=tuple(a.address for a in addresses if a.version == 6),
         profile_ids=tuple(ProfileID(name) for name in host_profiles(endpoint)),
         tiers=tiers.normal,
         untracked_tiers=tiers.untracked,

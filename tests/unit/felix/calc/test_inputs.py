@@ -168,3 +168,21 @@ def test_summary_counts_the_desired_state() -> None:
     summary = graph.summary()
     assert (summary.local_endpoints, summary.active_policies, summary.active_profiles) == (1, 1, 1)
     assert (summary.ip_sets, summary.ip_set_members, summary.rules) == (1, 2, 2)
+
+
+def test_on_updates_pauses_the_collector_and_restores_it() -> None:
+    import gc
+
+    graph = CalcGraph(HOSTNAME)
+    pod = workload("w", ips=["10.0.0.1"])
+    seen: list[bool] = []
+    original = graph.on_update
+
+    def spy(key: str, value: bytes | str | None) -> None:
+        seen.append(gc.isenabled())
+        original(key, value)
+
+    graph.on_update = spy  # type: ignore[method-assign]
+    assert gc.isenabled()
+    graph.on_updates([(key_of(pod), encode_value(pod))])
+    assert seen == [False] and gc.isenabled()
