@@ -370,3 +370,128 @@ async def test_restart_only_config_change_exits_for_restart(
     assert felix.process is not None
     code = await asyncio.to_thread(felix.process.wait, 10)
     assert code == 129, felix.tail()
+
+
+# --- a matrix of policy scenarios, in Calico's own terms ---------------------------------------
+
+SCENARIO_PODS = {  # key: (namespace, labels)
+    "a": ("default", {"role": "attacker"}),
+    "b": ("default", {"role": "web"}),
+    "c": ("other", {"role": "client"}),
+}
+ALL_PROBES = [
+    Probe(src, dst, port, proto)
+    for src in PODS
+    for dst in PODS
+    if src != dst
+    for port, proto in ((80, "tcp"), (81, "tcp"), (53, "udp"), (0, "icmp"))
+]
+
+
+def expect(blocked: Any) -> dict[Probe, bool]:
+    """``blocked(probe) -> bool``: True where the scenario must drop the probe."""
+    return {probe: not blocked(probe) for probe in ALL_PROBES}
+
+
+def to_b(probe: Probe) -> bool:
+    return probe.destination == "b"
+
+
+SCENARIOS: list[tuple[str, list[Resource], Any]] = [
+    (
+        "namespace selector",
+        [build.policy("from-other", namespace="default", selector="role == 'web'",
+                      ingress=[{"action": "Allow", "source": {
+                          "namespaceSelector": "projectcalico.org/name == 'other'"}}])],
+        lambda p: to_b(p) and p.source != "c",
+    ),
+    (
+        "ports and port ranges",
+        [build.global_policy("web-ports", selector="role == 'web'", ingress=[
+            {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["79:80"]}},
+            {"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}}])],
+        lambda p: to_b(p) and (p.protocol == "icmp" or p.port == 81),
+    ),
+    (
+        "egress rule with nets",
+        [build.global_policy("attacker-egress", selector="role == 'attacker'", types=["Egress"],
+                             egress=[{"action": "Allow", "destination": {"nets": ["10.66.0.2/32"]}}])],
+        lambda p: p.source == "a" and p.destination == "c",
+    ),
+    (
+        "notNets",
+        [build.global_policy("not-attacker", selector="role == 'web'", ingress=[
+            {"action": "Allow", "source": {"notNets": ["10.66.0.1/32"]}}])],
+        lambda p: to_b(p) and p.source == "a",
+    ),
+    (
+        "Pass to the next tier",
+        [build.tier("security", order=100),
+         build.global_policy("security.pass-clients", tier="security", selector="role == 'web'",
+                             ingress=[{"action": "Pass", "source": {"selector": "role == 'client'"}},
+                                      {"action": "Deny"}]),
+         build.global_policy("web-80", selector="role == 'web'",
+                             ingress=[{"action": "Allow", "protocol": "TCP",
+                                       "destination": {"ports": [80]}}])],
+        lambda p: to_b(p) and not (p.source == "c" and p.port == 80),
+    ),
+    (
+        "order: Deny before Allow",
+        [build.global_policy("deny-80", order=10, selector="role == 'web'",
+                             ingress=[{"action": "Deny", "protocol": "TCP",
+                                       "destination": {"ports": [80]}}]),
+         build.global_policy("allow-all", order=20, selector="role == 'web'",
+                             ingress=[{"action": "Allow"}])],
+        lambda p: to_b(p) and p.port == 80,
+    ),
+    (
+        "tier default action Pass falls back to the profile",
+        [build.tier("observe", order=50, default_action="Pass"),
+         build.global_policy("observe.log", tier="observe", selector="role == 'web'",
+                             ingress=[{"action": "Log"}])],
+        lambda p: False,
+    ),
+    (
+        "tier default action Deny ends evaluation",
+        [build.tier("observe", order=50, default_action="Deny"),
+         build.global_policy("observe.log", tier="observe", selector="role == 'web'",
+                             ingress=[{"action": "Log"}])],
+        to_b,
+    ),
+]  # fmt: skip
+
+
+async def test_policy_scenarios_match_their_reachability_matrix(
+    kv: EtcdKVStore, world: tuple[netns.Topology, EtcdRelay], felix: FelixProcess
+) -> None:
+    topo, _ = world
+    await put(kv, build.namespace_profile("default"))
+    await put(kv, build.namespace_profile("other"))
+    for key, (namespace, labels) in SCENARIO_PODS.items():
+        await put(kv, build.workload(f"pod-{key}", namespace=namespace, node=felix.hostname,
+                                     labels=labels, ips=[PODS[key]],
+                                     interface=topo.pods[key].interface))  # fmt: skip
+    checker = ConnectivityChecker(
+        {key: Endpoint(pod.name, pod.ipv4) for key, pod in topo.pods.items()}
+    )
+    try:
+        checker.serve(list(PODS), tcp_ports=(80, 81), udp_ports=(53,))
+        felix.start()
+        await asyncio.to_thread(felix.wait_ready)
+        baseline = expect(lambda p: False)
+        await asyncio.to_thread(checker.check, baseline)
+        for name, resources, blocked in SCENARIOS:
+            for resource in resources:
+                await put(kv, resource)
+            try:
+                await asyncio.to_thread(checker.check, expect(blocked), 3.0)
+            except AssertionError as error:
+                raise AssertionError(f"scenario {name!r}:\n{error}") from None
+            for resource in reversed(resources):
+                await kv.delete(key_of(resource))
+            try:
+                await asyncio.to_thread(checker.check, baseline, 3.0)
+            except AssertionError as error:
+                raise AssertionError(f"after removing scenario {name!r}:\n{error}") from None
+    finally:
+        checker.stop()

@@ -14,7 +14,9 @@ Semantics (Calico's, reference §2.4 and §3.2):
 * Within a rule, lists of nets and ports are ORed (one anonymous nft set); IP-set ids are ANDed;
   ``not_*`` fields match when the packet is in none of them.
 * A rule whose positive nets are all of the other family never matches in this family and
-  renders to nothing for it (as Calico omits it from that family's chain).
+  renders to nothing for it (as Calico omits it from that family's chain).  When a rule renders
+  differently per family, every variant is pinned to its family with ``meta nfproto`` (the
+  table is ``inet``: a variant with no address match would otherwise see both families).
 """
 
 from __future__ import annotations
@@ -194,13 +196,15 @@ def render_rules(rules: Sequence[ResolvedRule], config: RenderConfig) -> tuple[s
     families = (4, 6) if config.ipv6_support else (4,)
     out: list[str] = []
     for rule in rules:
-        seen: list[str] = []
-        for family in families:
-            for body in render_rule(rule, family, config):
-                # A rule with nothing family-specific renders identically for both: emit once.
-                if body not in seen:
-                    seen.append(body)
-        out.extend(seen)
+        variants = [render_rule(rule, family, config) for family in families]
+        if len(variants) == 2 and variants[0] == variants[1]:
+            # Nothing family-specific: one rule serves both families.
+            out.extend(variants[0])
+            continue
+        # The families differ (a v4-only net, ip_version...): pin each variant to its family,
+        # or a v6 variant whose only constraint was a v4 net would match every v4 packet.
+        for family, bodies in zip(families, variants, strict=True):
+            out.extend(f"meta nfproto ipv{family} {body}" for body in bodies)
     return tuple(out)
 
 

@@ -112,6 +112,20 @@ def test_family_neutral_rules_render_once() -> None:
     )
 
 
+def test_family_specific_rules_are_pinned_to_their_family() -> None:
+    # notNets of one family: the other family's variant has no address match left, and must
+    # still only see its own family.
+    assert policy.render_rules(
+        [rule(action="allow", not_source_nets=("10.0.0.1/32",))], CONFIG
+    ) == (
+        "meta nfproto ipv4 ip saddr != 10.0.0.1 meta mark set meta mark | 0x10000 return",
+        "meta nfproto ipv6 meta mark set meta mark | 0x10000 return",
+    )
+    assert policy.render_rules([rule(action="deny", ip_version=6)], CONFIG) == (
+        "meta nfproto ipv6 drop",
+    )
+
+
 def test_unknown_protocol_is_an_error_naming_it() -> None:
     with pytest.raises(ValueError, match="bogus"):
         policy.render_rule(rule(action="allow", protocol="bogus"), 4, CONFIG)
