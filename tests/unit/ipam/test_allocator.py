@@ -367,3 +367,40 @@ async def test_long_lived_allocator_notices_config_changes_it_makes() -> None:
     await agent.set_config(IPAMConfig(strict_affinity=True))
     with pytest.raises(AssignmentIncomplete, match="strict affinity enabled"):
         await agent.auto_assign(request("node-2", handle="x"))
+
+
+class YieldingKV:
+    """The memory store, but every call yields to the event loop first, so concurrent
+    allocators interleave between their reads and their compare-and-swaps."""
+
+    def __init__(self, inner: MemoryKVStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        target = getattr(self.inner, name)
+        if name not in ("get", "list", "create", "update", "put", "delete"):
+            return target
+
+        async def call(*args: object, **kwargs: object) -> object:
+            await asyncio.sleep(0)
+            return await target(*args, **kwargs)
+
+        return call
+
+
+async def test_separate_allocators_racing_on_one_node_stay_distinct() -> None:
+    kv, _, _ = await setup("node-1", "node-2", pool="10.66.0.0/24", block_size=28)
+    racing = [IPAM(YieldingKV(kv)) for _ in range(6)]  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(
+            racing[i % 6].auto_assign(request(("node-1", "node-2")[i % 2], handle=f"r{i}"))
+            for i in range(90)
+        )
+    )
+    addresses = [r[0].addresses[0].ip for r in results]
+    assert len(set(addresses)) == 90
+    from pycalico.ipam.check import check
+
+    report = await check(kv)
+    assert report.clean, report.findings
+    assert report.allocations == 90
