@@ -5,7 +5,8 @@ What it is: the I/O around ``processor`` and ``render``.  One ``Syncer`` per pre
 ``/calico/ipam/v2/host/<node>/``), so a busy cluster's workload-endpoint churn never reaches it.
 After every change (coalesced: whatever arrived while a render ran is handled by the next one)
 it builds the configuration, renders it, and only if the text differs from what is on disk:
-checks it with ``bird -p -c``, writes it atomically (temporary file + rename in the same
+writes it to a temporary file, has BIRD check it (``configure check`` over the control socket
+when BIRD runs, else ``bird -p -c``), renames it over the configuration (atomic, same
 directory) and asks BIRD to ``configure`` over the control socket.  What it is not: the
 decisions (``processor``), the text (``render``), or BIRD's process (``pycalico.node.agent``).
 
@@ -171,15 +172,26 @@ def _affinity_state(value: bytes | None) -> str | None:
     return state if isinstance(state, str) else ""
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` so a reader sees the old file or the new, never a mix."""
+def _write_temporary(path: str, text: str) -> str:
+    """``text`` in a new file next to ``path`` (same filesystem, so a rename is atomic)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".bird-", suffix=".tmp", dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=".bird-", suffix=".cfg", dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         os.chmod(temporary, 0o644)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` so a reader sees the old file or the new, never a mix."""
+    temporary = _write_temporary(path, text)
+    try:
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -267,18 +279,24 @@ class Confd:
         return changed
 
     async def _install(self, text: str) -> bool:
-        if self.check:
-            problem = await asyncio.to_thread(self._check, text)
-            if problem:
-                self.stats.rejected += 1
-                log.error("confd: BIRD rejects the rendered configuration: %s", problem)
-                return False
-        write_atomically(self.config_path, text)
+        temporary = _write_temporary(self.config_path, text)
+        try:
+            if self.check:
+                problem = await self._check(temporary)
+                if problem:
+                    self.stats.rejected += 1
+                    log.error("confd: BIRD rejects the rendered configuration: %s", problem)
+                    return False
+            os.replace(temporary, self.config_path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         self._text = text
         self.stats.writes += 1
         self.stats.last_write = time.time()
         log.info("confd: wrote %s", self.config_path)
-        if self.control is not None and os.path.exists(self.control.path):
+        if self._bird_running():
+            assert self.control is not None
             try:
                 await self.control.configure()
                 self.stats.reloads += 1
@@ -287,17 +305,21 @@ class Confd:
                 log.warning("confd: reload failed: %s", error)
         return True
 
-    def _check(self, text: str) -> str | None:
-        directory = os.path.dirname(os.path.abspath(self.config_path))
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".check-", suffix=".cfg", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-            return check_config(temporary)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+    def _bird_running(self) -> bool:
+        return self.control is not None and os.path.exists(self.control.path)
+
+    async def _check(self, path: str) -> str | None:
+        """BIRD's verdict on a candidate file: ``configure check`` over the running daemon's
+        socket (no process to start), else ``bird -p`` when BIRD is not running."""
+        if self._bird_running():
+            assert self.control is not None
+            try:
+                reply = await self.control.command(f'configure check "{path}"')
+            except BirdError:
+                pass
+            else:
+                return None if reply.ok else reply.text
+        return await asyncio.to_thread(check_config, path)
 
     async def run(self) -> None:
         """Follow the datastore and keep the configuration current; runs until cancelled."""

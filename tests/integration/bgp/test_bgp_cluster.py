@@ -3,10 +3,10 @@
 One cluster for the whole module (starting it costs seconds); the tests run in file order and
 each leaves the cluster as the next expects:
 
-1. full mesh: every node has 3 Established ``Mesh_`` sessions; ``calicoctl node status`` shows
-   them;
+1. full mesh, dual stack: every node has 3 Established ``Mesh_`` sessions per family;
+   ``calicoctl node status`` shows them;
 2. IPAM blocks claimed on node 1 and node 2 become BIRD kernel routes on every other node (and
-   a blackhole on the owner), and a pod on node 2 pings a pod on node 1;
+   a blackhole on the owner), and a pod on node 2 pings a pod on node 1; an IPv6 block too;
 3. an external router (gobgpd) as a global BGPPeer gets every pod block and nothing else;
 4. route reflectors (mesh off, BGPPeers by peerSelector): other nodes have exactly 2 sessions,
    routes stay complete, pods still ping; stopping one reflector keeps them;
@@ -27,6 +27,7 @@ import pytest
 
 from pycalico.testing.bgp_cluster import BgpCluster, GoBgp, wait_for
 from pycalico.testing.etcd_server import EtcdServer
+from pycalico.testing.netns_fabric import FabricNode
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -37,7 +38,9 @@ ROUTER_AS = 65000
 def cluster(etcd: EtcdServer) -> Iterator[BgpCluster]:
     if not etcd.running:
         etcd.start()
-    with BgpCluster(etcd.endpoint, 4, prefix="pcbt") as built:
+    with BgpCluster(
+        etcd.endpoint, 4, prefix="pcbt", subnet6="fd00:213", pool6="fd70::/48"
+    ) as built:
         built.call(lambda kv: kv.delete_prefix(""))
         built.start()
         try:
@@ -59,6 +62,35 @@ def pods(cluster: BgpCluster) -> dict[str, tuple[str, str]]:
         namespace = cluster.fabric.add_pod(node, f"{pod_ip}/32", tag)
         result[tag] = (namespace, pod_ip)
     return result
+
+
+@pytest.fixture(scope="module")
+def block6(cluster: BgpCluster) -> str:
+    """An IPv6 block claimed by node 1."""
+    address = cluster.assign(cluster.nodes[0], "k8s-pod-network.pa6", version=6)
+    return str(address.network)
+
+
+def routes6_complete(cluster: BgpCluster, block: str) -> bool:
+    owner = cluster.nodes[0]
+    assert owner.address6 is not None
+    for node in cluster.nodes[1:]:
+        if node.process is None or node.process.poll() is not None:
+            continue
+        route = cluster.kernel_routes(node, 6).get(block)
+        if route is None or route.get("gateway") != owner.address6.split("/")[0]:
+            return False
+    return block in cluster.kernel_routes(owner, 6)
+
+
+def names(kind: str, nodes: list[FabricNode]) -> set[str]:
+    """Protocol names for sessions with ``nodes``, both families."""
+    found = set()
+    for node in nodes:
+        found.add(f"{kind}_{node.ip.replace('.', '_')}")
+        assert node.address6 is not None
+        found.add(f"{kind}_{node.address6.split('/')[0].replace(':', '_')}")
+    return found
 
 
 def blocks_of(cluster: BgpCluster, pods: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -89,9 +121,7 @@ def routes_complete(cluster: BgpCluster, blocks: dict[str, str]) -> bool:
 
 def test_full_mesh(cluster: BgpCluster) -> None:
     for node in cluster.nodes:
-        expected = {
-            f"Mesh_{other.ip.replace('.', '_')}" for other in cluster.nodes if other != node
-        }
+        expected = names("Mesh", [other for other in cluster.nodes if other != node])
         try:
             wait_for(
                 lambda node=node, expected=expected: set(cluster.established(node)) == expected, 30
@@ -119,11 +149,14 @@ def test_full_mesh(cluster: BgpCluster) -> None:
     for other in ("10.213.0.2", "10.213.0.3", "10.213.0.4"):
         row = next(line for line in status.stdout.splitlines() if f" {other} " in line)
         assert "node-to-node mesh" in row and "Established" in row, row
-    assert "No IPv6 peers found." in status.stdout
+    assert "\nIPv6 BGP status\n" in status.stdout
+    for other in ("fd00:213::2", "fd00:213::3", "fd00:213::4"):
+        row = next(line for line in status.stdout.splitlines() if f" {other} " in line)
+        assert "node-to-node mesh" in row and "Established" in row, row
 
 
 def test_blocks_become_routes_and_pods_reach_each_other(
-    cluster: BgpCluster, pods: dict[str, tuple[str, str]]
+    cluster: BgpCluster, pods: dict[str, tuple[str, str]], block6: str
 ) -> None:
     blocks = blocks_of(cluster, pods)
     assert len(blocks) == 2
@@ -137,6 +170,12 @@ def test_blocks_become_routes_and_pods_reach_each_other(
     pod_b_namespace, _ = pods["pb"]
     _, pod_a_ip = pods["pa"]
     assert wait_for(lambda: cluster.ping(pod_b_namespace, pod_a_ip), 15)
+    try:
+        wait_for(lambda: routes6_complete(cluster, block6), 20)
+    except TimeoutError:
+        pytest.fail(
+            f"IPv6 {block6}: { {n.name: cluster.kernel_routes(n, 6) for n in cluster.nodes} }"
+        )
 
 
 def test_external_router_gets_every_block_and_nothing_else(
@@ -172,7 +211,9 @@ def test_external_router_gets_every_block_and_nothing_else(
         router.stop()
 
 
-def test_route_reflectors(cluster: BgpCluster, pods: dict[str, tuple[str, str]]) -> None:
+def test_route_reflectors(
+    cluster: BgpCluster, pods: dict[str, tuple[str, str]], block6: str
+) -> None:
     blocks = blocks_of(cluster, pods)
     reflectors = cluster.nodes[2:]
     clients = cluster.nodes[:2]
@@ -185,6 +226,7 @@ def test_route_reflectors(cluster: BgpCluster, pods: dict[str, tuple[str, str]])
             "spec": {
                 "bgp": {
                     "ipv4Address": current.spec.bgp.ipv4_address,  # type: ignore[attr-defined]
+                    "ipv6Address": current.spec.bgp.ipv6_address,  # type: ignore[attr-defined]
                     "routeReflectorClusterID": "244.0.0.1",
                 }
             },
@@ -204,7 +246,7 @@ def test_route_reflectors(cluster: BgpCluster, pods: dict[str, tuple[str, str]])
             "spec": {"nodeToNodeMeshEnabled": False},
         },
     )
-    want = {f"Node_{node.ip.replace('.', '_')}" for node in reflectors}
+    want = names("Node", reflectors)
     for node in clients:
         try:
             wait_for(lambda node=node: set(cluster.bgp_protocols(node)) == want, 20)
@@ -212,9 +254,10 @@ def test_route_reflectors(cluster: BgpCluster, pods: dict[str, tuple[str, str]])
         except TimeoutError:
             pytest.fail(f"{node.name}: {cluster.bgp_protocols(node)}")
     for node in reflectors:
-        others = {f"Node_{o.ip.replace('.', '_')}" for o in cluster.nodes if o != node}
+        others = names("Node", [o for o in cluster.nodes if o != node])
         wait_for(lambda node=node, others=others: set(cluster.established(node)) == others, 30)
     wait_for(lambda: routes_complete(cluster, blocks), 30)
+    wait_for(lambda: routes6_complete(cluster, block6), 30)
     pod_b_namespace, _ = pods["pb"]
     _, pod_a_ip = pods["pa"]
     assert wait_for(lambda: cluster.ping(pod_b_namespace, pod_a_ip), 15)

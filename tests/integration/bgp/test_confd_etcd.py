@@ -105,6 +105,16 @@ async def test_confd_renders_and_reloads_only_on_change(
         await wait_for(lambda: confd.stats.reloads == reloads + 2)
         names = [row.name for row in await control.protocols()]
         assert "Global_10_213_0_254" in names and "Mesh_10_213_0_2" in names
+
+        # A render the running BIRD refuses (`configure check` over its socket): nothing is
+        # written, nothing reloaded, BIRD keeps running the last good configuration.
+        good = config.read_text()
+        slow = peer("slow", peerIP="10.213.0.9", asNumber=65000, keepaliveTime="100000s")
+        await kv.put(paths.resource_key("bgppeers", "slow"), encode_value(slow))
+        await wait_for(lambda: confd.stats.rejected == 1)
+        assert config.read_text() == good and confd.stats.reloads == reloads + 2
+        assert await control.ready()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bird.cfg", "bird.ctl"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
