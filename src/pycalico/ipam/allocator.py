@@ -23,6 +23,7 @@ Invariants kept across crashes and races:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,7 @@ from pycalico.ipam.pools import (
     block_walk,
     pool_for_address,
     select_pools,
+    selector_matches,
 )
 from pycalico.ipam.store import RETRIES, IPAMStore
 
@@ -109,6 +111,7 @@ class _FamilyPlan:
     num: int
     pools: list[Pool]
     all_pools: list[Pool]
+    node_labels: Mapping[str, str]
 
 
 class IPAM(IPAMStore):
@@ -154,7 +157,9 @@ class IPAM(IPAMStore):
             )
         except PoolSelectionError as exc:
             raise NoQualifiedPool(str(exc)) from None
-        return _FamilyPlan(version=version, num=num, pools=chosen, all_pools=pools)
+        return _FamilyPlan(
+            version=version, num=num, pools=chosen, all_pools=pools, node_labels=node_labels
+        )
 
     async def auto_assign(self, request: AutoAssignRequest) -> tuple[Assignments, Assignments]:
         """Assign ``num4`` IPv4 and ``num6`` IPv6 addresses to ``node``, all or nothing."""
@@ -233,6 +238,8 @@ class IPAM(IPAMStore):
         listed = {
             c: kv for c, kv in affine.items() if pool_for_address(plan.pools, c.network_address)
         }
+        if affinity_type == AFFINITY_TYPE_HOST:
+            await self._release_unselected(host, plan, [c for c in affine if c not in listed])
         remaining_affine = list(listed)
         owned = len(remaining_affine)
         max_blocks = request.max_blocks_per_host
@@ -285,6 +292,18 @@ class IPAM(IPAMStore):
             if exhausted and len(addresses) < plan.num:
                 messages.append(f"No IPs available in pools: [{' '.join(exhausted)}]")
         return Assignments(plan.version, plan.num, tuple(addresses), tuple(dict.fromkeys(messages)))
+
+    async def _release_unselected(
+        self, host: str, plan: _FamilyPlan, cidrs: Sequence[IPNetwork]
+    ) -> None:
+        """Give up empty affine blocks whose pool no longer selects this node (Calico does
+        this on every assignment); blocks still holding addresses keep their affinity."""
+        for cidr in cidrs:
+            pool = pool_for_address(plan.all_pools, cidr.network_address)
+            if pool is None or selector_matches(pool.node_selector, plan.node_labels):
+                continue
+            with contextlib.suppress(IPAMError, RevisionConflict, KeyNotFound):
+                await self.release_block_affinity(host, cidr, require_empty=True)
 
     async def _assign_from_hot_block(
         self,

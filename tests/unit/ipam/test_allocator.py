@@ -404,3 +404,24 @@ async def test_separate_allocators_racing_on_one_node_stay_distinct() -> None:
     report = await check(kv)
     assert report.clean, report.findings
     assert report.allocations == 90
+
+
+async def test_empty_blocks_of_pools_that_no_longer_select_the_node_are_released() -> None:
+    kv = MemoryKVStore()
+    await put_pool(kv, "a-zone", "10.80.0.0/24", block_size=28, node_selector="zone == 'a'")
+    await put_pool(kv, "b-zone", "10.81.0.0/24", block_size=28, node_selector="zone == 'b'")
+    await put_node(kv, "node-1", {"zone": "a"})
+    ipam = IPAM(kv)
+    first = (await ipam.auto_assign(request(handle="h1")))[0].addresses[0]
+    await ipam.auto_assign(request(handle="h3"))
+    assert first.ip in ipaddress.ip_network("10.80.0.0/24")
+    affinity = keys.affinity_key("node-1", first.network)
+    await put_node(kv, "node-1", {"zone": "b"})  # the node moves: "a-zone" no longer selects it
+    got = (await ipam.auto_assign(request(handle="b1")))[0].addresses[0]
+    assert got.ip in ipaddress.ip_network("10.81.0.0/24")
+    assert await kv.get(affinity) is not None  # still holds h1 and h3: kept
+    await ipam.release_by_handle("h1")
+    await ipam.release_by_handle("h3")
+    await ipam.auto_assign(request(handle="b2"))
+    assert await kv.get(affinity) is None  # empty and unselected: given up
+    assert await kv.get(keys.block_key(first.network)) is None
