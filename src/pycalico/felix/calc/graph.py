@@ -5,11 +5,11 @@ syncer's raw ``(key, bytes | None)`` pairs for v3 resources, decodes them (the t
 path; an undecodable value counts as a delete, like Go's validation filter) and dispatches by
 kind:
 
-* endpoints → the IP-set member index (every endpoint in the cluster) and, if on this host, the
-  local-endpoint label index (with profile ``labelsToApply`` inherited);
-* policies → their effective selector in the local index (the *active-rules calculator*: a policy
-  is active while it matches a local endpoint); active policies and profiles are scanned into
-  ``ResolvedRule`` s whose IP sets are reference-counted in the member index;
+* endpoints and network sets → the IP-set member index (every one in the cluster); endpoints on
+  this host (the local-endpoint filter: ``spec.node`` is the hostname) also → the active-rules
+  calculator (``active_rules``), whose label index matches them against policy selectors;
+* policies and profiles → the active-rules calculator, which sends the active ones with their
+  ``ResolvedRule`` s and reference-counts their IP sets in the member index;
 * tiers, FelixConfiguration, IPPools, Nodes → the sorter, the config, pools and host metadata.
 
 Everything goes to the ``EventSequencer``; endpoint messages are computed lazily at ``flush``
@@ -29,12 +29,11 @@ import gc
 import ipaddress
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from pycalico.datastore.paths import RESOURCE_ROOT, InvalidKey, parse_resource_key, resource_key
+from pycalico.felix.calc.active_rules import ActiveRulesCalculator
 from pycalico.felix.calc.config import GLOBAL_CONFIG_NAME, effective_config, node_config_name
 from pycalico.felix.calc.endpoints import (
-    DEFAULT_ALLOW_PROFILE,
     host_contribution,
     host_endpoint_update,
     host_profiles,
@@ -44,35 +43,28 @@ from pycalico.felix.calc.endpoints import (
     workload_endpoint_update,
     workload_profiles,
 )
-from pycalico.felix.calc.index import InheritIndex, SelectorIndex
+from pycalico.felix.calc.index import SelectorIndex
 from pycalico.felix.calc.ipsets import IPSetMemberIndex
 from pycalico.felix.calc.labels import (
     host_endpoint_labels,
     network_set_labels,
     network_set_parents,
-    policy_selector,
     workload_endpoint_labels,
 )
 from pycalico.felix.calc.policies import (
-    PolicyInfo,
     TierSettings,
     host_tiers,
-    policy_info,
     tier_settings,
     workload_tiers,
 )
-from pycalico.felix.calc.rules import IPSetSpec, resolve_rules
 from pycalico.felix.calc.sequencer import EventSequencer
+from pycalico.felix.calc.stats import GraphStats, GraphSummary
 from pycalico.felix.messages import (
-    ActivePolicyUpdate,
-    ActiveProfileUpdate,
     HostEndpointID,
     HostMetadataUpdate,
     IPPoolUpdate,
     Message,
     PolicyID,
-    ProfileID,
-    ResolvedRule,
     WorkloadEndpointID,
 )
 from pycalico.model.codec import decode_value
@@ -81,16 +73,13 @@ from pycalico.model.endpoints import (
     HostEndpoint,
     NetworkSet,
     Profile,
-    ProfileSpec,
     WorkloadEndpoint,
 )
 from pycalico.model.ipam import IPPool
 from pycalico.model.kinds import KINDS, KindInfo
-from pycalico.model.meta import ObjectMeta, Resource
+from pycalico.model.meta import Resource
 from pycalico.model.node import FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
-from pycalico.model.rules import Rule
-from pycalico.model.selectors import Selector
 from pycalico.model.validation import ValidationFailure
 
 log = logging.getLogger(__name__)
@@ -112,27 +101,11 @@ _HANDLED_PLURALS = frozenset(
     }
 )
 
-_DEFAULT_ALLOW = Profile(
-    metadata=ObjectMeta(name=DEFAULT_ALLOW_PROFILE),
-    spec=ProfileSpec(ingress=[Rule(action="Allow")], egress=[Rule(action="Allow")]),
-)
 
-
-@dataclass
-class _Active:
-    """An active policy or profile: its resolved rules and the IP sets they reference."""
-
-    inbound: tuple[ResolvedRule, ...]
-    outbound: tuple[ResolvedRule, ...]
-    sets: dict[str, IPSetSpec]
-
-
-def _resolve(
-    ingress: list[Rule] | None, egress: list[Rule] | None, namespace: str | None, owner: str
-) -> _Active:
-    inbound, in_sets = resolve_rules(ingress, namespace, owner, "inbound")
-    outbound, out_sets = resolve_rules(egress, namespace, owner, "outbound")
-    return _Active(inbound, outbound, {**in_sets, **out_sets})
+def _endpoint_id(resource: WorkloadEndpoint | HostEndpoint) -> WorkloadEndpointID | HostEndpointID:
+    if isinstance(resource, WorkloadEndpoint):
+        return workload_endpoint_id(resource)
+    return HostEndpointID(resource.metadata.name)
 
 
 def key_of(resource: Resource) -> str:
@@ -141,57 +114,19 @@ def key_of(resource: Resource) -> str:
     return resource_key(info, resource.metadata.name, resource.metadata.namespace)
 
 
-@dataclass
-class _LocalEndpoint:
-    resource: WorkloadEndpoint | HostEndpoint
-    profiles: tuple[str, ...]
-
-
-@dataclass
-class GraphStats:
-    """Counters for tests, benchmarks and metrics."""
-
-    updates: int = 0
-    decode_failures: int = 0
-    invalid_resources: int = 0
-    policy_activations: int = 0
-    endpoint_computations: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GraphSummary:
-    """Sizes of the current desired state, for Felix's metrics (endpoints, policies, sets, rules)."""
-
-    local_endpoints: int
-    active_policies: int
-    active_profiles: int
-    ip_sets: int
-    ip_set_members: int
-    rules: int
-
-
 class CalcGraph:
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self.stats = GraphStats()
         self.sequencer = EventSequencer()
         self.members = IPSetMemberIndex(self.sequencer)
-        self.local_index: SelectorIndex[PolicyID, str] = SelectorIndex(
-            self._on_policy_match_started, self._on_policy_match_stopped
+        self._dirty_endpoints: set[str] = set()
+        self.rules = ActiveRulesCalculator(
+            self.sequencer, self.members, self._dirty_endpoints, self.stats
         )
-        self._local_inherit: InheritIndex[PolicyID, str] = InheritIndex(self.local_index)
-        self._policy_rules: dict[PolicyID, _Active] = {}
-        self._policy_infos: dict[PolicyID, PolicyInfo] = {}
-        self._policy_ids_by_key: dict[str, PolicyID] = {}
-        self._active_policies: dict[PolicyID, _Active] = {}
         self._tier_resources: dict[str, Tier] = {}
         self._tiers: dict[str, TierSettings] = {}
-        self._profiles: dict[str, Profile] = {}
-        self._profile_rules: dict[str, _Active] = {}
-        self._profile_references: dict[str, int] = {}
-        self._active_profiles: dict[str, _Active] = {}
-        self._local: dict[str, _LocalEndpoint] = {}
-        self._dirty_endpoints: set[str] = set()
+        self._local: dict[str, WorkloadEndpoint | HostEndpoint] = {}
         self._felix_configs: dict[str, FelixConfiguration] = {}
         self._pool_ids_by_key: dict[str, str] = {}
         self._node_names: set[str] = set()
@@ -250,9 +185,10 @@ class CalcGraph:
         if plural in ("workloadendpoints", "hostendpoints"):
             self._on_endpoint(key, resource)
         elif plural in ("networkpolicies", "globalnetworkpolicies"):
-            self._on_policy(key, resource)
+            policy = resource if isinstance(resource, NetworkPolicy | GlobalNetworkPolicy) else None
+            self.rules.update_policy(key, policy)
         elif plural == "profiles":
-            self._on_profile(name, resource)
+            self.rules.update_profile(name, resource if isinstance(resource, Profile) else None)
         elif plural in ("networksets", "globalnetworksets"):
             self._on_network_set(key, resource)
         elif plural == "tiers":
@@ -281,15 +217,19 @@ class CalcGraph:
         self._dirty_endpoints.clear()
         return self.sequencer.flush()
 
+    @property
+    def local_index(self) -> SelectorIndex[PolicyID, str]:
+        """The label index of local endpoints against policy selectors (for tests/metrics)."""
+        return self.rules.local_index
+
     def summary(self) -> GraphSummary:
-        owners = [*self._active_policies.values(), *self._active_profiles.values()]
         return GraphSummary(
             local_endpoints=len(self._local),
-            active_policies=len(self._active_policies),
-            active_profiles=len(self._active_profiles),
+            active_policies=len(self.rules.active_policies),
+            active_profiles=len(self.rules.active_profiles),
             ip_sets=len(self.members.active_set_ids),
             ip_set_members=self.members.member_count(),
-            rules=sum(len(a.inbound) + len(a.outbound) for a in owners),
+            rules=self.rules.rule_count(),
         )
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -317,53 +257,35 @@ class CalcGraph:
             return
         assert isinstance(resource, WorkloadEndpoint | HostEndpoint)
         previous = self._local.get(key)
-        if previous is not None and self._endpoint_id(previous.resource) != self._endpoint_id(
-            resource
-        ):
+        if previous is not None and _endpoint_id(previous) != _endpoint_id(resource):
             self._remove_local_endpoint(key)
-            previous = None
-        for profile in profiles:
-            self._reference_profile(profile)
-        if previous is not None:
-            for profile in previous.profiles:
-                self._release_profile(profile)
-        self._local[key] = _LocalEndpoint(resource, profiles)
-        self._local_inherit.update_item(key, labels, profiles)
-        self._dirty_endpoints.add(key)
-
-    @staticmethod
-    def _endpoint_id(resource: WorkloadEndpoint | HostEndpoint) -> object:
-        if isinstance(resource, WorkloadEndpoint):
-            return workload_endpoint_id(resource)
-        return HostEndpointID(resource.metadata.name)
+        self._local[key] = resource
+        self.rules.update_endpoint(key, labels, profiles)
 
     def _remove_local_endpoint(self, key: str) -> None:
         previous = self._local.pop(key, None)
         if previous is None:
             return
-        self._dirty_endpoints.discard(key)
-        self._local_inherit.delete_item(key)
-        endpoint_id = self._endpoint_id(previous.resource)
+        endpoint_id = _endpoint_id(previous)
         if isinstance(endpoint_id, WorkloadEndpointID):
             self.sequencer.on_workload_endpoint_remove(endpoint_id)
-        elif isinstance(endpoint_id, HostEndpointID):
+        else:
             self.sequencer.on_host_endpoint_remove(endpoint_id)
-        for profile in previous.profiles:
-            self._release_profile(profile)
+        self.rules.delete_endpoint(key)
 
     def _send_endpoint(self, key: str) -> None:
         endpoint = self._local.get(key)
         if endpoint is None:
             return
         self.stats.endpoint_computations += 1
-        infos = [self._policy_infos[p] for p in self.local_index.selectors_matching(key)]
-        if isinstance(endpoint.resource, WorkloadEndpoint):
+        infos = self.rules.policies_for(key)
+        if isinstance(endpoint, WorkloadEndpoint):
             self.sequencer.on_workload_endpoint_update(
-                workload_endpoint_update(endpoint.resource, workload_tiers(infos, self._tiers))
+                workload_endpoint_update(endpoint, workload_tiers(infos, self._tiers))
             )
         else:
             self.sequencer.on_host_endpoint_update(
-                host_endpoint_update(endpoint.resource, host_tiers(infos, self._tiers))
+                host_endpoint_update(endpoint, host_tiers(infos, self._tiers))
             )
 
     def _on_network_set(self, key: str, resource: Resource | None) -> None:
@@ -376,154 +298,6 @@ class CalcGraph:
             )
         else:
             self.members.delete_item(key)
-
-    # --- policies (the active-rules calculator) ----------------------------------------------
-
-    def _on_policy(self, key: str, resource: Resource | None) -> None:
-        old_id = self._policy_ids_by_key.get(key)
-        parsed: tuple[PolicyInfo, Selector, _Active] | None = None
-        if isinstance(resource, NetworkPolicy | GlobalNetworkPolicy):
-            parsed = self._parse_policy(key, resource)
-        if parsed is None:
-            if old_id is not None:
-                self._delete_policy(key, old_id)
-            return
-        info, selector, rules = parsed
-        if old_id is not None and old_id != info.id:
-            self._delete_policy(key, old_id)  # moved to another tier: a different policy
-        self._policy_ids_by_key[key] = info.id
-        previous_info = self._policy_infos.get(info.id)
-        self._policy_infos[info.id] = info
-        self._policy_rules[info.id] = rules
-        was_active = info.id in self._active_policies
-        self.local_index.update_selector(info.id, selector)
-        if was_active and info.id in self._active_policies:
-            self._activate_policy(info.id)  # the new rules, in place
-        if previous_info != info:
-            self._dirty_endpoints.update(self.local_index.matches(info.id))
-
-    def _parse_policy(
-        self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy
-    ) -> tuple[PolicyInfo, Selector, _Active] | None:
-        """Everything the graph needs from a policy, or None (logged) if a selector or net
-        does not parse: like Go's validation filter, an invalid policy counts as deleted."""
-        info = policy_info(resource)
-        namespace = resource.metadata.namespace if isinstance(resource, NetworkPolicy) else None
-        owner = f"{info.id.kind}/{info.id.tier}/{info.id.name}"
-        try:
-            selector = policy_selector(resource)
-            rules = _resolve(
-                resource.spec.ingress if info.ingress else None,
-                resource.spec.egress if info.egress else None,
-                namespace,
-                owner,
-            )
-        except ValueError as error:
-            self.stats.invalid_resources += 1
-            log.warning("Treating policy %s as deleted: %s", key, error)
-            return None
-        return info, selector, rules
-
-    def _delete_policy(self, key: str, policy: PolicyID) -> None:
-        del self._policy_ids_by_key[key]
-        self.local_index.delete_selector(policy)  # deactivates it via the callbacks
-        self._policy_rules.pop(policy, None)
-        self._policy_infos.pop(policy, None)
-
-    def _on_policy_match_started(self, policy: PolicyID, endpoint_key: str) -> None:
-        self._dirty_endpoints.add(endpoint_key)
-        if policy not in self._active_policies:
-            self._activate_policy(policy)
-
-    def _on_policy_match_stopped(self, policy: PolicyID, endpoint_key: str) -> None:
-        self._dirty_endpoints.add(endpoint_key)
-        if policy in self._active_policies and not self.local_index.has_matches(policy):
-            active = self._active_policies.pop(policy)
-            self.sequencer.on_policy_remove(policy)
-            self._release_sets(active.sets)
-
-    def _activate_policy(self, policy: PolicyID) -> None:
-        """Send the policy's rules, referencing their IP sets (new ones before old ones go)."""
-        active = self._policy_rules[policy]
-        self.stats.policy_activations += 1
-        self._reference_sets(active.sets)
-        previous = self._active_policies.get(policy)
-        self._active_policies[policy] = active
-        self.sequencer.on_policy_update(ActivePolicyUpdate(policy, active.inbound, active.outbound))
-        if previous is not None:
-            self._release_sets(previous.sets)
-
-    def _reference_sets(self, sets: dict[str, IPSetSpec]) -> None:
-        for spec in sets.values():
-            self.members.reference(spec)
-
-    def _release_sets(self, sets: dict[str, IPSetSpec]) -> None:
-        for set_id in sets:
-            self.members.release(set_id)
-
-    # --- profiles -----------------------------------------------------------------------------
-
-    def _profile(self, name: str) -> Profile | None:
-        profile = self._profiles.get(name)
-        if profile is None and name == DEFAULT_ALLOW_PROFILE:
-            return _DEFAULT_ALLOW
-        return profile
-
-    def _on_profile(self, name: str, resource: Resource | None) -> None:
-        self._profiles.pop(name, None)
-        self._profile_rules.pop(name, None)
-        if isinstance(resource, Profile):
-            try:
-                rules = _resolve(
-                    resource.spec.ingress, resource.spec.egress, None, f"Profile/{name}"
-                )
-            except ValueError as error:
-                self.stats.invalid_resources += 1
-                log.warning("Treating profile %s as deleted: %s", name, error)
-            else:
-                self._profiles[name] = resource
-                self._profile_rules[name] = rules
-        profile = self._profile(name)
-        labels = profile.spec.labels_to_apply if profile is not None else None
-        self.members.update_parent(name, labels)
-        self._local_inherit.update_parent(name, labels)
-        if name in self._active_profiles:
-            self._activate_profile(name)
-
-    def _reference_profile(self, name: str) -> None:
-        count = self._profile_references.get(name, 0)
-        self._profile_references[name] = count + 1
-        if not count:
-            self._activate_profile(name)
-
-    def _release_profile(self, name: str) -> None:
-        count = self._profile_references[name]
-        if count > 1:
-            self._profile_references[name] = count - 1
-            return
-        del self._profile_references[name]
-        active = self._active_profiles.pop(name)
-        self.sequencer.on_profile_remove(ProfileID(name))
-        self._release_sets(active.sets)
-
-    def _activate_profile(self, name: str) -> None:
-        active = self._profile_rules.get(name)
-        if active is None:
-            # The synthetic default-allow profile, or a referenced profile that does not exist:
-            # the latter allows nothing, and is still sent so that endpoints never reference a
-            # profile the dataplane lacks.
-            profile = self._profile(name)
-            ingress = profile.spec.ingress if profile is not None else None
-            egress = profile.spec.egress if profile is not None else None
-            active = _resolve(ingress, egress, None, f"Profile/{name}")
-        self._reference_sets(active.sets)
-        previous = self._active_profiles.get(name)
-        self._active_profiles[name] = active
-        self.sequencer.on_profile_update(
-            ActiveProfileUpdate(ProfileID(name), active.inbound, active.outbound)
-        )
-        if previous is not None:
-            self._release_sets(previous.sets)
 
     # --- tiers, configuration, pools, nodes ---------------------------------------------------
 
@@ -539,9 +313,7 @@ class CalcGraph:
             del self._tiers[name]
         else:
             self._tiers[name] = settings
-        for policy, info in self._policy_infos.items():
-            if info.id.tier == name:
-                self._dirty_endpoints.update(self.local_index.matches(policy))
+        self._dirty_endpoints.update(self.rules.endpoints_of_tier(name))
 
     def _on_felix_configuration(self, name: str, resource: Resource | None) -> None:
         if name not in (GLOBAL_CONFIG_NAME, node_config_name(self.hostname)):
