@@ -733,6 +733,22 @@ class IPAMConfig:
             kube_virt_vm_address_persistence=raw.get("kubeVirtVMAddressPersistence"),
         )
 
+    @classmethod
+    def from_resource_json(cls, data: bytes | str) -> IPAMConfig:
+        """From a stored v3 ``IPAMConfiguration`` (camelCase spec fields)."""
+        spec = json.loads(data).get("spec") or {}
+        strict = spec.get("strictAffinity")
+        auto = spec.get("autoAllocateBlocks")
+        return cls(
+            strict_affinity=bool(strict) if strict is not None else False,
+            auto_allocate_blocks=bool(auto) if auto is not None else True,
+            max_blocks_per_host=int(spec.get("maxBlocksPerHost") or 0),
+            ip_cooldown_seconds=min(
+                int(spec.get("ipCooldownSeconds") or 0), MAX_IP_COOLDOWN_SECONDS
+            ),
+            kube_virt_vm_address_persistence=spec.get("kubeVirtVMAddressPersistence"),
+        )
+
     def to_json(self) -> bytes:
         out: dict[str, Any] = {
             "strict_affinity": self.strict_affinity,

@@ -25,6 +25,7 @@ CONFIG_KEY = paths.IPAM_CONFIG_KEY
 HANDLES_PREFIX = paths.HANDLE_ROOT
 IPPOOLS_PREFIX = paths.resource_prefix("ippools")
 NODES_PREFIX = paths.resource_prefix("nodes")
+IPAM_CONFIGURATION_KEY = paths.resource_key("ipamconfigurations", "default")
 
 
 def block_key(cidr: IPNetwork) -> str:

@@ -91,8 +91,15 @@ class IPAMStore:
     # -- reads of config, pools and nodes --
 
     async def get_config(self) -> IPAMConfig:
-        kv = await self.kv.get(keys.CONFIG_KEY)
-        return IPAMConfig() if kv is None else IPAMConfig.from_json(kv.value)
+        """IPAM configuration: ``/calico/ipam/v2/config`` (what ``calicoctl ipam configure``
+        writes) or the v3 ``IPAMConfiguration`` ``default`` resource (what ``calicoctl apply``
+        writes), whichever was written last; Calico's defaults when neither exists."""
+        v1, v3 = await asyncio.gather(
+            self.kv.get(keys.CONFIG_KEY), self.kv.get(keys.IPAM_CONFIGURATION_KEY)
+        )
+        if v3 is not None and (v1 is None or v3.revision > v1.revision):
+            return IPAMConfig.from_resource_json(v3.value)
+        return IPAMConfig() if v1 is None else IPAMConfig.from_json(v1.value)
 
     async def set_config(self, config: IPAMConfig) -> None:
         problems = config.validate()

@@ -425,3 +425,21 @@ async def test_empty_blocks_of_pools_that_no_longer_select_the_node_are_released
     await ipam.auto_assign(request(handle="b2"))
     assert await kv.get(affinity) is None  # empty and unselected: given up
     assert await kv.get(keys.block_key(first.network)) is None
+
+
+async def test_config_from_the_v3_resource_when_written_last() -> None:
+    kv, ipam, _ = await setup()
+    assert not (await ipam.get_config()).strict_affinity
+    await ipam.set_config(IPAMConfig(ip_cooldown_seconds=5))
+    resource = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPAMConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"strictAffinity": True, "maxBlocksPerHost": 3},
+    }
+    await kv.put(keys.IPAM_CONFIGURATION_KEY, json.dumps(resource).encode())
+    config = await ipam.get_config()
+    assert (config.strict_affinity, config.max_blocks_per_host) == (True, 3)
+    assert config.auto_allocate_blocks and config.ip_cooldown_seconds == 0
+    await ipam.set_config(IPAMConfig(strict_affinity=False))
+    assert not (await ipam.get_config()).strict_affinity
