@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +24,35 @@ SELECTOR_TEXTS = [
     "c not in {'1'}",
 ]
 LABELS = st.dictionaries(st.sampled_from("abc"), st.sampled_from("123"), max_size=3)
+_TERMS = st.one_of(
+    st.builds("{} == '{}'".format, st.sampled_from("abc"), st.sampled_from("123")),
+    st.builds("{} != '{}'".format, st.sampled_from("abc"), st.sampled_from("123")),
+    st.builds(
+        "{} in {{'{}', '{}'}}".format,
+        st.sampled_from("abc"),
+        st.sampled_from("123"),
+        st.sampled_from("123"),
+    ),
+    st.builds("{} not in {{'{}'}}".format, st.sampled_from("abc"), st.sampled_from("123")),
+    st.builds("has({})".format, st.sampled_from("abc")),
+    st.builds("!has({})".format, st.sampled_from("abc")),
+    st.just("all()"),
+)
+RANDOM_SELECTORS = st.recursive(
+    _TERMS,
+    lambda inner: st.one_of(
+        st.builds("({}) && ({})".format, inner, inner),
+        st.builds("({}) || ({})".format, inner, inner),
+        st.builds("!({})".format, inner),
+    ),
+    max_leaves=5,
+)
 OPERATION = st.one_of(
-    st.tuples(st.just("selector"), st.integers(0, 3), st.sampled_from(SELECTOR_TEXTS)),
+    st.tuples(
+        st.just("selector"),
+        st.integers(0, 3),
+        st.one_of(st.sampled_from(SELECTOR_TEXTS), RANDOM_SELECTORS),
+    ),
     st.tuples(st.just("unselector"), st.integers(0, 3), st.none()),
     st.tuples(st.just("item"), st.integers(0, 4), LABELS),
     st.tuples(st.just("unitem"), st.integers(0, 4), st.none()),
@@ -33,7 +61,7 @@ OPERATION = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(OPERATION, max_size=40))
 def test_matches_equal_brute_force_and_callbacks_agree(operations: list[tuple]) -> None:  # type: ignore[type-arg]
     seen: set[tuple[int, int]] = set()
@@ -88,6 +116,36 @@ def test_matches_equal_brute_force_and_callbacks_agree(operations: list[tuple]) 
         assert seen == expected
         for s in selectors:
             assert index.matches(s) == {i for (t, i) in expected if t == s}
+
+
+@pytest.mark.parametrize(
+    ("selector", "before", "after"),
+    [
+        ("a == '1'", {"a": "2"}, {"a": "1"}),  # demanded value
+        ("has(a)", {"b": "1"}, {"a": "1", "b": "1"}),  # demanded presence
+        ("!has(a)", {"a": "1"}, {}),  # demanded absence
+        ("a != '1'", {"a": "1"}, {"a": "2"}),  # no demand on the label
+        ("a == '1' || b == '1'", {"a": "2"}, {"a": "2", "b": "1"}),  # demand only per branch
+        ("all()", {}, {"z": "1"}),  # reads nothing
+    ],
+)
+def test_each_kind_of_demand_moves_an_item_in_and_out(
+    selector: str, before: dict[str, str], after: dict[str, str]
+) -> None:
+    seen: set[tuple[int, int]] = set()
+    index: SelectorIndex[int, int] = SelectorIndex(
+        lambda s, i: seen.add((s, i)), lambda s, i: seen.remove((s, i))
+    )
+    index.update_selector(1, parse(selector))
+    matches_before = parse(selector).evaluate(before)
+    index.update_item(7, before)
+    assert seen == ({(1, 7)} if matches_before else set())
+    index.update_item(7, after)
+    assert seen == ({(1, 7)} if parse(selector).evaluate(after) else set())
+    index.update_item(7, before)
+    assert seen == ({(1, 7)} if matches_before else set())
+    index.delete_item(7)
+    assert seen == set()
 
 
 def _big_graph(endpoints: int, policies: int) -> CalcGraph:
