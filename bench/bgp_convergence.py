@@ -259,22 +259,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with (
         EtcdServer(name="bench-bgp") as etcd,
-        BgpCluster(etcd.endpoint, args.nodes, prefix="pcbb", pool=POOL) as cluster,
+        BgpCluster(etcd.endpoint, args.nodes, prefix=f"pcb{os.getpid() % 10000:04d}", pool=POOL) as cluster,
     ):
         started = time.perf_counter()
         cluster.start()
-        if args.mode == "rr":
-            switch_to_reflectors(cluster)
-        for node in cluster.nodes:
-            want = expected_sessions(cluster, node, args.mode)
-            wait_for(
-                lambda node=node, want=want: (
-                    len(cluster.established(node)) == want
-                    and len(cluster.bgp_protocols(node)) == want
-                ),
-                120,
-                interval=0.5,
-            )
+        modes = ["mesh", "rr"] if args.mode == "rr" else ["mesh"]
+        for mode in modes:
+            if mode == "rr":
+                switch_to_reflectors(cluster)
+            for node in cluster.nodes:
+                want = expected_sessions(cluster, node, mode)
+                wait_for(
+                    lambda node=node, want=want: (
+                        len(cluster.established(node)) == want
+                        and len(cluster.bgp_protocols(node)) == want
+                    ),
+                    180,
+                    interval=0.5,
+                )
         ready = time.perf_counter() - started
         watch = RouteWatch(cluster.nodes)
         try:
