@@ -138,6 +138,8 @@ async def test_200_concurrent_adds_then_dels_twice(
     report = await check(seeded)
     assert report.clean, report.findings
     assert report.allocations == 200
+    code, out = await calicoctl_check(etcd, tmp_path / "after-add.json")
+    assert code == 0 and "Found 200 allocated IPs." in out and "found 0 problems" in out, out
 
     # DEL twice, through the node agent: the second round finds nothing and succeeds.
     for _ in range(2):
@@ -151,20 +153,25 @@ async def test_200_concurrent_adds_then_dels_twice(
     assert [k for k in await ipam_keys(seeded) if "/handle/" in k] == []
 
     # calicoctl ipam check, as the operator runs it, agrees.
+    code, out = await calicoctl_check(etcd, tmp_path / "report.json")
+    assert code == 0 and "Found 0 allocated IPs." in out and "found 0 problems" in out, out
+    assert json.loads((tmp_path / "report.json").read_text())["findings"] == []
+
+
+async def calicoctl_check(etcd: EtcdServer, report: Path) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         CALICOCTL,
         "ipam",
         "check",
         "-o",
-        str(tmp_path / "report.json"),
+        str(report),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "ETCD_ENDPOINTS": etcd.endpoint},
     )
-    out, err = await process.communicate()
-    assert process.returncode == 0, (out, err)
-    assert b"found 0 problems" in out
-    assert json.loads((tmp_path / "report.json").read_text())["findings"] == []
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
 
 
 async def test_result_shapes_check_and_version(
