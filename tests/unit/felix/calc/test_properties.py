@@ -110,7 +110,12 @@ def policies(draw: st.DrawFn) -> Resource:
     full_name = name if tier_name == "default" else f"{tier_name}.{name}"
     if draw(st.booleans()):
         return policy(full_name, namespace=draw(NAMESPACES), **spec)
-    return global_policy(full_name, **spec)
+    flags = draw(st.sampled_from([{}, {"doNotTrack": True}, {"preDNAT": True}]))
+    if flags or draw(st.booleans()):
+        spec["applyOnForward"] = True
+    if "preDNAT" in flags:
+        spec["egress"] = []
+    return global_policy(full_name, **spec, **flags)
 
 
 @st.composite
