@@ -4,8 +4,13 @@ What it is: short constructors for the v3 resources the graph consumes (``worklo
 ``global_policy``, ``profile``...), and ``DataplaneModel``, which applies flushed messages the way
 a dataplane would and *checks the sequencing contract* while doing so: it raises
 ``SequencingError`` if a message references an IP set, policy or profile it was not sent, if a
-delta touches an unknown set, or if something is removed while still referenced.  What it is not:
-a real dataplane or a datastore fake.
+delta touches an unknown set, or if something is removed while still referenced; and ``Harness``,
+a ``CalcGraph`` flushed into a ``DataplaneModel`` after every change, with queries in Calico
+terms (a pod's ingress tiers, the members of a selector's set).  What it is not: a real
+dataplane or a datastore fake.
+
+The dataplane engineer can use ``DataplaneModel`` to check that a message stream they build by
+hand respects the same contract the sequencer guarantees.
 """
 
 from __future__ import annotations
@@ -373,6 +378,8 @@ class DataplaneModel:
 
 
 class Harness:
+    """A graph for ``HOSTNAME`` whose every flush is applied to a checking ``DataplaneModel``."""
+
     def __init__(self) -> None:
         self.graph = CalcGraph(HOSTNAME)
         self.dataplane = DataplaneModel()
