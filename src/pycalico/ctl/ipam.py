@@ -8,7 +8,8 @@ command runs one ``asyncio.run`` over one etcd connection.  Not here: IPAM logic
 
 Output follows calicoctl's: the usage table ``GROUPING | CIDR | IPS TOTAL | IPS IN USE | IPS
 RESERVED | IPS FREE`` (rows per pool, and per block with ``--show-blocks``; cooling-down
-addresses count as reserved), ``IP x is in use`` / ``IP x is not assigned`` for ``--ip``.
+addresses count as reserved), ``IP x is in use`` / ``IP x is not assigned`` for ``--ip``, ``--show-borrowed`` and
+``--show-configuration`` tables.
 ``check`` exits 1 when it finds anything; ``-o FILE`` writes the report as JSON.
 """
 
@@ -159,6 +160,27 @@ async def _show_ip(kv: KVStore, text: str) -> str:
     return "\n".join(lines)
 
 
+async def _show_borrowed(kv: KVStore) -> str:
+    """Addresses allocated to a node other than the block's owner (calicoctl's columns)."""
+    rows = []
+    for _, block in await IPAM(kv).list_blocks():
+        owner = block.host or ""
+        for address in block.in_use_addresses():
+            attribute = block.attribute_for(address)
+            attrs = dict(attribute.secondary or {}) if attribute else {}
+            node = attrs.get("node", "")
+            if not node or node == owner:
+                continue
+            kind = attrs.get("type") or "pod"
+            if "pod" in attrs:
+                allocated_to = f"{attrs.get('namespace', '')}/{attrs['pod']}"
+            else:
+                allocated_to = (attribute.handle_id or "") if attribute else ""
+            rows.append([str(address), node, str(block.cidr), owner, kind, allocated_to])
+    header = ["IP", "BORROWING-NODE", "BLOCK", "BLOCK OWNER", "TYPE", "ALLOCATED-TO"]
+    return render_table(header, sorted(rows, key=lambda r: ipaddress.ip_address(r[0])))
+
+
 async def _show_configuration(kv: KVStore) -> str:
     config = await IPAM(kv).get_config()
     rows = [
@@ -173,6 +195,7 @@ async def _show_configuration(kv: KVStore) -> str:
 @ipam.command("show")
 @click.option("--ip", "ip_text", default=None, help="Report whether this address is in use.")
 @click.option("--show-blocks", is_flag=True, help="Also show a row per allocation block.")
+@click.option("--show-borrowed", is_flag=True, help="Show addresses borrowed from other nodes.")
 @click.option("--show-configuration", is_flag=True, help="Show the IPAM configuration.")
 @_config_option
 @click.pass_context
@@ -180,12 +203,16 @@ def show(
     ctx: click.Context,
     ip_text: str | None,
     show_blocks: bool,
+    show_borrowed: bool,
     show_configuration: bool,
     config_file: str | None,
 ) -> None:
     """Show IP pool and block usage, or who holds one address."""
     if ip_text is not None:
         click.echo(_run(ctx, config_file, lambda kv: _show_ip(kv, ip_text)))
+        return
+    if show_borrowed:
+        click.echo(_run(ctx, config_file, _show_borrowed))
         return
     if show_configuration:
         click.echo(_run(ctx, config_file, _show_configuration))

@@ -17,6 +17,8 @@ Findings (``kind``):
 * ``affinity-without-block``, ``stale-affinity``, ``block-without-affinity``: the two halves
   of a claim disagree;
 * ``address-with-two-owners``: one address allocated in two blocks, or used by two endpoints;
+* ``address-in-use-without-allocation``: a workload endpoint uses an address of a pool that
+  IPAM has not allocated;
 * ``allocation-outside-pools``, ``corrupt-block``.
 
 Invariant: a store written only by completed allocator calls has no findings.
@@ -298,6 +300,17 @@ def analyse(snapshot: Snapshot) -> Report:
                 )
             )
     for address_text, endpoints in sorted(snapshot.endpoint_addresses.items()):
+        used = ipaddress.ip_address(address_text)
+        if used not in owners and pool_for_address(snapshot.pools, used) is not None:
+            findings.append(
+                Finding(
+                    "address-in-use-without-allocation",
+                    f"address {address_text} is used by workload endpoint "
+                    f"{', '.join(endpoints)} but IPAM has not allocated it, so it may be "
+                    "handed to another workload",
+                    address=address_text,
+                )
+            )
         if len(endpoints) > 1:
             findings.append(
                 Finding(

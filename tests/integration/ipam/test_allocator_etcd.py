@@ -44,7 +44,7 @@ async def owner(
 
 
 @pytest.mark.parametrize("strict", [False, True])
-async def test_four_blocks_eight_nodes(kv: KVStore, strict: bool) -> None:
+async def test_four_blocks_eight_nodes(kv: KVStore, etcd: EtcdServer, strict: bool) -> None:
     await put_pool(kv, "small", "10.70.0.0/24", block_size=26)  # room for 4 blocks
     for node in NODES:
         await put_node(kv, node)
@@ -75,6 +75,12 @@ async def test_four_blocks_eight_nodes(kv: KVStore, strict: bool) -> None:
         for node in borrowers:
             assert await owner(kv, got[node][0].addresses[0]) in affine
         assert len({r[0].addresses[0].ip for r in got.values()}) == 8
+        code, out = await asyncio.to_thread(calicoctl, etcd, "show", "--show-borrowed")
+        assert code == 0 and "BORROWING-NODE" in out
+        for node in borrowers:
+            address = got[node][0].addresses[0]
+            row = next(line for line in out.splitlines() if f"| {address.ip} " in line)
+            assert f"| {node} " in row and f"| {await owner(kv, address)} " in row
     report = await check(kv)
     assert report.clean, report.findings
 

@@ -71,6 +71,10 @@ def test_each_kind_of_finding() -> None:
     assert kinds(snapshot(endpoint_addresses={"10.65.0.0": ["ns/a", "ns/b"]})) == [
         "address-with-two-owners"
     ]
+    assert kinds(snapshot(endpoint_addresses={"10.65.0.1": ["ns/a"]})) == [
+        "address-in-use-without-allocation"
+    ]
+    assert kinds(snapshot(endpoint_addresses={"192.168.9.9": ["ns/no-ipam"]})) == []
 
 
 async def test_allocator_leaves_a_clean_store() -> None:
