@@ -506,3 +506,18 @@ def test_policy_moved_to_another_tier_is_a_new_policy(harness: Harness) -> None:
     )
     assert harness.ingress("w") == [("default", ["t.p"])]
     assert set(harness.dataplane.policies) == {PolicyID("default", "t.p")}
+
+
+def test_a_pod_that_moves_off_this_node_stays_in_ip_sets(harness: Harness) -> None:
+    harness.put(
+        workload("anchor", labels={"app": "db"}, ips=["10.0.0.9"]),
+        workload("web", labels={"app": "web"}, ips=["10.0.0.1"]),
+        global_policy("p", selector="app == 'db'", ingress=ALLOW_FROM_WEB),
+    )
+    assert harness.has_workload("web")
+    # The same WorkloadEndpoint (same key) now names another node.
+    web = workload("web", labels={"app": "web"}, ips=["10.0.0.1"])
+    moved = web.model_copy(update={"spec": web.spec.model_copy(update={"node": "node-b"})})
+    messages = harness.put(moved)
+    assert [type(m).__name__ for m in messages] == ["WorkloadEndpointRemove"]
+    assert harness.members("app == 'web'") == {"10.0.0.1"}
