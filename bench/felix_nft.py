@@ -8,7 +8,11 @@ What this measures, in one run, inside a private network namespace (needs root):
 * incremental applies: one policy's rules changed; one IP-set member added; one endpoint added —
   each reported as a ratio to the full apply (time and transaction bytes);
 * transports: the same incremental transaction through libnftables (in-process) and through
-  one ``nft -f -`` process, as a ratio.
+  one ``nft -f -`` process, as a ratio;
+* throughput: iperf3 (TCP, 3 s) between two real pods behind ``cali`` veths, each governed by
+  three of those policies in a tier, with the whole 1,000-endpoint ruleset loaded, as a ratio to
+  the same pair with no ``calico`` table at all, and to a table holding only a conntrack rule
+  (which is what switches conntrack on in the namespace); rounds interleaved.
 
 Routes and sysctls go to the fake kernel (1,000 real veths would measure ``ip link``, not us).
 
@@ -17,6 +21,7 @@ Run: ``.venv/bin/python -m bench.felix_nft`` (``--quick`` for 200 endpoints).
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -119,6 +124,100 @@ def run_backend(make: type[NftBackend], endpoints: int, policies: int, sets: int
     return results
 
 
+def iperf(topology: netns.Topology, seconds: int) -> float:
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", topology.pods["b"].name, "iperf3", "-s", "-1", "-p", "5201"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _attempt in range(20):  # the server may take a moment to listen on a busy machine
+            done = netns.run(
+                "ip", "netns", "exec", topology.pods["a"].name, "iperf3", "-c",
+                topology.pods["b"].ipv4, "-p", "5201", "-t", str(seconds), "-J",
+                check=False, timeout=seconds + 30,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
+            time.sleep(0.25)
+        raise RuntimeError(f"iperf3 failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> tuple[float, float, float]:
+    """Median bits/s with the ruleset, with only a conntrack rule, with no calico table."""
+    topology = netns.Topology()
+    try:
+        topology.create_node()
+        topology.add_pod("a", "10.99.0.1")
+        topology.add_pod("b", "10.99.0.2")
+        allow_iperf = m.ActivePolicyUpdate(
+            m.PolicyID("default", "allow-iperf"),
+            (m.ResolvedRule("allow", protocol="tcp", destination_ports=(m.PortRange(5201, 5201),)),),
+            (ALLOW,),
+        )  # fmt: skip
+        pods = []
+        for key in ("a", "b"):
+            pod = topology.pods[key]
+            ids = (*(m.PolicyID("default", f"policy-{k}") for k in range(3)), allow_iperf.id)
+            pods.append(
+                m.WorkloadEndpointUpdate(
+                    m.WorkloadEndpointID("k8s", f"default/bench-{key}", "eth0"), pod.interface,
+                    "", (f"{pod.ipv4}/32",), (), (m.ProfileID("kns.default"),),
+                    (m.TierInfo("default", "deny", ids, ids),),
+                )
+            )  # fmt: skip
+        with netns.enter(topology.node):
+            from pycalico.felix.drivers.conntrack import ConntrackCommand
+            from pycalico.felix.drivers.interfaces import ProcSysctls
+            from pycalico.felix.drivers.routes import NetlinkRoutes
+
+            kernel = FakeKernel()
+            dataplane = Dataplane(
+                DataplaneOptions(), LibNftablesBackend(), NetlinkRoutes(), ProcSysctls(),
+                ConntrackCommand(),
+            )  # fmt: skip
+            # The bench endpoints have no veths: their routes would only be retried; the two
+            # real pods' routes and sysctls are the ones that matter.
+            dataplane.route_table.backend = kernel.routes
+            dataplane.on_updates([*world(endpoints, policies, sets), allow_iperf, *pods])
+            dataplane.on_update(m.InSync())
+            dataplane.apply()
+            real_routes = NetlinkRoutes()
+            from pycalico.felix.drivers.routes import Route
+
+            for pod in pods:
+                real_routes.replace(Route(pod.ipv4_nets[0], pod.interface_name))
+        script = netns.netns_run(topology.node, "nft", "list", "table", "inet", "calico")
+        conntrack_only = (
+            "table inet calico {\n chain f {\n  type filter hook forward priority filter; "
+            "policy accept;\n  ct state established,related accept\n }\n}\n"
+        )
+        results: dict[str, list[float]] = {"rules": [], "conntrack": [], "none": []}
+
+        def load(text: str) -> None:
+            netns.netns_run(topology.node, "nft", "delete", "table", "inet", "calico", check=False)
+            if text:
+                subprocess.run(
+                    ["ip", "netns", "exec", topology.node, "nft", "-f", "-"],
+                    input=text.encode(), check=True, capture_output=True,
+                )  # fmt: skip
+
+        for _ in range(rounds):
+            for name, text in (("rules", script), ("conntrack", conntrack_only), ("none", "")):
+                load(text)
+                results[name].append(iperf(topology, 3))
+        return (
+            statistics.median(results["rules"]),
+            statistics.median(results["conntrack"]),
+            statistics.median(results["none"]),
+        )
+    finally:
+        topology.cleanup()
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
     endpoints, policies, sets, rounds = (200, 200, 40, 3) if quick else (1000, 1000, 200, 5)
@@ -160,6 +259,14 @@ def main() -> int:
     print(
         f"  full apply via `nft -f -` process: {cmd_full * 1000:8.1f} ms "
         f"(ratio to libnftables {cmd_full / full_t:.2f})"
+    )
+    with_rules, conntrack, without = throughput(endpoints, policies, sets, 3 if quick else 5)
+    print(f"  iperf3 TCP pod->pod, whole ruleset   : {with_rules / 1e9:6.2f} Gbit/s  "
+          f"ratio {with_rules / without:.3f} to no table, {with_rules / conntrack:.3f} to "
+          f"conntrack alone")  # fmt: skip
+    print(
+        f"  iperf3 TCP pod->pod, conntrack only  : {conntrack / 1e9:6.2f} Gbit/s  "
+        f"ratio {conntrack / without:.3f} to no table ({without / 1e9:.2f} Gbit/s)"
     )
     print("reproduce: sudo .venv/bin/python -m bench.felix_nft")
     return 0

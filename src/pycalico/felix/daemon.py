@@ -136,6 +136,7 @@ class Felix:
             dataplane is not None
             and dataplane.in_sync
             and dataplane.last_report is not None
+            and dataplane.healthy
             and self.live()
         )
 

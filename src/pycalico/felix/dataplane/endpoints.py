@@ -83,6 +83,9 @@ class EndpointManager:
     def dirty(self) -> bool:
         return bool(self._dirty_workloads) or bool(self._dirty_hosts) or not self._static_done
 
+    def hosts(self) -> dict[HostEndpointID, HostEndpointUpdate]:
+        return dict(self._hosts)
+
     def complete_deferred_work(self) -> None:
         if not self._static_done:
             for definition in endpoints.dispatch_maps():

@@ -91,6 +91,7 @@ class Dataplane:
         self.in_sync = False
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None
+        self.healthy = False  # the last apply succeeded (readiness)
         self.apply_count = 0
         self.failures = 0
         self._wake = asyncio.Event()
@@ -150,6 +151,7 @@ class Dataplane:
             len(departed),
         )
         self.last_report = report
+        self.healthy = True
         self.apply_count += 1
         for callback in self.on_applied:
             callback(report)
@@ -161,6 +163,11 @@ class Dataplane:
         for endpoint_id, update in self.endpoints.workloads().items():
             up = update.admin_up and self.interfaces.configured(update.interface_name)
             out[endpoint_id] = "up" if up else "down"
+        for host_id, host in self.endpoints.hosts().items():
+            present = host.interface_name == "*" or self.interfaces.backend.link_exists(
+                host.interface_name
+            )
+            out[host_id] = "up" if present else "down"
         return out
 
     def counts(self) -> dict[str, int]:
@@ -219,6 +226,7 @@ class Dataplane:
                     self.apply()
                 except DataplaneError as error:
                     self.failures += 1
+                    self.healthy = False
                     log.error("dataplane apply failed (will retry): %s", error)
         finally:
             for task in (getter, waker):
