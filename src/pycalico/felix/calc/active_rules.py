@@ -3,7 +3,8 @@
 What it is: Go Felix's ``ActiveRulesCalculator`` + the rule-scanning half of ``RuleScanner``.
 Local endpoints (with their profiles' ``labelsToApply``) live in a label index whose selectors
 are the policies' effective selectors; a policy is *active* while it matches at least one local
-endpoint, a profile while a local endpoint names it.  An active policy or profile is sent to the
+endpoint (or always, with the ``AssumeNeededOnEveryNode`` performance hint), a profile while a
+local endpoint names it.  An active policy or profile is sent to the
 sequencer with its resolved rules, and holds a reference on every IP set those rules use (in
 the shared member index).  What it is not: the endpoint messages (the graph builds those from
 ``policies_for``) or the dispatch of raw datastore updates.
@@ -73,6 +74,13 @@ def resolve(
     return ResolvedRules(inbound, outbound, {**in_sets, **out_sets})
 
 
+def _needed_everywhere(policy: NetworkPolicy | GlobalNetworkPolicy) -> bool:
+    """Calico's ``performanceHints: [AssumeNeededOnEveryNode]``: keep the policy (and its IP
+    sets) programmed even while no local endpoint needs it, so that the first one that does
+    is enforced without waiting for them."""
+    return "AssumeNeededOnEveryNode" in (policy.spec.performance_hints or ())
+
+
 class ActiveRulesCalculator:
     def __init__(
         self,
@@ -94,6 +102,7 @@ class ActiveRulesCalculator:
         self._policy_infos: dict[PolicyID, PolicyInfo] = {}
         self._policy_rules: dict[PolicyID, ResolvedRules] = {}
         self.active_policies: dict[PolicyID, ResolvedRules] = {}
+        self._needed_everywhere: set[PolicyID] = set()
         self._profiles: dict[str, Profile] = {}
         self._profile_rules: dict[str, ResolvedRules] = {}
         self._profile_references: dict[str, int] = {}
@@ -143,7 +152,7 @@ class ActiveRulesCalculator:
     def update_policy(self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy | None) -> None:
         old_id = self._policy_ids_by_key.get(key)
         parsed = None if resource is None else self._parse_policy(key, resource)
-        if parsed is None:
+        if resource is None or parsed is None:
             if old_id is not None:
                 self._delete_policy(key, old_id)
             return
@@ -155,11 +164,23 @@ class ActiveRulesCalculator:
         self._policy_infos[info.id] = info
         self._policy_rules[info.id] = rules
         was_active = info.id in self.active_policies
+        if _needed_everywhere(resource):
+            self._needed_everywhere.add(info.id)
+        else:
+            self._needed_everywhere.discard(info.id)
         self.local_index.update_selector(info.id, selector)
-        if was_active and info.id in self.active_policies:
-            self._activate_policy(info.id)  # the new rules, in place
+        if info.id in self.active_policies:
+            if was_active:
+                self._activate_policy(info.id)  # the new rules, in place
+            if not self._keeps_active(info.id):
+                self._deactivate_policy(info.id)
+        elif self._keeps_active(info.id):
+            self._activate_policy(info.id)
         if previous_info != info:
             self._dirty.update(self.local_index.matches(info.id))
+
+    def _keeps_active(self, policy: PolicyID) -> bool:
+        return policy in self._needed_everywhere or self.local_index.has_matches(policy)
 
     def _parse_policy(
         self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy
@@ -183,7 +204,10 @@ class ActiveRulesCalculator:
 
     def _delete_policy(self, key: str, policy: PolicyID) -> None:
         del self._policy_ids_by_key[key]
+        self._needed_everywhere.discard(policy)
         self.local_index.delete_selector(policy)  # deactivates it via the callbacks
+        if policy in self.active_policies:  # it matched nothing, but was needed everywhere
+            self._deactivate_policy(policy)
         self._policy_rules.pop(policy, None)
         self._policy_infos.pop(policy, None)
 
@@ -194,10 +218,13 @@ class ActiveRulesCalculator:
 
     def _on_match_stopped(self, policy: PolicyID, endpoint_key: str) -> None:
         self._dirty.add(endpoint_key)
-        if policy in self.active_policies and not self.local_index.has_matches(policy):
-            active = self.active_policies.pop(policy)
-            self._sequencer.on_policy_remove(policy)
-            self._release_sets(active.sets)
+        if policy in self.active_policies and not self._keeps_active(policy):
+            self._deactivate_policy(policy)
+
+    def _deactivate_policy(self, policy: PolicyID) -> None:
+        active = self.active_policies.pop(policy)
+        self._sequencer.on_policy_remove(policy)
+        self._release_sets(active.sets)
 
     def _activate_policy(self, policy: PolicyID) -> None:
         active = self._policy_rules[policy]

@@ -107,6 +107,8 @@ def policies(draw: st.DrawFn) -> Resource:
         "ingress": draw(RULES),
         "egress": draw(RULES),
     }
+    if draw(st.booleans()):
+        spec["performanceHints"] = ["AssumeNeededOnEveryNode"]
     full_name = name if tier_name == "default" else f"{tier_name}.{name}"
     if draw(st.booleans()):
         return policy(full_name, namespace=draw(NAMESPACES), **spec)

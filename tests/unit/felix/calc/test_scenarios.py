@@ -521,3 +521,20 @@ def test_a_pod_that_moves_off_this_node_stays_in_ip_sets(harness: Harness) -> No
     messages = harness.put(moved)
     assert [type(m).__name__ for m in messages] == ["WorkloadEndpointRemove"]
     assert harness.members("app == 'web'") == {"10.0.0.1"}
+
+
+def test_assume_needed_on_every_node_keeps_a_policy_and_its_sets(harness: Harness) -> None:
+    hinted = global_policy(
+        "hinted",
+        selector="app == 'db'",
+        performanceHints=["AssumeNeededOnEveryNode"],
+        ingress=ALLOW_FROM_WEB,
+    )
+    harness.put(workload("web", labels={"app": "web"}, ips=["10.0.0.1"], node="node-b"), hinted)
+    assert PolicyID("default", "hinted") in harness.dataplane.policies
+    assert harness.members("app == 'web'") == {"10.0.0.1"}
+    harness.put(global_policy("hinted", selector="app == 'db'", ingress=ALLOW_FROM_WEB))
+    assert harness.dataplane.policies == {} and harness.dataplane.ip_sets == {}
+    harness.put(hinted)
+    harness.delete(hinted)
+    assert harness.dataplane.policies == {} and harness.dataplane.ip_sets == {}
