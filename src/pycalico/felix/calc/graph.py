@@ -115,6 +115,13 @@ def key_of(resource: Resource) -> str:
 
 
 class CalcGraph:
+    """Felix's calculation graph for the host ``hostname``.
+
+    Use: feed every syncer batch with ``on_updates([(key, value), ...])`` (or ``on_update``),
+    call ``on_in_sync()`` when the syncer reports in-sync, and hand ``flush()`` to the
+    dataplane after each batch.  ``summary()`` and ``stats`` feed the metrics.
+    """
+
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self.stats = GraphStats()
