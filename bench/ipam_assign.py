@@ -71,7 +71,8 @@ class Assigner:
         self.kv = kv
         self.name = name
         self.allocator = IPAM(kv, cache_seconds=cache_seconds)
-        self.nodes = [f"bench-node-{i}" for i in range(NODES)]
+        # Each subject has its own nodes: they share the pool, not each other's blocks.
+        self.nodes = [f"{name}-node-{i}" for i in range(NODES)]
         self.done = [0] * CLIENTS
 
     async def burst(self, total: int) -> float:
@@ -100,8 +101,9 @@ async def main(quick: bool) -> None:
         kv = EtcdKVStore([etcd.endpoint])
         try:
             await put_pool(kv, "default-ipv4-ippool", "10.64.0.0/12")
-            for node in range(NODES):
-                await put_node(kv, f"bench-node-{node}")
+            for subject in ("agent", "cold"):
+                for node in range(NODES):
+                    await put_node(kv, f"{subject}-node-{node}")
             reference = CasReference(kv)
             await reference.setup()
             warm = Assigner(kv, "agent", cache_seconds=1.0)

@@ -14,7 +14,6 @@ its address: the leader releases what it cannot deliver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,9 +24,6 @@ from pycalico.ipam.pools import USE_LOAD_BALANCER, pool_for_address
 
 if TYPE_CHECKING:
     from pycalico.ipam.allocator import IPAM
-
-# The longest a node's leader waits for requests whose handles are being counted.
-JOIN_WAIT_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -97,10 +93,10 @@ class NodeBatcher:
                 if self._counting.get(node):
                     # Requests whose handles are being counted right now join this batch:
                     # waiting one handle write saves them a block write each.
+                    # No timeout: a count always finishes (or fails) within one etcd call.
                     event = self._counted_event(node)
                     event.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), JOIN_WAIT_SECONDS)
+                    await event.wait()
                 batch = list(queue)
                 queue.clear()
                 async with lock:

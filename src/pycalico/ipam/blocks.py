@@ -292,7 +292,12 @@ class AllocationBlock:
 
     def interface(self, ordinal: int) -> IPInterface:
         """The address with the block's prefix length, which is what Calico's IPAM returns."""
-        return ipaddress.ip_interface((self.address(ordinal), self.cidr.prefixlen))
+        if not 0 <= ordinal < self.size:
+            raise AddressNotInBlock(f"ordinal {ordinal} not in block {self.cidr}")
+        # Built from the integer: ipaddress re-parses an address object given as a tuple part.
+        value = int(self.cidr.network_address) + ordinal
+        kind = ipaddress.IPv4Interface if self.cidr.version == 4 else ipaddress.IPv6Interface
+        return kind((value, self.cidr.prefixlen))
 
     # -- affinity --
 

@@ -28,8 +28,13 @@ NODES_PREFIX = paths.resource_prefix("nodes")
 IPAM_CONFIGURATION_KEY = paths.resource_key("ipamconfigurations", "default")
 
 
+def _segment(cidr: IPNetwork) -> str:
+    # paths.cidr_to_segment's result, without re-parsing a network we already hold.
+    return f"{cidr.network_address}-{cidr.prefixlen}"
+
+
 def block_key(cidr: IPNetwork) -> str:
-    return paths.block_key(str(cidr))
+    return f"{paths.BLOCK_ROOT}ipv{cidr.version}/block/{_segment(cidr)}"
 
 
 def blocks_prefix(version: int | None = None) -> str:
@@ -41,7 +46,8 @@ def handle_key(handle_id: str) -> str:
 
 
 def affinity_key(host: str, cidr: IPNetwork, affinity_type: str = AFFINITY_TYPE_HOST) -> str:
-    return paths.affinity_key(host, str(cidr), affinity_type)
+    prefix = paths.affinity_prefix(host, affinity_type)  # checks the node name
+    return f"{prefix}ipv{cidr.version}/block/{_segment(cidr)}"
 
 
 def host_affinities_prefix(

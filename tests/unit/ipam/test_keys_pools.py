@@ -98,3 +98,16 @@ async def test_bad_handle_ids_are_refused_clearly() -> None:
     ipam = IPAM(MemoryKVStore())
     with pytest.raises(IPAMError, match="handle_id"):
         await ipam.auto_assign(AutoAssignRequest(node="n", handle_id="a/b"))
+
+
+def test_ipam_keys_agree_with_the_datastore_layout() -> None:
+    from pycalico.datastore import paths
+
+    for cidr in (V4, V6, ipaddress.ip_network("192.168.0.0/16")):
+        assert keys.block_key(cidr) == paths.block_key(str(cidr))
+        assert keys.affinity_key("n-1", cidr) == paths.affinity_key("n-1", str(cidr))
+        assert keys.affinity_key("lb", cidr, "virtual") == paths.affinity_key(
+            "lb", str(cidr), "virtual"
+        )
+    with pytest.raises(ValueError):
+        keys.affinity_key("a/b", V4)
