@@ -7,6 +7,7 @@ HostEndpoint.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +92,42 @@ def test_host_endpoint_default_deny_with_failsafe_and_profile(
     checker.check({**no_hep, Probe("node", "out", 2379): True})
     node.send(m.HostEndpointRemove(HEP))
     checker.check(no_hep)
+
+
+def _peer_seen_by_outside(topology: netns.Topology) -> str:
+    """Connect pod -> outside:7070 and return the source address the outside saw."""
+    with netns.enter(topology.pods["out"].name):
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((OUTSIDE_IP, 7070))
+        server.listen(1)
+    server.settimeout(3)
+    try:
+        with netns.enter(topology.pods["pod"].name):
+            client = socket.create_connection((OUTSIDE_IP, 7070), timeout=3)
+        with client:
+            connection, peer = server.accept()
+            connection.close()
+        return str(peer[0])
+    finally:
+        server.close()
+
+
+def test_nat_outgoing_masquerades_pool_traffic_leaving_the_pools(
+    topology: netns.Topology,
+) -> None:
+    node = Node(topology)
+    pod = topology.pods["pod"]
+    workload = m.WorkloadEndpointUpdate(
+        m.WorkloadEndpointID("k8s", "default/pod", "eth0"), pod.interface, "", ("10.65.1.1/32",),
+        (), (PROFILE,), (),
+    )  # fmt: skip
+    node.send(m.ActiveProfileUpdate(PROFILE, (ALLOW,), (ALLOW,)), workload, m.InSync())
+    assert _peer_seen_by_outside(topology) == "10.65.1.1"
+    node.send(m.IPPoolUpdate("10.65.1.0/24", "10.65.1.0/24", masquerade=True))
+    assert _peer_seen_by_outside(topology) == NODE_IP
+    # Traffic between pools is never masqueraded: the outside's net becomes a pool too.
+    node.send(m.IPPoolUpdate("192.168.77.0/24", "192.168.77.0/24", masquerade=False))
+    assert _peer_seen_by_outside(topology) == "10.65.1.1"
+    node.send(m.IPPoolRemove("192.168.77.0/24"), m.IPPoolRemove("10.65.1.0/24"))
+    assert _peer_seen_by_outside(topology) == "10.65.1.1"

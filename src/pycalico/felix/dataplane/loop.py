@@ -28,6 +28,7 @@ from typing import Any
 
 from pycalico.felix.dataplane.endpoints import EndpointManager
 from pycalico.felix.dataplane.ipsets import IPSetManager
+from pycalico.felix.dataplane.nat import NatManager
 from pycalico.felix.dataplane.policy import PolicyManager
 from pycalico.felix.dataplane.routes import RouteManager
 from pycalico.felix.drivers.conntrack import ConntrackCommand
@@ -87,7 +88,8 @@ class Dataplane:
         self.policies = PolicyManager(self.nft, options.render)
         self.endpoints = EndpointManager(self.nft, self.interfaces, options.render)
         self.routes = RouteManager(self.route_table)
-        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes)
+        self.nat = NatManager(self.nft)
+        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
         self.in_sync = False
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None

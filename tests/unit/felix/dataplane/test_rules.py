@@ -234,3 +234,17 @@ def test_set_elements_split_by_family_and_collapse_nets() -> None:
     definition4, definition6 = sets.set_defs("s:x", m.IPSetType.IP)
     assert definition4.type == "ipv4_addr" and definition6.type == "ipv6_addr"
     assert "interval" in definition4.flags
+
+
+def test_nat_outgoing_chain_and_pool_sets() -> None:
+    from pycalico.felix.rules import nat
+
+    chain = nat.postrouting_chain()
+    assert "hook postrouting priority srcnat" in chain.hook
+    assert chain.rules[0] == (
+        "ip saddr @cali40masq-ipam-pools ip daddr != @cali40all-ipam-pools masquerade"
+    )
+    elements = nat.pool_elements(["10.65.0.0/16"], ["10.65.0.0/16", "10.66.0.0/16", "fd00::/48"])
+    assert elements["cali40masq-ipam-pools"] == {"10.65.0.0/16"}
+    assert elements["cali40all-ipam-pools"] == {"10.65.0.0/15"}  # collapsed: no overlaps
+    assert elements["cali60all-ipam-pools"] == {"fd00::/48"}
