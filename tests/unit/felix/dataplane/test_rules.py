@@ -244,7 +244,7 @@ def test_nat_outgoing_chain_and_pool_sets() -> None:
     assert chain.rules[0] == (
         "ip saddr @cali40masq-ipam-pools ip daddr != @cali40all-ipam-pools masquerade"
     )
-    elements = nat.pool_elements(["10.65.0.0/16"], ["10.65.0.0/16", "10.66.0.0/16", "fd00::/48"])
+    elements = nat.pool_elements(["10.65.0.0/16"], ["10.65.0.0/16", "10.64.0.0/16", "fd00::/48"])
     assert elements["cali40masq-ipam-pools"] == {"10.65.0.0/16"}
-    assert elements["cali40all-ipam-pools"] == {"10.65.0.0/15"}  # collapsed: no overlaps
+    assert elements["cali40all-ipam-pools"] == {"10.64.0.0/15"}  # collapsed: no overlaps
     assert elements["cali60all-ipam-pools"] == {"fd00::/48"}
