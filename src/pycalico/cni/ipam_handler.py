@@ -274,7 +274,8 @@ async def handle(
         allocator = ipam if ipam is not None else IPAM(store)
         lock_file = str(invocation.config.get("ipam_lock_file") or DEFAULT_LOCK_FILE)
         try:
-            async with asyncio.timeout(TIMEOUT_SECONDS), lock(lock_file):
+            # Calico starts its 90 s clock once the host lock is held.
+            async with lock(lock_file), asyncio.timeout(TIMEOUT_SECONDS):
                 if invocation.command == "ADD":
                     result = await _add(invocation, allocator, who)
                     return Response(0, json.dumps(render_result(result, version)))
