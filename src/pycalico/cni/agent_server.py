@@ -47,6 +47,25 @@ def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
     return serve
 
 
+def calico_handler(kv: KVStore, *, ipam_cache_seconds: float = 1.0) -> Handler:
+    """``calico`` served with the agent's datastore connection and one long-lived allocator
+    (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock)."""
+    from pycalico.cni import handler as module
+    from pycalico.ipam.allocator import IPAM
+
+    allocator = IPAM(kv, cache_seconds=ipam_cache_seconds)
+
+    async def serve(env: Mapping[str, str], stdin: str) -> Response:
+        return await module.handle(env, stdin, kv=kv, ipam=allocator)
+
+    return serve
+
+
+def default_handlers(kv: KVStore) -> dict[str, Handler]:
+    """Every plugin the node agent serves (``calico-node`` looks this up)."""
+    return {"calico": calico_handler(kv), "calico-ipam": ipam_handler(kv)}
+
+
 class AgentServer:
     def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
         self.path = path
