@@ -131,6 +131,7 @@ def iperf(topology: netns.Topology, seconds: int) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
+        last_error = ""
         for _attempt in range(20):  # the server may take a moment to listen on a busy machine
             done = netns.run(
                 "ip", "netns", "exec", topology.pods["a"].name, "iperf3", "-c",
@@ -138,9 +139,15 @@ def iperf(topology: netns.Topology, seconds: int) -> float:
                 check=False, timeout=seconds + 30,
             )  # fmt: skip
             if done.returncode == 0:
-                return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
+                result = json.loads(done.stdout)
+                received = result.get("end", {}).get("sum_received")
+                if received:
+                    return float(received["bits_per_second"])
+                last_error = result.get("error", "no summary")
+            else:
+                last_error = done.stderr[-300:] or done.stdout[-300:]
             time.sleep(0.25)
-        raise RuntimeError(f"iperf3 failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+        raise RuntimeError(f"iperf3 failed: {last_error}")
     finally:
         server.kill()
         server.wait()
@@ -188,8 +195,8 @@ def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> tuple[f
             real_routes = NetlinkRoutes()
             from pycalico.felix.drivers.routes import Route
 
-            for pod in pods:
-                real_routes.replace(Route(pod.ipv4_nets[0], pod.interface_name))
+            for endpoint in pods:
+                real_routes.replace(Route(endpoint.ipv4_nets[0], endpoint.interface_name))
         script = netns.netns_run(topology.node, "nft", "list", "table", "inet", "calico")
         conntrack_only = (
             "table inet calico {\n chain f {\n  type filter hook forward priority filter; "
