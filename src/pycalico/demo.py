@@ -1,246 +1,238 @@
-"""``make demo``: a guided tour of calicoctl against a throwaway etcd.
+"""``make demo``: a three-node Calico cluster on this machine, pods, policy, and proof.
 
-It starts a private etcd member (free loopback ports, temporary data directory), then runs the
-real ``calicoctl`` executable exactly as a user would type it, with ``ETCD_ENDPOINTS`` pointing at
-that member: apply the example manifests, list what was stored, show one resource in full,
-label it, and show that an invalid manifest is refused with nothing written.  Every command is
-printed before it runs, with its output below it.  etcd is stopped at the end, also on Ctrl-C or
-a failure.
+What it does, printing every command before it runs (the real ``calico-lab`` and ``calicoctl``
+executables, exactly as a user types them) with its output below:
 
-This is a demonstration, not a test: it exits non-zero only if a step that should succeed fails
-(or one that should fail succeeds).
+1. ``calico-lab up --nodes 3``: etcd, a fabric bridge and three node namespaces, each running
+   calico-node (Felix, confd, BIRD, the CNI agent);
+2. six pods in two namespaces (``shop``: web-1, web-2, db; ``tools``: probe-1, probe-2, admin),
+   each networked by the ``calico`` CNI plugin;
+3. the connectivity matrix (ICMP and TCP, every pod to every pod): everything reachable;
+4. ``calicoctl apply`` of a namespaced NetworkPolicy (only ``app=web`` may reach the database)
+   and a GlobalNetworkPolicy (pods in ``tools`` other than ``role=admin`` may not open TCP
+   connections into ``shop``);
+5. the matrix again: exactly the expected cells blocked;
+6. ``calico-lab down``, also after a failure or Ctrl-C.
+
+Exit status 0 only when both matrices are exactly as expected.  The demo's lab has its own state
+directory and namespace prefix, so it never touches a lab you started yourself.  What it is
+not: a test suite (``tests/e2e`` has those) — but it fails loudly when the system is wrong.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule
 
-from pycalico.testing.etcd_server import EtcdServer
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-
-INVALID_MANIFEST = """\
-# A good pool and a bad one: the whole file is
-# validated first, so neither is written.
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: demo-good-pool
-spec:
-  cidr: 10.99.0.0/16
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: demo-bad-pool
-spec:
-  cidr: 10.98.0.0/16
-  blockSize: 33
-"""
+from pycalico.lab import matrix
+from pycalico.lab import state as lab_state
+from pycalico.lab.cluster import executable
+from pycalico.lab.state import PodState
 
 console = Console(highlight=False)
+STATE_DIR = "/var/run/calico-lab-demo"
+PREFIX = "cdemo"
+
+PODS = [  # name, node, namespace, labels
+    ("web-1", "node1", "shop", "app=web"),
+    ("web-2", "node2", "shop", "app=web"),
+    ("db", "node3", "shop", "app=db"),
+    ("probe-1", "node1", "tools", "app=probe"),
+    ("probe-2", "node2", "tools", "app=probe"),
+    ("admin", "node3", "tools", "app=probe,role=admin"),
+]
+
+POLICIES = """\
+# Namespaced: in 'shop', the database accepts connections only from the web pods.
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata:
+  name: db-from-web-only
+  namespace: shop
+spec:
+  selector: app == 'db'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    source:
+      selector: app == 'web'
+---
+# Cluster-wide: pods in 'tools' (except role=admin) may not open TCP connections into 'shop'.
+# Everything else they send is allowed (ping still works).
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: tools-no-tcp-into-shop
+spec:
+  order: 100
+  namespaceSelector: projectcalico.org/name == 'tools'
+  selector: role != 'admin'
+  types: [Egress]
+  egress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      namespaceSelector: projectcalico.org/name == 'shop'
+  - action: Allow
+"""
 
 
-class DemoFailed(Exception):
-    pass
+def expected_after_policy(source: PodState, destination: PodState, protocol: str) -> bool:
+    """What the two policies above should leave reachable (the demo's answer key)."""
+    if destination.name == "db" and source.labels.get("app") != "web":
+        return False  # NetworkPolicy: only app=web may reach the database
+    is_tools_non_admin = source.namespace == "tools" and source.labels.get("role") != "admin"
+    return not (is_tools_non_admin and destination.namespace == "shop" and protocol == "tcp")
 
 
-def calicoctl_path() -> str:
-    """The calicoctl next to this interpreter (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / "calicoctl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("calicoctl")
-    if found is None:
-        raise DemoFailed("calicoctl is not installed: run `make setup` first")
-    return found
+def _lab_env() -> dict[str, str]:
+    return {**os.environ, "CALICO_LAB_DIR": STATE_DIR, "CALICO_LAB_PREFIX": PREFIX}
 
 
 def step(title: str, explanation: str) -> None:
     console.print()
     console.print(Rule(f"[bold]{title}"))
-    console.print(explanation, style="dim")
+    console.print(explanation)
 
 
-def calicoctl(
-    args: Sequence[str],
-    env: dict[str, str],
-    *,
-    expect_failure: bool = False,
-    stdin: str | None = None,
-    piped_from: str = "",
-) -> subprocess.CompletedProcess[str]:
-    """Run calicoctl as the user would, show the command line and what it printed."""
-    shown = "calicoctl " + " ".join(shlex.quote(a) for a in args)
-    prompt = f"{piped_from} | {shown}" if piped_from else shown
-    console.print(f"[bold green]$[/] [bold]{prompt}[/]", markup=True, soft_wrap=True)
-    done = subprocess.run(
-        [calicoctl_path(), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # soft_wrap: tables keep their lines however narrow the terminal is.
-    if done.stdout:
-        console.print(done.stdout.rstrip("\n"), markup=False, soft_wrap=True)
-    if done.stderr:
-        console.print(done.stderr.rstrip("\n"), style="red", markup=False, soft_wrap=True)
-    console.print(f"[dim](exit status {done.returncode})[/]")
-    if expect_failure and done.returncode == 0:
-        raise DemoFailed(f"`{shown}` should have been refused but succeeded")
-    if not expect_failure and done.returncode != 0:
-        raise DemoFailed(f"`{shown}` failed")
-    return done
+def command(argv: Sequence[str], env: dict[str, str], *, check: bool = True) -> str:
+    """Run one real command as a user would, showing it and its output."""
+    shown = " ".join(shlex.quote(os.path.basename(argv[0]) if i == 0 else a)
+                     for i, a in enumerate(argv))  # fmt: skip
+    console.print(f"[bold cyan]$ {shown}[/]")
+    done = subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False)
+    output = (done.stdout + done.stderr).rstrip()
+    if output:
+        console.print(output, markup=False)
+    if check and done.returncode != 0:
+        raise DemoFailure(f"`{shown}` exited with status {done.returncode}")
+    return done.stdout
 
 
-def example_files() -> list[Path]:
-    """The example manifests, pools first (policies may need them to make sense)."""
-    preferred = ["pools.yaml", "policy.yaml", "all-kinds.yaml"]
-    files = [EXAMPLES / name for name in preferred if (EXAMPLES / name).exists()]
-    files += sorted(p for p in EXAMPLES.glob("*.yaml") if p not in files)
-    return files
+class DemoFailure(RuntimeError):
+    pass
 
 
-def tour(env: dict[str, str], workdir: Path) -> None:
-    step(
-        "1. Where calicoctl finds the datastore",
-        "Like Calico's calicoctl, ours reads DATASTORE_TYPE and ETCD_ENDPOINTS from the "
-        "environment (or a CalicoAPIConfig file given with -c). `version` shows the client "
-        "and, once calico-node has initialised the cluster, the cluster's version.",
-    )
-    console.print(
-        f"[bold green]$[/] export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={env['ETCD_ENDPOINTS']}"
-    )
-    calicoctl(["version"], env, expect_failure=True)
-    console.print(
-        "[dim]No ClusterInformation yet (calico-node writes it at startup), so the cluster "
-        "version is unknown - calicoctl says so and exits non-zero, as Calico's does.[/]"
-    )
-
-    files = example_files()
-    if not files:
-        raise DemoFailed(f"no example manifests in {EXAMPLES}")
-    step(
-        "2. Apply the example manifests",
-        "Each file is read and validated as a whole before anything is written. `apply` "
-        "creates what is missing and replaces what exists.",
-    )
-    for path in files:
-        relative = str(path.relative_to(REPO))
-        text = path.read_text()
-        readonly = [d for d in text.split("\n---\n") if "kind: ClusterInformation" in d]
-        if not readonly:
-            calicoctl(["apply", "-f", relative], env)
-            continue
-        calicoctl(["apply", "-f", relative], env, expect_failure=True)
+def show_matrix(title: str, pods: Sequence[PodState], expect: matrix.Expectation) -> bool:
+    result = matrix.run(pods, expect, deadline=30.0)
+    console.print(matrix.table(result, title))
+    console.print(matrix.summary(result))
+    for source, destination, protocol in result.mismatches:
+        want = result.expected[(source, destination, protocol)] if result.expected else None
         console.print(
-            f"[yellow]{relative} holds a ClusterInformation. calico-node owns that resource, so "
-            "calicoctl refuses to write it - and because one document was refused, nothing "
-            "from the file was written. The same file without it:[/]"
+            f"[red]  {source} -> {destination} {protocol.upper()}: expected "
+            f"{'reachable' if want else 'blocked'}, got the opposite[/]"
         )
-        rest = workdir / path.name.replace(".yaml", "-without-clusterinformation.yaml")
-        rest.write_text("\n---\n".join(d for d in text.split("\n---\n") if d not in readonly))
-        calicoctl(["apply", "-f", str(rest)], env)
-    console.print("[dim]Input can also come from stdin, and applying again changes nothing:[/]")
-    pools = EXAMPLES / "pools.yaml"
-    if pools.exists():
-        calicoctl(
-            ["apply", "-f", "-"],
-            env,
-            stdin=pools.read_text(),
-            piped_from=f"cat {pools.relative_to(REPO)}",
-        )
+    return not result.mismatches
+
+
+def tour(env: dict[str, str], workdir: Path) -> bool:
+    lab_cli = executable("calico-lab")
+    step(
+        "1. A three-node cluster",
+        "Each node is a network namespace on a shared bridge, running calico-node: Felix "
+        "(routes and nftables rules), confd + BIRD (BGP), and the CNI agent. etcd runs in its "
+        "own namespace. (The demo uses its own state dir and namespace prefix; your own lab "
+        "would use `calico-lab up` with the defaults.)",
+    )
+    command([lab_cli, "up", "--nodes", "3"], env)
 
     step(
-        "3. List what is stored",
-        "`get KIND` prints calicoctl's table; `-o wide` adds columns. Kinds are "
-        "case-insensitive and take plurals and short names (ippools, pool, gnp, hep, ...).",
+        "2. Six pods in two namespaces",
+        "`pod add` creates a network namespace and runs the real `calico` CNI plugin on the "
+        "chosen node, the way a container runtime does: it gets an address from calico-ipam, "
+        "a veth pair, and a WorkloadEndpoint with the pod's labels. The lab also creates the "
+        "namespace's Profile `kns.<namespace>`, as Calico's kube-controllers would.",
     )
-    calicoctl(["get", "ippools", "-o", "wide"], env)
-    calicoctl(["get", "globalnetworkpolicies", "-o", "wide"], env)
-    calicoctl(["get", "networkpolicy", "-A", "-o", "wide"], env)
-    calicoctl(["get", "nodes", "-o", "wide"], env, expect_failure=False)
-
-    pool = _first_pool_name(env)
-    if pool is not None:
-        step(
-            "4. One resource in full",
-            "`-o yaml` prints the whole object, including what the datastore added: uid, "
-            "creationTimestamp and resourceVersion (the etcd revision of its key).",
-        )
-        calicoctl(["get", "ippool", pool, "-o", "yaml"], env)
-        step("5. Labels", "`label` adds, overwrites (--overwrite) or removes (--remove) one label.")
-        calicoctl(["label", "ippool", pool, "demo=yes"], env)
-        calicoctl(["label", "ippool", pool, "demo=again"], env, expect_failure=True)
-        calicoctl(["label", "ippool", pool, "demo=again", "--overwrite"], env)
-        calicoctl(["label", "ippool", pool, "demo", "--remove"], env)
+    for name, node, namespace, labels in PODS:
+        command([lab_cli, "pod", "add", name, "--node", node, "--namespace", namespace,
+                 "--labels", labels], env)  # fmt: skip
+    command([lab_cli, "status"], env)
+    lab = lab_state.load(STATE_DIR)
+    assert lab is not None
+    ctl_env = {**env, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": lab.host_endpoints}
+    console.print(f"[dim]calicoctl talks to the lab's etcd with: {command_env_text(lab)}[/]")
+    command([executable("calicoctl"), "get", "workloadendpoints", "-A", "-o", "wide"], ctl_env)
 
     step(
-        "6. An invalid manifest is refused, and nothing from it is written",
-        "This file holds a valid pool and an invalid one (a block size of 33; IPv4 allows "
-        "20-32). calicoctl names the document, the field and the problem, exits non-zero, "
-        "and writes neither pool.",
+        "3. Connectivity before any policy",
+        "Every pod pings (ICMP) and connects (TCP port 8080) to every other pod. The namespace "
+        "profiles allow everything, so every cell should read ok/ok. (`calico-lab check` prints "
+        "this same table.)",
     )
-    bad = workdir / "invalid-pools.yaml"
-    bad.write_text(INVALID_MANIFEST)
-    console.print(Panel(INVALID_MANIFEST.rstrip(), title=str(bad), expand=False))
-    calicoctl(["apply", "-f", str(bad)], env, expect_failure=True)
-    calicoctl(["get", "ippool", "demo-good-pool"], env, expect_failure=True)
-    console.print("[dim]demo-good-pool does not exist: the whole file was refused.[/]")
+    first = show_matrix("Before policy (cell: ICMP/TCP)", lab.pods, lambda *_: True)
+
+    step(
+        "4. Two policies, applied with calicoctl",
+        "A namespaced NetworkPolicy protects the database; a GlobalNetworkPolicy keeps the "
+        "tools namespace from opening TCP connections into shop (except its admin pod).",
+    )
+    manifest = workdir / "policies.yaml"
+    manifest.write_text(POLICIES)
+    console.print(Panel(POLICIES.rstrip(), title=str(manifest.name), expand=False))
+    command([executable("calicoctl"), "apply", "-f", str(manifest)], ctl_env)
+    command([executable("calicoctl"), "get", "networkpolicy", "-A"], ctl_env)
+    command([executable("calicoctl"), "get", "globalnetworkpolicy"], ctl_env)
+
+    step(
+        "5. Connectivity with the policies",
+        "Expected: nobody but web-1 and web-2 reaches db; probe-1 and probe-2 cannot open TCP "
+        "connections to web-1/web-2 but can still ping them; admin still connects to the web "
+        "pods. Any cell that is not as expected is highlighted.",
+    )
+    second = show_matrix("With policy (cell: ICMP/TCP)", lab.pods, expected_after_policy)
+    return first and second
 
 
-def _first_pool_name(env: dict[str, str]) -> str | None:
-    done = subprocess.run(
-        [calicoctl_path(), "get", "ippools", "-o", "name"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if "/" in line:
-            return line.rsplit("/", 1)[1]
-    return None
+def command_env_text(lab: lab_state.LabState) -> str:
+    return f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}"
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    console.print(Rule("[bold]pycalico demo: calicoctl on a real etcd"))
-    etcd = EtcdServer(name="demo")
-    workdir = Path(tempfile.mkdtemp(prefix="pycalico-demo-"))
-    try:
-        console.print("Starting a private etcd member ...", style="dim")
-        etcd.start()
-        console.print(f"etcd is up at {etcd.endpoint} (data in {etcd.data_dir})", style="dim")
-        env = dict(os.environ)
-        env.pop("CALICO_ETCD_ENDPOINTS", None)
-        env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=etcd.endpoint)
-        tour(env, workdir)
-    except KeyboardInterrupt:
-        console.print("\nInterrupted.", style="yellow")
-        return 130
-    except DemoFailed as error:
-        console.print(f"\nDemo failed: {error}", style="bold red")
+    if os.geteuid() != 0:
+        console.print("[red]The demo creates network namespaces: run it as root.[/]")
         return 1
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    console.print(Rule("[bold]pycalico demo: a Calico cluster on this machine"))
+    env = _lab_env()
+    ok = False
+    try:
+        command([executable("calico-lab"), "down"], env)  # a previous demo killed midway
+        with tempfile.TemporaryDirectory(prefix="pycalico-demo-") as workdir:
+            ok = tour(env, Path(workdir))
+    except DemoFailure as error:
+        console.print(f"[red]Demo step failed: {error}[/]")
+        console.print(f"[dim]Logs: {STATE_DIR}/nodes/<node>/log (kept until teardown)[/]")
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/]")
     finally:
-        console.print("\nStopping etcd and removing its data ...", style="dim")
-        etcd.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-    console.print(Rule("[bold green]Demo finished"))
-    return 0
+        step("6. Teardown", "`calico-lab down` removes every namespace, process and file.")
+        command([executable("calico-lab"), "down"], env, check=False)
+    elapsed = time.monotonic() - started
+    if ok:
+        console.print(
+            Rule(f"[bold green]Demo finished: both matrices as expected ({elapsed:.0f}s)")
+        )
+        return 0
+    console.print(Rule(f"[bold red]Demo FAILED ({elapsed:.0f}s)"))
+    return 1
 
 
 if __name__ == "__main__":

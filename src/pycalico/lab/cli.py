@@ -1,0 +1,278 @@
+"""``calico-lab``: the command line of the one-machine Calico cluster.
+
+What it is: argument parsing and output (rich) over ``cluster``, ``pods`` and ``matrix``.  The
+state directory (``--state-dir``, ``CALICO_LAB_DIR``, default ``/var/run/calico-lab``) and the
+namespace prefix (``--prefix``, ``CALICO_LAB_PREFIX``, default ``clab``) let a test run its own
+lab beside a user's.  What it is not: any of the lab's logic.
+
+Exit status: 0 on success, 1 when the lab refuses or a step fails (one line saying why), 2 for
+usage errors (click's), and for ``check`` 1 when some pod cannot reach another.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pycalico.lab import cluster, matrix, pods
+from pycalico.lab import state as lab_state
+from pycalico.lab.cluster import LabError
+
+console = Console(highlight=False)
+
+
+def _progress(message: str) -> None:
+    console.print(f"  [cyan]•[/] {message}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    envvar="CALICO_LAB_DIR",
+    default=lab_state.DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the lab keeps its state, logs and pid files.",
+)
+@click.option(
+    "--prefix",
+    envvar="CALICO_LAB_PREFIX",
+    default=lab_state.DEFAULT_PREFIX,
+    show_default=True,
+    help="Prefix of every network namespace the lab creates.",
+)
+@click.pass_context
+def main(context: click.Context, state_dir: str, prefix: str) -> None:
+    """A multi-node Calico cluster on this machine, nodes as network namespaces."""
+    context.obj = {"state_dir": state_dir, "prefix": prefix}
+
+
+def _state_dir(context: click.Context) -> str:
+    return str(context.find_root().obj["state_dir"])
+
+
+@main.command()
+@click.option("--nodes", default=3, show_default=True, help="Number of nodes.")
+@click.option("--route-reflectors", default=0, show_default=True,
+              help="Nodes (the first K) that are BGP route reflectors; 0 = full mesh.")  # fmt: skip
+@click.option("--etcd-members", default=1, show_default=True, type=click.Choice(["1", "3"]))
+@click.option("--ipv6", is_flag=True, help="Dual stack: IPv6 fabric, pool and pod addresses.")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for ready.")
+@click.pass_context
+def up(context: click.Context, nodes: int, route_reflectors: int, etcd_members: str,
+       ipv6: bool, timeout: float) -> None:  # fmt: skip
+    """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
+    console.print(f"[bold]Bringing up a {nodes}-node Calico lab[/]")
+    try:
+        lab = cluster.up(
+            state_dir=_state_dir(context),
+            prefix=context.obj["prefix"],
+            nodes=nodes,
+            route_reflectors=route_reflectors,
+            etcd_members=int(etcd_members),
+            ipv6=ipv6,
+            progress=_progress,
+            timeout=timeout,
+        )
+    except LabError as error:
+        console.print(f"[red]calico-lab up: {error}[/]")
+        console.print("  (run `calico-lab down` to remove what was started)")
+        sys.exit(1)
+    console.print(
+        f"[green]Lab is up[/]: {len(lab.nodes)} nodes. Try `calico-lab pod add web --node "
+        f"{lab.nodes[0].name}`, `calico-lab status`, `eval $(calico-lab env)`."
+    )
+
+
+@main.command()
+@click.pass_context
+def down(context: click.Context) -> None:
+    """Remove every namespace, process and file of the lab (safe to repeat)."""
+    report = cluster.down(state_dir=_state_dir(context), prefix=context.obj["prefix"])
+    console.print(
+        f"Lab removed: {report.processes} processes stopped, {report.namespaces} namespaces "
+        f"deleted, state directory {'removed' if report.files else 'was already gone'}."
+    )
+
+
+@main.group()
+def pod() -> None:
+    """Add, delete and list pods."""
+
+
+@pod.command("add")
+@click.argument("name")
+@click.option("--node", required=True, help="The node to run the pod on (e.g. node1).")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--labels", default="", help="Pod labels, k=v,k2=v2.")
+@click.pass_context
+def pod_add(context: click.Context, name: str, node: str, namespace: str, labels: str) -> None:
+    """Create pod NAME: a network namespace set up by the calico CNI plugin."""
+    try:
+        spec = pods.PodSpec(name, node, namespace, lab_state.parse_labels(labels))
+        (added,) = pods.add(_state_dir(context), [spec])
+    except (LabError, ValueError, KeyError) as error:
+        console.print(f"[red]calico-lab pod add: {error}[/]")
+        sys.exit(1)
+    address = added.ipv4 + (f", {added.ipv6}" if added.ipv6 else "")
+    console.print(
+        f"pod {added.name} on {added.node}: {address} (endpoint {added.workload_endpoint}, "
+        f"host interface {added.interface})"
+    )
+
+
+@pod.command("del")
+@click.argument("name")
+@click.pass_context
+def pod_del(context: click.Context, name: str) -> None:
+    """Delete pod NAME (CNI DEL, then its namespace)."""
+    try:
+        found = pods.delete(_state_dir(context), name)
+    except LabError as error:
+        console.print(f"[red]calico-lab pod del: {error}[/]")
+        sys.exit(1)
+    console.print(f"pod {name} deleted" if found else f"no pod {name} (nothing to do)")
+
+
+def _pods_table(lab: lab_state.LabState) -> Table:
+    table = Table(title="Pods", title_justify="left")
+    for heading in ("NAME", "NAMESPACE", "NODE", "IPV4", "IPV6", "LABELS", "ENDPOINT"):
+        table.add_column(heading)
+    for item in sorted(lab.pods, key=lambda p: (p.namespace, p.name)):
+        labels = ",".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
+        table.add_row(item.name, item.namespace, item.node, item.ipv4, item.ipv6 or "-",
+                      labels or "-", item.workload_endpoint)  # fmt: skip
+    return table
+
+
+@pod.command("list")
+@click.pass_context
+def pod_list(context: click.Context) -> None:
+    """List the pods with their addresses."""
+    lab = _require(_state_dir(context))
+    console.print(_pods_table(lab))
+
+
+def _require(state_dir: str) -> lab_state.LabState:
+    try:
+        return cluster.require(state_dir)
+    except LabError as error:
+        console.print(f"[red]calico-lab: {error}[/]")
+        sys.exit(1)
+
+
+@main.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("pod_name", metavar="POD")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(context: click.Context, pod_name: str, command: Sequence[str]) -> None:
+    """Run COMMAND inside POD's network namespace: calico-lab exec web -- ping -c1 10.65.0.1"""
+    lab = _require(_state_dir(context))
+    try:
+        argv = pods.exec_argv(lab, pod_name, list(command))
+    except KeyError as error:
+        console.print(f"[red]calico-lab exec: {error.args[0]}[/]")
+        sys.exit(1)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@main.command()
+@click.pass_context
+def status(context: click.Context) -> None:
+    """Nodes (Felix, BGP sessions), then pods and their addresses."""
+    lab = _require(_state_dir(context))
+    table = Table(title="Nodes", title_justify="left")
+    for heading in ("NODE", "ADDRESS", "ROLE", "CALICO-NODE", "FELIX", "BGP SESSIONS"):
+        table.add_column(heading)
+    for node, found in zip(lab.nodes, cluster.statuses(lab), strict=True):
+        expected = cluster.expected_sessions(lab, node)
+        sessions = f"{found.established}/{expected} Established"
+        if found.established != len(found.sessions):
+            others = [f"{n}: {i}" for n, i in found.sessions.items() if not i.startswith("Est")]
+            sessions += " (" + "; ".join(others[:3]) + ")"
+        table.add_row(
+            node.name,
+            node.address + (f", {node.address6}" if node.address6 else ""),
+            "route reflector" if node.route_reflector else "",
+            "[green]running[/]" if found.running else "[red]stopped[/]",
+            "[green]ready[/]" if found.felix_ready else "[red]not ready[/]",
+            sessions,
+        )
+    console.print(table)
+    etcd = ", ".join(f"{m.name} {m.address}" for m in lab.etcd)
+    console.print(f"etcd: {etcd} (from this machine: {lab.host_endpoints})")
+    console.print(_pods_table(lab))
+
+
+@main.command()
+@click.option("--deadline", default=10.0, show_default=True,
+              help="Seconds to keep retrying probes that fail.")  # fmt: skip
+@click.pass_context
+def check(context: click.Context, deadline: float) -> None:
+    """Connectivity matrix of all pods by all pods (ICMP and TCP)."""
+    lab = _require(_state_dir(context))
+    if len(lab.pods) < 2:
+        console.print("check needs at least two pods (calico-lab pod add ...)")
+        sys.exit(1)
+    result = matrix.run(lab.pods, deadline=deadline)
+    console.print(matrix.table(result, "Connectivity (cell: ICMP/TCP; ok = reached)"))
+    console.print(matrix.summary(result))
+    sys.exit(0 if result.reachable == len(result.actual) else 1)
+
+
+@main.command()
+@click.pass_context
+def env(context: click.Context) -> None:
+    """Print the environment for calicoctl: eval $(calico-lab env)"""
+    lab = _require(_state_dir(context))
+    print("export DATASTORE_TYPE=etcdv3")
+    print(f"export ETCD_ENDPOINTS={lab.host_endpoints}")
+
+
+@main.group()
+def node() -> None:
+    """Stop, kill and start one node's calico-node (failure drills)."""
+
+
+def _node(context: click.Context, name: str) -> tuple[lab_state.LabState, lab_state.NodeState]:
+    lab = _require(_state_dir(context))
+    try:
+        return lab, lab.node(name)
+    except KeyError as error:
+        console.print(f"[red]calico-lab node: {error.args[0]}[/]")
+        sys.exit(1)
+
+
+@node.command("stop")
+@click.argument("name")
+@click.option("--kill", is_flag=True, help="SIGKILL calico-node (a crash) instead of SIGTERM.")
+@click.pass_context
+def node_stop(context: click.Context, name: str, kill: bool) -> None:
+    """Stop NAME's calico-node (Felix, confd and BIRD with it)."""
+    _, target = _node(context, name)
+    cluster.stop_node(target, kill=kill)
+    console.print(f"{name}: calico-node {'killed' if kill else 'stopped'}")
+
+
+@node.command("start")
+@click.argument("name")
+@click.pass_context
+def node_start(context: click.Context, name: str) -> None:
+    """Start NAME's calico-node again and wait until it is ready."""
+    lab, target = _node(context, name)
+    cluster.start_node(lab, target)
+    try:
+        cluster.wait_ready(lab, [target], timeout=120, progress=_progress)
+    except LabError as error:
+        console.print(f"[red]calico-lab node start: {error}[/]")
+        sys.exit(1)
+    console.print(f"{name}: calico-node running and ready")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,451 @@
+"""Bringing the lab up and down: etcd, the fabric bridge, node namespaces running calico-node.
+
+What it is: ``up`` (build everything, wait until every Felix is ready and every BGP session is
+Established), ``down`` (remove every namespace, process and file; idempotent, works after a
+crash), node stop/start (for failure drills), and readiness/status probes.  Layout for prefix
+``clab`` (the default) and state directory ``/var/run/calico-lab``:
+
+* ``clab-fabric``: bridge ``br0`` at ``10.99.0.254/24`` (the nodes' default gateway, which also
+  makes proxy ARP answer for the pods' 169.254.1.1), connected to nothing outside the lab;
+* ``clab-etcd<i>``: etcd member ``i`` at ``10.99.0.<250-i>:2379``; a relay process on the
+  machine serves it on a loopback port (``calico-lab env``);
+* ``clab-node<i>``: ``eth0`` at ``10.99.0.<i>/24``, forwarding on, running ``calico-node``
+  (Felix, confd, BIRD, the CNI agent socket); its files under ``<state dir>/nodes/node<i>``;
+* ``clab-pod-<name>``: one per pod (``pycalico.lab.pods``).
+
+What it is not: the CNI runtime (``pycalico.lab.pods``) or the command line (``cli``).
+
+Invariants: ``state.json`` is written before any long-lived process is started, and every
+daemon's pid file before the next step, so ``down`` finds everything an interrupted ``up``
+left; ``down`` also sweeps by namespace prefix and by command lines naming the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pycalico.bgp.bird import BirdControl, BirdError
+from pycalico.lab import kernel, store
+from pycalico.lab import state as lab_state
+from pycalico.lab.state import EtcdMemberState, LabState, NodeState
+from pycalico.testing.etcd_server import free_port
+
+Progress = Callable[[str], None]
+FELIX_HEALTH_PORT = 9099
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+class LabError(RuntimeError):
+    """The lab cannot do what was asked; the message says what to do instead."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def executable(name: str) -> str:
+    """One of our console scripts, preferring the running interpreter's environment."""
+    local = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(local, os.X_OK):
+        return local
+    found = shutil.which(name)
+    if not found:
+        raise LabError(f"{name}: executable not found (run `make setup`)")
+    return found
+
+
+# --- etcd ------------------------------------------------------------------------------------
+
+
+def _etcd_command(lab: LabState, member: EtcdMemberState) -> list[str]:
+    cluster = ",".join(f"{m.name}=http://{m.address}:2380" for m in lab.etcd)
+    client = f"http://{member.address}:2379"
+    return [
+        ETCD_BINARY,
+        "--name",
+        member.name,
+        "--data-dir",
+        os.path.join(lab.state_dir, member.name, "data"),
+        "--listen-client-urls",
+        f"{client},http://127.0.0.1:2379",
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        f"http://{member.address}:2380",
+        "--initial-advertise-peer-urls",
+        f"http://{member.address}:2380",
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-state",
+        "new",
+        "--logger",
+        "zap",
+        "--log-level",
+        "warn",
+    ]
+
+
+def _etcd_healthy(lab: LabState) -> bool:
+    for member in lab.etcd:
+        try:
+            url = f"http://127.0.0.1:{member.host_port}/health"
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                if b'"true"' not in answer.read():
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+
+def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
+    """calico-node's environment for one lab node: every per-node path in its directory."""
+    directory = node.directory
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ETCD_")}
+    env.update(
+        {
+            "NODENAME": node.name,
+            "IP": "autodetect",
+            "IP_AUTODETECTION_METHOD": "interface=eth0",
+            "ETCD_ENDPOINTS": lab.node_endpoints,
+            "DATASTORE_TYPE": "etcdv3",
+            "CALICO_IPV4POOL_CIDR": lab_state.IPV4_POOL,
+            "CALICO_RUN_DIR": os.path.join(directory, "run"),
+            "CALICO_BIRD_CONFIG": os.path.join(directory, "confd", "bird.cfg"),
+            "CALICO_BIRD_SOCKET": os.path.join(directory, "run", "bird.ctl"),
+            "CALICO_LOG_DIR": os.path.join(directory, "log"),
+            "CALICO_AGENT_SOCKET": os.path.join(directory, "run", "cni.sock"),
+            "CALICO_NODENAME_FILE": os.path.join(directory, "nodename"),
+            "CALICO_FELIX_BINARY": executable("calico-felix"),
+            # Calico's node image maps these for Felix; here the lab passes them explicitly.
+            "FELIX_ETCDENDPOINTS": lab.node_endpoints,
+            "FELIX_DATASTORETYPE": "etcdv3",
+            "FELIX_HEALTHENABLED": "true",
+            "FELIX_HEALTHPORT": str(FELIX_HEALTH_PORT),
+            "FELIX_LOGFILEPATH": "none",
+            "FELIX_ENDPOINTSTATUSPATHPREFIX": os.path.join(directory, "run"),
+            "FELIX_IPV6SUPPORT": "true" if lab.ipv6 else "false",
+            "CALICO_ROUTER_ID": "hash" if not node.address else node.address,
+        }
+    )
+    if lab.ipv6:
+        env["IP6"] = "autodetect"
+        env["IP6_AUTODETECTION_METHOD"] = "interface=eth0"
+        env["CALICO_IPV6POOL_CIDR"] = lab_state.IPV6_POOL
+    return env
+
+
+def pid_file(node: NodeState) -> str:
+    return os.path.join(node.directory, "calico-node.pid")
+
+
+def bird_socket(node: NodeState) -> str:
+    return os.path.join(node.directory, "run", "bird.ctl")
+
+
+def agent_socket(node: NodeState) -> str:
+    return os.path.join(node.directory, "run", "cni.sock")
+
+
+def _build_node(lab: LabState, node: NodeState, index: int) -> None:
+    kernel.add_namespace(node.namespace)
+    kernel.attach_to_bridge(lab.fabric_namespace, node.namespace, f"n{index}")
+    kernel.ip(node.namespace, "addr", "add", f"{node.address}/24", "dev", "eth0")
+    kernel.ip(node.namespace, "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET}.254")
+    settings = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
+    if lab.ipv6:
+        settings["net.ipv6.conf.default.accept_dad"] = "0"
+        settings["net.ipv6.conf.all.accept_dad"] = "0"
+        kernel.ip(node.namespace, "addr", "add", f"{node.address6}/64", "dev", "eth0", "nodad")
+        kernel.ip(node.namespace, "-6", "route", "add", "default", "via",
+                  f"{lab_state.FABRIC_SUBNET6}fe")  # fmt: skip
+    kernel.sysctls(node.namespace, settings)
+    for sub in ("run", "log", "confd"):
+        os.makedirs(os.path.join(node.directory, sub), exist_ok=True)
+
+
+def start_node(lab: LabState, node: NodeState) -> int:
+    """Start the node's calico-node (unless it is running); returns its pid."""
+    pid = kernel.read_pid(pid_file(node))
+    if kernel.alive(pid):
+        assert pid is not None
+        return pid
+    return kernel.start_daemon(
+        [executable("calico-node")],
+        namespace=node.namespace,
+        env=node_env(lab, node),
+        log_path=os.path.join(node.directory, "log", "calico-node.log"),
+        pid_path=pid_file(node),
+    )
+
+
+def stop_node(node: NodeState, *, kill: bool = False) -> None:
+    """Stop the node's calico-node and its children; ``kill`` sends SIGKILL to calico-node
+    alone (a crash: its children get their parent-death signal)."""
+    pid = kernel.read_pid(pid_file(node))
+    if not kernel.alive(pid):
+        return
+    assert pid is not None
+    if kill:
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while kernel.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        kernel.kill_tree([pid], grace=8.0)
+    # BIRD needs a moment after SIGTERM; wait until nothing of this node's daemons is left.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        kernel.command_name(p).split(" ")[0] in ("bird", "python3", "python", "calico-felix")
+        for p in kernel.namespace_pids(node.namespace)
+    ):
+        time.sleep(0.1)
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    running: bool
+    felix_ready: bool
+    sessions: dict[str, str]  # BGP protocol -> state/info
+
+    @property
+    def established(self) -> int:
+        return sum(1 for info in self.sessions.values() if info.startswith("Established"))
+
+
+def expected_sessions(lab: LabState, node: NodeState) -> int:
+    reflectors = [n for n in lab.nodes if n.route_reflector]
+    # A route reflector peers with every other node; a client only with the reflectors.
+    everyone = not reflectors or node.route_reflector
+    per_family = len(lab.nodes) - 1 if everyone else len(reflectors)
+    return per_family * (2 if lab.ipv6 else 1)
+
+
+def bgp_sessions(node: NodeState) -> dict[str, str]:
+    try:
+        rows = asyncio.run(BirdControl(bird_socket(node), timeout=2.0).protocols())
+    except (BirdError, OSError):
+        return {}
+    return {row.name: row.info or row.state for row in rows if row.proto == "BGP"}
+
+
+def node_status(node: NodeState) -> NodeStatus:
+    pid = kernel.read_pid(pid_file(node))
+    running = kernel.alive(pid)
+    ready = running and kernel.http_get(node.namespace, FELIX_HEALTH_PORT, "/readiness") == 200
+    return NodeStatus(node.name, running, ready, bgp_sessions(node) if running else {})
+
+
+def statuses(lab: LabState) -> list[NodeStatus]:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(node_status, lab.nodes))
+
+
+def node_ready(lab: LabState, node: NodeState, status: NodeStatus) -> bool:
+    return (
+        status.felix_ready
+        and status.established >= expected_sessions(lab, node)
+        and status.established == len(status.sessions)
+    )
+
+
+def wait_ready(
+    lab: LabState, nodes: list[NodeState] | None = None, *, timeout: float = 120.0,
+    progress: Progress = _quiet,
+) -> None:  # fmt: skip
+    targets = nodes or list(lab.nodes)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            found = list(pool.map(node_status, targets))
+        felix = sum(1 for status in found if status.felix_ready)
+        bgp = sum(1 for node, status in zip(targets, found, strict=True)
+                  if node_ready(lab, node, status) or (
+                      status.established >= expected_sessions(lab, node)
+                      and status.established == len(status.sessions)))  # fmt: skip
+        message = (
+            f"Felix ready on {felix}/{len(targets)} nodes, BGP complete on {bgp}/{len(targets)}"
+        )
+        if message != last:
+            progress(message)
+            last = message
+        if all(node_ready(lab, n, s) for n, s in zip(targets, found, strict=True)):
+            return
+        if time.monotonic() > deadline:
+            late = [
+                s.name for n, s in zip(targets, found, strict=True) if not node_ready(lab, n, s)
+            ]
+            raise LabError(
+                f"not ready after {timeout:.0f}s: {', '.join(late)} (logs in "
+                f"{lab.state_dir}/nodes/<node>/log)"
+            )
+        time.sleep(0.25)
+
+
+# --- up / down -------------------------------------------------------------------------------
+
+
+def up(
+    *,
+    state_dir: str = lab_state.DEFAULT_STATE_DIR,
+    prefix: str = lab_state.DEFAULT_PREFIX,
+    nodes: int = 3,
+    route_reflectors: int = 0,
+    etcd_members: int = 1,
+    ipv6: bool = False,
+    progress: Progress = _quiet,
+    timeout: float = 180.0,
+) -> LabState:
+    if not 1 <= nodes <= 200:
+        raise LabError(f"--nodes: {nodes} is out of range (1 to 200)")
+    if not 0 <= route_reflectors <= nodes:
+        raise LabError(f"--route-reflectors: {route_reflectors} is more than the {nodes} nodes")
+    if etcd_members not in (1, 3):
+        raise LabError(f"--etcd-members: {etcd_members} (use 1 or 3)")
+    if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
+        raise LabError(f"a lab is already up ({state_dir}); run `calico-lab down` first")
+    started = time.monotonic()
+    os.makedirs(state_dir, exist_ok=True)
+    members = tuple(
+        EtcdMemberState(
+            name=f"etcd{i}",
+            namespace=lab_state.etcd_namespace(prefix, i),
+            address=f"{lab_state.FABRIC_SUBNET}.{lab_state.ETCD_HOST_BASE - i}",
+            host_port=free_port(),
+        )
+        for i in range(etcd_members)
+    )
+    node_states = tuple(
+        NodeState(
+            name=lab_state.node_name(i),
+            namespace=lab_state.node_namespace(prefix, lab_state.node_name(i)),
+            address=f"{lab_state.FABRIC_SUBNET}.{i}",
+            address6=f"{lab_state.FABRIC_SUBNET6}{i:x}" if ipv6 else "",
+            directory=os.path.join(state_dir, "nodes", lab_state.node_name(i)),
+            route_reflector=i <= route_reflectors,
+        )
+        for i in range(1, nodes + 1)
+    )
+    lab = LabState(prefix, state_dir, ipv6, members, node_states)
+    lab_state.save(lab)
+
+    progress(f"fabric: bridge br0 at {lab_state.FABRIC_SUBNET}.254/24 in {lab.fabric_namespace}")
+    kernel.add_namespace(lab.fabric_namespace)
+    kernel.ip(lab.fabric_namespace, "link", "add", "br0", "type", "bridge")
+    kernel.ip(
+        lab.fabric_namespace, "addr", "add", f"{lab_state.FABRIC_SUBNET}.254/24", "dev", "br0"
+    )
+    if ipv6:
+        kernel.ip(lab.fabric_namespace, "addr", "add", f"{lab_state.FABRIC_SUBNET6}fe/64", "dev",
+                  "br0", "nodad")  # fmt: skip
+    kernel.ip(lab.fabric_namespace, "link", "set", "br0", "up")
+
+    for i, member in enumerate(members):
+        kernel.add_namespace(member.namespace)
+        kernel.attach_to_bridge(lab.fabric_namespace, member.namespace, f"e{i}")
+        kernel.ip(member.namespace, "addr", "add", f"{member.address}/24", "dev", "eth0")
+        kernel.start_daemon(
+            _etcd_command(lab, member),
+            namespace=member.namespace,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            log_path=os.path.join(state_dir, member.name, "etcd.log"),
+            pid_path=os.path.join(state_dir, f"{member.name}.pid"),
+        )
+    kernel.start_daemon(
+        [sys.executable, "-m", "pycalico.lab.relay", state_dir],
+        namespace=None,
+        env=dict(os.environ),
+        log_path=os.path.join(state_dir, "relay.log"),
+        pid_path=os.path.join(state_dir, "relay.pid"),
+    )
+    progress(f"etcd: {etcd_members} member(s) in {members[0].namespace}…; waiting for health")
+    deadline = time.monotonic() + 30
+    while not _etcd_healthy(lab):
+        if time.monotonic() > deadline:
+            raise LabError(f"etcd did not become healthy in 30s (see {state_dir}/etcd*/etcd.log)")
+        time.sleep(0.1)
+
+    reflectors = [(n.name, n.address) for n in node_states if n.route_reflector]
+    manifests = [store.pool_manifest("default-ipv4-ippool", lab_state.IPV4_POOL, 26)]
+    if ipv6:
+        manifests.append(store.pool_manifest("default-ipv6-ippool", lab_state.IPV6_POOL, 122))
+    manifests += store.topology_manifests(reflectors, lab_state.RR_CLUSTER_ID)
+    store.call(lab.host_endpoints, lambda s: store.apply_all(s, manifests))
+    topology = (
+        f"{len(reflectors)} route reflector(s), the others their clients"
+        if reflectors
+        else "full node-to-node BGP mesh"
+    )
+    progress(f"datastore: IP pool {lab_state.IPV4_POOL}" + (
+        f" and {lab_state.IPV6_POOL}" if ipv6 else "") + f"; {topology}")  # fmt: skip
+
+    progress(f"nodes: {nodes} namespaces on the fabric, one calico-node each")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda pair: _build_node(lab, pair[1], pair[0]),
+                      enumerate(node_states, start=1)))  # fmt: skip
+    for node in node_states:
+        start_node(lab, node)
+    wait_ready(lab, timeout=timeout, progress=progress)
+    progress(f"ready in {time.monotonic() - started:.1f}s")
+    return lab
+
+
+def require(state_dir: str) -> LabState:
+    lab = lab_state.load(state_dir)
+    if lab is None:
+        raise LabError(f"no lab is up ({state_dir}/state.json is missing); run `calico-lab up`")
+    return lab
+
+
+@dataclass(frozen=True)
+class DownReport:
+    processes: int
+    namespaces: int
+    files: bool
+
+
+def down(*, state_dir: str = lab_state.DEFAULT_STATE_DIR, prefix: str | None = None) -> DownReport:
+    """Remove everything; safe to run twice, and after a crash or a killed ``up``."""
+    lab = lab_state.load(state_dir)
+    prefix = prefix or (lab.prefix if lab else lab_state.DEFAULT_PREFIX)
+    pids: set[int] = set()
+    root = Path(state_dir)
+    if root.is_dir():
+        for path in root.rglob("*.pid"):
+            pid = kernel.read_pid(path)
+            if pid is not None:
+                pids.add(pid)
+        pids.update(kernel.pids_naming(str(root)))
+    namespaces = kernel.list_namespaces(prefix)
+    for namespace in namespaces:
+        pids.update(kernel.namespace_pids(namespace))
+    killed = kernel.kill_tree(pids, grace=3.0)
+    for namespace in namespaces:
+        leftover = kernel.namespace_pids(namespace)
+        if leftover:
+            kernel.kill_tree(leftover, grace=0.5)
+    for namespace in namespaces:
+        kernel.delete_namespace(namespace)
+    existed = root.exists()
+    shutil.rmtree(root, ignore_errors=True)
+    return DownReport(killed, len(namespaces), existed)
+
+
+def with_nodes(lab: LabState, nodes: tuple[NodeState, ...]) -> LabState:
+    return replace(lab, nodes=nodes)

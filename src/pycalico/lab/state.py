@@ -1,0 +1,191 @@
+"""The lab's persistent state: what ``calico-lab up`` built, so later commands (and ``down``
+after a crash) can find every namespace, process and file.
+
+What it is: frozen dataclasses for the lab, its nodes and pods, their naming rules, and the
+JSON file (``<state dir>/state.json``) they are kept in.  What it is not: anything that creates
+or removes kernel objects or processes (``pycalico.lab.cluster`` does that).
+
+Invariants:
+
+* Every network namespace the lab creates is named ``<prefix>-…`` (``lab_namespaces`` finds
+  them all, so ``down`` works even when ``state.json`` was never written).
+* Every file the lab creates is under the state directory.
+* ``save`` replaces ``state.json`` atomically (write to a temporary file, then rename), so a
+  command killed mid-write never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_STATE_DIR = "/var/run/calico-lab"
+DEFAULT_PREFIX = "clab"
+STATE_FILE = "state.json"
+FABRIC_SUBNET = "10.99.0"  # the nodes' /24 on the fabric bridge (only inside lab namespaces)
+FABRIC_SUBNET6 = "fd00:99::"
+GATEWAY_HOST = 254  # the bridge's own address, the nodes' default gateway
+ETCD_HOST_BASE = 250  # etcd member i is at .250 - i
+IPV4_POOL = "10.65.0.0/16"
+IPV6_POOL = "fd00:65::/48"
+NETWORK_NAME = "k8s-pod-network"
+RR_CLUSTER_ID = "244.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    namespace: str
+    address: str  # IPv4, no prefix length
+    address6: str
+    directory: str
+    route_reflector: bool = False
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    node: str
+    namespace: str  # the pod's (Kubernetes-style) namespace, not a netns
+    netns: str
+    container_id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ipv4: str = ""
+    ipv6: str = ""
+    interface: str = ""  # host side, cali…
+    workload_endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class EtcdMemberState:
+    name: str
+    namespace: str
+    address: str
+    host_port: int  # the host-side relay's loopback port for this member
+
+
+@dataclass(frozen=True)
+class LabState:
+    prefix: str
+    state_dir: str
+    ipv6: bool
+    etcd: tuple[EtcdMemberState, ...]
+    nodes: tuple[NodeState, ...] = ()
+    pods: tuple[PodState, ...] = ()
+
+    @property
+    def fabric_namespace(self) -> str:
+        return f"{self.prefix}-fabric"
+
+    @property
+    def node_endpoints(self) -> str:
+        """``ETCD_ENDPOINTS`` as seen from inside a node namespace (over the fabric)."""
+        return ",".join(f"http://{member.address}:2379" for member in self.etcd)
+
+    @property
+    def host_endpoints(self) -> str:
+        """``ETCD_ENDPOINTS`` as seen from the machine itself (through the loopback relay)."""
+        return ",".join(f"http://127.0.0.1:{member.host_port}" for member in self.etcd)
+
+    def node(self, name: str) -> NodeState:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(node.name for node in self.nodes) or "none"
+        raise KeyError(f"node: no node named {name!r} in the lab (nodes: {known})")
+
+    def pod(self, name: str) -> PodState:
+        for pod in self.pods:
+            if pod.name == name:
+                return pod
+        known = ", ".join(pod.name for pod in self.pods) or "none"
+        raise KeyError(f"pod: no pod named {name!r} in the lab (pods: {known})")
+
+    def with_pod(self, pod: PodState) -> LabState:
+        others = tuple(existing for existing in self.pods if existing.name != pod.name)
+        return replace(self, pods=(*others, pod))
+
+    def without_pod(self, name: str) -> LabState:
+        return replace(self, pods=tuple(pod for pod in self.pods if pod.name != name))
+
+
+def node_name(index: int) -> str:
+    return f"node{index}"
+
+
+def node_namespace(prefix: str, name: str) -> str:
+    return f"{prefix}-{name}"
+
+
+def pod_netns(prefix: str, pod: str) -> str:
+    return f"{prefix}-pod-{pod}"
+
+
+def etcd_namespace(prefix: str, index: int) -> str:
+    return f"{prefix}-etcd{index}"
+
+
+def check_pod_name(name: str) -> None:
+    """A pod name must be a DNS label, as in Kubernetes (it also becomes part of a netns name)."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    if not name or len(name) > 40 or not set(name) <= allowed or name[0] == "-" or name[-1] == "-":
+        raise ValueError(
+            f"pod name {name!r}: use 1-40 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` -> a dict; an empty text is no labels."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"labels: {item!r} is not key=value")
+        labels[key] = value
+    return labels
+
+
+def state_path(state_dir: str) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def load(state_dir: str) -> LabState | None:
+    path = state_path(state_dir)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return LabState(
+        prefix=raw["prefix"],
+        state_dir=raw["state_dir"],
+        ipv6=raw["ipv6"],
+        etcd=tuple(EtcdMemberState(**member) for member in raw["etcd"]),
+        nodes=tuple(NodeState(**node) for node in raw["nodes"]),
+        pods=tuple(PodState(**pod) for pod in raw["pods"]),
+    )
+
+
+def save(state: LabState) -> None:
+    path = state_path(state.state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(state), indent=2, sort_keys=True))
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def locked(state_dir: str) -> Iterator[None]:
+    """Serialise read-modify-write of ``state.json`` between concurrent lab commands."""
+    os.makedirs(state_dir, exist_ok=True)
+    descriptor = os.open(os.path.join(state_dir, "state.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
