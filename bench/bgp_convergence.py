@@ -64,8 +64,20 @@ class RouteWatch:
             )
             self.processes.append(process)
             threading.Thread(target=self._read, args=(node.name, process), daemon=True).start()
-        # `ip monitor` must have subscribed before the first route is made.
-        time.sleep(1.0)
+        # Every `ip monitor` must have subscribed before the first timed route is made: add a
+        # probe route (TEST-NET-1, never routed anywhere) in each namespace until all report it.
+        for index, node in enumerate(nodes):
+            probe = f"192.0.2.{index % 250 + 1}"  # `ip` prints a host route without "/32"
+            deadline = time.perf_counter() + 60
+            while self.when(node.name, probe) is None:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"ip monitor in {node.namespace} never reported")
+                subprocess.run(
+                    ["ip", "-n", node.namespace, "route", "replace", "blackhole", probe],
+                    check=True,
+                )
+                time.sleep(0.05)
+            subprocess.run(["ip", "-n", node.namespace, "route", "del", probe], check=False)
 
     def _read(self, name: str, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
@@ -259,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with (
         EtcdServer(name="bench-bgp") as etcd,
-        BgpCluster(etcd.endpoint, args.nodes, prefix=f"pcb{os.getpid() % 10000:04d}", pool=POOL) as cluster,
+        BgpCluster(
+            etcd.endpoint, args.nodes, prefix=f"pcb{os.getpid() % 10000:04d}", pool=POOL
+        ) as cluster,
     ):
         started = time.perf_counter()
         cluster.start()

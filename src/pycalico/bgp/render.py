@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import jinja2
 
-from pycalico.bgp.processor import BirdConfig, bird_safe
+from pycalico.bgp.config import BirdConfig, bird_safe
 
 TEMPLATE = "bird.conf.j2"
 

@@ -210,6 +210,7 @@ class NodeAgent:
         self.paths = paths
         self.env = dict(os.environ if env is None else env)
         self.env["NODENAME"] = node_name
+        self.env.setdefault("FELIX_FELIXHOSTNAME", node_name)
         self.kv = kv
         self.supervisor = Supervisor(paths.log_dir)
         self.agent_server: object | None = None

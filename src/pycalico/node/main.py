@@ -18,12 +18,21 @@ import signal
 import sys
 from collections.abc import Sequence
 
+# Children are started with fork+exec and never use gRPC: gRPC's fork handlers would only log
+# a warning at every start.  Read by gRPC when it loads, so before the datastore imports.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from pycalico.datastore.api import DatastoreError
 from pycalico.datastore.config import DatastoreConfig
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
 from pycalico.node.agent import NodeAgent, NodePaths
-from pycalico.node.startup import StartupError, StartupSettings, calico_version, run_startup
+from pycalico.node.startup import (
+    StartupError,
+    StartupSettings,
+    calico_version,
+    run_startup,
+)
 
 log = logging.getLogger("calico-node")
 

@@ -14,6 +14,11 @@ Test support only; needs root.  Layout for ``Fabric(prefix="pct1")``:
   169.254.1.1, as Calico's CNI plugin and Felix would set them up.
 * ``pct1-x``-style extra namespaces (``add_router``) on the bridge for external BGP routers.
 
+The kernel's neighbour (ARP/NDP) tables are shared by every namespace and hold 1,024 entries by
+default; a full mesh of N nodes needs about N² of them, so past ~30 nodes sessions die with
+"No buffer space available".  ``add_node`` raises ``gc_thresh2``/``gc_thresh3`` as needed and
+``close()`` puts back the values it found (if nobody changed them since).
+
 ``close()`` kills every process in the namespaces, deletes them and the temp directory; it is
 safe to call twice and runs at interpreter exit too.  Addresses: only the private test subnet
 inside these namespaces.
@@ -198,6 +203,23 @@ class FabricNode:
         return env
 
 
+_NEIGHBOUR_SYSCTLS = tuple(
+    f"/proc/sys/net/{family}/neigh/default/gc_thresh{level}"
+    for family in ("ipv4", "ipv6")
+    for level in (2, 3)
+)
+
+
+def _read_int(path: str) -> int:
+    with open(path) as file:
+        return int(file.read().strip())
+
+
+def _write_int(path: str, value: int) -> None:
+    with open(path, "w") as file:
+        file.write(str(value))
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)
@@ -226,6 +248,7 @@ class Fabric:
             host, _, port = etcd_endpoint.rsplit("/", 1)[-1].partition(":")
             self.relay = EtcdRelay(host, int(port))
         self._closed = False
+        self._neighbour_limits: dict[str, tuple[int, int]] = {}  # path -> (found, set)
         _live.add(self)
         try:
             self._add_namespace(self.fabric)
@@ -266,11 +289,32 @@ class Fabric:
         netns_exec(namespace, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
         directory = os.path.join(self.directory, f"node{index}")
         os.makedirs(directory)
+        self._ensure_neighbour_capacity(len(self.nodes) + 2)
         node = FabricNode(index, name or f"node{index}", namespace, address, directory, address6)
         if self.relay is not None:
             self.relay.add(namespace)
         self.nodes.append(node)
         return node
+
+    def _ensure_neighbour_capacity(self, hosts: int) -> None:
+        # Each namespace may hold an entry for every other host, plus room for what else runs.
+        needed = hosts * hosts + 1024
+        for path in _NEIGHBOUR_SYSCTLS:
+            try:
+                current = _read_int(path)
+                if current < needed:
+                    wanted = needed if path.endswith("2") else 2 * needed
+                    _write_int(path, wanted)
+                    found = self._neighbour_limits.get(path, (current, wanted))[0]
+                    self._neighbour_limits[path] = (found, wanted)
+            except OSError:
+                pass
+
+    def _restore_neighbour_capacity(self) -> None:
+        for path, (found, wanted) in self._neighbour_limits.items():
+            with contextlib.suppress(OSError, ValueError):
+                if _read_int(path) == wanted:
+                    _write_int(path, found)
 
     def add_router(self, index: int, tag: str = "x") -> tuple[str, str]:
         """A bare namespace on the bridge at ``<subnet>.<index>``: (namespace, address)."""
@@ -358,6 +402,7 @@ class Fabric:
         for namespace in reversed(self.namespaces):
             run("ip", "netns", "del", namespace, check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
+        self._restore_neighbour_capacity()
         _live.discard(self)
 
     def __enter__(self) -> Fabric:
