@@ -1,0 +1,214 @@
+"""Install the CNI plugins and a conflist on a node, the way Calico's ``install-cni`` does.
+
+What it is: ``install(options)`` writes the ``calico`` and ``calico-ipam`` executables into the
+CNI binary directory (default ``/opt/cni/bin``) and a conflist (default
+``/etc/cni/net.d/10-calico.conflist``) rendered from Calico's canonical one: ``calico`` (etcd
+datastore, ``calico-ipam``) then ``portmap`` (``snat``, capability ``portMappings``) and
+``bandwidth`` (capability ``bandwidth``).  A template can be given instead, as Calico's
+``CNI_NETWORK_CONFIG``, with Calico's placeholders (``__KUBERNETES_NODE_NAME__``,
+``__CNI_MTU__``, ``__ETCD_ENDPOINTS__``, ``__ETCD_KEY_FILE__``, ``__ETCD_CERT_FILE__``,
+``__ETCD_CA_CERT_FILE__``, ``__LOG_LEVEL__``, ``__DATASTORE_TYPE__``,
+``__KUBECONFIG_FILEPATH__``).  ``--with-reference-plugins`` also copies ``portmap``,
+``bandwidth``, ``tuning``, ``host-local`` and ``loopback`` from /usr/lib/cni, as Calico ships
+them.
+
+The executables are small scripts that run this Python with pycalico's entry points; a node's
+agent socket (``--agent-socket``) is written into them, because runtimes call plugins with their
+own environment, and several nodes on one machine each need their own socket.
+
+Run: ``python -m pycalico.cni.install [--bin-dir DIR] [--conf-dir DIR] ...``.  Invariants: every
+file is written to a temporary name and renamed, so a runtime never reads half a file; the
+rendered conflist is valid JSON or nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CONF_NAME = "10-calico.conflist"
+REFERENCE_DIR = "/usr/lib/cni"
+REFERENCE_PLUGINS = ("portmap", "bandwidth", "tuning", "host-local", "loopback")
+ENTRY_POINTS = {"calico": "pycalico.cni.plugin", "calico-ipam": "pycalico.cni.ipam_plugin"}
+
+
+@dataclass(frozen=True, slots=True)
+class InstallOptions:
+    bin_dir: str = DEFAULT_BIN_DIR
+    conf_dir: str = DEFAULT_CONF_DIR
+    conf_name: str = DEFAULT_CONF_NAME
+    cni_version: str = "1.0.0"
+    network_name: str = "k8s-pod-network"
+    nodename: str = ""
+    nodename_file: str = ""
+    etcd_endpoints: str = "http://127.0.0.1:2379"
+    etcd_key_file: str = ""
+    etcd_cert_file: str = ""
+    etcd_ca_cert_file: str = ""
+    mtu: int = 0
+    log_level: str = "info"
+    log_file_path: str = "/var/log/calico/cni/cni.log"
+    ipam_lock_file: str = ""
+    kubeconfig: str = ""
+    agent_socket: str = ""
+    template: str = ""
+    with_reference_plugins: bool = False
+    python: str = field(default_factory=lambda: sys.executable)
+
+
+def placeholders(options: InstallOptions) -> dict[str, str]:
+    return {
+        "__KUBERNETES_NODE_NAME__": options.nodename,
+        "__CNI_MTU__": str(options.mtu),
+        "__ETCD_ENDPOINTS__": options.etcd_endpoints,
+        "__ETCD_KEY_FILE__": options.etcd_key_file,
+        "__ETCD_CERT_FILE__": options.etcd_cert_file,
+        "__ETCD_CA_CERT_FILE__": options.etcd_ca_cert_file,
+        "__LOG_LEVEL__": options.log_level,
+        "__DATASTORE_TYPE__": "etcdv3",
+        "__KUBECONFIG_FILEPATH__": options.kubeconfig,
+    }
+
+
+def default_conflist(options: InstallOptions) -> dict[str, Any]:
+    calico: dict[str, Any] = {
+        "type": "calico",
+        "log_level": options.log_level,
+        "log_file_path": options.log_file_path,
+        "datastore_type": "etcdv3",
+        "etcd_endpoints": options.etcd_endpoints,
+        "mtu": options.mtu,
+        "ipam": {"type": "calico-ipam"},
+    }
+    for key in ("etcd_key_file", "etcd_cert_file", "etcd_ca_cert_file", "ipam_lock_file"):
+        if getattr(options, key):
+            calico[key] = getattr(options, key)
+    if options.nodename:
+        calico["nodename"] = options.nodename
+    if options.nodename_file:
+        calico["nodename_file"] = options.nodename_file
+    if options.kubeconfig:
+        calico["policy"] = {"type": "k8s"}
+        calico["kubernetes"] = {"kubeconfig": options.kubeconfig}
+    return {
+        "name": options.network_name,
+        "cniVersion": options.cni_version,
+        "plugins": [
+            calico,
+            {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        ],
+    }
+
+
+def render_conflist(options: InstallOptions) -> str:
+    """The conflist text; a template's placeholders are replaced, and the result must parse."""
+    if not options.template:
+        return json.dumps(default_conflist(options), indent=2) + "\n"
+    text = options.template
+    for placeholder, value in placeholders(options).items():
+        text = text.replace(placeholder, value)
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"CNI_NETWORK_CONFIG: the rendered template is not JSON: {exc}") from None
+    if not isinstance(parsed, dict) or not (parsed.get("plugins") or parsed.get("type")):
+        raise ValueError("CNI_NETWORK_CONFIG: expected a conflist (with plugins) or a conf")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def plugin_script(module: str, python: str, agent_socket: str) -> str:
+    lines = [f"#!{python}", f'"""CNI plugin installed by pycalico: runs {module}."""', "import os"]
+    lines.append("import sys")
+    if agent_socket:
+        lines.append(f"os.environ.setdefault('CALICO_AGENT_SOCKET', {agent_socket!r})")
+    lines += [f"from {module} import main", "sys.exit(main())", ""]
+    return "\n".join(lines)
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def install(options: InstallOptions) -> list[str]:
+    """Write the executables and the conflist; returns the paths written."""
+    conflist = render_conflist(options)  # before any write: a bad template writes nothing
+    os.makedirs(options.bin_dir, exist_ok=True)
+    os.makedirs(options.conf_dir, exist_ok=True)
+    written = []
+    for name, module in ENTRY_POINTS.items():
+        path = os.path.join(options.bin_dir, name)
+        _write(path, plugin_script(module, options.python, options.agent_socket).encode(), 0o755)
+        written.append(path)
+    if options.with_reference_plugins:
+        for name in REFERENCE_PLUGINS:
+            source = os.path.join(REFERENCE_DIR, name)
+            if os.path.exists(source):
+                target = os.path.join(options.bin_dir, name)
+                shutil.copyfile(source, target + ".tmp")
+                os.chmod(target + ".tmp", 0o755)
+                os.replace(target + ".tmp", target)
+                written.append(target)
+    path = os.path.join(options.conf_dir, options.conf_name)
+    _write(path, conflist.encode(), 0o644)
+    written.append(path)
+    return written
+
+
+def options_from(argv: Sequence[str], env: Mapping[str, str]) -> InstallOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m pycalico.cni.install",
+        description="Install the calico CNI plugins and a conflist (Calico's install-cni).",
+    )
+    parser.add_argument("--bin-dir", default=env.get("CNI_BIN_DIR") or DEFAULT_BIN_DIR)
+    parser.add_argument("--conf-dir", default=env.get("CNI_NET_DIR") or DEFAULT_CONF_DIR)
+    parser.add_argument("--conf-name", default=env.get("CNI_CONF_NAME") or DEFAULT_CONF_NAME)
+    parser.add_argument("--cni-version", default="1.0.0")
+    parser.add_argument("--network-name", default="k8s-pod-network")
+    parser.add_argument("--nodename", default=env.get("KUBERNETES_NODE_NAME") or "")
+    parser.add_argument("--nodename-file", default="")
+    parser.add_argument(
+        "--etcd-endpoints", default=env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
+    )
+    parser.add_argument("--etcd-key-file", default=env.get("ETCD_KEY_FILE") or "")
+    parser.add_argument("--etcd-cert-file", default=env.get("ETCD_CERT_FILE") or "")
+    parser.add_argument("--etcd-ca-cert-file", default=env.get("ETCD_CA_CERT_FILE") or "")
+    parser.add_argument("--mtu", type=int, default=int(env.get("CNI_MTU") or 0))
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-file-path", default="/var/log/calico/cni/cni.log")
+    parser.add_argument("--ipam-lock-file", default="")
+    parser.add_argument("--kubeconfig", default="")
+    parser.add_argument("--agent-socket", default=env.get("CALICO_AGENT_SOCKET") or "")
+    parser.add_argument("--with-reference-plugins", action="store_true")
+    arguments = parser.parse_args(list(argv))
+    return InstallOptions(
+        **{key: value for key, value in vars(arguments).items()},
+        template=env.get("CNI_NETWORK_CONFIG") or "",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = options_from(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        for path in install(options):
+            print(f"installed {path}")
+    except (OSError, ValueError) as exc:
+        print(f"install-cni: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
