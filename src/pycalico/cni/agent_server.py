@@ -113,3 +113,41 @@ class AgentServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+async def serve_forever(path: str, env: Mapping[str, str]) -> None:
+    """A CNI agent alone (no BIRD, confd or Felix) until SIGTERM/SIGINT: for tests, benchmarks
+    and nodes that run only the plugins.  The datastore comes from ``env`` (``ETCD_*``)."""
+    import signal
+
+    from pycalico.datastore.config import DatastoreConfig
+    from pycalico.datastore.etcd import EtcdKVStore
+
+    kv = EtcdKVStore.from_config(DatastoreConfig.from_env(env))
+    server = AgentServer(path, default_handlers(kv))
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        await kv.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pycalico.cni.agent_server [SOCKET]`` (default ``CALICO_AGENT_SOCKET``)."""
+    import sys
+
+    from pycalico.cni.agent_protocol import socket_path
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else socket_path(os.environ)
+    asyncio.run(serve_forever(path, dict(os.environ)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

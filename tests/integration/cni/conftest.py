@@ -35,7 +35,6 @@ BIN = Path(sys.executable).parent
 CALICO = str(BIN / "calico")
 CALICOCTL = str(BIN / "calicoctl")
 POOL = "10.65.0.0/16"
-AGENT_SCRIPT = Path(__file__).with_name("agent_runner.py")
 
 
 def ip(*args: str, check: bool = True) -> str:
@@ -169,7 +168,14 @@ class CniNode:
     def start_agent(self) -> None:
         env = {**os.environ, "ETCD_ENDPOINTS": self.endpoint, "PYTHONUNBUFFERED": "1"}
         self.agent = subprocess.Popen(
-            ["nsenter", f"--net={self.netns_path}", sys.executable, str(AGENT_SCRIPT), self.socket],
+            [
+                "nsenter",
+                f"--net={self.netns_path}",
+                sys.executable,
+                "-m",
+                "pycalico.cni.agent_server",
+                self.socket,
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "agent.log", "wb"),  # noqa: SIM115 - closed with the process
