@@ -42,8 +42,9 @@ from pycalico.lab.cluster import executable
 from pycalico.lab.state import PodState
 
 console = Console(highlight=False)
-STATE_DIR = "/var/run/calico-lab-demo"
-PREFIX = "cdemo"
+# Overridable so a test can run the demo beside a demo someone else is running.
+STATE_DIR = os.environ.get("CALICO_DEMO_DIR", "/var/run/calico-lab-demo")
+PREFIX = os.environ.get("CALICO_DEMO_PREFIX", "cdemo")
 
 PODS = [  # name, node, namespace, labels
     ("web-1", "node1", "shop", "app=web"),
