@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from pycalico.felix.drivers.errors import NftError, RouteError
-from pycalico.felix.drivers.routes import Route
+from pycalico.felix.drivers.routes import Neighbor, Route
 
 _REF_CHAIN = re.compile(r"\b(?:jump|goto) ([A-Za-z0-9_.\-]+)")
 _REF_SET = re.compile(r"@([A-Za-z0-9_.\-]+)")
@@ -211,6 +211,7 @@ class FakeRoutes:
 
     def __init__(self, links: set[str] | None = None) -> None:
         self.routes: dict[str, Route] = {}
+        self.neighbors: dict[str, Neighbor] = {}
         self.links = links if links is not None else set()
         self.calls = 0
 
@@ -227,6 +228,14 @@ class FakeRoutes:
     def delete(self, route: Route) -> None:
         self.calls += 1
         self.routes.pop(route.destination, None)
+
+    def replace_neighbor(self, neighbor: Neighbor) -> None:
+        if neighbor.interface not in self.links:
+            raise RouteError(f"neighbor {neighbor.address}: no such device {neighbor.interface}")
+        self.neighbors[neighbor.address] = neighbor
+
+    def delete_neighbor(self, neighbor: Neighbor) -> None:
+        self.neighbors.pop(neighbor.address, None)
 
 
 class FakeSysctls:

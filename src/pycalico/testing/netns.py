@@ -62,6 +62,7 @@ class Pod:
     interface: str  # host-side veth, cali...
     ipv4: str
     ipv6: str = ""
+    mac: str = ""  # the pod side's MAC (Felix pins a static ARP entry to it)
 
 
 @dataclass
@@ -105,12 +106,18 @@ class Topology:
         netns_run(name, "ip", "link", "set", "eth0", "up")
         netns_run(name, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
         netns_run(name, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+        # A permanent entry for the fake gateway, as for the workload on the node (Felix): the
+        # kernel's neighbour table is shared by every namespace on the host, and a busy host
+        # can fill it; permanent entries are exempt from that limit.
+        netns_run(name, "ip", "neigh", "replace", "169.254.1.1", "lladdr", "ee:ee:ee:ee:ee:ee",
+                  "dev", "eth0", "nud", "permanent")  # fmt: skip
+        mac = netns_run(name, "cat", "/sys/class/net/eth0/address").strip()
         if ipv6:
             netns_run(name, "ip", "-6", "addr", "add", f"{ipv6}/128", "dev", "eth0", "nodad")
             # Calico's v6 gateway: the host veth's link-local, derived from ee:ee:ee:ee:ee:ee.
             netns_run(name, "ip", "-6", "route", "add", "default", "via", IPV6_GATEWAY,
                       "dev", "eth0")  # fmt: skip
-        pod = Pod(name, interface, ipv4, ipv6)
+        pod = Pod(name, interface, ipv4, ipv6, mac)
         self.pods[key] = pod
         return pod
 
@@ -128,7 +135,14 @@ class Topology:
         netns_run(name, "ip", "addr", "add", f"{outside_ip}/{prefix}", "dev", "eth0")
         netns_run(name, "ip", "link", "set", "eth0", "up")
         netns_run(name, "ip", "route", "add", "default", "via", node_ip)
-        pod = Pod(name, interface, outside_ip)
+        # Permanent neighbours both ways (the host-wide neighbour table may be full).
+        node_mac = netns_run(self.node, "cat", f"/sys/class/net/{interface}/address").strip()
+        outside_mac = netns_run(name, "cat", "/sys/class/net/eth0/address").strip()
+        netns_run(name, "ip", "neigh", "replace", node_ip, "lladdr", node_mac, "dev", "eth0",
+                  "nud", "permanent")  # fmt: skip
+        netns_run(self.node, "ip", "neigh", "replace", outside_ip, "lladdr", outside_mac, "dev",
+                  interface, "nud", "permanent")  # fmt: skip
+        pod = Pod(name, interface, outside_ip, mac=outside_mac)
         self.pods[key] = pod
         return pod
 

@@ -82,7 +82,7 @@ class Node:
         return m.WorkloadEndpointUpdate(
             wep_id(key),
             pod.interface,
-            "",
+            pod.mac,
             (f"{pod.ipv4}/32",),
             (f"{pod.ipv6}/128",) if pod.ipv6 else (),
             profiles,

@@ -13,12 +13,13 @@ import time
 import pytest
 
 from pycalico.felix import messages as m
+from pycalico.felix.dataplane.loop import DataplaneOptions
 from pycalico.felix.drivers.errors import NftError
-from pycalico.felix.rules.model import Chain
+from pycalico.felix.rules.model import Chain, RenderConfig
 from pycalico.testing import netns
 from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
 
-from .conftest import ALLOW, PODS, Node, wep_id
+from .conftest import ALLOW, PODS, PROFILE, Node, wep_id
 
 pytestmark = pytest.mark.root
 
@@ -361,3 +362,107 @@ def test_vxlan_from_workloads_is_dropped(node: Node, topology: netns.Topology) -
         checker.check({Probe("a", "b", 4789, "udp"): False, Probe("a", "b", 4790, "udp"): True})
     finally:
         checker.stop()
+
+
+def test_default_endpoint_to_host_action(topology: netns.Topology) -> None:
+    host_ip = "10.65.255.1"
+    netns.netns_run(topology.node, "ip", "addr", "add", f"{host_ip}/32", "dev", "lo")
+    endpoints = {key: Endpoint(pod.name, pod.ipv4) for key, pod in topology.pods.items()}
+    checker = ConnectivityChecker({**endpoints, "host": Endpoint(topology.node, host_ip)})
+    try:
+        checker.serve(["host"], tcp_ports=(8080,))
+        checker.serve(["b"], tcp_ports=(8081,))
+        Node(topology).start()  # Felix's default: Drop
+        checker.check({Probe("a", "host", 8080): False, Probe("a", "b", 8081): True})
+        accept = Node(topology, DataplaneOptions(render=RenderConfig(
+            default_endpoint_to_host_action="Accept")))  # fmt: skip
+        accept.start()
+        checker.check({Probe("a", "host", 8080): True, Probe("a", "b", 8081): True})
+        # The host always reaches its own workloads (kubelet probes).
+        checker.check({Probe("host", "a", 80): False})  # nothing listens on a:80 here
+    finally:
+        checker.stop()
+        netns.netns_run(
+            topology.node, "ip", "addr", "del", f"{host_ip}/32", "dev", "lo", check=False
+        )
+
+
+def test_route_resync_in_bulk_sweeps_stale_and_keeps_foreign_routes(
+    node: Node, topology: netns.Topology
+) -> None:
+    for i in range(5):
+        netns.netns_run(topology.node, "ip", "route", "add", "blackhole", f"10.77.{i}.0/24",
+                        "proto", "80")  # fmt: skip
+    netns.netns_run(
+        topology.node, "ip", "route", "add", "blackhole", "10.78.0.0/24", "proto", "static"
+    )
+    try:
+        blocks = [m.RouteUpdate(f"10.79.{i}.0/26", "blackhole") for i in range(20)]
+        node.start(*blocks)
+        routes = netns.netns_run(topology.node, "ip", "route", "show", "proto", "80")
+        assert all(f"blackhole 10.79.{i}.0/26" in routes for i in range(20)), routes
+        assert "10.77." not in routes
+        assert "10.78.0.0/24" in netns.netns_run(topology.node, "ip", "route")
+        node.send(m.RouteRemove("10.79.0.0/26"))
+        assert "10.79.0.0/26" not in netns.netns_run(topology.node, "ip", "route")
+    finally:
+        netns.netns_run(
+            topology.node, "ip", "route", "del", "blackhole", "10.78.0.0/24", check=False
+        )
+        netns.netns_run(topology.node, "ip", "route", "flush", "proto", "80", check=False)
+
+
+def test_link_watcher_configures_an_interface_created_after_its_endpoint(
+    node: Node, topology: netns.Topology
+) -> None:
+    import queue
+
+    from pycalico.felix.drivers.interfaces import LinkWatcher
+
+    events: queue.Queue[tuple[str, bool]] = queue.Queue()
+    with netns.enter(topology.node):
+        watcher = LinkWatcher(lambda name, present: events.put((name, present)))
+    late = "calilate0000001"
+    try:
+        node.start(
+            m.WorkloadEndpointUpdate(
+                m.WorkloadEndpointID("k8s", "default/late", "eth0"), late, "", ("10.65.0.50/32",),
+                (), (PROFILE,), (),
+            )
+        )  # fmt: skip
+        report = node.dataplane.last_report
+        assert report is not None and report.interfaces_missing == 1 and report.routes_pending == 1
+        netns.netns_run(topology.node, "ip", "link", "add", late, "type", "veth", "peer", "name",
+                        "late-peer")  # fmt: skip
+        netns.netns_run(topology.node, "ip", "link", "set", late, "up")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            name, present = events.get(timeout=5)
+            if name == late and present:
+                break
+        with netns.enter(topology.node):
+            node.dataplane.on_link(late, True)
+        report = node.send()
+        assert report is not None and report.interfaces_missing == 0 and report.routes_pending == 0
+        assert (
+            netns.netns_run(
+                topology.node, "cat", f"/proc/sys/net/ipv4/conf/{late}/proxy_arp"
+            ).strip()
+            == "1"
+        )
+        assert "10.65.0.50 dev calilate0000001" in netns.netns_run(topology.node, "ip", "route")
+    finally:
+        watcher.close()
+        netns.netns_run(topology.node, "ip", "link", "del", late, check=False)
+
+
+def test_conntrack_entries_of_a_departed_address_are_flushed(
+    node: Node, topology: netns.Topology, matrix: ConnectivityChecker
+) -> None:
+    node.start()
+    matrix.check({Probe("a", "c", 53, "udp"): True, Probe("b", "c", 53, "udp"): True})
+    listing = netns.netns_run(topology.node, "conntrack", "-L", "-d", PODS["c"], check=False)
+    assert PODS["c"] in listing
+    node.send(m.WorkloadEndpointRemove(wep_id("c")))
+    listing = netns.netns_run(topology.node, "conntrack", "-L", "-d", PODS["c"], check=False)
+    assert PODS["c"] not in listing

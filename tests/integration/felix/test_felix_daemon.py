@@ -190,19 +190,36 @@ def matrix(world: tuple[netns.Topology, EtcdRelay]) -> Iterator[ConnectivityChec
         checker.stop()
 
 
+async def check(
+    felix: FelixProcess,
+    checker: ConnectivityChecker,
+    expected: dict[Probe, bool],
+    deadline: float = 5.0,
+) -> float:
+    """``checker.check`` off the event loop; on failure the message ends with Felix's log."""
+    try:
+        return await asyncio.to_thread(checker.check, expected, deadline)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- felix log ---\n{felix.tail(60)}") from None
+
+
 async def put(kv: EtcdKVStore, resource: Resource) -> None:
     await kv.put(key_of(resource), encode_value(resource))
 
 
+def workload(topo: netns.Topology, key: str, **fields: Any) -> Resource:
+    """The pod's WorkloadEndpoint, as the CNI plugin writes it (with the pod's MAC)."""
+    pod = topo.pods[key]
+    endpoint = build.workload(f"pod-{key}", ips=[PODS[key]], interface=pod.interface, **fields)
+    return endpoint.model_copy(update={"spec": endpoint.spec.model_copy(update={"mac": pod.mac})})
+
+
 async def write_pods(kv: EtcdKVStore, topo: netns.Topology, hostname: str) -> None:
     await put(kv, build.namespace_profile("default"))
-    for key, ip in PODS.items():
+    for key in PODS:
         await put(
             kv,
-            build.workload(
-                f"pod-{key}", node=hostname, labels=LABELS[key], ips=[ip],
-                interface=topo.pods[key].interface,
-            ),
+            workload(topo, key, node=hostname, labels=LABELS[key]),
         )  # fmt: skip
 
 
@@ -234,28 +251,25 @@ async def test_policy_from_etcd_enforced_within_a_second_and_status_reported(
     await write_pods(kv, topo, felix.hostname)
     felix.start()
     await asyncio.to_thread(felix.wait_ready)
-    await asyncio.to_thread(matrix.check, matrix_of())
+    await check(felix, matrix, matrix_of())
 
     start = time.monotonic()
     await put(kv, DENY_ATTACKER)
-    took = await asyncio.to_thread(matrix.check, matrix_of(ATTACKER_BLOCKED), 1.0)
+    took = await check(felix, matrix, matrix_of(ATTACKER_BLOCKED), 1.0)
     assert time.monotonic() - start < 1.5, took
 
     start = time.monotonic()
     await kv.delete(key_of(DENY_ATTACKER))
-    await asyncio.to_thread(matrix.check, matrix_of(), 1.0)
+    await check(felix, matrix, matrix_of(), 1.0)
     assert time.monotonic() - start < 1.5
 
     # A label change moves c into the attacker selector and back out.
     await put(kv, DENY_ATTACKER)
-    c = build.workload("pod-c", node=felix.hostname, labels={"role": "attacker"}, ips=[PODS["c"]],
-                       interface=topo.pods["c"].interface)  # fmt: skip
+    c = workload(topo, "c", node=felix.hostname, labels={"role": "attacker"})
     await put(kv, c)
-    await asyncio.to_thread(
-        matrix.check, matrix_of(ATTACKER_BLOCKED | {("c", "a"), ("c", "b")}), 2.0
-    )
+    await check(felix, matrix, matrix_of(ATTACKER_BLOCKED | {("c", "a"), ("c", "b")}), 2.0)
     await write_pods(kv, topo, felix.hostname)
-    await asyncio.to_thread(matrix.check, matrix_of(ATTACKER_BLOCKED), 2.0)
+    await check(felix, matrix, matrix_of(ATTACKER_BLOCKED), 2.0)
 
     # Status: heartbeat under a lease, endpoint statuses "up", health and metrics over HTTP.
     status = await kv.get(paths.felix_status_key(felix.hostname))
@@ -291,7 +305,7 @@ async def test_restart_during_flow_keeps_it_and_sweeps_policy_deleted_while_down
     await put(kv, DENY_ATTACKER)
     felix.start()
     await asyncio.to_thread(felix.wait_ready)
-    await asyncio.to_thread(matrix.check, matrix_of(ATTACKER_BLOCKED))
+    await check(felix, matrix, matrix_of(ATTACKER_BLOCKED))
 
     server = subprocess.Popen(
         ["ip", "netns", "exec", topo.pods["b"].name, "iperf3", "-s", "-1", "-p", "5201"],
@@ -318,7 +332,7 @@ async def test_restart_during_flow_keeps_it_and_sweeps_policy_deleted_while_down
         server.kill()
         server.wait()
     # The policy deleted while Felix was down is gone from the kernel.
-    await asyncio.to_thread(matrix.check, matrix_of(), 2.0)
+    await check(felix, matrix, matrix_of(), 2.0)
     assert "deny-attacker" not in netns.netns_run(
         topo.node, "nft", "list", "table", "inet", "calico"
     )
@@ -336,7 +350,7 @@ async def test_etcd_outage_keeps_connectivity_and_later_policy_is_enforced(
     await write_pods(kv, topo, felix.hostname)
     felix.start()
     await asyncio.to_thread(felix.wait_ready)
-    await asyncio.to_thread(matrix.check, matrix_of())
+    await check(felix, matrix, matrix_of())
     etcd_server.stop()
     try:
         deadline = time.monotonic() + 30
@@ -352,7 +366,7 @@ async def test_etcd_outage_keeps_connectivity_and_later_policy_is_enforced(
         await put(store, DENY_ATTACKER)
     finally:
         await store.close()
-    await asyncio.to_thread(matrix.check, matrix_of(ATTACKER_BLOCKED), 10.0)
+    await check(felix, matrix, matrix_of(ATTACKER_BLOCKED), 10.0)
 
 
 async def test_restart_only_config_change_exits_for_restart(
@@ -468,9 +482,7 @@ async def test_policy_scenarios_match_their_reachability_matrix(
     await put(kv, build.namespace_profile("default"))
     await put(kv, build.namespace_profile("other"))
     for key, (namespace, labels) in SCENARIO_PODS.items():
-        await put(kv, build.workload(f"pod-{key}", namespace=namespace, node=felix.hostname,
-                                     labels=labels, ips=[PODS[key]],
-                                     interface=topo.pods[key].interface))  # fmt: skip
+        await put(kv, workload(topo, key, namespace=namespace, node=felix.hostname, labels=labels))
     checker = ConnectivityChecker(
         {key: Endpoint(pod.name, pod.ipv4) for key, pod in topo.pods.items()}
     )
@@ -479,18 +491,18 @@ async def test_policy_scenarios_match_their_reachability_matrix(
         felix.start()
         await asyncio.to_thread(felix.wait_ready)
         baseline = expect(lambda p: False)
-        await asyncio.to_thread(checker.check, baseline)
+        await check(felix, checker, baseline)
         for name, resources, blocked in SCENARIOS:
             for resource in resources:
                 await put(kv, resource)
             try:
-                await asyncio.to_thread(checker.check, expect(blocked), 3.0)
+                await check(felix, checker, expect(blocked), 3.0)
             except AssertionError as error:
                 raise AssertionError(f"scenario {name!r}:\n{error}") from None
             for resource in reversed(resources):
                 await kv.delete(key_of(resource))
             try:
-                await asyncio.to_thread(checker.check, baseline, 3.0)
+                await check(felix, checker, baseline, 3.0)
             except AssertionError as error:
                 raise AssertionError(f"after removing scenario {name!r}:\n{error}") from None
     finally:

@@ -1,6 +1,7 @@
 """The route manager: local workload addresses (and graph-sent routes) → the route driver.
 
-What it is: ``/32``/``/128`` routes to each local workload's interface, plus the blackhole and
+What it is: ``/32``/``/128`` routes to each local workload's interface (and, for IPv4
+workloads with a MAC, Calico's static ARP entry), plus the blackhole and
 remote-block routes of ``RouteUpdate`` messages, and the list of addresses whose conntrack
 entries must go because they left this node.  What it is not: netlink I/O (the route driver)
 or conntrack I/O (the conntrack driver; the apply loop hands it ``take_departed()``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycalico.felix.drivers.routes import Route, RouteTable, normalise
+from pycalico.felix.drivers.routes import Neighbor, Route, RouteTable, normalise
 from pycalico.felix.messages import (
     Message,
     RouteRemove,
@@ -31,6 +32,7 @@ class RouteManager:
         self._extra: dict[str, Route] = {}
         self._dirty: set[str] = set()
         self._departed: set[str] = set()
+        self._endpoint_neighbors: dict[WorkloadEndpointID, dict[str, Neighbor]] = {}
 
     def _workload_routes(self, update: WorkloadEndpointUpdate) -> dict[str, Route]:
         routes = {}
@@ -43,12 +45,14 @@ class RouteManager:
 
     def on_update(self, message: Message) -> None:
         if isinstance(message, WorkloadEndpointUpdate):
+            self._update_neighbors(message.id, _workload_neighbors(message))
             new = self._workload_routes(message)
             old = self._endpoint_routes.get(message.id, {})
             if new != old:
                 self._dirty.update(old.keys() | new.keys())
                 self._endpoint_routes[message.id] = new
         elif isinstance(message, WorkloadEndpointRemove):
+            self._update_neighbors(message.id, {})
             old = self._endpoint_routes.pop(message.id, {})
             self._dirty.update(old.keys())
         elif isinstance(message, RouteUpdate):
@@ -66,6 +70,16 @@ class RouteManager:
             destination = normalise(message.destination)
             if self._extra.pop(destination, None) is not None:
                 self._dirty.add(destination)
+
+    def _update_neighbors(self, endpoint: WorkloadEndpointID, new: dict[str, Neighbor]) -> None:
+        # Neighbours are cheap and independent: hand them to the driver at once (no I/O here).
+        old = self._endpoint_neighbors.pop(endpoint, {})
+        for address in old.keys() - new.keys():
+            self.routes.remove_neighbor(address)
+        for neighbor in new.values():
+            self.routes.set_neighbor(neighbor)
+        if new:
+            self._endpoint_neighbors[endpoint] = new
 
     @property
     def dirty(self) -> bool:
@@ -95,3 +109,15 @@ class RouteManager:
         departed = sorted(self._departed)
         self._departed.clear()
         return departed
+
+
+def _workload_neighbors(update: WorkloadEndpointUpdate) -> dict[str, Neighbor]:
+    if not update.mac:
+        return {}
+    out = {}
+    for net in update.ipv4_nets:
+        network = ipaddress.ip_network(net, strict=False)
+        if network.prefixlen == network.max_prefixlen:
+            address = str(network.network_address)
+            out[address] = Neighbor(address, update.interface_name, update.mac)
+    return out

@@ -11,6 +11,9 @@ also use, so Felix has to guess which routes are its own.  We default to **80** 
 ``felix`` protocol number for its non-device routes), so ownership is exact: every route with
 protocol 80 in the main table is ours, nothing else is.  Configurable (``deviceRouteProtocol``).
 
+It also keeps Calico's static ARP entries for workloads (``nud permanent``, the workload's
+MAC), replaced and deleted the same way.
+
 Invariants: a route whose interface does not exist yet stays dirty and is retried on the next
 apply (a link event triggers one); routes of other protocols are never touched.
 """
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 MAIN_TABLE = 254
 DEFAULT_PROTOCOL = 80
 _BULK_THRESHOLD = 16
+# Permanent neighbours are never garbage-collected and do not count against the (global)
+# neighbour-table limit, so a busy host cannot make a workload unreachable by ARP churn.
+_NUD_PERMANENT = 0x80
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,15 @@ class Route:
     type: str = "unicast"  # or "blackhole"
     gateway: str = ""
     protocol: int = DEFAULT_PROTOCOL
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """A static ARP entry: Calico pins each IPv4 workload address to the workload's MAC."""
+
+    address: str
+    interface: str
+    mac: str
 
 
 def normalise(destination: str) -> str:
@@ -54,6 +69,10 @@ class RouteBackend(Protocol):
     def replace(self, route: Any) -> None: ...
 
     def delete(self, route: Any) -> None: ...
+
+    def replace_neighbor(self, neighbor: Any) -> None: ...
+
+    def delete_neighbor(self, neighbor: Any) -> None: ...
 
 
 class _NetlinkCalls:
@@ -195,6 +214,25 @@ class NetlinkRoutes:
                 return
             raise RouteError(f"route {route.destination}: delete failed: {error}") from error
 
+    def replace_neighbor(self, neighbor: Neighbor) -> None:
+        try:
+            self._ipr.neigh(
+                "replace", dst=neighbor.address, lladdr=neighbor.mac,
+                ifindex=self._link_index(neighbor.interface), state=_NUD_PERMANENT,
+            )  # fmt: skip
+        except Exception as error:
+            self._index.pop(neighbor.interface, None)
+            raise RouteError(
+                f"neighbor {neighbor.address} dev {neighbor.interface}: {error}"
+            ) from error
+
+    def delete_neighbor(self, neighbor: Neighbor) -> None:
+        try:
+            index = self._link_index(neighbor.interface)
+            self._ipr.neigh("del", dst=neighbor.address, ifindex=index)
+        except Exception:  # gone with its interface, or never there
+            return
+
 
 class RouteTable:
     def __init__(self, backend: RouteBackend, protocol: int = DEFAULT_PROTOCOL) -> None:
@@ -203,7 +241,19 @@ class RouteTable:
         self._desired: dict[str, Route] = {}
         self._programmed: dict[str, Route] = {}
         self._dirty: set[str] = set()
+        self._neighbors: dict[str, Neighbor] = {}
+        self._programmed_neighbors: dict[str, Neighbor] = {}
+        self._dirty_neighbors: set[str] = set()
         self.needs_resync = True
+
+    def set_neighbor(self, neighbor: Neighbor) -> None:
+        if self._neighbors.get(neighbor.address) != neighbor:
+            self._neighbors[neighbor.address] = neighbor
+            self._dirty_neighbors.add(neighbor.address)
+
+    def remove_neighbor(self, address: str) -> None:
+        if self._neighbors.pop(address, None) is not None:
+            self._dirty_neighbors.add(address)
 
     def set_route(self, route: Route) -> None:
         if self._desired.get(route.destination) != route:
@@ -226,10 +276,14 @@ class RouteTable:
             if route.interface == interface:
                 self._dirty.add(destination)
                 self._programmed.pop(destination, None)
+        for address, neighbor in self._neighbors.items():
+            if neighbor.interface == interface:
+                self._dirty_neighbors.add(address)
+                self._programmed_neighbors.pop(address, None)
 
     @property
     def dirty(self) -> bool:
-        return self.needs_resync or bool(self._dirty)
+        return self.needs_resync or bool(self._dirty) or bool(self._dirty_neighbors)
 
     def apply(self) -> int:
         """Program what changed; returns the number of routes still pending (missing links)."""
@@ -251,6 +305,21 @@ class RouteTable:
                 pending += 1
                 continue
             self._dirty.discard(destination)
+        for address in sorted(self._dirty_neighbors):
+            neighbor = self._neighbors.get(address)
+            try:
+                if neighbor is None:
+                    old = self._programmed_neighbors.pop(address, None)
+                    if old is not None:
+                        self.backend.delete_neighbor(old)
+                elif self._programmed_neighbors.get(address) != neighbor:
+                    self.backend.replace_neighbor(neighbor)
+                    self._programmed_neighbors[address] = neighbor
+            except RouteError as error:
+                log.debug("neighbor not programmed yet: %s", error)
+                pending += 1
+                continue
+            self._dirty_neighbors.discard(address)
         return pending
 
     def _resync(self) -> None:
@@ -268,4 +337,7 @@ class RouteTable:
             self._dirty = set(failed)
         else:
             self._dirty = {r.destination for r in todo}
+        # Neighbours vanish with their interface; a resync simply writes them all again.
+        self._programmed_neighbors.clear()
+        self._dirty_neighbors = set(self._neighbors)
         self.needs_resync = False
