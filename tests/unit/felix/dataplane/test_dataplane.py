@@ -178,3 +178,20 @@ def test_counts(dataplane: Dataplane) -> None:
     dataplane.apply()
     counts = dataplane.counts()
     assert counts["endpoints"] == 2 and counts["profiles"] == 1 and counts["rules"] > 0
+
+
+def test_static_arp_entry_follows_the_workload_mac(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    with_mac = m.WorkloadEndpointUpdate(
+        m.WorkloadEndpointID("k8s", "default/a", "eth0"), "calia", "aa:bb:cc:dd:ee:01",
+        ("10.65.0.1/32",), (), (PROFILE,), (),
+    )  # fmt: skip
+    dataplane.on_updates([with_mac, m.InSync()])
+    dataplane.apply()
+    neighbor = kernel.routes.neighbors["10.65.0.1"]
+    assert (neighbor.interface, neighbor.mac) == ("calia", "aa:bb:cc:dd:ee:01")
+    dataplane.on_update(m.WorkloadEndpointRemove(with_mac.id))
+    dataplane.apply()
+    assert "10.65.0.1" not in kernel.routes.neighbors
