@@ -5,9 +5,10 @@ What it is: the I/O around ``processor`` and ``render``.  One ``Syncer`` per pre
 ``/calico/ipam/v2/host/<node>/``), so a busy cluster's workload-endpoint churn never reaches it.
 After every change (coalesced: whatever arrived while a render ran is handled by the next one)
 it builds the configuration, renders it, and only if the text differs from what is on disk:
-writes it to a temporary file, has BIRD check it (``configure check`` over the control socket
-when BIRD runs, else ``bird -p -c``), renames it over the configuration (atomic, same
-directory) and asks BIRD to ``configure`` over the control socket.  What it is not: the
+writes it to a temporary file; when BIRD runs, has it load that file (``configure "<file>"``
+over the control socket: one parse, and BIRD refuses a bad file while it keeps running the old
+one), else checks it with ``bird -p -c``; then renames it over the configuration (atomic, same
+directory), so the file on disk is always what BIRD runs or will run.  What it is not: the
 decisions (``processor``), the text (``render``), or BIRD's process (``pycalico.node.agent``).
 
 Passwords (``secretKeyRef``): there is no Kubernetes here, so a secret ``<name>``/``<key>`` is read
@@ -22,8 +23,8 @@ Invariants:
   configuration built from half a snapshot.
 * The file on disk only ever holds a whole configuration that ``bird -p`` accepted; a rejected
   render is logged and the previous file stays.
-* BIRD is reloaded only when the text changed; if BIRD is not running yet, the file is simply
-  left for it to read when it starts.
+* BIRD is reloaded only when the text changed, and then exactly once; if BIRD is not running
+  yet, the file is simply left for it to read when it starts.
 """
 
 from __future__ import annotations
@@ -281,8 +282,16 @@ class Confd:
     async def _install(self, text: str) -> bool:
         temporary = _write_temporary(self.config_path, text)
         try:
-            if self.check:
-                problem = await self._check(temporary)
+            applied: bool | None = None
+            if self._bird_running():
+                # One parse: BIRD loads the candidate itself, and refuses a bad one while it
+                # keeps running the old one.
+                applied = await self._configure(temporary)
+                if applied is False:
+                    self.stats.rejected += 1
+                    return False
+            if applied is None and self.check:
+                problem = await asyncio.to_thread(check_config, temporary)
                 if problem:
                     self.stats.rejected += 1
                     log.error("confd: BIRD rejects the rendered configuration: %s", problem)
@@ -294,32 +303,27 @@ class Confd:
         self._text = text
         self.stats.writes += 1
         self.stats.last_write = time.time()
-        log.info("confd: wrote %s", self.config_path)
-        if self._bird_running():
-            assert self.control is not None
-            try:
-                await self.control.configure()
-                self.stats.reloads += 1
-            except BirdError as error:
-                # Not fatal: BIRD reads the file on its next start, and a later change retries.
-                log.warning("confd: reload failed: %s", error)
+        if applied:
+            self.stats.reloads += 1
+        log.info("confd: wrote %s%s", self.config_path, " and reloaded BIRD" if applied else "")
         return True
 
     def _bird_running(self) -> bool:
         return self.control is not None and os.path.exists(self.control.path)
 
-    async def _check(self, path: str) -> str | None:
-        """BIRD's verdict on a candidate file: ``configure check`` over the running daemon's
-        socket (no process to start), else ``bird -p`` when BIRD is not running."""
-        if self._bird_running():
-            assert self.control is not None
-            try:
-                reply = await self.control.command(f'configure check "{path}"')
-            except BirdError:
-                pass
-            else:
-                return None if reply.ok else reply.text
-        return await asyncio.to_thread(check_config, path)
+    async def _configure(self, path: str) -> bool | None:
+        """Have the running BIRD load ``path``: True if it now runs it, False if it refused it,
+        None if it could not be asked (then BIRD reads the file when it next starts)."""
+        assert self.control is not None
+        try:
+            reply = await self.control.command(f'configure "{path}"')
+        except BirdError as error:
+            log.warning("confd: reload failed: %s", error)
+            return None
+        if not reply.ok:
+            log.error("confd: BIRD rejects the rendered configuration: %s", reply.text)
+            return False
+        return True
 
     async def run(self) -> None:
         """Follow the datastore and keep the configuration current; runs until cancelled."""

@@ -7,7 +7,8 @@ each leaves the cluster as the next expects:
    ``calicoctl node status`` shows them;
 2. IPAM blocks claimed on node 1 and node 2 become BIRD kernel routes on every other node (and
    a blackhole on the owner), and a pod on node 2 pings a pod on node 1; an IPv6 block too;
-3. an external router (gobgpd) as a global BGPPeer gets every pod block and nothing else;
+3. an external router (gobgpd) as a global BGPPeer, with a TCP-MD5 password from a
+   secretKeyRef, gets every pod block and nothing else;
 4. route reflectors (mesh off, BGPPeers by peerSelector): other nodes have exactly 2 sessions,
    routes stay complete, pods still ping; stopping one reflector keeps them;
 5. BIRD SIGKILLed on a node: calico-node restarts it, sessions and routes come back, and with
@@ -35,11 +36,22 @@ ROUTER_AS = 65000
 
 
 @pytest.fixture(scope="module")
-def cluster(etcd: EtcdServer) -> Iterator[BgpCluster]:
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nodes' CALICO_BGP_SECRETS_DIR: ``<dir>/<secret name>/<key>`` files."""
+    return tmp_path_factory.mktemp("bgp-secrets")
+
+
+@pytest.fixture(scope="module")
+def cluster(etcd: EtcdServer, secrets: Path) -> Iterator[BgpCluster]:
     if not etcd.running:
         etcd.start()
     with BgpCluster(
-        etcd.endpoint, 4, prefix="pcbt", subnet6="fd00:213", pool6="fd70::/48"
+        etcd.endpoint,
+        4,
+        prefix="pcbt",
+        subnet6="fd00:213",
+        pool6="fd70::/48",
+        extra_env={"CALICO_BGP_SECRETS_DIR": str(secrets)},
     ) as built:
         built.call(lambda kv: kv.delete_prefix(""))
         built.start()
@@ -179,19 +191,26 @@ def test_blocks_become_routes_and_pods_reach_each_other(
 
 
 def test_external_router_gets_every_block_and_nothing_else(
-    cluster: BgpCluster, pods: dict[str, tuple[str, str]]
+    cluster: BgpCluster, pods: dict[str, tuple[str, str]], secrets: Path
 ) -> None:
+    """The peering is also TCP-MD5 protected: the password comes from a secretKeyRef."""
     blocks = blocks_of(cluster, pods)
+    (secrets / "bgp-secrets").mkdir()
+    (secrets / "bgp-secrets" / "router").write_text("s3cret pass\n")
     namespace, address = cluster.fabric.add_router(100)
     router = GoBgp(cluster.fabric, namespace, address, ROUTER_AS)
-    router.start([(node.ip, 64512) for node in cluster.nodes])
+    router.start([(node.ip, 64512) for node in cluster.nodes], password="s3cret pass")
     try:
         cluster.apply(
             {
                 "apiVersion": "projectcalico.org/v3",
                 "kind": "BGPPeer",
                 "metadata": {"name": "external-router"},
-                "spec": {"peerIP": address, "asNumber": ROUTER_AS},
+                "spec": {
+                    "peerIP": address,
+                    "asNumber": ROUTER_AS,
+                    "password": {"secretKeyRef": {"name": "bgp-secrets", "key": "router"}},
+                },
             }
         )
         try:
@@ -204,6 +223,8 @@ def test_external_router_gets_every_block_and_nothing_else(
             )
         name = f"Global_{address.replace('.', '_')}"
         assert name in cluster.established(cluster.nodes[0])
+        with open(cluster.nodes[0].bird_config) as file:
+            assert 'password "s3cret pass";' in file.read()
         time.sleep(1)  # nothing more arrives later
         assert router.prefixes() == set(blocks)
     finally:
