@@ -110,8 +110,9 @@ def step(title: str, explanation: str) -> None:
 
 def command(argv: Sequence[str], env: dict[str, str], *, check: bool = True) -> str:
     """Run one real command as a user would, showing it and its output."""
-    shown = " ".join(shlex.quote(os.path.basename(argv[0]) if i == 0 else a)
-                     for i, a in enumerate(argv))  # fmt: skip
+    shown = " ".join(
+        shlex.quote(os.path.basename(argv[0]) if i == 0 else a) for i, a in enumerate(argv)
+    )
     console.print(f"[bold cyan]$ {shown}[/]")
     done = subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False)
     output = (done.stdout + done.stderr).rstrip()
@@ -158,8 +159,21 @@ def tour(env: dict[str, str], workdir: Path) -> bool:
         "namespace's Profile `kns.<namespace>`, as Calico's kube-controllers would.",
     )
     for name, node, namespace, labels in PODS:
-        command([lab_cli, "pod", "add", name, "--node", node, "--namespace", namespace,
-                 "--labels", labels], env)  # fmt: skip
+        command(
+            [
+                lab_cli,
+                "pod",
+                "add",
+                name,
+                "--node",
+                node,
+                "--namespace",
+                namespace,
+                "--labels",
+                labels,
+            ],
+            env,
+        )
     command([lab_cli, "status"], env)
     lab = lab_state.load(STATE_DIR)
     assert lab is not None

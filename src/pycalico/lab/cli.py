@@ -23,7 +23,11 @@ from pycalico.lab import cluster, matrix, pods
 from pycalico.lab import state as lab_state
 from pycalico.lab.cluster import LabError
 
-console = Console(highlight=False)
+# Piped output (tests, `| less`) gets wide tables instead of truncated cells.
+console = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200,
+)
 
 
 def _progress(message: str) -> None:
@@ -57,14 +61,24 @@ def _state_dir(context: click.Context) -> str:
 
 @main.command()
 @click.option("--nodes", default=3, show_default=True, help="Number of nodes.")
-@click.option("--route-reflectors", default=0, show_default=True,
-              help="Nodes (the first K) that are BGP route reflectors; 0 = full mesh.")  # fmt: skip
+@click.option(
+    "--route-reflectors",
+    default=0,
+    show_default=True,
+    help="Nodes (the first K) that are BGP route reflectors; 0 = full mesh.",
+)
 @click.option("--etcd-members", default=1, show_default=True, type=click.Choice(["1", "3"]))
 @click.option("--ipv6", is_flag=True, help="Dual stack: IPv6 fabric, pool and pod addresses.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for ready.")
 @click.pass_context
-def up(context: click.Context, nodes: int, route_reflectors: int, etcd_members: str,
-       ipv6: bool, timeout: float) -> None:  # fmt: skip
+def up(
+    context: click.Context,
+    nodes: int,
+    route_reflectors: int,
+    etcd_members: str,
+    ipv6: bool,
+    timeout: float,
+) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
     console.print(f"[bold]Bringing up a {nodes}-node Calico lab[/]")
     try:
@@ -144,8 +158,15 @@ def _pods_table(lab: lab_state.LabState) -> Table:
         table.add_column(heading)
     for item in sorted(lab.pods, key=lambda p: (p.namespace, p.name)):
         labels = ",".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
-        table.add_row(item.name, item.namespace, item.node, item.ipv4, item.ipv6 or "-",
-                      labels or "-", item.workload_endpoint)  # fmt: skip
+        table.add_row(
+            item.name,
+            item.namespace,
+            item.node,
+            item.ipv4,
+            item.ipv6 or "-",
+            labels or "-",
+            item.workload_endpoint,
+        )
     return table
 
 
@@ -210,8 +231,9 @@ def status(context: click.Context) -> None:
 
 
 @main.command()
-@click.option("--deadline", default=10.0, show_default=True,
-              help="Seconds to keep retrying probes that fail.")  # fmt: skip
+@click.option(
+    "--deadline", default=10.0, show_default=True, help="Seconds to keep retrying probes that fail."
+)
 @click.pass_context
 def check(context: click.Context, deadline: float) -> None:
     """Connectivity matrix of all pods by all pods (ICMP and TCP)."""
@@ -220,7 +242,8 @@ def check(context: click.Context, deadline: float) -> None:
         console.print("check needs at least two pods (calico-lab pod add ...)")
         sys.exit(1)
     result = matrix.run(lab.pods, deadline=deadline)
-    console.print(matrix.table(result, "Connectivity (cell: ICMP/TCP; ok = reached)"))
+    columns = "ICMP/TCP, then ICMP6/TCP6" if lab.ipv6 else "ICMP/TCP"
+    console.print(matrix.table(result, f"Connectivity (cell: {columns}; ok = reached)"))
     console.print(matrix.summary(result))
     sys.exit(0 if result.reachable == len(result.actual) else 1)
 

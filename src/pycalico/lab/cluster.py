@@ -168,8 +168,9 @@ def _build_node(lab: LabState, node: NodeState, index: int) -> None:
         settings["net.ipv6.conf.default.accept_dad"] = "0"
         settings["net.ipv6.conf.all.accept_dad"] = "0"
         kernel.ip(node.namespace, "addr", "add", f"{node.address6}/64", "dev", "eth0", "nodad")
-        kernel.ip(node.namespace, "-6", "route", "add", "default", "via",
-                  f"{lab_state.FABRIC_SUBNET6}fe")  # fmt: skip
+        kernel.ip(
+            node.namespace, "-6", "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET6}fe"
+        )
     kernel.sysctls(node.namespace, settings)
     for sub in ("run", "log", "confd"):
         os.makedirs(os.path.join(node.directory, sub), exist_ok=True)
@@ -265,9 +266,12 @@ def node_ready(lab: LabState, node: NodeState, status: NodeStatus) -> bool:
 
 
 def wait_ready(
-    lab: LabState, nodes: list[NodeState] | None = None, *, timeout: float = 120.0,
+    lab: LabState,
+    nodes: list[NodeState] | None = None,
+    *,
+    timeout: float = 120.0,
     progress: Progress = _quiet,
-) -> None:  # fmt: skip
+) -> None:
     targets = nodes or list(lab.nodes)
     deadline = time.monotonic() + timeout
     last = ""
@@ -275,10 +279,15 @@ def wait_ready(
         with ThreadPoolExecutor(max_workers=16) as pool:
             found = list(pool.map(node_status, targets))
         felix = sum(1 for status in found if status.felix_ready)
-        bgp = sum(1 for node, status in zip(targets, found, strict=True)
-                  if node_ready(lab, node, status) or (
-                      status.established >= expected_sessions(lab, node)
-                      and status.established == len(status.sessions)))  # fmt: skip
+        bgp = sum(
+            1
+            for node, status in zip(targets, found, strict=True)
+            if node_ready(lab, node, status)
+            or (
+                status.established >= expected_sessions(lab, node)
+                and status.established == len(status.sessions)
+            )
+        )
         message = (
             f"Felix ready on {felix}/{len(targets)} nodes, BGP complete on {bgp}/{len(targets)}"
         )
@@ -352,8 +361,15 @@ def up(
         lab.fabric_namespace, "addr", "add", f"{lab_state.FABRIC_SUBNET}.254/24", "dev", "br0"
     )
     if ipv6:
-        kernel.ip(lab.fabric_namespace, "addr", "add", f"{lab_state.FABRIC_SUBNET6}fe/64", "dev",
-                  "br0", "nodad")  # fmt: skip
+        kernel.ip(
+            lab.fabric_namespace,
+            "addr",
+            "add",
+            f"{lab_state.FABRIC_SUBNET6}fe/64",
+            "dev",
+            "br0",
+            "nodad",
+        )
     kernel.ip(lab.fabric_namespace, "link", "set", "br0", "up")
 
     for i, member in enumerate(members):
@@ -392,13 +408,19 @@ def up(
         if reflectors
         else "full node-to-node BGP mesh"
     )
-    progress(f"datastore: IP pool {lab_state.IPV4_POOL}" + (
-        f" and {lab_state.IPV6_POOL}" if ipv6 else "") + f"; {topology}")  # fmt: skip
+    progress(
+        f"datastore: IP pool {lab_state.IPV4_POOL}"
+        + (f" and {lab_state.IPV6_POOL}" if ipv6 else "")
+        + f"; {topology}"
+    )
 
     progress(f"nodes: {nodes} namespaces on the fabric, one calico-node each")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda pair: _build_node(lab, pair[1], pair[0]),
-                      enumerate(node_states, start=1)))  # fmt: skip
+        list(
+            pool.map(
+                lambda pair: _build_node(lab, pair[1], pair[0]), enumerate(node_states, start=1)
+            )
+        )
     for node in node_states:
         start_node(lab, node)
     wait_ready(lab, timeout=timeout, progress=progress)

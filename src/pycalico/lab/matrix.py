@@ -44,14 +44,35 @@ class MatrixResult:
         return sum(1 for value in self.actual.values() if value)
 
 
-def _probes(pods: Sequence[PodState]) -> list[Probe]:
-    return [
-        Probe(source.name, destination.name, TCP_PORT if protocol == "tcp" else 0, protocol)
-        for source in pods
-        for destination in pods
-        if source.name != destination.name
-        for protocol in PROTOCOLS
-    ]
+def _families(pods: Sequence[PodState]) -> tuple[int, ...]:
+    """IPv4 always; IPv6 too when every pod has an IPv6 address (a dual-stack lab)."""
+    return (4, 6) if pods and all(pod.ipv6 for pod in pods) else (4,)
+
+
+def _column(protocol: str, family: int) -> str:
+    return protocol if family == 4 else f"{protocol}6"
+
+
+def _endpoint_name(pod: str, family: int) -> str:
+    return pod if family == 4 else f"{pod}@6"
+
+
+def _probes(pods: Sequence[PodState]) -> dict[tuple[str, str, str], Probe]:
+    """(source, destination, column) -> probe; columns icmp, tcp (and icmp6, tcp6)."""
+    found = {}
+    for family in _families(pods):
+        for source in pods:
+            for destination in pods:
+                if source.name == destination.name:
+                    continue
+                for protocol in PROTOCOLS:
+                    found[(source.name, destination.name, _column(protocol, family))] = Probe(
+                        _endpoint_name(source.name, family),
+                        _endpoint_name(destination.name, family),
+                        TCP_PORT if protocol == "tcp" else 0,
+                        protocol,
+                    )
+    return found
 
 
 def run(
@@ -61,57 +82,59 @@ def run(
     deadline: float = 10.0,
     probe_timeout: float = 0.5,
 ) -> MatrixResult:
-    """Measure the matrix; with ``expect`` (source, destination, protocol -> reachable)
-    retry until it holds or ``deadline`` seconds pass.  Without, retry only failing cells
-    until ``deadline`` (a freshly added pod may still be waiting for its routes)."""
+    """Measure the matrix; with ``expect`` (source, destination, protocol -> reachable; the
+    same answer for both address families) retry until it holds or ``deadline`` seconds pass.
+    Without, retry only while some cell fails, until ``deadline`` (a freshly added pod may
+    still be waiting for its routes)."""
     pods = tuple(pods)
     endpoints = {pod.name: Endpoint(pod.netns, pod.ipv4) for pod in pods}
+    if 6 in _families(pods):
+        endpoints.update(
+            {_endpoint_name(pod.name, 6): Endpoint(pod.netns, pod.ipv6) for pod in pods}
+        )
     checker = ConnectivityChecker(endpoints, probe_timeout=probe_timeout)
     start = time.monotonic()
+    by_name = {pod.name: pod for pod in pods}
+    probes = _probes(pods)
+    wanted = {
+        key: (expect(by_name[key[0]], by_name[key[1]], key[2].rstrip("6")) if expect else True)
+        for key in probes
+    }
     try:
-        checker.serve([pod.name for pod in pods], tcp_ports=[TCP_PORT])
-        probes = _probes(pods)
-        by_name = {pod.name: pod for pod in pods}
-        wanted = (
-            {p: expect(by_name[p.source], by_name[p.destination], p.protocol) for p in probes}
-            if expect is not None
-            else {p: True for p in probes}
-        )
+        checker.serve(list(endpoints), tcp_ports=[TCP_PORT])
         while True:
-            actual = checker.measure(probes)
-            if all(actual[p] == want for p, want in wanted.items()):
+            measured = checker.measure(probes.values())
+            actual = {key: measured[probe] for key, probe in probes.items()}
+            if all(actual[key] == want for key, want in wanted.items()):
                 break
             if time.monotonic() - start > deadline:
                 break
             time.sleep(0.2)
     finally:
         checker.stop()
-
-    def key(probe: Probe) -> tuple[str, str, str]:
-        return (probe.source, probe.destination, probe.protocol)
-
     return MatrixResult(
-        pods,
-        {key(p): actual[p] for p in probes},
-        {key(p): wanted[p] for p in probes} if expect is not None else None,
-        time.monotonic() - start,
+        pods, actual, wanted if expect is not None else None, time.monotonic() - start
     )
 
 
 def _cell(result: MatrixResult, source: str, destination: str) -> str:
-    parts = []
-    for protocol in PROTOCOLS:
-        got = result.actual[(source, destination, protocol)]
-        mark = "[green]ok[/]" if got else "[red]--[/]"
-        if result.expected is not None and result.expected[(source, destination, protocol)] != got:
-            mark = "[bold reverse red]" + ("ok" if got else "--") + "[/]"
-        parts.append(mark)
-    return "/".join(parts)
+    groups = []
+    for family in _families(result.pods):
+        parts = []
+        for protocol in PROTOCOLS:
+            key = (source, destination, _column(protocol, family))
+            got = result.actual[key]
+            mark = "[green]ok[/]" if got else "[red]--[/]"
+            if result.expected is not None and result.expected[key] != got:
+                mark = "[bold reverse red]" + ("ok" if got else "--") + "[/]"
+            parts.append(mark)
+        groups.append("/".join(parts))
+    return " ".join(groups)
 
 
 def table(result: MatrixResult, title: str = "") -> Table:
-    """Rows: from; columns: to; cells ``ICMP/TCP`` (ok = reached, -- = blocked; a highlighted
-    cell is not what was expected)."""
+    """Rows: from; columns: to; cells ``ICMP/TCP`` (dual stack: ``ICMP/TCP ICMP6/TCP6``; ok =
+    reached, -- = blocked; a highlighted mark is not what was expected)."""
     grid = Table(title=title or None, show_lines=False, title_justify="left")
     grid.add_column("from \\ to", style="bold")
     for pod in result.pods:
@@ -119,8 +142,11 @@ def table(result: MatrixResult, title: str = "") -> Table:
     for source in result.pods:
         row = [f"{source.name} ({source.namespace})"]
         for destination in result.pods:
-            row.append("·" if source.name == destination.name else _cell(result, source.name,
-                                                                        destination.name))  # fmt: skip
+            row.append(
+                "·"
+                if source.name == destination.name
+                else _cell(result, source.name, destination.name)
+            )
         grid.add_row(*row)
     return grid
 

@@ -159,8 +159,9 @@ def _network_configs(
     return configs
 
 
-def _environment(node: NodeState, netns: str, container_id: str, pod: str, namespace: str
-                 ) -> dict[str, str]:  # fmt: skip
+def _environment(
+    node: NodeState, netns: str, container_id: str, pod: str, namespace: str
+) -> dict[str, str]:
     bin_dir = os.path.dirname(executable("calico"))
     return {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
