@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping conntrack \
-                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd
+                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static
 
 .PHONY: setup system-packages python-env lint unit test demo bench clean clean-lab
 
