@@ -311,3 +311,65 @@ async def test_through_the_node_agent(cni_node: CniNode, kv: KVStore) -> None:
     assert code == 0, (out, err)
     assert cni_node.cali_links() == []
     assert (await check(kv)).allocations == 0
+
+
+async def test_dual_stack_pods_reach_each_other_over_ipv6(cni_node: CniNode, kv: KVStore) -> None:
+    from pycalico.testing.ipam import put_pool
+
+    await put_pool(kv, "default-ipv6-ippool", "fd65::/48")
+    cni_node.exec("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    cni_node.exec("ip", "-6", "route", "add", "default", "dev", "lo")
+    conf = cni_node.conf(ipam={"type": "calico-ipam", "assign_ipv6": "true"})
+    v6 = []
+    for n in range(2):
+        netns = cni_node.pod(f"v6{n}")
+        code, result, err = cni_node.cni("ADD", f"ds{n}", conf, netns, args=POD_ARGS.format(n=n))
+        assert code == 0, (result, err)
+        addresses = [ip["address"] for ip in result["ips"]]
+        assert addresses[0].endswith("/32") and addresses[1].endswith("/128"), addresses
+        assert {"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"} in result["routes"]
+        v6.append(addresses[1].split("/")[0])
+        inet, _ = pod_state(netns)
+        assert addresses[1] in inet
+    routes6 = json.loads(cni_node.exec("ip", "-6", "-j", "route", "show"))
+    assert {
+        r["dst"]
+        for r in routes6
+        if r.get("dev", "").startswith("cali") and not r["dst"].startswith("fe80:")
+    } == set(v6)
+    done = subprocess.run(
+        ["ip", "netns", "exec", cni_node.pods[0], "ping", "-6", "-c", "2", "-W", "2", "-i",
+         "0.2", v6[1]],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for n in range(2):
+        path = f"/var/run/netns/{cni_node.pods[n]}"
+        assert cni_node.cni("DEL", f"ds{n}", conf, path, args=POD_ARGS.format(n=n))[0] == 0
+    assert (await check(kv)).allocations == 0
+
+
+async def test_other_ipam_plugins_are_called_from_cni_path(cni_node: CniNode, kv: KVStore) -> None:
+    data_dir = cni_node.tmp / "host-local"
+    conf = cni_node.conf(
+        ipam={"type": "host-local", "subnet": "10.77.0.0/24", "dataDir": str(data_dir)}
+    )
+    netns = cni_node.pod("hl")
+    args = POD_ARGS.format(n="hl")
+    code, result, err = cni_node.cni("ADD", "hostlocal", conf, netns, args=args)
+    assert code == 0, (result, err)
+    assert result["ips"][0]["address"] == "10.77.0.2/32"  # host-local's /24, as a /32 on eth0
+    inet, _ = pod_state(netns)
+    assert "10.77.0.2/32" in inet
+    assert (data_dir / "k8s-pod-network" / "10.77.0.2").exists()
+    assert (await check(kv)).allocations == 0  # Calico IPAM was not involved
+    # The delegated plugin's failure is reported with its own code, and undone.
+    exhausted = cni_node.conf(
+        ipam={"type": "host-local", "subnet": "10.77.1.0/31", "dataDir": str(data_dir)}
+    )
+    code, out, err = cni_node.cni("ADD", "nospace", exhausted, cni_node.pod("hl2"), args=args)
+    assert code == 1 and out["msg"].startswith("host-local:"), out
+    code, out, err = cni_node.cni("DEL", "hostlocal", conf, netns, args=args)
+    assert code == 0, (out, err)
+    assert not (data_dir / "k8s-pod-network" / "10.77.0.2").exists()
+    assert cni_node.cali_links() == []
