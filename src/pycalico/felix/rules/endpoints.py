@@ -38,7 +38,7 @@ from pycalico.felix.messages import (
 )
 from pycalico.felix.rules import names
 from pycalico.felix.rules.model import Chain, FailsafePort, RenderConfig, SetDef
-from pycalico.felix.rules.policy import nets_for_family
+from pycalico.felix.rules.policy import nets_for_family, none_of
 
 _MASK32 = 0xFFFFFFFF
 _CLEAR_ALL = f"meta mark set meta mark & {(~names.ALL_MARKS) & _MASK32:#x}"
@@ -97,12 +97,12 @@ def _anti_spoofing(endpoint: WorkloadEndpointUpdate, config: RenderConfig) -> li
     allowed = (*endpoint.ipv4_nets, *endpoint.ipv6_nets, *endpoint.allow_spoofed_source_prefixes)
     v4 = nets_for_family(allowed, 4)
     if v4:
-        rules.append(f"ip saddr != {{ {', '.join(v4)} }} drop")
+        rules.append(f"{none_of('ip saddr', v4)} drop")
     else:
         rules.append("meta nfproto ipv4 drop")
     if config.ipv6_support:
         v6 = nets_for_family((*allowed, _IPV6_LINK_LOCAL), 6)
-        rules.append(f"ip6 saddr != {{ {', '.join(v6)} }} drop")
+        rules.append(f"{none_of('ip6 saddr', v6)} drop")
     else:
         rules.append("meta nfproto ipv6 drop")
     if not config.allow_ipip_packets_from_workloads:

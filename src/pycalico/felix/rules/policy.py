@@ -11,8 +11,9 @@ Semantics (Calico's, reference §2.4 and §3.2):
   ``inet`` and sets are typed), and one per alternative where Calico ORs different match kinds
   (numeric ports OR named ports).  All variants carry the same action, so first-match semantics
   are preserved.
-* Within a rule, lists of nets and ports are ORed (one anonymous nft set); IP-set ids are ANDed;
-  ``not_*`` fields match when the packet is in none of them.
+* Within a rule, lists of nets and ports are ORed; IP-set ids are ANDed; ``not_*`` fields
+  match when the packet is in none of them.  Anonymous sets hold single values only — prefixes
+  and ranges become separate alternatives (OR) or separate negations (AND); see ``any_of``.
 * A rule whose positive nets are all of the other family never matches in this family and
   renders to nothing for it (as Calico omits it from that family's chain).  When a rule renders
   differently per family, every variant is pinned to its family with ``meta nfproto`` (the
@@ -82,9 +83,38 @@ def _anonymous_set(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
-def _ports(ports: Sequence[PortRange]) -> str:
-    items = [str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in ports]
-    return _anonymous_set(items)
+def _is_interval(item: str) -> bool:
+    return "/" in item or "-" in item
+
+
+def any_of(expression: str, items: Sequence[str]) -> list[str]:
+    """OR over ``items`` as alternatives (one nft rule each where needed).
+
+    Never an anonymous *interval* set: while any interval set in the table holds elements, nft
+    (1.0.6) reads all their elements from the kernel before every transaction that touches a
+    set element — one per endpoint would make every IP-set change cost O(endpoints).  Single
+    values go in one anonymous hash set; prefixes and ranges become one alternative each (the
+    items are disjoint, so a packet still matches at most one alternative).
+    """
+    plain = [item for item in items if not _is_interval(item)]
+    ranged = [item for item in items if _is_interval(item)]
+    alternatives = [f"{expression} {item}" for item in ranged]
+    if plain:
+        alternatives.insert(0, f"{expression} {_anonymous_set(plain)}")
+    return alternatives
+
+
+def none_of(expression: str, items: Sequence[str]) -> str:
+    """AND of negations, again without anonymous interval sets (see ``any_of``)."""
+    plain = [item for item in items if not _is_interval(item)]
+    parts = [f"{expression} != {item}" for item in items if _is_interval(item)]
+    if plain:
+        parts.append(f"{expression} != {_anonymous_set(plain)}")
+    return " ".join(parts)
+
+
+def _port_items(ports: Sequence[PortRange]) -> list[str]:
+    return [str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in ports]
 
 
 def _port_alternatives(
@@ -97,7 +127,7 @@ def _port_alternatives(
     addr = f"{_FAMILY_KEYWORD[family]} {direction}addr"
     alternatives: list[str] = []
     if ports:
-        alternatives.append(f"th {direction}port {_ports(ports)}")
+        alternatives += any_of(f"th {direction}port", _port_items(ports))
     for set_id in named_sets:
         alternatives.append(
             f"{addr} . meta l4proto . th {direction}port @{names.ip_set_name(set_id, family)}"
@@ -124,6 +154,7 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
         return []
     fam = _FAMILY_KEYWORD[family]
     matches: list[str] = []
+    net_alternatives: list[list[str]] = []
     number = _protocol_number(rule.protocol)
     if (number == 1 and family == 6) or (number == 58 and family == 4):
         return []  # ICMP is v4-only, ICMPv6 v6-only
@@ -155,10 +186,10 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
             mine = nets_for_family(nets, family)
             if not mine:
                 return []
-            matches.append(f"{addr} {_anonymous_set(mine)}")
+            net_alternatives.append(any_of(addr, mine))
         not_mine = nets_for_family(not_nets, family)
         if not_mine:
-            matches.append(f"{addr} != {_anonymous_set(not_mine)}")
+            matches.append(none_of(addr, not_mine))
         for set_id in set_ids:
             matches.append(f"{addr} @{names.ip_set_name(set_id, family)}")
         for set_id in not_set_ids:
@@ -168,7 +199,7 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
         ("d", rule.not_destination_ports, rule.not_destination_named_port_ip_set_ids),
     ):
         if not_ports:
-            matches.append(f"th {direction}port != {_ports(not_ports)}")
+            matches.append(none_of(f"th {direction}port", _port_items(not_ports)))
         for set_id in not_named:
             matches.append(
                 f"{fam} {direction}addr . meta l4proto . th {direction}port != "
@@ -183,10 +214,10 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
     action = _action(rule, config)
     comment = f' comment "cali:{rule.rule_id[:40]}"' if rule.rule_id else ""
     bodies: list[str] = []
-    for source_ports, destination_ports in itertools.product(
-        source_alternatives, destination_alternatives
+    for choice in itertools.product(
+        *net_alternatives, source_alternatives, destination_alternatives
     ):
-        parts = [*matches, source_ports, destination_ports, action]
+        parts = [*matches, *choice, action]
         bodies.append(" ".join(p for p in parts if p) + comment)
     return bodies
 

@@ -6,9 +6,10 @@ driver diffs element sets).
 
 Invariants:
 
-* Address and net sets carry ``flags interval``; their elements never overlap (nft refuses
+* Sets holding a network carry ``flags interval``; their elements never overlap (nft refuses
   overlapping intervals), which holds because members are collapsed unless they are all
-  distinct host addresses.
+  distinct host addresses.  Sets of single addresses are plain hash sets (see ``set_defs`` for
+  why that matters).
 * Named-port members ``"addr,proto:port"`` become ``addr . proto . port`` concatenations.
 * A member of the wrong shape raises ``ValueError`` naming the set and the member.
 """
@@ -24,16 +25,34 @@ from pycalico.felix.rules.model import SetDef
 _ADDRESS_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
-def set_defs(set_id: str, set_type: IPSetType) -> tuple[SetDef, SetDef]:
-    """The (IPv4, IPv6) set declarations for one IP-set id."""
+def set_defs(
+    set_id: str, set_type: IPSetType, members: frozenset[str] = frozenset()
+) -> tuple[SetDef, SetDef]:
+    """The (IPv4, IPv6) set declarations for one IP-set id.
+
+    Address and net sets whose members are all single addresses (the usual case: selector sets
+    of workload addresses) are plain hash sets; only sets holding a network get ``flags
+    interval``, and a set is recreated (atomically, by a full table replace) when that changes.  That is not cosmetic: while any interval set holds
+    elements, nft (1.0.6) reads every interval set's elements from the kernel before each
+    transaction that touches an element, which made a one-member change cost time in
+    proportion to the whole cluster.
+    """
+    interval = set_type is not IPSetType.IP_AND_PORT and not all(map(_is_host, members))
     defs: list[SetDef] = []
     for family in (4, 6):
         name = names.ip_set_name(set_id, family)
         if set_type is IPSetType.IP_AND_PORT:
             defs.append(SetDef(name, f"{_ADDRESS_TYPES[family]} . inet_proto . inet_service"))
         else:
-            defs.append(SetDef(name, _ADDRESS_TYPES[family], ("interval",)))
+            defs.append(SetDef(name, _ADDRESS_TYPES[family], ("interval",) if interval else ()))
     return defs[0], defs[1]
+
+
+def _is_host(member: str) -> bool:
+    if "/" not in member:
+        return True
+    _, _, length = member.partition("/")
+    return length == ("128" if ":" in member else "32")
 
 
 def _render_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:

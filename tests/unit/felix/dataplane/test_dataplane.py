@@ -195,3 +195,19 @@ def test_static_arp_entry_follows_the_workload_mac(
     dataplane.on_update(m.WorkloadEndpointRemove(with_mac.id))
     dataplane.apply()
     assert "10.65.0.1" not in kernel.routes.neighbors
+
+
+def test_a_network_joining_an_address_set_recreates_it_as_an_interval_set(
+    dataplane: Dataplane, kernel: FakeKernel
+) -> None:
+    start(dataplane)
+    dataplane.on_updates(
+        [m.IPSetUpdate("s:x", m.IPSetType.IP, frozenset({"10.65.0.1/32"})), m.InSync()]
+    )
+    dataplane.apply()
+    assert kernel.nft.table().sets["cali40s_x"].type == "ipv4_addr"
+    dataplane.on_update(m.IPSetDeltaUpdate("s:x", frozenset({"10.70.0.0/30"}), frozenset()))
+    report = dataplane.apply()
+    assert report is not None and report.nft_full  # a set's type changed: replace atomically
+    assert "flags interval" in kernel.nft.scripts[-1]
+    assert kernel.nft.elements("cali40s_x") == {"10.65.0.1", "10.70.0.0/30"}

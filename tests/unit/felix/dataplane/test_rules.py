@@ -46,7 +46,7 @@ def test_names_are_prefixed_safe_and_hashed_when_long() -> None:
                 "protocol": "tcp",
                 "destination_ports": (m.PortRange(80, 80), m.PortRange(1000, 2000)),
             },
-            ["meta l4proto tcp th dport { 80, 1000-2000 } drop"],
+            ["meta l4proto tcp th dport 80 drop", "meta l4proto tcp th dport 1000-2000 drop"],
             None,
         ),
         (
@@ -171,8 +171,8 @@ def test_workload_chains_order_conntrack_antispoof_tiers_profiles_drop() -> None
     assert to_chain.rules[-1] == 'drop comment "Drop if no profiles matched"'
     assert "jump cali-pri-kns.ns" in text
     egress = "\n".join(from_chain.rules)
-    assert "ip saddr != { 10.65.0.5, 192.168.0.0/24 } drop" in egress
-    assert "ip6 saddr != { fd00::5, fe80::/10 } drop" in egress
+    assert "ip saddr != 192.168.0.0/24 ip saddr != 10.65.0.5 drop" in egress
+    assert "ip6 saddr != fe80::/10 ip6 saddr != fd00::5 drop" in egress
     assert "meta l4proto 4 drop" in egress
     assert "udp dport 4789 drop" in egress
     assert "icmpv6 type nd-router-advert drop" in egress
@@ -231,9 +231,15 @@ def test_set_elements_split_by_family_and_collapse_nets() -> None:
     assert v4 == {"10.0.0.1 . tcp . 80"}
     with pytest.raises(ValueError, match="n:x"):
         sets.set_elements("n:x", m.IPSetType.IP_AND_PORT, frozenset({"10.0.0.1:80"}))
-    definition4, definition6 = sets.set_defs("s:x", m.IPSetType.IP)
+    definition4, definition6 = sets.set_defs("s:x", m.IPSetType.IP, frozenset({"10.0.0.1/32"}))
     assert definition4.type == "ipv4_addr" and definition6.type == "ipv6_addr"
-    assert "interval" in definition4.flags
+    assert definition4.flags == ()  # single addresses: a plain hash set
+    with_net, _ = sets.set_defs("s:x", m.IPSetType.IP, frozenset({"10.0.0.1/32", "10.1.0.0/30"}))
+    assert with_net.flags == ("interval",)
+    assert sets.set_defs("s:n", m.IPSetType.NET, frozenset({"10.0.0.1/32"}))[0].flags == ()
+    assert sets.set_defs("s:n", m.IPSetType.NET, frozenset({"10.0.0.0/8"}))[0].flags == (
+        "interval",
+    )
 
 
 def test_nat_outgoing_chain_and_pool_sets() -> None:
@@ -248,3 +254,28 @@ def test_nat_outgoing_chain_and_pool_sets() -> None:
     assert elements["cali40masq-ipam-pools"] == {"10.65.0.0/16"}
     assert elements["cali40all-ipam-pools"] == {"10.64.0.0/15"}  # collapsed: no overlaps
     assert elements["cali60all-ipam-pools"] == {"fd00::/48"}
+
+
+def test_no_anonymous_interval_sets_anywhere() -> None:
+    """nft reads every interval set's elements before each element change (see ``any_of``)."""
+    import re
+
+    resolved = rule(
+        action="allow",
+        protocol="tcp",
+        source_nets=("10.0.0.0/8", "11.0.0.1/32", "12.0.0.0/16"),
+        not_destination_nets=("10.1.0.0/16", "10.2.0.1/32", "10.3.0.1/32"),
+        destination_ports=(m.PortRange(80, 80), m.PortRange(443, 443), m.PortRange(8000, 8100)),
+        not_source_ports=(m.PortRange(1, 1023), m.PortRange(2000, 2000), m.PortRange(3000, 3000)),
+    )
+    lines = policy.render_rules([resolved], CONFIG)
+    # Three source nets x (one set of single ports + one range) = six alternatives.
+    assert len(lines) == 6
+    anonymous = re.compile(r"\{[^}]*[/-][^}]*\}")
+    assert not any(anonymous.search(line) for line in lines), lines
+    assert "th dport { 80, 443 }" in lines[0]
+    assert "ip daddr != 10.1.0.0/16 ip daddr != { 10.2.0.1, 10.3.0.1 }" in lines[0]
+    chains = endpoints.workload_chains(
+        endpoint(allow_spoofed_source_prefixes=("192.168.0.0/24", "fd01::/64")), CONFIG
+    )
+    assert not any(anonymous.search(r) for c in chains for r in c.rules)
