@@ -208,6 +208,12 @@ def tour(env: dict[str, str], workdir: Path) -> bool:
         "pods. Any cell that is not as expected is highlighted.",
     )
     second = show_matrix("With policy (cell: ICMP/TCP)", lab.pods, expected_after_policy)
+    db = lab.pod("db").ipv4
+    console.print(
+        "The same by hand, from inside two pods (`calico-lab exec` runs a command there):"
+    )
+    command([lab_cli, "exec", "web-1", "--", "ping", "-c1", "-W1", db], env, check=False)
+    command([lab_cli, "exec", "probe-1", "--", "ping", "-c1", "-W1", db], env, check=False)
     return first and second
 
 

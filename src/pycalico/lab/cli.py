@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 import click
@@ -30,8 +31,11 @@ console = Console(
 )
 
 
+_started = time.monotonic()
+
+
 def _progress(message: str) -> None:
-    console.print(f"  [cyan]•[/] {message}")
+    console.print(f"  [cyan]{time.monotonic() - _started:5.1f}s[/] {message}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,6 +100,9 @@ def up(
         console.print(f"[red]calico-lab up: {error}[/]")
         console.print("  (run `calico-lab down` to remove what was started)")
         sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[yellow]calico-lab up: interrupted; run `calico-lab down` to clean up[/]")
+        sys.exit(130)
     console.print(
         f"[green]Lab is up[/]: {len(lab.nodes)} nodes. Try `calico-lab pod add web --node "
         f"{lab.nodes[0].name}`, `calico-lab status`, `eval $(calico-lab env)`."
