@@ -129,3 +129,30 @@ def pid_alive(pid: int) -> bool:
     from pycalico.lab import kernel
 
     return kernel.alive(pid)
+
+
+def test_dual_stack_lab_with_three_etcd_members(lab: LabRunner) -> None:
+    lab.run("up", "--nodes", "2", "--ipv6", "--etcd-members", "3")
+    state = lab.state()
+    assert len(state.etcd) == 3 and len(state.host_endpoints.split(",")) == 3
+    assert "2/2 Established" in lab.run("status").stdout  # one IPv4 and one IPv6 session
+    pods.add(lab.state_dir, [pods.PodSpec("a", "node1"), pods.PodSpec("b", "node2")])
+    state = lab.state()
+    assert all(pod.ipv4 and pod.ipv6 for pod in state.pods)
+    result = matrix.run(state.pods, lambda *_: True, deadline=60.0)
+    assert set(result.actual) == {
+        (s, d, c) for s, d in (("a", "b"), ("b", "a")) for c in ("icmp", "tcp", "icmp6", "tcp6")
+    }
+    assert not result.mismatches, matrix.summary(result)
+    ctl = subprocess.run(
+        [str(BIN / "calicoctl"), "get", "workloadendpoints", "-A", "-o", "wide"],
+        env={**lab.env, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": state.host_endpoints},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for pod in state.pods:
+        assert f"{pod.ipv4}/32" in ctl.stdout and f"{pod.ipv6}/128" in ctl.stdout
+    assert lab.run("pod", "del", "b").stdout.strip() == "pod b deleted"
+    assert "no pod b" in lab.run("pod", "del", "b").stdout

@@ -41,6 +41,7 @@ from pycalico.testing.etcd_server import free_port
 
 Progress = Callable[[str], None]
 FELIX_HEALTH_PORT = 9099
+LAB_EXECUTABLES = ("etcd", "python", "calico", "bird", "nsenter")
 ETCD_BINARY = "/usr/bin/etcd"
 
 
@@ -453,7 +454,12 @@ def down(*, state_dir: str = lab_state.DEFAULT_STATE_DIR, prefix: str | None = N
             pid = kernel.read_pid(path)
             if pid is not None:
                 pids.add(pid)
-        pids.update(kernel.pids_naming(str(root)))
+        # Only the lab's own kinds of process: a user's `tail -f` of a lab log is left alone.
+        pids.update(
+            pid
+            for pid in kernel.pids_naming(str(root))
+            if kernel.command_name(pid).split(" ")[0].startswith(LAB_EXECUTABLES)
+        )
     namespaces = kernel.list_namespaces(prefix)
     for namespace in namespaces:
         pids.update(kernel.namespace_pids(namespace))
