@@ -6,7 +6,8 @@ the clock starts:
 
 * the reference: ``/usr/lib/cni/bridge`` with ``host-local`` IPAM (containernetworking-plugins):
   a veth into a bridge, an address from a /16 in a temporary ``dataDir``;
-* ``calico`` with a node agent listening on its socket (the agent runs in the node namespace:
+* ``calico`` as ``install-cni`` installs it (a script run with ``python -S``), with a node
+  agent listening on its socket (the agent runs in the node namespace:
   ``python -m pycalico.cni.agent_server``), the normal case on a node;
 * ``calico`` with no agent: the plugin imports the handler and talks to etcd itself.
 
@@ -32,13 +33,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pycalico.cni.install import InstallOptions, install
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.ipam import put_node, put_pool
 from pycalico.testing.netns_fabric import EtcdRelay
 
 BIN = Path(sys.executable).parent
-CALICO = str(BIN / "calico")
 BRIDGE = "/usr/lib/cni/bridge"
 WARMUP = 3
 
@@ -176,11 +177,14 @@ async def main(sequential: int, concurrent: int) -> None:
                 "ipam": {"type": "calico-ipam"},
             }
             nobody = os.path.join(tmp, "nobody.sock")
+            # The executable a runtime would run: installed by install-cni (python -S).
+            install(InstallOptions(bin_dir=os.path.join(tmp, "bin"), conf_dir=tmp))
+            calico_binary = os.path.join(tmp, "bin", "calico")
             bench = Bench(tmp, node)
             kinds = {
                 "bridge": (BRIDGE, bridge, ""),
-                "agent": (CALICO, calico, socket_path),
-                "in-process": (CALICO, calico, nobody),
+                "agent": (calico_binary, calico, socket_path),
+                "in-process": (calico_binary, calico, nobody),
             }
             times: dict[str, list[float]] = {name: [] for name in kinds}
             for i in range(sequential + WARMUP):

@@ -331,8 +331,7 @@ async def cmd_add(ctx: Context) -> Result:
     conf, invocation = ctx.conf, ctx.invocation
     workload = ctx.workload
     mtu = resolve_mtu(conf, ctx.env)
-    await _cluster_ready(ctx)
-    existing = await _endpoint(ctx, workload)
+    _, existing = await asyncio.gather(_cluster_ready(ctx), _endpoint(ctx, workload))
     if existing is not None and existing.spec.container_id == workload.container_id:
         observed = await asyncio.to_thread(
             netns.inspect_workload, invocation.netns, workload.endpoint, workload.host_ifname
@@ -402,40 +401,51 @@ def host_sysctls(interface: str, ipv6: bool) -> list[tuple[str, str]]:
 
 
 async def cmd_del(ctx: Context) -> None:
+    """The endpoint and the interface go at the same time (deleting a veth waits for the
+    kernel's RCU grace period, as long as an etcd write); the addresses are released only
+    after both, so a released address is never still routed to the old interface."""
     invocation = ctx.invocation
     workload = ctx.workload
-    endpoint = await _endpoint(ctx, workload)  # a datastore error fails the DEL: no guessing
-    if endpoint is not None:
-        if endpoint.spec.container_id in (None, "", workload.container_id):
-            for _ in range(5):
-                try:
-                    await ctx.store.delete(
-                        WorkloadEndpoint,
-                        workload.name,
-                        workload.namespace,
-                        revision=endpoint.metadata.resource_version,
-                    )
-                    break
-                except KeyNotFound:
-                    break
-                except RevisionConflict:
-                    endpoint = await _endpoint(ctx, workload)
-                    if endpoint is None or endpoint.spec.container_id not in (
-                        None,
-                        "",
-                        workload.container_id,
-                    ):
-                        break
-        else:
+
+    async def remove_interface() -> None:
+        if invocation.netns and invocation.ifname:
+            await asyncio.to_thread(netns.teardown_workload, invocation.netns, invocation.ifname)
+
+    outcomes = await asyncio.gather(
+        _delete_endpoint(ctx, workload), remove_interface(), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # a datastore error fails the DEL before any release: no guessing
+    await ctx.ipam_del()
+    ctx.log.info("DEL %s (container %s) done", workload.name, workload.container_id)
+
+
+async def _delete_endpoint(ctx: Context, workload: Workload) -> None:
+    """Delete the endpoint if it is this container's, at the revision read (5 tries)."""
+    for _ in range(5):
+        endpoint = await _endpoint(ctx, workload)
+        if endpoint is None:
+            return
+        if endpoint.spec.container_id not in (None, "", workload.container_id):
             ctx.log.info(
                 "DEL %s: endpoint belongs to container %s, kept",
                 workload.name,
                 endpoint.spec.container_id,
             )
-    if invocation.netns and invocation.ifname:
-        await asyncio.to_thread(netns.teardown_workload, invocation.netns, invocation.ifname)
-    await ctx.ipam_del()
-    ctx.log.info("DEL %s (container %s) done", workload.name, workload.container_id)
+            return
+        try:
+            await ctx.store.delete(
+                WorkloadEndpoint,
+                workload.name,
+                workload.namespace,
+                revision=endpoint.metadata.resource_version,
+            )
+            return
+        except KeyNotFound:
+            return
+        except RevisionConflict:
+            continue
 
 
 async def cmd_check(ctx: Context) -> None:

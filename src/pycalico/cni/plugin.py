@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             error = {"cniVersion": "1.0.0", "code": 999, "msg": str(exc), "details": ""}
             response = agent_protocol.Response(1, json.dumps(error), f"{PLUGIN}: {exc}\n")
     if response is None:
+        if sys.flags.no_site:
+            # Started with -S (the installed script): site-packages are needed from here on.
+            import site
+
+            site.main()
         from pycalico.cni import handler
 
         response = handler.run(env, stdin)

@@ -156,8 +156,7 @@ async def test_add_then_del_twice_leaves_nothing(cni_node: CniNode, kv: KVStore)
         env={"ETCD_ENDPOINTS": cni_node.etcd.endpoint, "PATH": "/usr/bin:/bin"},
         timeout=30,
     )
-    assert ctl.returncode == 0, ctl.stdout + ctl.stderr
-    assert "0 IPs in use" in ctl.stdout or "Found 0" in ctl.stdout or "clean" in ctl.stdout.lower()
+    assert ctl.returncode == 0, ctl.stdout + ctl.stderr  # exit 1 on any finding
     # DEL with the namespace already gone (the runtime removed it first) succeeds too.
     other = cni_node.pod("b")
     code, result, err = cni_node.cni("ADD", "early", cni_node.conf(), other, args=args)
