@@ -211,3 +211,21 @@ def test_a_network_joining_an_address_set_recreates_it_as_an_interval_set(
     assert report is not None and report.nft_full  # a set's type changed: replace atomically
     assert "flags interval" in kernel.nft.scripts[-1]
     assert kernel.nft.elements("cali40s_x") == {"10.65.0.1", "10.70.0.0/30"}
+
+
+def test_host_endpoints_named_and_wildcard(dataplane: Dataplane, kernel: FakeKernel) -> None:
+    start(dataplane)
+    named = m.HostEndpointUpdate(m.HostEndpointID("eth0-hep"), "eth0", ("10.0.0.1",), (), (), ())
+    wildcard = m.HostEndpointUpdate(m.HostEndpointID("all"), "*", (), (), (PROFILE,), ())
+    dataplane.on_updates([named, wildcard, m.InSync()])
+    dataplane.apply()
+    assert kernel.nft.map_entries(names.MAP_FROM_HEP) == {"eth0": "goto cali-fh-eth0-hep"}
+    assert "goto cali-fh-all" in kernel.nft.chain(names.CHAIN_FROM_HEP_DISPATCH)
+    assert "goto cali-th-all" in kernel.nft.chain(names.CHAIN_TO_HEP_DISPATCH)
+    dataplane.on_updates([m.HostEndpointRemove(wildcard.id), m.HostEndpointRemove(named.id)])
+    dataplane.apply()
+    assert kernel.nft.map_entries(names.MAP_FROM_HEP) == {}
+    assert kernel.nft.chain(names.CHAIN_FROM_HEP_DISPATCH) == [
+        f"iifname vmap @{names.MAP_FROM_HEP}"
+    ]
+    assert "cali-fh-all" not in kernel.nft.table().chains
