@@ -23,6 +23,8 @@ left; ``down`` also sweeps by namespace prefix and by command lines naming the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -41,6 +43,7 @@ from pycalico.testing.etcd_server import free_port
 
 Progress = Callable[[str], None]
 FELIX_HEALTH_PORT = 9099
+NEIGHBOUR_FILE = "neighbour-limits.json"
 LAB_EXECUTABLES = ("etcd", "python", "calico", "bird", "nsenter")
 ETCD_BINARY = "/usr/bin/etcd"
 
@@ -355,6 +358,10 @@ def up(
     lab = LabState(prefix, state_dir, ipv6, members, node_states)
     lab_state.save(lab)
 
+    changed = kernel.raise_neighbour_limits(nodes + etcd_members + 2)
+    if changed:
+        Path(state_dir, NEIGHBOUR_FILE).write_text(json.dumps(changed))
+        progress("kernel: neighbour table limits raised for the mesh (put back by `down`)")
     progress(f"fabric: bridge br0 at {lab_state.FABRIC_SUBNET}.254/24 in {lab.fabric_namespace}")
     kernel.add_namespace(lab.fabric_namespace)
     kernel.ip(lab.fabric_namespace, "link", "add", "br0", "type", "bridge")
@@ -471,6 +478,8 @@ def down(*, state_dir: str = lab_state.DEFAULT_STATE_DIR, prefix: str | None = N
     for namespace in namespaces:
         kernel.delete_namespace(namespace)
     existed = root.exists()
+    with contextlib.suppress(OSError, ValueError):
+        kernel.restore_neighbour_limits(json.loads((root / NEIGHBOUR_FILE).read_text()))
     shutil.rmtree(root, ignore_errors=True)
     return DownReport(killed, len(namespaces), existed)
 

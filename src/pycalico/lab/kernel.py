@@ -177,3 +177,36 @@ def command_name(pid: int) -> str:
     except OSError:
         return ""
     return " ".join(os.path.basename(word.decode(errors="replace")) for word in words[:3] if word)
+
+
+# The kernel's neighbour (ARP/NDP) tables are shared by every namespace and hold 1,024 entries
+# by default, while a full mesh of N nodes needs about N² of them: past ~30 nodes BGP sessions
+# die with "No buffer space available".  The lab raises the limits and puts back what it found.
+NEIGHBOUR_SYSCTLS = tuple(
+    f"/proc/sys/net/{family}/neigh/default/gc_thresh{level}"
+    for family in ("ipv4", "ipv6")
+    for level in (2, 3)
+)
+
+
+def raise_neighbour_limits(hosts: int) -> dict[str, tuple[int, int]]:
+    """Make room for ``hosts`` hosts that all see each other; path -> (found, set) for each
+    limit that was raised."""
+    needed = hosts * hosts + 1024
+    changed: dict[str, tuple[int, int]] = {}
+    for path in NEIGHBOUR_SYSCTLS:
+        with contextlib.suppress(OSError, ValueError):
+            current = int(Path(path).read_text().strip())
+            wanted = needed if path.endswith("2") else 2 * needed
+            if current < wanted:
+                Path(path).write_text(str(wanted))
+                changed[path] = (current, wanted)
+    return changed
+
+
+def restore_neighbour_limits(changed: Mapping[str, Sequence[int]]) -> None:
+    """Put back each limit ``raise_neighbour_limits`` set, unless someone changed it since."""
+    for path, (found, wanted) in changed.items():
+        with contextlib.suppress(OSError, ValueError):
+            if int(Path(path).read_text().strip()) == wanted:
+                Path(path).write_text(str(found))

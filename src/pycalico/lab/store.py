@@ -1,16 +1,14 @@
-"""The lab's datastore writes: IP pools, BGP topology, namespace profiles, and the pod labels a
-Kubernetes pod would carry.
+"""The lab's datastore writes: IP pools, the BGP topology, and namespace profiles.
 
-What it is: the part of the lab that stands in for Kubernetes and kube-controllers.  With no
-Kubernetes API, the lab does what kube-controllers would do for namespaces (a Profile
-``kns.<ns>``: allow-all both ways, ``labelsToApply`` ``pcns.projectcalico.org/name=<ns>``) and
-for pods (their labels, ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator``
-on the WorkloadEndpoint the CNI plugin wrote, and the ``kns.<ns>`` profile).  Everything goes
-through ``ResourceStore`` over the lab's host relay.  What it is not: the CNI plugin (the lab
-runs the real ``calico`` executable for that) or calicoctl.
+What it is: the part of the lab that stands in for an installer and for kube-controllers.  With
+no Kubernetes API, the lab does what kube-controllers' namespace controller would do: a Profile
+``kns.<ns>`` per namespace (allow-all both ways, ``labelsToApply``
+``pcns.projectcalico.org/name=<ns>``), which the CNI plugin's WorkloadEndpoints reference
+(``policy.type: k8s``).  Pod labels need nothing here: the runtime passes them to the plugin
+(``args.cni.labels``).  Everything goes through ``ResourceStore`` over the lab's host relay.
+What it is not: the CNI plugin or calicoctl.
 
-Invariants: every write is an idempotent apply; a WorkloadEndpoint keeps everything the CNI
-plugin wrote except labels and profiles.
+Invariants: every write is an idempotent apply.
 """
 
 from __future__ import annotations
@@ -21,12 +19,9 @@ from typing import Any, TypeVar
 
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
-from pycalico.model.codec import decode_resource, encode_resource
+from pycalico.model.codec import decode_resource
 
 T = TypeVar("T")
-
-NAMESPACE_LABEL = "projectcalico.org/namespace"
-ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 
 
 def call(endpoints: str, work: Callable[[ResourceStore], Awaitable[T]]) -> T:
@@ -116,29 +111,3 @@ def topology_manifests(
             }
         )
     return manifests
-
-
-async def label_workload_endpoint(
-    store: ResourceStore,
-    name: str,
-    namespace: str,
-    labels: Mapping[str, str],
-) -> dict[str, Any]:
-    """Give the CNI plugin's WorkloadEndpoint the pod's labels and namespace profile, as the
-    Kubernetes path of Calico's plugin (and kube-controllers) would; returns it as a manifest."""
-    current = encode_resource(await store.get("WorkloadEndpoint", name, namespace))
-    metadata = current.setdefault("metadata", {})
-    merged = dict(metadata.get("labels") or {})
-    merged.update(labels)
-    merged[NAMESPACE_LABEL] = namespace
-    merged[ORCHESTRATOR_LABEL] = "k8s"
-    metadata["labels"] = merged
-    spec = current.setdefault("spec", {})
-    spec["profiles"] = [profile_name(namespace)]
-    await store.apply(decode_resource(current, default_namespace=namespace))
-    return current
-
-
-async def workload_endpoints(store: ResourceStore) -> list[dict[str, Any]]:
-    listed = await store.list("WorkloadEndpoint")
-    return [encode_resource(item) for item in listed.items]
