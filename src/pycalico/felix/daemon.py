@@ -159,7 +159,9 @@ class Felix:
             if changed:
                 raise ConfigChanged(changed)
         self.config = new
-        logging.getLogger().handlers[0].setLevel(_LEVELS[new["logSeverityScreen"]])
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setLevel(_LEVELS[new["logSeverityScreen"]])
         self.reporter.ttl = max(1, int(new["reportingTTL"]))
 
     # --- main loop ---------------------------------------------------------------------------
