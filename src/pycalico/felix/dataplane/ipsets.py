@@ -60,8 +60,9 @@ class IPSetManager:
                 for family in (4, 6):
                     self.nft.remove_set(ip_set_name(set_id, family))
                 continue
-            definitions = sets.set_defs(set_id, set_type)
-            elements = sets.set_elements(set_id, set_type, frozenset(self._members[set_id]))
+            members = frozenset(self._members[set_id])
+            definitions = sets.set_defs(set_id, set_type, members)
+            elements = sets.set_elements(set_id, set_type, members)
             for definition, family_elements in zip(definitions, elements, strict=True):
                 self.nft.set_set(definition, family_elements)
         self._dirty.clear()
