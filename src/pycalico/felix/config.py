@@ -9,6 +9,9 @@ What it is not: a reader of etcd (the daemon feeds it) or a validator of resourc
 
 Invariants:
 
+* The environment layer also takes Calico's datastore client variables (``DATASTORE_TYPE``,
+  ``ETCD_ENDPOINTS``, ``ETCD_CA_CERT_FILE``, ``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``) and
+  calico-node's ``CALICO_DISABLE_FILE_LOGGING=true``; ``FELIX_*`` names win over them.
 * Names match case-insensitively in every source (Calico's env and file names are
   case-insensitive: ``FELIX_HEALTHPORT``, ``HealthPort`` and ``healthPort`` are one field).
 * A value that does not parse is an error naming the field, the source and the value
@@ -220,8 +223,25 @@ def read_config_file(path: str) -> dict[str, str]:
     return dict(parser["global"]) if parser.has_section("global") else {}
 
 
+# Calico's datastore client settings (what calico-node and calicoctl read); Felix's own
+# FELIX_* names win when both are set.
+_DATASTORE_ENV = {
+    "DATASTORE_TYPE": "datastoreType",
+    "ETCD_ENDPOINTS": "etcdEndpoints",
+    "ETCD_CA_CERT_FILE": "etcdCaFile",
+    "ETCD_CERT_FILE": "etcdCertFile",
+    "ETCD_KEY_FILE": "etcdKeyFile",
+}
+
+
 def environment_values(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k[len("FELIX_") :]: v for k, v in environ.items() if k.upper().startswith("FELIX_")}
+    values = {name: environ[key] for key, name in _DATASTORE_ENV.items() if environ.get(key)}
+    if environ.get("CALICO_DISABLE_FILE_LOGGING", "").lower() == "true":
+        values["logFilePath"] = "none"  # calico-node's switch: its supervisor keeps the logs
+    values.update(
+        {k[len("FELIX_") :]: v for k, v in environ.items() if k.upper().startswith("FELIX_")}
+    )
+    return values
 
 
 def load(

@@ -82,3 +82,14 @@ def test_config_file_is_ini_global_section(tmp_path: object) -> None:
     values = config.read_config_file(str(path))
     assert config.load(file_values=values, default_hostname="n")["healthEnabled"] is True
     assert config.read_config_file(str(path) + ".missing") == {}
+
+
+def test_calico_datastore_environment_is_honoured_below_felix_names() -> None:
+    environ = {"ETCD_ENDPOINTS": "http://10.0.0.1:2379", "CALICO_DISABLE_FILE_LOGGING": "true"}
+    effective = config.load(environ=environ, default_hostname="n")
+    assert effective["etcdEndpoints"] == ("http://10.0.0.1:2379",)
+    assert effective["logFilePath"] == "none"
+    environ["FELIX_ETCDENDPOINTS"] = "http://10.0.0.2:2379"
+    assert config.load(environ=environ, default_hostname="n")["etcdEndpoints"] == (
+        "http://10.0.0.2:2379",
+    )
