@@ -98,7 +98,8 @@ def up(
         )
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
-        console.print("  (run `calico-lab down` to remove what was started)")
+        if not isinstance(error, cluster.LabExists):
+            console.print("  (run `calico-lab down` to remove what was started)")
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]calico-lab up: interrupted; run `calico-lab down` to clean up[/]")
@@ -137,7 +138,8 @@ def pod_add(context: click.Context, name: str, node: str, namespace: str, labels
         spec = pods.PodSpec(name, node, namespace, lab_state.parse_labels(labels))
         (added,) = pods.add(_state_dir(context), [spec])
     except (LabError, ValueError, KeyError) as error:
-        console.print(f"[red]calico-lab pod add: {error}[/]")
+        message = error.args[0] if isinstance(error, KeyError) else error
+        console.print(f"[red]calico-lab pod add: {message}[/]")
         sys.exit(1)
     address = added.ipv4 + (f", {added.ipv6}" if added.ipv6 else "")
     console.print(

@@ -52,6 +52,10 @@ class LabError(RuntimeError):
     """The lab cannot do what was asked; the message says what to do instead."""
 
 
+class LabExists(LabError):
+    """``up`` found a lab already there (state file or namespaces with the prefix)."""
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -332,7 +336,7 @@ def up(
     if etcd_members not in (1, 3):
         raise LabError(f"--etcd-members: {etcd_members} (use 1 or 3)")
     if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
-        raise LabError(f"a lab is already up ({state_dir}); run `calico-lab down` first")
+        raise LabExists(f"a lab is already up ({state_dir}); run `calico-lab down` first")
     started = time.monotonic()
     os.makedirs(state_dir, exist_ok=True)
     members = tuple(
