@@ -114,7 +114,11 @@ def up(
 @click.pass_context
 def down(context: click.Context) -> None:
     """Remove every namespace, process and file of the lab (safe to repeat)."""
-    report = cluster.down(state_dir=_state_dir(context), prefix=context.obj["prefix"])
+    root = context.find_root()
+    given = root.get_parameter_source("prefix") != click.core.ParameterSource.DEFAULT
+    report = cluster.down(
+        state_dir=_state_dir(context), prefix=root.obj["prefix"] if given else None
+    )
     console.print(
         f"Lab removed: {report.processes} processes stopped, {report.namespaces} namespaces "
         f"deleted, state directory {'removed' if report.files else 'was already gone'}."

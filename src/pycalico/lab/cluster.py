@@ -457,7 +457,10 @@ class DownReport:
 def down(*, state_dir: str = lab_state.DEFAULT_STATE_DIR, prefix: str | None = None) -> DownReport:
     """Remove everything; safe to run twice, and after a crash or a killed ``up``."""
     lab = lab_state.load(state_dir)
-    prefix = prefix or (lab.prefix if lab else lab_state.DEFAULT_PREFIX)
+    # The prefix the lab was built with, and the one asked for; the default only when neither
+    # is known (a lab whose state file was never written).
+    prefixes = ({lab.prefix} if lab else set()) | ({prefix} if prefix else set())
+    prefixes = prefixes or {lab_state.DEFAULT_PREFIX}
     pids: set[int] = set()
     root = Path(state_dir)
     if root.is_dir():
@@ -471,7 +474,7 @@ def down(*, state_dir: str = lab_state.DEFAULT_STATE_DIR, prefix: str | None = N
             for pid in kernel.pids_naming(str(root))
             if kernel.command_name(pid).split(" ")[0].startswith(LAB_EXECUTABLES)
         )
-    namespaces = kernel.list_namespaces(prefix)
+    namespaces = sorted({name for each in prefixes for name in kernel.list_namespaces(each)})
     for namespace in namespaces:
         pids.update(kernel.namespace_pids(namespace))
     killed = kernel.kill_tree(pids, grace=3.0)
