@@ -151,6 +151,12 @@ async def test_podman_runs_a_container_on_calico_with_a_port_mapping(
         if podman.poll() is None:
             podman.kill()
             podman.wait()
+            # conmon outlives a killed podman: remove the container (and its network) too.
+            subprocess.run(
+                ["nsenter", f"--net={cni_node.netns_path}", "podman", "--runtime", "runc",
+                 "rm", "--force", "--all"],
+                env=env, capture_output=True, timeout=60,
+            )  # fmt: skip
     # --rm: podman ran DEL (with prevResult) for both plugins.
     assert cni_node.cali_links() == []
     assert address not in cni_node.exec("iptables-save", "-t", "nat")
