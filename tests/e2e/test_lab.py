@@ -94,6 +94,8 @@ def test_killed_calico_node_leaves_others_talking_and_restart_brings_its_pods_ba
     # While node3 is down the rest of the cluster still takes new pods.
     pods.add(lab.state_dir, [pods.PodSpec("p4", "node1", "default")])
     lab.run("node", "start", "node3")
+    # The restarted node serves new pods again (its agent, IPAM, Felix and BGP all back).
+    pods.add(lab.state_dir, [pods.PodSpec("p5", "node3", "default")])
     state = lab.state()
     result = matrix.run(state.pods, lambda *_: True, deadline=60.0)
     assert not result.mismatches, matrix.summary(result) + lab.logs()
