@@ -17,7 +17,7 @@ from pycalico.ipam.check import check
 from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.testing.ipam import ipam_keys
 
-from .conftest import CALICOCTL, CniNode, ip
+from .conftest import CALICO, CALICOCTL, CniNode, ip
 
 pytestmark = pytest.mark.root
 
@@ -215,22 +215,12 @@ async def test_bad_inputs_get_spec_codes_and_create_nothing(
         del env[change["drop"]]
     if "set" in change:
         env[change["set"][0]] = change["set"][1]
-    status, out, err = cni_node.run(
-        str(cni_node.tmp.parent / "x") if False else cni_node_binary(),
-        env,
-        change.get("stdin", json.dumps(conf)),
-    )
+    status, out, err = cni_node.run(CALICO, env, change.get("stdin", json.dumps(conf)))
     assert status == 1, (out, err)
     assert out["code"] == code and text in out["msg"], out
     assert set(out) == {"cniVersion", "code", "msg", "details"}
     assert cni_node.cali_links() == []
     assert not [k for k in await ipam_keys(kv) if "/handle/" in k or "/block/" in k]
-
-
-def cni_node_binary() -> str:
-    from .conftest import CALICO
-
-    return CALICO
 
 
 async def test_check_verifies_and_repeated_add_returns_same(cni_node: CniNode) -> None:
@@ -281,14 +271,14 @@ async def test_gc_releases_what_is_not_valid(cni_node: CniNode, kv: KVStore) -> 
         "1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "gc0", "ifname": "eth0"}]}
     )
     code, out, err = cni_node.run(
-        cni_node_binary(), cni_node.env("GC", "", None, ifname=None), json.dumps(conf)
+        CALICO, cni_node.env("GC", "", None, ifname=None), json.dumps(conf)
     )
     assert (code, out) == (0, None), (out, err)
     names = [e.metadata.name for e in (await ResourceStore(kv).list(WorkloadEndpoint)).items]
     assert names == ["node--1-k8s-web--0-eth0"]
     assert (await check(kv)).allocations == 1
     code, out, err = cni_node.run(
-        cni_node_binary(),
+        CALICO,
         cni_node.env("STATUS", "", None, ifname=None),
         json.dumps(cni_node.conf("1.1.0")),
     )
@@ -372,3 +362,26 @@ async def test_other_ipam_plugins_are_called_from_cni_path(cni_node: CniNode, kv
     assert code == 0, (out, err)
     assert not (data_dir / "k8s-pod-network" / "10.77.0.2").exists()
     assert cni_node.cali_links() == []
+
+
+async def test_not_ready_cluster_is_try_again_later(cni_node: CniNode, kv: KVStore) -> None:
+    info = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "ClusterInformation",
+        "metadata": {"name": "default"},
+        "spec": {"datastoreReady": False},
+    }
+    key = "/calico/resources/v3/projectcalico.org/clusterinformations/default"
+    await kv.put(key, json.dumps(info).encode())
+    netns = cni_node.pod("nr")
+    code, out, _ = cni_node.cni("ADD", "notready", cni_node.conf(), netns)
+    assert code == 1 and out["code"] == 11 and "not ready" in out["msg"], out
+    assert cni_node.cali_links() == [] and (await check(kv)).allocations == 0
+    status = cni_node.run(
+        CALICO, cni_node.env("STATUS", "", None, ifname=None), json.dumps(cni_node.conf("1.1.0"))
+    )
+    assert status[0] == 1 and status[1]["code"] == 50, status
+    info["spec"]["datastoreReady"] = True
+    await kv.put(key, json.dumps(info).encode())
+    assert cni_node.cni("ADD", "notready", cni_node.conf(), netns)[0] == 0
+    assert cni_node.cni("DEL", "notready", cni_node.conf(), netns)[0] == 0
