@@ -27,6 +27,7 @@ from pycalico.datastore.api import DatastoreError, KVStore
 from pycalico.ipam.allocator import IPAM, IPAMError
 from pycalico.ipam.blocks import IPAMConfig, ReleaseOption
 from pycalico.ipam.check import Report, check, summary_lines
+from pycalico.lib.addresses import address_order
 
 T = TypeVar("T")
 
@@ -178,7 +179,9 @@ async def _show_borrowed(kv: KVStore) -> str:
                 allocated_to = (attribute.handle_id or "") if attribute else ""
             rows.append([str(address), node, str(block.cidr), owner, kind, allocated_to])
     header = ["IP", "BORROWING-NODE", "BLOCK", "BLOCK OWNER", "TYPE", "ALLOCATED-TO"]
-    return render_table(header, sorted(rows, key=lambda r: ipaddress.ip_address(r[0])))
+    return render_table(
+        header, sorted(rows, key=lambda r: address_order(ipaddress.ip_address(r[0])))
+    )
 
 
 async def _show_configuration(kv: KVStore) -> str:

@@ -44,6 +44,7 @@ from pycalico.ipam.blocks import (
     sanitize_handle,
 )
 from pycalico.ipam.pools import Pool, pool_for_address
+from pycalico.lib.addresses import address_order
 
 WORKLOADENDPOINTS_PREFIX = paths.resource_prefix("workloadendpoints")
 
@@ -290,7 +291,7 @@ def analyse(snapshot: Snapshot) -> Report:
                 )
             )
 
-    for address, blocks in sorted(owners.items()):
+    for address, blocks in sorted(owners.items(), key=lambda item: address_order(item[0])):
         if len(blocks) > 1:
             findings.append(
                 Finding(
@@ -299,7 +300,10 @@ def analyse(snapshot: Snapshot) -> Report:
                     address=str(address),
                 )
             )
-    for address_text, endpoints in sorted(snapshot.endpoint_addresses.items()):
+    for address_text, endpoints in sorted(
+        snapshot.endpoint_addresses.items(),
+        key=lambda item: address_order(ipaddress.ip_address(item[0])),
+    ):
         used = ipaddress.ip_address(address_text)
         if used not in owners and pool_for_address(snapshot.pools, used) is not None:
             findings.append(

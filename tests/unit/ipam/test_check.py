@@ -86,3 +86,29 @@ async def test_allocator_leaves_a_clean_store() -> None:
     report = await check(kv)
     assert report.clean and report.allocations == 2 and report.handles == 1
     assert '"findings": []' in report.to_json()
+
+
+async def test_dual_stack_store_checks_clean() -> None:
+    # IPv4 and IPv6 addresses in one report must sort together without comparing across families.
+    kv = MemoryKVStore()
+    await put_pool(kv, "v4", "10.65.0.0/16")
+    await put_pool(kv, "v6", "fd00:65::/112")
+    await put_node(kv, "n1")
+    ipam = IPAM(kv)
+    await ipam.auto_assign(AutoAssignRequest(node="n1", handle_id="a", num4=1, num6=1))
+    report = await check(kv)
+    assert report.clean and report.allocations == 2
+
+
+def test_dual_stack_findings_are_ordered_by_family() -> None:
+    v6_block = AllocationBlock.new(
+        ipaddress.ip_network("fd00::/126"), affinity=None, claim_time=None, sequence_number=1
+    )
+    v6_block.auto_assign(1, "h6", None)
+    s = snapshot(endpoint_addresses={"fd00::3": ["ns/b"], "10.65.0.2": ["ns/a"]})
+    s.blocks.append(v6_block)
+    s.pools = [*s.pools, Pool("p6", ipaddress.ip_network("fd00::/64"), 126)]
+    found = [
+        f.address for f in analyse(s).findings if f.kind == "address-in-use-without-allocation"
+    ]
+    assert found == ["10.65.0.2", "fd00::3"]
