@@ -7,15 +7,18 @@ namespace each, on one bridge), and removes everything when it ends.
 
 Measured, alternating trials so both see the same machine state:
 
-* **ours**: ``IPAM.auto_assign`` of a whole /26 on node 1 (claims one new block: pending
-  affinity, block create, confirmed affinity, all CAS writes to etcd) -> confd's watch -> build,
-  render, ``bird -p`` check, atomic write, ``configure`` over the control socket -> BIRD's static
+* **ours**: ``IPAM.auto_assign`` of a whole /26 on node 1 claims one new block (pending
+  affinity, block create, confirmed affinity: CAS writes to etcd) -> confd's watch -> build,
+  render, ``configure "<candidate>"`` over BIRD's control socket, rename -> BIRD's static
   blackhole -> BGP UPDATE -> the route in every other node's kernel (seen by ``ip monitor
-  route`` in each namespace).
+  route`` in each namespace).  Timed from the moment etcd acknowledged the write that made the
+  affinity ``confirmed`` (the block is claimed; recorded by a pass-through KVStore under IPAM),
+  and, as a second figure, from the start of the IPAM call (which also counts IPAM's own
+  writes, some of which happen after the claim).
 * **reference (BIRD alone)**: the same kind of route made BIRD's own way: node 1's current
   configuration plus one ``protocol static`` route written to its file and ``configure`` sent
   over the same control socket, then the same propagation to the same kernels.  What separates
-  the two is exactly what pycalico adds: IPAM's etcd writes, the watch, and confd.
+  the two is exactly what pycalico adds after the claim: the etcd watch and confd.
 
 Also printed: node 1's own blackhole (local latency), BGP sessions per node, and the resident
 memory per node (calico-node + its confd child + BIRD).
@@ -72,9 +75,14 @@ class RouteWatch:
             while self.when(node.name, probe) is None:
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"ip monitor in {node.namespace} never reported")
+                # Delete and add again: re-adding an identical route would notify nobody.
                 subprocess.run(
-                    ["ip", "-n", node.namespace, "route", "replace", "blackhole", probe],
-                    check=True,
+                    ["ip", "-n", node.namespace, "route", "del", probe],
+                    check=False,
+                    stderr=subprocess.DEVNULL,
+                )
+                subprocess.run(
+                    ["ip", "-n", node.namespace, "route", "add", "blackhole", probe], check=True
                 )
                 time.sleep(0.05)
             subprocess.run(["ip", "-n", node.namespace, "route", "del", probe], check=False)
@@ -163,32 +171,49 @@ async def ours(
     figures.ours_local.append(await wait_everywhere(watch, [owner], block) - start)
 
 
+class ClaimRecorder:
+    """The bench's KVStore for IPAM: every call passes through, and the moment the write that
+    turns one of the node's block affinities ``confirmed`` is acknowledged by etcd is recorded
+    (the block is claimed from then on; the IPAM call still writes its addresses after it)."""
+
+    def __init__(self, kv: EtcdKVStore, node: str) -> None:
+        self.kv = kv
+        self.prefix = paths.affinity_prefix(node)
+        self.confirmed: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.kv, name)
+
+    async def update(self, key: str, value: bytes, **options: object) -> int:
+        revision = await self.kv.update(key, value, **options)  # type: ignore[arg-type]
+        self._note(key, value)
+        return revision
+
+    async def put(self, key: str, value: bytes, **options: object) -> int:
+        revision = await self.kv.put(key, value, **options)  # type: ignore[arg-type]
+        self._note(key, value)
+        return revision
+
+    def _note(self, key: str, value: bytes) -> None:
+        if key.startswith(self.prefix) and b"confirmed" in value:
+            cidr = paths.parse_affinity_key(key).cidr
+            self.confirmed.setdefault(cidr, time.perf_counter())
+
+
 async def run_trials(cluster: BgpCluster, watch: RouteWatch, count: int) -> Figures:
     owner = cluster.nodes[0]
     kv = EtcdKVStore([cluster.endpoint])
     figures = Figures()
-    confirmed: dict[str, float] = {}
-
-    async def follow(revision: int) -> None:
-        # The moment the block counts as claimed: its affinity turns confirmed.
-        prefix = paths.affinity_prefix(owner.name)
-        async for event in kv.watch(prefix, start_revision=revision):
-            if event.value and b"confirmed" in event.value:
-                cidr = paths.parse_affinity_key(event.key).cidr
-                confirmed.setdefault(cidr, time.perf_counter())
-
-    task = asyncio.create_task(follow(await kv.current_revision() + 1))
+    claims = ClaimRecorder(kv, owner.name)
     try:
-        ipam = IPAM(kv)
+        ipam = IPAM(claims)  # type: ignore[arg-type]
         await ipam.get_config()  # the connection is up before the first timed call
         for trial in range(count):
             await reference(cluster, watch, trial, figures)
             await asyncio.sleep(0.3)
-            await ours(ipam, cluster, watch, confirmed, trial, figures)
+            await ours(ipam, cluster, watch, claims.confirmed, trial, figures)
             await asyncio.sleep(0.3)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         await kv.close()
     return figures
 

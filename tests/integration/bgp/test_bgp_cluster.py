@@ -12,7 +12,8 @@ each leaves the cluster as the next expects:
 4. route reflectors (mesh off, BGPPeers by peerSelector): other nodes have exactly 2 sessions,
    routes stay complete, pods still ping; stopping one reflector keeps them;
 5. BIRD SIGKILLed on a node: calico-node restarts it, sessions and routes come back, and with
-   graceful restart a ping flow through that node keeps going.
+   graceful restart a ping flow through that node keeps going;
+6. confd SIGKILLed: calico-node restarts it and the new one renders the next change.
 """
 
 from __future__ import annotations
@@ -342,3 +343,40 @@ def test_bird_killed_is_restarted_and_graceful_restart_keeps_the_flow(
     # Graceful restart: the peers keep node 2's routes (and node 2 keeps its kernel routes)
     # while BIRD is down, so the flow loses nothing or next to nothing.
     assert received >= 39, output
+
+
+def confd_pid(cluster: BgpCluster, node: FabricNode) -> int | None:
+    for pid in cluster.fabric.pids(node.namespace):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                words = file.read().split(b"\0")
+        except OSError:
+            continue
+        if b"-confd" in words:
+            return pid
+    return None
+
+
+def test_confd_killed_is_restarted_and_renders_again(cluster: BgpCluster) -> None:
+    node = cluster.nodes[1]
+    pid = confd_pid(cluster, node)
+    assert pid is not None
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    wait_for(lambda: (p := confd_pid(cluster, node)) is not None and p != pid, 15)
+    cluster.apply(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPConfiguration",
+            "metadata": {"name": f"node.{node.name}"},
+            "spec": {"logSeverityScreen": "Debug"},
+        }
+    )
+
+    def debugging() -> bool:
+        with open(node.bird_config) as file:
+            return "debug all;" in file.read()
+
+    try:
+        wait_for(debugging, 20)
+    except TimeoutError:
+        pytest.fail(cluster.logs(node))

@@ -142,3 +142,47 @@ async def test_supervisor_stop_terminates_the_child(tmp_path: Path) -> None:
     await asyncio.wait_for(task, 5)
     assert process.returncode is not None
     assert supervisor.children["sleeper"].starts == 1
+
+
+def test_calico_node_startup_command(etcd: Any, tmp_path: Path) -> None:
+    """``calico-node -startup`` registers the node and exits 0; a second node claiming the same
+    address is refused with exit status 1 and one line naming the problem."""
+    import subprocess
+
+    executable = Path(sys.executable).parent / "calico-node"
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "ETCD_ENDPOINTS": etcd.endpoint,
+        "IP": "10.0.0.5/24",
+        "CALICO_IPV4POOL_CIDR": "10.70.0.0/16",
+        "CALICO_NODENAME_FILE": str(tmp_path / "nodename"),
+    }
+    # The kv fixture is not used here: start from an empty keyspace on our own.
+    subprocess.run(
+        ["etcdctl", "--endpoints", etcd.endpoint, "del", "", "--from-key"],
+        capture_output=True,
+        env={**base, "ETCDCTL_API": "3"},
+        check=True,
+    )
+    first = subprocess.run(
+        [str(executable), "-startup"],
+        env={**base, "NODENAME": "cli-node1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(
+        [str(executable), "-startup"],
+        env={**base, "NODENAME": "cli-node2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        "calico-node: IP: address 10.0.0.5 is already in use by node 'cli-node1' "
+        "(set DISABLE_NODE_IP_CHECK=true to allow it)"
+    )
