@@ -37,6 +37,8 @@ from typing import Any
 from pycalico.cni import ipam_handler, netns
 from pycalico.cni.agent_protocol import Response
 from pycalico.cni.config import CALICO_IPAM, DEFAULT_MTU, DEFAULT_MTU_FILE, NetConf
+from pycalico.cni.delegation import checked as _checked
+from pycalico.cni.delegation import exec_plugin
 from pycalico.cni.spec import (
     DEFAULT_NODENAME_FILE,
     ERR_INCOMPATIBLE_VERSION,
@@ -72,7 +74,6 @@ from pycalico.model.node import ClusterInformation
 PLUGIN_NAME = "calico"
 ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot serve ADD now (CNI 1.1.0)
 TIMEOUT_SECONDS = 90.0
-DELEGATE_TIMEOUT = 60.0
 MTU_FILE_ENV = "CALICO_MTU_FILE"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 KVFactory = Callable[[Mapping[str, Any], Mapping[str, str]], KVStore]
@@ -199,7 +200,6 @@ class Context:
         env: Mapping[str, str],
         kv: KVStore,
         ipam: IPAM | None,
-        in_agent: bool,
         log: logging.Logger,
     ) -> None:
         self.invocation = invocation
@@ -208,7 +208,6 @@ class Context:
         self.kv = kv
         self.store = ResourceStore(kv)
         self.ipam = ipam
-        self.in_agent = in_agent
         self.log = log
         self._workload: Workload | None = None
 
@@ -248,57 +247,6 @@ class Context:
 
     async def ipam_del(self) -> None:
         _checked(self.conf.ipam.type, await self.delegate_ipam("DEL"))
-
-
-def _checked(plugin: str, response: Response) -> dict[str, Any]:
-    try:
-        body = json.loads(response.stdout) if response.stdout.strip() else {}
-    except ValueError:
-        body = None
-    if response.exit_code != 0:
-        if isinstance(body, dict) and "msg" in body:
-            raise CniError(
-                f"{plugin}: {body['msg']}",
-                code=int(body.get("code") or 999),
-                details=str(body.get("details") or ""),
-            )
-        raise CniError(f"{plugin} failed (exit {response.exit_code}): {response.stderr.strip()}")
-    if not isinstance(body, dict):
-        raise CniError(f"{plugin} printed something that is not a JSON object")
-    return body
-
-
-def find_plugin(name: str, cni_path: str) -> str:
-    for directory in filter(None, cni_path.split(os.pathsep)):
-        candidate = os.path.join(directory, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise CniError(
-        f"ipam.type: plugin {name!r} not found in CNI_PATH ({cni_path or 'empty'})",
-        code=ERR_INVALID_NETWORK_CONFIG,
-    )
-
-
-async def exec_plugin(name: str, env: Mapping[str, str], stdin: str) -> Response:
-    """Run a delegated plugin the standard way: an executable on ``CNI_PATH``."""
-    binary = find_plugin(name, env.get("CNI_PATH", ""))
-    child_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env}
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env,
-    )
-    try:
-        out, err = await asyncio.wait_for(
-            process.communicate(stdin.encode()), timeout=DELEGATE_TIMEOUT
-        )
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return Response(process.returncode or 0, out.decode(), err.decode())
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -566,7 +514,7 @@ async def handle(
                     "datastore_type: only 'etcdv3' is supported", code=ERR_INVALID_NETWORK_CONFIG
                 )
             store = kv_factory(invocation.config, env)
-        ctx = Context(invocation, conf, env, store, ipam, not own_store, log)
+        ctx = Context(invocation, conf, env, store, ipam, log)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 return await _dispatch(ctx, version)
