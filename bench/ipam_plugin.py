@@ -4,8 +4,9 @@ What this measures, each pair of runs timed from process start to exit of the DE
 
 * the reference: ``/usr/lib/cni/host-local`` (containernetworking-plugins), ADD then DEL of one
   address from a /16 with a temporary ``dataDir``;
-* ``calico-ipam`` with a node agent listening on its socket (the normal case on a node: the
-  thin plugin forwards to the agent, which holds warm imports and an etcd connection);
+* ``calico-ipam`` as ``pycalico.cni.install`` puts it in a CNI bin directory (what a runtime
+  runs), with a node agent listening on its socket (the normal case on a node: the thin plugin
+  forwards to the agent, which holds warm imports and an etcd connection);
 * ``calico-ipam`` with no agent (the plugin imports the handler and talks to etcd itself).
 
 Runs alternate between the three so machine noise hits all alike.  The figures are p50 ratios
@@ -23,15 +24,14 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from pycalico.cni.agent_server import AgentServer, ipam_handler
+from pycalico.cni.install import InstallOptions, install
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.ipam import put_node, put_pool
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
-CALICO_IPAM = str(Path(sys.executable).parent / "calico-ipam")
 
 
 async def run(
@@ -72,6 +72,9 @@ async def main(runs: int) -> None:
         tempfile.TemporaryDirectory(prefix="bench-ipam-plugin-") as tmp,
         EtcdServer(name="bench-plugin") as etcd,
     ):
+        bin_dir = os.path.join(tmp, "bin")
+        install(InstallOptions(bin_dir=bin_dir, conf_dir=os.path.join(tmp, "net.d")))
+        calico_ipam = os.path.join(bin_dir, "calico-ipam")
         kv = EtcdKVStore([etcd.endpoint])
         await put_pool(kv, "default-ipv4-ippool", "10.64.0.0/16")
         await put_node(kv, "bench-node")
@@ -104,8 +107,8 @@ async def main(runs: int) -> None:
             for i in range(runs + 3):
                 samples = {
                     "host-local": await pair(HOST_LOCAL, f"h{i}", host_local, {}),
-                    "agent": await pair(CALICO_IPAM, f"a{i}", calico, with_agent),
-                    "in-process": await pair(CALICO_IPAM, f"p{i}", calico, without_agent),
+                    "agent": await pair(calico_ipam, f"a{i}", calico, with_agent),
+                    "in-process": await pair(calico_ipam, f"p{i}", calico, without_agent),
                 }
                 if i >= 3:  # the first runs warm caches (page cache, the agent's imports)
                     for name, value in samples.items():

@@ -126,13 +126,12 @@ def render_conflist(options: InstallOptions) -> str:
 
 
 def plugin_script(module: str, python: str, agent_socket: str) -> str:
-    """``calico`` starts with ``-S`` (no ``site``: about 6 ms less per call) and finds pycalico
-    by the path written here; it loads ``site`` itself only when it must work in-process."""
-    fast = module == ENTRY_POINTS["calico"]
-    lines = [f"#!{python} -S" if fast else f"#!{python}"]
+    """Both plugins start with ``-S`` (no ``site``: about 6 ms less per call) and find pycalico
+    by the path written here; ``pycalico.cni.entry`` loads ``site`` itself only when it must
+    work in-process."""
+    lines = [f"#!{python} -S"]
     lines += [f'"""CNI plugin installed by pycalico: runs {module}."""', "import os", "import sys"]
-    if fast:
-        lines.append(f"sys.path.insert(0, {_package_root()!r})")
+    lines.append(f"sys.path.insert(0, {_package_root()!r})")
     if agent_socket:
         lines.append(f"os.environ.setdefault('CALICO_AGENT_SOCKET', {agent_socket!r})")
     lines += [f"from {module} import main", "sys.exit(main())", ""]

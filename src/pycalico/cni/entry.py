@@ -1,0 +1,76 @@
+"""The shared body of the thin CNI executables (``calico`` and ``calico-ipam``).
+
+What it is: standard-library-only dispatch.  ``VERSION`` is answered at once; any other command
+is forwarded to the node agent's unix socket when one listens (warm imports, a live etcd
+connection), and otherwise the named handler module is imported and does the same work in this
+process.  Either way the process prints what the handler answered (a result, or CNI error JSON)
+and exits with its status.
+
+What it is not: any CNI, IPAM or kernel logic (the handler modules).
+
+Invariants: nothing outside the standard library and ``agent_protocol`` is imported before the
+in-process fallback is chosen; once a call has been handed to the agent its answer is final (no
+in-process retry, which could run an ADD twice).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pycalico.cni import agent_protocol
+
+VERSION = "v0.1.0 (pycalico)"
+
+
+def run(plugin: str, handler_module: str, argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "-v" in args or "--version" in args:
+        print(VERSION)
+        return 0
+    stdin = sys.stdin.read()
+    env = dict(os.environ)
+    response = None
+    if env.get("CNI_COMMAND") == "VERSION":
+        # Runtimes (podman) ask before every ADD: answer without the agent or the handler.
+        response = version_response(stdin)
+    else:
+        try:
+            response = agent_protocol.forward(plugin, env, stdin, agent_protocol.socket_path(env))
+        except agent_protocol.ProtocolError as exc:
+            import json  # only on this error path: json costs milliseconds at start-up
+
+            error = {"cniVersion": "1.0.0", "code": 999, "msg": str(exc), "details": ""}
+            response = agent_protocol.Response(1, json.dumps(error), f"{plugin}: {exc}\n")
+    if response is None:
+        if sys.flags.no_site:
+            # Started with -S (the installed script): site-packages are needed from here on.
+            import site
+
+            site.main()
+        handler = __import__(handler_module, fromlist=["run"])
+        response = handler.run(env, stdin)
+    if response.stdout:
+        out = response.stdout
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if response.stderr:
+        sys.stderr.write(response.stderr)
+    sys.stdout.flush()
+    return response.exit_code
+
+
+def version_response(stdin: str) -> agent_protocol.Response:
+    import json
+
+    from pycalico.cni.versions import SUPPORTED_VERSIONS
+
+    try:
+        config = json.loads(stdin) if stdin.strip() else {}
+    except ValueError:
+        config = {}
+    version = config.get("cniVersion") if isinstance(config, dict) else None
+    body = {
+        "cniVersion": version or SUPPORTED_VERSIONS[-1],
+        "supportedVersions": list(SUPPORTED_VERSIONS),
+    }
+    return agent_protocol.Response(0, json.dumps(body))
