@@ -10,12 +10,12 @@ What it is not: any CNI, IPAM or kernel logic (the handler modules).
 
 Invariants: nothing outside the standard library and ``agent_protocol`` is imported before the
 in-process fallback is chosen; once a call has been handed to the agent its answer is final (no
-in-process retry, which could run an ADD twice).
+in-process retry, which could run an ADD twice).  Start-up cost matters here (two plugin
+processes per pod): no ``from __future__``, no ``os`` (``posix`` is built in), annotations that
+would need imports are quoted.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 
 from pycalico.cni import agent_protocol
@@ -23,13 +23,21 @@ from pycalico.cni import agent_protocol
 VERSION = "v0.1.0 (pycalico)"
 
 
-def run(plugin: str, handler_module: str, argv: list[str] | None = None) -> int:
+def environment() -> dict[str, str]:
+    """The process environment decoded as ``os.environ`` does, without importing ``os``."""
+    return {
+        key.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
+        for key, value in posix.environ.items()
+    }
+
+
+def run(plugin: str, handler_module: str, argv: "list[str] | None" = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "-v" in args or "--version" in args:
         print(VERSION)
         return 0
     stdin = sys.stdin.read()
-    env = dict(os.environ)
+    env = environment()
     response = None
     if env.get("CNI_COMMAND") == "VERSION":
         # Runtimes (podman) ask before every ADD: answer without the agent or the handler.

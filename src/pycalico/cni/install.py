@@ -37,6 +37,7 @@ DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CONF_NAME = "10-calico.conflist"
 REFERENCE_DIR = "/usr/lib/cni"
 REFERENCE_PLUGINS = ("portmap", "bandwidth", "tuning", "host-local", "loopback")
+SOCKET_ENV = "CALICO_AGENT_SOCKET"
 ENTRY_POINTS = {"calico": "pycalico.cni.plugin", "calico-ipam": "pycalico.cni.ipam_plugin"}
 
 
@@ -128,13 +129,35 @@ def render_conflist(options: InstallOptions) -> str:
 def plugin_script(module: str, python: str, agent_socket: str) -> str:
     """Both plugins start with ``-S`` (no ``site``: about 6 ms less per call) and find pycalico
     by the path written here; ``pycalico.cni.entry`` loads ``site`` itself only when it must
-    work in-process."""
+    work in-process.  The script imports nothing but built-in modules itself (``posix`` rather
+    than ``os``).  When the agent answered (``site`` never loaded) it flushes and leaves with
+    ``posix._exit``: interpreter finalisation has nothing left to do but costs a millisecond."""
     lines = [f"#!{python} -S"]
-    lines += [f'"""CNI plugin installed by pycalico: runs {module}."""', "import os", "import sys"]
+    lines += [
+        f'"""CNI plugin installed by pycalico: runs {module}."""',
+        "import posix",
+        "import sys",
+    ]
     lines.append(f"sys.path.insert(0, {_package_root()!r})")
     if agent_socket:
-        lines.append(f"os.environ.setdefault('CALICO_AGENT_SOCKET', {agent_socket!r})")
-    lines += [f"from {module} import main", "sys.exit(main())", ""]
+        # As os.environ.setdefault would: seen by this process and by anything it starts.
+        # posix.environ is keyed by bytes.
+        name, socket = SOCKET_ENV.encode(), agent_socket.encode()
+        lines += [
+            f"if {name!r} not in posix.environ:",
+            f"    posix.environ[{name!r}] = {socket!r}",
+            f"    posix.putenv({name!r}, {socket!r})",
+        ]
+    lines += [
+        f"from {module} import main",
+        "code = main()",
+        'if "site" not in sys.modules:',
+        "    sys.stdout.flush()",
+        "    sys.stderr.flush()",
+        "    posix._exit(code)",
+        "sys.exit(code)",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -9,8 +9,6 @@ does the same work in this process.  Either way the process prints what the hand
 Not here: any IPAM logic (``pycalico.ipam``) or CNI wire format (``pycalico.cni.spec``).
 """
 
-from __future__ import annotations
-
 import sys
 
 from pycalico.cni import entry
@@ -19,7 +17,7 @@ PLUGIN = "calico-ipam"
 VERSION = entry.VERSION
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
     return entry.run(PLUGIN, "pycalico.cni.ipam_handler", argv)
 
 
