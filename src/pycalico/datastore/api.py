@@ -18,7 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -96,6 +96,23 @@ class CompactedError(TemporaryDatastoreError):
         self.compact_revision = compact_revision
 
 
+class TxnConflict(TemporaryDatastoreError):
+    """A ``KVStore.commit`` lost: some key's mod revision was not the expected one, so nothing
+    was written.  ``current`` holds what the store has now for every key of the commit (None
+    where the key is absent), read in the same transaction."""
+
+    def __init__(self, expected: Mapping[str, int], current: Mapping[str, KeyValue | None]) -> None:
+        stale = []
+        for key, revision in expected.items():
+            now = current.get(key)
+            if (now.revision if now is not None else 0) != revision:
+                stale.append(key)
+        super().__init__(f"transaction conflict on {', '.join(stale) or 'no key'}")
+        self.expected = dict(expected)
+        self.current = dict(current)
+        self.stale = stale
+
+
 # Domain-level names for the resource layer (same classes: a resource is a key).
 ResourceNotFound = KeyNotFound
 ResourceAlreadyExists = KeyAlreadyExists
@@ -140,6 +157,40 @@ class Lease:
     ttl: int
 
 
+@dataclass(frozen=True, slots=True)
+class TxnPut:
+    """In a ``KVStore.commit``: write ``value`` at ``key`` if the key's mod revision is
+    ``revision``; 0 means the key must not exist."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnDelete:
+    """In a ``KVStore.commit``: delete ``key`` if its mod revision is ``revision`` (> 0)."""
+
+    key: str
+    revision: int
+
+
+TxnOp = TxnPut | TxnDelete
+
+
+def check_commit(ops: Sequence[TxnOp]) -> None:
+    """What every ``commit`` refuses before talking to the store."""
+    if not ops:
+        raise DatastoreError("commit: no operations given")
+    seen: set[str] = set()
+    for op in ops:
+        if op.key in seen:
+            raise DatastoreError(f"commit: key {op.key} appears more than once")
+        seen.add(op.key)
+        if op.revision < 0 or (isinstance(op, TxnDelete) and op.revision == 0):
+            raise DatastoreError(f"commit: revision {op.revision} for {op.key} is not valid")
+
+
 class KVStore(Protocol):
     """Raw etcd-shaped key/value store. Keys are text; values are bytes."""
 
@@ -167,6 +218,12 @@ class KVStore(Protocol):
         ...
 
     async def delete_prefix(self, prefix: str) -> int: ...
+
+    async def commit(self, ops: Sequence[TxnOp]) -> int:
+        """Several compare-and-swap writes as one transaction: every op's key must be at its
+        revision, then all are written at one new revision (returned); otherwise nothing is
+        written and TxnConflict reports every key's current value.  Keys must be distinct."""
+        ...
 
     async def grant_lease(self, ttl: int) -> Lease: ...
 

@@ -51,7 +51,11 @@ from pycalico.datastore.api import (
     Lease,
     ListResult,
     RevisionConflict,
+    TxnConflict,
+    TxnDelete,
+    TxnOp,
     ValueTooLarge,
+    check_commit,
 )
 from pycalico.datastore.config import DatastoreConfig, endpoint_target
 
@@ -368,6 +372,33 @@ class EtcdKVStore:
         if not kvs:
             raise KeyNotFound(key)
         raise RevisionConflict(key, revision, _key_value(kvs[0]))
+
+    async def commit(self, ops: Sequence[TxnOp]) -> int:
+        check_commit(ops)
+        compare = []
+        success = []
+        failure = []
+        size = 0
+        for op in ops:
+            raw = op.key.encode()
+            # A key that does not exist has mod revision 0 in etcd's comparison.
+            compare.append(_mod_equals(raw, op.revision))
+            if isinstance(op, TxnDelete):
+                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=raw)))
+            else:
+                success.append(rpc.RequestOp(request_put=_put(raw, op.value, None)))
+                size += len(op.value)
+            failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=raw)))
+        request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
+        reply = await self._txn(request, name="commit", key=ops[0].key, size=size)
+        if reply.succeeded:
+            revision: int = reply.header.revision
+            return revision
+        current = {}
+        for op, response in zip(ops, reply.responses, strict=True):
+            kvs = response.response_range.kvs
+            current[op.key] = _key_value(kvs[0]) if kvs else None
+        raise TxnConflict({op.key: op.revision for op in ops}, current)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``; returns how many keys were deleted."""

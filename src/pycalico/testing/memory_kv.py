@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pycalico.datastore.api import (
@@ -37,7 +37,11 @@ from pycalico.datastore.api import (
     Lease,
     ListResult,
     RevisionConflict,
+    TxnConflict,
+    TxnDelete,
+    TxnOp,
     ValueTooLarge,
+    check_commit,
 )
 
 # etcd's default --max-request-bytes: a bigger put is refused the same way.
@@ -252,6 +256,58 @@ class MemoryKVStore:
         if revision is not None and current.revision != revision:
             raise RevisionConflict(key, revision, current)
         return self._remove([key])[0]
+
+    async def commit(self, ops: Sequence[TxnOp]) -> int:
+        self._check()
+        check_commit(ops)
+        current = {op.key: self._data.get(op.key) for op in ops}
+        expected = {op.key: op.revision for op in ops}
+        for key, revision in expected.items():
+            now = current[key]
+            if (now.revision if now is not None else 0) != revision:
+                raise TxnConflict(expected, current)
+        for op in ops:
+            if not isinstance(op, TxnDelete) and len(op.value) + len(op.key) > self.max_value_bytes:
+                raise ValueTooLarge(op.key, len(op.value))
+        # Every change at one revision, as etcd applies a transaction.
+        self._revision += 1
+        events = []
+        for op in ops:
+            previous = current[op.key]
+            if previous is not None and previous.lease in self._leases:
+                self._leases[previous.lease].keys.discard(op.key)
+            if isinstance(op, TxnDelete):
+                assert previous is not None  # its revision matched a positive one
+                del self._data[op.key]
+                events.append(
+                    KVEvent(
+                        type=EventType.DELETE,
+                        key=op.key,
+                        value=None,
+                        revision=self._revision,
+                        previous=previous.value,
+                    )
+                )
+                continue
+            kv = KeyValue(
+                key=op.key,
+                value=op.value,
+                revision=self._revision,
+                create_revision=previous.create_revision if previous else self._revision,
+            )
+            self._data[op.key] = kv
+            events.append(
+                KVEvent(
+                    type=EventType.PUT,
+                    key=op.key,
+                    value=op.value,
+                    revision=self._revision,
+                    previous=previous.value if previous else None,
+                    create_revision=kv.create_revision,
+                )
+            )
+        self._commit(events)
+        return self._revision
 
     async def delete_prefix(self, prefix: str) -> int:
         self._check()

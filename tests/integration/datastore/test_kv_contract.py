@@ -15,12 +15,16 @@ import pytest
 
 from pycalico.datastore.api import (
     CompactedError,
+    DatastoreError,
     EventType,
     KeyAlreadyExists,
     KeyNotFound,
     KVEvent,
     RevisionConflict,
     TemporaryDatastoreError,
+    TxnConflict,
+    TxnDelete,
+    TxnPut,
     ValueTooLarge,
 )
 from pycalico.datastore.etcd import EtcdKVStore
@@ -129,6 +133,71 @@ async def test_delete_guarded_and_unguarded(subject: Subject) -> None:
         await kv.delete("/calico/t/a", revision=revision)
     await kv.put("/calico/t/b", b"2")
     assert (await kv.delete("/calico/t/b")).value == b"2"
+
+
+async def test_commit_writes_every_key_at_one_revision_or_none(subject: Subject) -> None:
+    kv = subject.kv
+    a = await kv.create("/calico/t/a", b"1")
+    b = await kv.create("/calico/t/b", b"1")
+    events = kv.watch("/calico/t/", start_revision=b + 1)
+    committed = await kv.commit(
+        [
+            TxnPut("/calico/t/a", b"2", a),  # compare-and-swap
+            TxnPut("/calico/t/new", b"n", 0),  # create
+            TxnDelete("/calico/t/b", b),  # guarded delete
+        ]
+    )
+    assert committed == b + 1
+    now_a = await kv.get("/calico/t/a")
+    now_new = await kv.get("/calico/t/new")
+    assert (now_a.value, now_a.revision, now_a.create_revision) == (b"2", committed, a)
+    assert (now_new.value, now_new.revision, now_new.create_revision) == (
+        b"n",
+        committed,
+        committed,
+    )
+    assert await kv.get("/calico/t/b") is None
+    seen = await collect(events, 3)
+    assert [(e.type, e.key, e.revision) for e in seen] == [
+        (EventType.PUT, "/calico/t/a", committed),
+        (EventType.PUT, "/calico/t/new", committed),
+        (EventType.DELETE, "/calico/t/b", committed),
+    ]
+    # One stale key (a), one key that exists although it should not (new), one absent key
+    # that should be there (b): nothing is written, and every key's current value comes back.
+    with pytest.raises(TxnConflict) as caught:
+        await kv.commit(
+            [
+                TxnPut("/calico/t/a", b"3", a),
+                TxnPut("/calico/t/new", b"m", 0),
+                TxnDelete("/calico/t/b", b),
+                TxnPut("/calico/t/other", b"o", 0),
+            ]
+        )
+    assert isinstance(caught.value, TemporaryDatastoreError)
+    conflict = caught.value
+    assert conflict.stale == ["/calico/t/a", "/calico/t/new", "/calico/t/b"]
+    assert (conflict.current["/calico/t/a"].value, conflict.current["/calico/t/a"].revision) == (
+        b"2",
+        committed,
+    )
+    assert conflict.current["/calico/t/new"].value == b"n"
+    assert conflict.current["/calico/t/b"] is None
+    assert conflict.current["/calico/t/other"] is None
+    assert await kv.get("/calico/t/other") is None
+    assert (await kv.get("/calico/t/a")).value == b"2"
+    assert await kv.put("/calico/t/x", b"x") == committed + 1  # the failed commit wrote nothing
+
+
+async def test_commit_refuses_repeated_keys_and_empty_transactions(subject: Subject) -> None:
+    kv = subject.kv
+    with pytest.raises(DatastoreError, match="more than once"):
+        await kv.commit([TxnPut("/calico/t/a", b"1", 0), TxnDelete("/calico/t/a", 5)])
+    with pytest.raises(DatastoreError, match="no operations"):
+        await kv.commit([])
+    with pytest.raises(DatastoreError, match="not valid"):
+        await kv.commit([TxnDelete("/calico/t/a", 0)])
+    assert await kv.get("/calico/t/a") is None
 
 
 async def test_list_by_prefix_sorted_and_at_a_revision(subject: Subject) -> None:
