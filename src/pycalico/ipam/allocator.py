@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict
+from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict, TxnConflict, TxnDelete
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
     AddressInUse,
@@ -601,20 +601,39 @@ class IPAM(IPAMStore):
         were left over by a crash and the blocks hold nothing for it.
         """
         handle_id = sanitize_handle(handle_id)
+        released = 0
+        cached = self._handles.pop(handle_id, None)
+        if cached is not None and sequence_number is None:
+            # The handle as this allocator last wrote it, which saves reading it.  The block's
+            # transaction deletes it only at that revision; if it moved on, whatever the
+            # block held for it is released and the handle is read and settled below.
+            remembered = IPAMHandle.from_json(cached.value)
+            if len(remembered.block) == 1:
+                cidr = ipaddress.ip_network(next(iter(remembered.block)))
+                released, handle_gone = await self._release_handle_in_block(
+                    cidr, handle_id, None, await self._config_for_release(), cached
+                )
+                if handle_gone:
+                    return released
         kv = await self.kv.get(keys.handle_key(handle_id))
         if kv is None:
+            if released:
+                return released
             raise HandleNotFound(handle_id)
         handle = IPAMHandle.from_json(kv.value)
         config = await self._config_for_release()
-        released = 0
         for cidr_text, count in handle.block.items():
             cidr = ipaddress.ip_network(cidr_text)
-            released += await self._release_handle_in_block(
-                cidr, handle_id, sequence_number, config
+            # The usual case: one block, all of it released; the handle goes in the block's
+            # transaction unless it changed meanwhile (then it is counted down properly).
+            whole = kv if len(handle.block) == 1 and sequence_number is None else None
+            count_released, handle_gone = await self._release_handle_in_block(
+                cidr, handle_id, sequence_number, config, whole
             )
-            if len(handle.block) == 1 and sequence_number is None:
-                # The usual case: one block, all of it released; the handle goes unless it
-                # changed meanwhile (then count it down properly).
+            released += count_released
+            if handle_gone:
+                continue
+            if whole is not None:
                 try:
                     await self.kv.delete(kv.key, revision=kv.revision)
                     continue
@@ -630,12 +649,25 @@ class IPAM(IPAMStore):
         return await self.get_config()
 
     async def _release_handle_in_block(
-        self, cidr: IPNetwork, handle_id: str, sequence_number: int | None, config: IPAMConfig
-    ) -> int:
-        got = await self._get_block(cidr)
+        self,
+        cidr: IPNetwork,
+        handle_id: str,
+        sequence_number: int | None,
+        config: IPAMConfig,
+        handle: KeyValue | None = None,
+    ) -> tuple[int, bool]:
+        """Release the handle's addresses in one block: (how many, whether ``handle`` was
+        deleted with the block write).  ``handle`` is deleted only at its revision."""
+        # The node's hot block saves a read; it may be stale (another process wrote the block
+        # since), which a failed compare-and-swap reveals, and finding nothing to release in it
+        # proves nothing, so then the block is read.
+        got = self._take_hot_block(cidr)
+        cached = got is not None
+        if got is None:
+            got = await self._get_block(cidr)
         for _ in range(self.retries):
             if got is None:
-                return 0
+                return 0, False
             revision, block = got
             now = self.clock()
             block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=now)
@@ -646,13 +678,35 @@ class IPAM(IPAMStore):
                 now=now,
             )
             if not released:
-                return 0
+                if cached:
+                    cached = False
+                    got = await self._get_block(cidr)
+                    continue
+                return 0, False
+            cached = False
+            drop_block = block.empty() and block.affinity is None
             try:
-                if block.empty() and block.affinity is None:
+                if handle is not None:
+                    others = [TxnDelete(handle.key, handle.revision)]
+                    await self._commit_block(
+                        revision, block, others, delete=drop_block, remember=True
+                    )
+                elif drop_block:
                     await self.kv.delete(keys.block_key(cidr), revision=revision)
                 else:
-                    await self._write_block(revision, block)
-                return len(released)
+                    # Back into the hot cache: the node's next assignment needs no read.
+                    await self._write_block(revision, block, remember=True)
+                return len(released), handle is not None
+            except TxnConflict as exc:
+                if handle is not None and handle.key in exc.stale:
+                    handle = None  # changed meanwhile: the caller counts it down
+                # ``block`` was changed in memory: start again from the stored one.
+                stored = exc.current.get(keys.block_key(cidr))
+                got = (
+                    None
+                    if stored is None
+                    else (stored.revision, AllocationBlock.from_json(stored.value))
+                )
             except RevisionConflict as exc:
                 got = await self._reread_block(cidr, exc)
             except KeyNotFound:

@@ -32,6 +32,9 @@ from pycalico.datastore.api import (
     KeyValue,
     KVStore,
     RevisionConflict,
+    TxnDelete,
+    TxnOp,
+    TxnPut,
 )
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
@@ -60,6 +63,8 @@ from pycalico.ipam.pools import Pool, block_walk
 
 RETRIES = 100
 EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)
+# Handles a long-lived allocator remembers (about 200 bytes each): more than a node's pods.
+HANDLE_CACHE_SIZE = 4096
 
 
 class IPAMStore:
@@ -87,6 +92,21 @@ class IPAMStore:
         # Assignments for one node are serialised in this process (Calico serialises them per
         # host with a file lock): they would only collide on the node's block.
         self._node_locks: dict[str, asyncio.Lock] = {}
+        # Handles this allocator wrote in a block transaction, as written (long-lived callers
+        # only): a release starts from this instead of reading the handle.  Only ever trusted
+        # inside a transaction that also checks the handle's revision.
+        self._handles: dict[str, KeyValue] = {}
+
+    def _remember_handles(self, ops: Sequence[TxnOp], revision: int) -> None:
+        if self.cache_seconds <= 0:
+            return
+        for op in ops:
+            if isinstance(op, TxnPut) and op.key.startswith(keys.HANDLES_PREFIX):
+                handle_id = op.key[len(keys.HANDLES_PREFIX) :]
+                self._handles.pop(handle_id, None)  # re-insert: the dict stays oldest-first
+                self._handles[handle_id] = KeyValue(op.key, op.value, revision)
+        while len(self._handles) > HANDLE_CACHE_SIZE:
+            del self._handles[next(iter(self._handles))]
 
     # -- reads of config, pools and nodes --
 
@@ -150,6 +170,59 @@ class IPAMStore:
         if remember and hot_key is not None:
             self._hot[hot_key] = (new_revision, block)
         return new_revision
+
+    async def _commit_block(
+        self,
+        revision: int,
+        block: AllocationBlock,
+        others: Sequence[TxnOp],
+        *,
+        delete: bool = False,
+        remember: bool = False,
+    ) -> int:
+        """CAS-write (or with ``delete``, CAS-delete) a block together with ``others`` (handle
+        writes) in one transaction: one etcd round trip instead of one per key, and the
+        handle and its addresses change together.  TxnConflict if any key moved; then nothing
+        was written and ``block`` must be thrown away (its sequence number was bumped).
+        ``remember`` as for ``_write_block``."""
+        hot_key = None
+        if block.affinity:
+            affinity_type, _, host = block.affinity.partition(":")
+            hot_key = (host, block.version, affinity_type)
+            self._hot.pop(hot_key, None)
+        key = keys.block_key(block.cidr)
+        first: TxnOp
+        if delete:
+            first = TxnDelete(key, revision)
+        else:
+            block.sequence_number += 1
+            first = TxnPut(key, block.to_json(), revision)
+        new_revision = await self.kv.commit([first, *others])
+        if remember and hot_key is not None and not delete:
+            self._hot[hot_key] = (new_revision, block)
+        self._remember_handles(others, new_revision)
+        return new_revision
+
+    @staticmethod
+    def _handle_counted(
+        handle_id: str, current: KeyValue | None, cidr: IPNetwork, count: int
+    ) -> TxnPut:
+        """The compare-and-swap that adds ``count`` to a handle whose value is ``current``."""
+        key = keys.handle_key(handle_id)
+        if current is None:
+            return TxnPut(key, IPAMHandle({str(cidr): count}).to_json(), 0)
+        counted = IPAMHandle.from_json(current.value).incremented(str(cidr), count)
+        return TxnPut(key, counted.to_json(), current.revision)
+
+    def _take_hot_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
+        """Take ``cidr``'s block out of the hot cache (None if it is not there).  The revision
+        may be stale: a compare-and-swap on it fails and returns the current value, and a
+        caller that finds nothing to do in it must read the block before concluding so."""
+        for hot_key, (revision, block) in self._hot.items():
+            if block.cidr == cidr:
+                del self._hot[hot_key]
+                return revision, block
+        return None
 
     async def _reread_block(
         self, cidr: IPNetwork, conflict: RevisionConflict | None
