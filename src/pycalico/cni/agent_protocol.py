@@ -41,6 +41,8 @@ SOCKET_ENV = "CALICO_AGENT_SOCKET"
 DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 FORWARDED_PREFIXES = ("CNI_", "ETCD_", "CALICO_", "DATASTORE_")
 FORWARDED_NAMES = ("NODENAME", "KUBERNETES_NODE_NAME", "HOSTNAME")
+_FORWARDED_PREFIXES = tuple(prefix.encode() for prefix in FORWARDED_PREFIXES)
+_FORWARDED_NAMES = tuple(name.encode() for name in FORWARDED_NAMES)
 MAX_MESSAGE = 16 * 1024 * 1024
 
 _quote = _json.encode_basestring_ascii
@@ -256,3 +258,83 @@ def forward(
     if not data.strip():
         raise ProtocolError(f"the node agent at {path} closed the connection without an answer")
     return Response.decode(data)
+
+
+def error_response(plugin: str, message: str) -> Response:
+    """What a plugin prints when the agent failed it: CNI error JSON (as ``json.dumps`` writes
+    it, without importing json) and the message on stderr."""
+    body = f'{{"cniVersion": "1.0.0", "code": 999, "msg": {_quote(message)}, "details": ""}}'
+    return Response(1, body, f"{plugin}: {message}\n")
+
+
+def settle(plugin: str, path: str, received: "bytes | OSError") -> Response:
+    """The answer for what came back from the agent after a request was sent (``forward``'s
+    rules): a failure to get a well-formed one becomes CNI error JSON, never a retry."""
+    try:
+        if isinstance(received, OSError):
+            raise ProtocolError(f"the node agent at {path} did not answer: {received}")
+        if not received.strip():
+            raise ProtocolError(f"the node agent at {path} closed the connection without an answer")
+        return Response.decode(received)
+    except ProtocolError as exc:
+        return error_response(plugin, str(exc))
+
+
+def quick_forward(plugin: str) -> "int | None":
+    """A plugin process's usual path, for the installed executables: forward the call to the
+    agent, print its answer, return the exit status.  None when the call must take the full
+    way (``entry.run``): ``-v``, ``VERSION``, or no agent listening (nothing is consumed then,
+    stdin included).  It sends what ``forward`` sends, straight from ``posix.environ``, and
+    imports nothing more: ``entry`` and the plugin module are not loaded at all."""
+    import sys
+
+    environ = posix.environ
+    if len(sys.argv) > 1 or environ.get(b"CNI_COMMAND") == b"VERSION":
+        return None
+    path = (environ.get(SOCKET_ENV.encode()) or DEFAULT_SOCKET.encode()).decode(
+        "utf-8", "surrogateescape"
+    )
+    connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        connection.settimeout(120.0)
+        connection.connect(path)
+    except OSError:
+        connection.close()
+        return None  # entry.run tries again and tells "nobody listens" from real failures
+    env = {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+        for k, v in environ.items()
+        if k.startswith(_FORWARDED_PREFIXES) or k in _FORWARDED_NAMES
+    }
+    stdin = sys.stdin.read()
+    received: bytes | OSError = b""
+    try:
+        try:
+            connection.sendall(Request(plugin, env, stdin).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            # The agent went away before reading: the full path may work in-process.
+            import io
+
+            sys.stdin = io.StringIO(stdin)
+            return None
+        chunks = []
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+        received = b"".join(chunks)
+    except OSError as exc:
+        received = exc
+    finally:
+        connection.close()
+    answer = settle(plugin, path, received)
+    if answer.stdout:
+        out = answer.stdout
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if answer.stderr:
+        sys.stderr.write(answer.stderr)
+    sys.stdout.flush()
+    return answer.exit_code

@@ -46,10 +46,7 @@ def run(plugin: str, handler_module: str, argv: "list[str] | None" = None) -> in
         try:
             response = agent_protocol.forward(plugin, env, stdin, agent_protocol.socket_path(env))
         except agent_protocol.ProtocolError as exc:
-            import json  # only on this error path: json costs milliseconds at start-up
-
-            error = {"cniVersion": "1.0.0", "code": 999, "msg": str(exc), "details": ""}
-            response = agent_protocol.Response(1, json.dumps(error), f"{plugin}: {exc}\n")
+            response = agent_protocol.error_response(plugin, str(exc))
     if response is None:
         if sys.flags.no_site:
             # Started with -S (the installed script): site-packages are needed from here on.
