@@ -13,8 +13,9 @@ Invariants kept across crashes and races:
 
 * A block claim is two-phase (``store``): a block only ever belongs to the node named in it.
 * A handle's count for a block is raised before the block write and lowered if the write never
-  lands (Calico's order), so a crash can leave a handle count without an address, never an
-  address without its handle.
+  lands (Calico's order), or written in the same etcd transaction as the block (the node
+  agent's batched assignments and the usual release), so a crash can leave a handle count
+  without an address, never an address without its handle.
 * A release that quotes a sequence number frees nothing if the address was since reused.
 * ``auto_assign`` with IPv4 and IPv6 is all or nothing: pools for both families are resolved
   before anything is written, and on a shortfall every address taken by the call is released.

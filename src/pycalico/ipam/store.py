@@ -15,6 +15,9 @@ Invariants:
   block if empty) -> delete the affinity, each step a compare-and-swap.
 * Every write bumps the block's ``sequenceNumber``; the hot-block cache only ever holds a block
   object nobody else references, with the revision it was written at.
+* Cached blocks and handles are hints: they are only ever written back by a compare-and-swap on
+  the revision they were read or written at, so a stale one costs a failed transaction (which
+  reports the current value), never a lost update.
 """
 
 from __future__ import annotations

@@ -378,7 +378,7 @@ class YieldingKV:
 
     def __getattr__(self, name: str) -> object:
         target = getattr(self.inner, name)
-        if name not in ("get", "list", "create", "update", "put", "delete"):
+        if name not in ("get", "list", "create", "update", "put", "delete", "commit"):
             return target
 
         async def call(*args: object, **kwargs: object) -> object:
