@@ -7,9 +7,11 @@ What this measures, each pair of runs timed from process start to exit of the DE
 * ``calico-ipam`` as ``pycalico.cni.install`` puts it in a CNI bin directory (what a runtime
   runs), with a node agent listening on its socket (the normal case on a node: the thin plugin
   forwards to the agent, which holds warm imports and an etcd connection);
-* ``calico-ipam`` with no agent (the plugin imports the handler and talks to etcd itself).
+* ``calico-ipam`` with no agent (the plugin imports the handler and talks to etcd itself);
+* for the breakdown: the same interpreter started the same way (``-S``) doing nothing, twice,
+  which is the floor of any Python plugin.
 
-Runs alternate between the three so machine noise hits all alike.  The figures are p50 ratios
+Runs alternate between the four so machine noise hits all alike.  The figures are p50 ratios
 to host-local (target <= 3x).  etcd is a member started for the run.
 
 Run: ``.venv/bin/python -m bench.ipam_plugin`` (``--quick`` for 20 runs each).
@@ -100,15 +102,25 @@ async def main(runs: int) -> None:
             "ipam_lock_file": os.path.join(tmp, "ipam.lock"),
             "ipam": {"type": "calico-ipam"},
         }
+        bare = os.path.join(bin_dir, "bare-python")
+        with open(bare, "w") as handle:
+            handle.write(f"#!{sys.executable} -S\n")
+        os.chmod(bare, 0o755)
         with_agent = {"CALICO_AGENT_SOCKET": socket_path}
         without_agent = {"CALICO_AGENT_SOCKET": os.path.join(tmp, "nobody.sock")}
-        times: dict[str, list[float]] = {"host-local": [], "agent": [], "in-process": []}
+        times: dict[str, list[float]] = {
+            "host-local": [],
+            "agent": [],
+            "in-process": [],
+            "bare": [],
+        }
         try:
             for i in range(runs + 3):
                 samples = {
                     "host-local": await pair(HOST_LOCAL, f"h{i}", host_local, {}),
                     "agent": await pair(calico_ipam, f"a{i}", calico, with_agent),
                     "in-process": await pair(calico_ipam, f"p{i}", calico, without_agent),
+                    "bare": await pair(bare, f"b{i}", calico, {}),
                 }
                 if i >= 3:  # the first runs warm caches (page cache, the agent's imports)
                     for name, value in samples.items():
@@ -122,6 +134,7 @@ async def main(runs: int) -> None:
         ("host-local", "host-local (reference)"),
         ("agent", "calico-ipam, node agent listening"),
         ("in-process", "calico-ipam, no agent (in-process)"),
+        ("bare", "floor: python -S doing nothing, twice"),
     ):
         p50 = statistics.median(times[name])
         print(f"  {label:38s} {1000 * p50:7.1f} ms   ratio {p50 / reference:5.2f}")
