@@ -91,7 +91,10 @@ def _read_nodename_file(config: Mapping[str, Any]) -> str | None:
 
 def identify(invocation: Invocation) -> Identity:
     config = invocation.config
-    node = determine_nodename(config, _read_nodename_file(config), socket.gethostname())
+    if config.get("nodename"):
+        node = determine_nodename(config, None, "")  # the usual case: no file, no system call
+    else:
+        node = determine_nodename(config, _read_nodename_file(config), socket.gethostname())
     if not invocation.network_name:
         raise CniError(
             "name: the network configuration has no name", code=ERR_INVALID_NETWORK_CONFIG
