@@ -21,6 +21,29 @@ import sys
 from pycalico.cni import agent_protocol
 
 VERSION = "v0.1.0 (pycalico)"
+# Set by an installed executable that runs on a faster-starting interpreter than pycalico's own
+# (``install.client_python``): the in-process path needs pycalico's dependencies, so it
+# re-executes the script on this one.  None: this interpreter can do everything.
+IN_PROCESS_PYTHON: "str | None" = None
+_REEXECUTED = b"PYCALICO_CNI_REEXECUTED"
+
+
+def _reexecute(stdin: str) -> None:
+    """Run this plugin call again on ``IN_PROCESS_PYTHON``, with the same arguments, environment
+    and stdin (already read here: handed over in a memory file).  Returns only if it cannot."""
+    if IN_PROCESS_PYTHON is None or _REEXECUTED in posix.environ:
+        return
+    data = stdin.encode("utf-8", "surrogateescape")
+    descriptor = posix.memfd_create("cni-stdin")
+    written = 0
+    while written < len(data):
+        written += posix.write(descriptor, data[written:])
+    posix.lseek(descriptor, 0, 0)
+    posix.dup2(descriptor, 0)
+    posix.close(descriptor)
+    posix.putenv(_REEXECUTED, b"1")  # never twice, whatever sys.executable says
+    sys.stdout.flush()
+    posix.execv(IN_PROCESS_PYTHON, [IN_PROCESS_PYTHON, "-S", sys.argv[0], *sys.argv[1:]])
 
 
 def environment() -> dict[str, str]:
@@ -48,6 +71,8 @@ def run(plugin: str, handler_module: str, argv: "list[str] | None" = None) -> in
         except agent_protocol.ProtocolError as exc:
             response = agent_protocol.error_response(plugin, str(exc))
     if response is None:
+        if argv is None:
+            _reexecute(stdin)
         if sys.flags.no_site:
             # Started with -S (the installed script): site-packages are needed from here on.
             import site

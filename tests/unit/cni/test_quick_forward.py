@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.cni.agent_protocol import Request, Response, forwarded_env
-from pycalico.cni.install import InstallOptions, install
+from pycalico.cni.install import InstallOptions, client_python, install
 
 
 class StubAgent:
@@ -54,10 +55,21 @@ class StubAgent:
         self.listener.close()
 
 
-@pytest.fixture
-def plugin(tmp_path: Path) -> str:
-    install(InstallOptions(bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "net.d")))
-    return str(tmp_path / "bin" / "calico-ipam")
+@pytest.fixture(params=["client-python", "own-python"])
+def plugin(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The executable as installed by default (started by ``client_python``, which re-executes
+    on pycalico's interpreter for in-process work) and started by pycalico's own interpreter."""
+    client = sys.executable if request.param == "own-python" else ""
+    options = InstallOptions(
+        bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "net.d"), client=client
+    )
+    install(options)
+    path = tmp_path / "bin" / "calico-ipam"
+    first = path.read_text().splitlines()[0]
+    assert first == f"#!{client or client_python(sys.executable)} " + (
+        "-S" if first.startswith(f"#!{sys.executable}") else "-IS"
+    )
+    return str(path)
 
 
 @pytest.fixture
