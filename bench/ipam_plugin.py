@@ -8,8 +8,8 @@ What this measures, each pair of runs timed from process start to exit of the DE
   runs), with a node agent listening on its socket (the normal case on a node: the thin plugin
   forwards to the agent, which holds warm imports and an etcd connection);
 * ``calico-ipam`` with no agent (the plugin imports the handler and talks to etcd itself);
-* for the breakdown: the same interpreter started the same way (``-S``) doing nothing, twice,
-  which is the floor of any Python plugin.
+* for the breakdown: the interpreter the executables start with (``install.client_python``),
+  started the same way (``-IS``), doing nothing, twice: the floor of any Python plugin.
 
 Runs alternate between the four so machine noise hits all alike.  The figures are p50 ratios
 to host-local (target <= 3x).  etcd is a member started for the run.
@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from pycalico.cni.agent_server import AgentServer, ipam_handler
-from pycalico.cni.install import InstallOptions, install
+from pycalico.cni.install import InstallOptions, client_python, install
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.ipam import put_node, put_pool
@@ -83,7 +83,7 @@ async def main(runs: int) -> None:
         socket_path = os.path.join(tmp, "cni.sock")
         agent = AgentServer(socket_path, {"calico-ipam": ipam_handler(kv)})
         await agent.start()
-        host_local = {
+        host_local: dict[str, object] = {
             "cniVersion": "1.0.0",
             "name": "bench",
             "type": "host-local",
@@ -93,7 +93,7 @@ async def main(runs: int) -> None:
                 "dataDir": os.path.join(tmp, "host-local"),
             },
         }
-        calico = {
+        calico: dict[str, object] = {
             "cniVersion": "1.0.0",
             "name": "k8s-pod-network",
             "type": "calico",
@@ -103,8 +103,9 @@ async def main(runs: int) -> None:
             "ipam": {"type": "calico-ipam"},
         }
         bare = os.path.join(bin_dir, "bare-python")
+        client = client_python(sys.executable)
         with open(bare, "w") as handle:
-            handle.write(f"#!{sys.executable} -S\n")
+            handle.write(f"#!{client} {'-S' if client == sys.executable else '-IS'}\n")
         os.chmod(bare, 0o755)
         with_agent = {"CALICO_AGENT_SOCKET": socket_path}
         without_agent = {"CALICO_AGENT_SOCKET": os.path.join(tmp, "nobody.sock")}
@@ -134,10 +135,11 @@ async def main(runs: int) -> None:
         ("host-local", "host-local (reference)"),
         ("agent", "calico-ipam, node agent listening"),
         ("in-process", "calico-ipam, no agent (in-process)"),
-        ("bare", "floor: python -S doing nothing, twice"),
+        ("bare", "floor: the interpreter doing nothing"),
     ):
         p50 = statistics.median(times[name])
         print(f"  {label:38s} {1000 * p50:7.1f} ms   ratio {p50 / reference:5.2f}")
+    print(f"plugin interpreter: {client_python(sys.executable)} (floor: started twice, empty)")
     print("target: agent path <= 3x host-local")
     print("reproduce: .venv/bin/python -m bench.ipam_plugin" + (" --quick" if runs < 100 else ""))
 
