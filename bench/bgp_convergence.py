@@ -290,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--mode", choices=("mesh", "rr"), default="mesh")
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument(
+        "--confd-in-process",
+        action="store_true",
+        help="run confd inside calico-node (CALICO_CONFD_IN_PROCESS=true)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench.bgp_convergence needs root (network namespaces, BIRD)")
@@ -297,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     with (
         EtcdServer(name="bench-bgp") as etcd,
         BgpCluster(
-            etcd.endpoint, args.nodes, prefix=f"pcb{os.getpid() % 10000:04d}", pool=POOL
+            etcd.endpoint,
+            args.nodes,
+            prefix=f"pcb{os.getpid() % 10000:04d}",
+            pool=POOL,
+            extra_env={"CALICO_CONFD_IN_PROCESS": "true"} if args.confd_in_process else None,
         ) as cluster,
     ):
         started = time.perf_counter()
@@ -308,14 +317,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 switch_to_reflectors(cluster)
             for node in cluster.nodes:
                 want = expected_sessions(cluster, node, mode)
-                wait_for(
-                    lambda node=node, want=want: (
-                        len(cluster.established(node)) == want
-                        and len(cluster.bgp_protocols(node)) == want
-                    ),
-                    180,
-                    interval=0.5,
-                )
+                try:
+                    wait_for(
+                        lambda node=node, want=want: (
+                            len(cluster.established(node)) == want
+                            and len(cluster.bgp_protocols(node)) == want
+                        ),
+                        180,
+                        interval=0.5,
+                    )
+                except TimeoutError:
+                    protocols = cluster.bgp_protocols(node)
+                    late = {k: v for k, v in protocols.items() if not v.startswith("Established")}
+                    raise SystemExit(
+                        f"{node.name}: {len(protocols)} BGP protocols (want {want}), "
+                        f"not established: {late}\n{cluster.logs(node)[-3000:]}"
+                    ) from None
         ready = time.perf_counter() - started
         watch = RouteWatch(cluster.nodes)
         try:
@@ -326,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory = [rss_kib(cluster.fabric.pids(node.namespace)) for node in cluster.nodes]
 
     reference_median = statistics.median(figures.reference_remote)
-    print(f"BGP convergence, {args.nodes} nodes, {args.mode}, {args.trials} trials each")
+    where = "confd in calico-node" if args.confd_in_process else "confd as a child"
+    print(f"BGP convergence, {args.nodes} nodes, {args.mode}, {where}, {args.trials} trials each")
     print(f"  cluster up (all sessions Established): {ready:.1f} s")
     print(f"  reference, BIRD alone, every other kernel: {summary(figures.reference_remote)}")
     print(f"  reference, BIRD alone, node 1's kernel:    {summary(figures.reference_local)}")
@@ -350,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"  reproduce: .venv/bin/python -m bench.bgp_convergence --nodes {args.nodes} "
         f"--mode {args.mode} --trials {args.trials}"
+        + (" --confd-in-process" if args.confd_in_process else "")
     )
 
 

@@ -23,8 +23,10 @@ Invariants:
   configuration built from half a snapshot.
 * The file on disk only ever holds a whole configuration that ``bird -p`` accepted; a rejected
   render is logged and the previous file stays.
-* BIRD is reloaded only when the text changed, and then exactly once; if BIRD is not running
-  yet, the file is simply left for it to read when it starts.
+* BIRD is reloaded only when the text changed.  A file written while BIRD could not be told
+  (not started yet, or not answering) is announced with ``configure`` as soon as BIRD answers:
+  a BIRD that started just before the rename would otherwise run the previous file until the
+  next change.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SECRETS_DIR = "/etc/calico/bgp-secrets"
 SECRETS_DIR_ENV = "CALICO_BGP_SECRETS_DIR"
 SECRET_ENV_PREFIX = "CALICO_BGP_SECRET_"
+RELOAD_RETRY_INTERVAL = 0.2
 
 _KINDS: dict[str, type[Resource]] = {
     "bgpconfigurations": BGPConfiguration,
@@ -240,6 +243,9 @@ class Confd:
         self._in_sync: set[str] = set()
         self._dirty = asyncio.Event()
         self._text: str | None = None
+        # A file was written that BIRD was not told about (it was not running yet, or did not
+        # answer): BIRD may have read the previous file just before, so tell it once it answers.
+        self._reload_pending = False
 
     def _current_text(self) -> str | None:
         if self._text is None:
@@ -305,6 +311,8 @@ class Confd:
         self.stats.last_write = time.time()
         if applied:
             self.stats.reloads += 1
+        elif self.control is not None:
+            self._reload_pending = True
         log.info("confd: wrote %s%s", self.config_path, " and reloaded BIRD" if applied else "")
         return True
 
@@ -325,12 +333,39 @@ class Confd:
             return False
         return True
 
+    @property
+    def reload_pending(self) -> bool:
+        """A written file still waits for BIRD to be told about it."""
+        return self._reload_pending
+
+    async def _retry_reload(self) -> None:
+        if not self._bird_running():
+            return
+        assert self.control is not None
+        try:
+            await self.control.configure()
+        except BirdError:
+            return  # BIRD is still starting (or gone): try again at the next tick
+        self._reload_pending = False
+        self.stats.reloads += 1
+        log.info("confd: BIRD reloaded the configuration it started without")
+
+    async def _next_change(self) -> None:
+        """Wait for a datastore change; meanwhile, retry a pending reload every tick."""
+        while self._reload_pending:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), RELOAD_RETRY_INTERVAL)
+                return
+            except TimeoutError:
+                await self._retry_reload()
+        await self._dirty.wait()
+
     async def run(self) -> None:
         """Follow the datastore and keep the configuration current; runs until cancelled."""
         tasks = [asyncio.create_task(self._follow(prefix)) for prefix in self.prefixes]
         try:
             while True:
-                await self._dirty.wait()
+                await self._next_change()
                 self._dirty.clear()
                 if len(self._in_sync) < len(self.prefixes):
                     continue

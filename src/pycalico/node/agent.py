@@ -3,7 +3,9 @@
 What it is: after ``startup`` has registered the node, ``NodeAgent.run`` keeps these running
 until it is told to stop:
 
-* **confd** — a child ``calico-node -confd`` (its own etcd connection, as in Calico);
+* **confd** — a child ``calico-node -confd`` (its own etcd connection, as in Calico), or with
+  ``CALICO_CONFD_IN_PROCESS=true`` a task of this process sharing its etcd connection (about
+  60 MiB less per node, for labs running many nodes on one machine);
 * **BIRD** — ``bird -f -c <config> -s <socket>``, started once confd has written a config;
 * **Felix** — ``calico-felix``, only when that executable exists and ``CALICO_DISABLE_FELIX`` is
   not true (Felix is optional here);
@@ -39,6 +41,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from pycalico.bgp.bird import bird_command
 
@@ -220,7 +223,8 @@ class NodeAgent:
         specs: list[ChildSpec] = []
         backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
         if backend == "bird":
-            specs.append(ChildSpec("confd", [*self_command(), "-confd"], env=self.env))
+            if not self.confd_in_process:
+                specs.append(ChildSpec("confd", [*self_command(), "-confd"], env=self.env))
             specs.append(
                 ChildSpec(
                     "bird",
@@ -234,6 +238,34 @@ class NodeAgent:
         else:
             log.info("Felix not started (not installed, or CALICO_DISABLE_FELIX=true)")
         return specs
+
+    @property
+    def confd_in_process(self) -> bool:
+        return (self.env.get("CALICO_CONFD_IN_PROCESS") or "").lower() == "true"
+
+    async def _run_confd_in_process(self) -> None:
+        """confd as a task of this process (sharing its etcd connection), restarted with the
+        same backoff as a child when it fails."""
+        from pycalico.bgp.bird import BirdControl
+        from pycalico.bgp.confd import Confd
+        from pycalico.datastore.api import KVStore
+
+        backoff: float | None = None
+        while True:
+            started = time.monotonic()
+            confd = Confd(
+                cast(KVStore, self.kv),
+                self.node_name,
+                self.paths.bird_config,
+                control=BirdControl(self.paths.bird_socket),
+                router_id=self.env.get("CALICO_ROUTER_ID") or None,
+            )
+            try:
+                await confd.run()
+            except Exception:
+                log.exception("confd (in process) failed; restarting it")
+            backoff = next_backoff(backoff, time.monotonic() - started)
+            await asyncio.sleep(backoff)
 
     async def _wait_for_config(self) -> None:
         while not os.path.exists(self.paths.bird_config):
@@ -270,6 +302,9 @@ class NodeAgent:
             asyncio.create_task(self.supervisor.supervise(spec), name=spec.name)
             for spec in self.children()
         ]
+        backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+        if backend == "bird" and self.confd_in_process and self.kv is not None:
+            tasks.append(asyncio.create_task(self._run_confd_in_process(), name="confd"))
         try:
             await self._stop.wait()
         finally:

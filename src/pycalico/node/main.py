@@ -46,10 +46,20 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task of this process is waiting (for diagnosing a
+    stuck daemon without stopping it)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
 def _install_stop(callback: object) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, callback)  # type: ignore[arg-type]
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
 
 
 async def _with_store(config: DatastoreConfig) -> tuple[EtcdKVStore, ResourceStore]:

@@ -73,6 +73,8 @@ async def test_confd_renders_and_reloads_only_on_change(
             if await control.ready():
                 break
             await asyncio.sleep(0.05)
+        # BIRD started after the first write: confd tells it once it answers.
+        await wait_for(lambda: not confd.reload_pending)
         writes, reloads = confd.stats.writes, confd.stats.reloads
 
         # A block claimed for this node: new text, one write, one reload, BIRD has the route.
