@@ -66,17 +66,59 @@ def default_handlers(kv: KVStore) -> dict[str, Handler]:
     return {"calico": calico_handler(kv), "calico-ipam": ipam_handler(kv)}
 
 
+class _Connection(asyncio.Protocol):
+    """One plugin call: collect the request line, answer it, close.  A bare protocol rather
+    than asyncio streams: no reader, writer or task until the line is in (this sits on every
+    pod's ADD and DEL)."""
+
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.answering = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.answering:
+            return  # one request per connection: anything after the line is ignored
+        self.buffer += data
+        if b"\n" in data or len(self.buffer) > MAX_MESSAGE:
+            self._answer()
+
+    def eof_received(self) -> bool:
+        if not self.answering:
+            if self.buffer.strip():
+                self._answer()  # a last line without its newline, as readline returns it
+            elif self.transport is not None:
+                self.transport.close()
+        return True  # keep the write side open for the answer
+
+    def _answer(self) -> None:
+        assert self.transport is not None
+        self.answering = True
+        self.transport.pause_reading()
+        line = bytes(self.buffer).split(b"\n", 1)[0] + b"\n"
+        task = asyncio.get_running_loop().create_task(self.server._reply(line, self.transport))
+        self.server._tasks.add(task)
+        task.add_done_callback(self.server._tasks.discard)
+
+
 class AgentServer:
     def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
         self.path = path
         self.handlers = dict(handlers)
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._server = await asyncio.start_unix_server(self._serve, self.path, limit=MAX_MESSAGE)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), self.path)
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
@@ -87,32 +129,28 @@ class AgentServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _respond(self, line: bytes) -> Response:
+        if len(line) > MAX_MESSAGE:
+            return _error(f"bad request on the agent socket: longer than {MAX_MESSAGE} bytes")
         try:
-            line = await reader.readline()
-            if not line:
-                return
-            try:
-                request = Request.decode(line)
-            except ProtocolError as exc:
-                response = _error(f"bad request on the agent socket: {exc}")
-            else:
-                handler = self.handlers.get(request.plugin)
-                if handler is None:
-                    response = _error(f"the node agent does not serve plugin {request.plugin!r}")
-                else:
-                    try:
-                        response = await handler(request.env, request.stdin)
-                    except Exception as exc:
-                        response = _error(f"{request.plugin}: {type(exc).__name__}: {exc}")
-            writer.write(response.encode())
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+            request = Request.decode(line)
+        except ProtocolError as exc:
+            return _error(f"bad request on the agent socket: {exc}")
+        handler = self.handlers.get(request.plugin)
+        if handler is None:
+            return _error(f"the node agent does not serve plugin {request.plugin!r}")
+        try:
+            return await handler(request.env, request.stdin)
+        except Exception as exc:
+            return _error(f"{request.plugin}: {type(exc).__name__}: {exc}")
+
+    async def _reply(self, line: bytes, transport: asyncio.Transport) -> None:
+        try:
+            response = await self._respond(line)
+            if not transport.is_closing():
+                transport.write(response.encode())  # the plugin stops reading at the newline
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            transport.close()  # also when cancelled: the agent is stopping
 
 
 async def serve_forever(path: str, env: Mapping[str, str]) -> None:

@@ -12,9 +12,12 @@ datastore, ``calico-ipam``) then ``portmap`` (``snat``, capability ``portMapping
 ``bandwidth``, ``tuning``, ``host-local`` and ``loopback`` from /usr/lib/cni, as Calico ships
 them.
 
-The executables are small scripts that run this Python with pycalico's entry points; a node's
-agent socket (``--agent-socket``) is written into them, because runtimes call plugins with their
-own environment, and several nodes on one machine each need their own socket.
+The executables are small scripts with pycalico's entry points.  They start on
+``client_python`` (the system's python3 of this minor version when there is one: it starts
+faster) and forward to the node agent; work they must do in-process re-executes on this Python,
+which has pycalico's dependencies.  A node's agent socket (``--agent-socket``) is written into
+them, because runtimes call plugins with their own environment, and several nodes on one
+machine each need their own socket.
 
 Run: ``python -m pycalico.cni.install [--bin-dir DIR] [--conf-dir DIR] ...``.  Invariants: every
 file is written to a temporary name and renamed, so a runtime never reads half a file; the
