@@ -24,6 +24,7 @@ PURE_PATHS = (
     "bgp/processor.py",
     "cni/spec.py",
     "k8s/translation.py",
+    "node/autodetect.py",
 )
 IO_MODULES = {"asyncio", "subprocess", "socket", "aetcd", "grpc", "pyroute2", "kubernetes"}
 
