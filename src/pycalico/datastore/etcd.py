@@ -79,9 +79,12 @@ _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Keepalive pings detect a dead member under a long-lived watch.  Only while a call is
+    # open: etcd's server policy does not permit pings without streams and answers them with
+    # GOAWAY too_many_pings, dropping an idle connection it had no reason to drop.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_permit_without_calls", 0),
 )
 
 
