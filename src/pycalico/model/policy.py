@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal, Self
 
@@ -169,6 +170,19 @@ def _tier_name_issue(tier: str, name: str) -> str | None:
     return None
 
 
+def _policy_name_issue(name: str, tier: str | None, pattern: re.Pattern[str]) -> str | None:
+    if not name:
+        return "is required"
+    if len(name) > SUBDOMAIN_MAX:
+        return f"is too long by {len(name) - SUBDOMAIN_MAX} characters"
+    if not pattern.match(name):
+        return (
+            f"{name!r} is not a valid policy name: use lower case letters, digits and '-' "
+            "(optionally '<tier>.<name>')"
+        )
+    return _tier_name_issue(tier or DEFAULT_TIER, name)
+
+
 class NetworkPolicy(CheckedResource):
     KIND: ClassVar[str] = "NetworkPolicy"
     PLURAL: ClassVar[str] = "networkpolicies"
@@ -178,17 +192,7 @@ class NetworkPolicy(CheckedResource):
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        name = self.metadata.name
-        if not name:
-            return "is required"
-        if len(name) > SUBDOMAIN_MAX:
-            return f"is too long by {len(name) - SUBDOMAIN_MAX} characters"
-        if not NETWORK_POLICY_NAME_RE.match(name):
-            return (
-                f"{name!r} is not a valid policy name: use lower case letters, digits and '-' "
-                "(optionally '<tier>.<name>')"
-            )
-        return _tier_name_issue(self.spec.tier or DEFAULT_TIER, name)
+        return _policy_name_issue(self.metadata.name, self.spec.tier, NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
@@ -210,17 +214,7 @@ class GlobalNetworkPolicy(CheckedResource):
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        name = self.metadata.name
-        if not name:
-            return "is required"
-        if len(name) > SUBDOMAIN_MAX:
-            return f"is too long by {len(name) - SUBDOMAIN_MAX} characters"
-        if not GLOBAL_NETWORK_POLICY_NAME_RE.match(name):
-            return (
-                f"{name!r} is not a valid policy name: use lower case letters, digits and '-' "
-                "(optionally '<tier>.<name>')"
-            )
-        return _tier_name_issue(self.spec.tier or DEFAULT_TIER, name)
+        return _policy_name_issue(self.metadata.name, self.spec.tier, GLOBAL_NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
