@@ -39,7 +39,7 @@ from pycalico.bgp.bird import BirdControl, BirdError
 from pycalico.lab import kernel, store
 from pycalico.lab import state as lab_state
 from pycalico.lab.state import EtcdMemberState, LabState, NodeState
-from pycalico.testing.etcd_server import free_port
+from pycalico.netns.ports import free_port
 
 Progress = Callable[[str], None]
 FELIX_HEALTH_PORT = 9099

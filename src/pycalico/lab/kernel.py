@@ -2,8 +2,8 @@
 runs ``ip``, ``nsenter`` or signals processes.
 
 What it is: small synchronous helpers over ``ip`` and ``/proc`` (the command-line helpers
-``run``/``ip``/``netns_exec``/``socket_in_netns`` are shared with the test fabric in
-``pycalico.testing.netns_fabric``).  What it is not: policy about what the lab builds
+``run``/``ip``/``netns_exec``/``socket_in_netns`` come from ``pycalico.netns.namespace``,
+shared with the test fabric).  What it is not: policy about what the lab builds
 (``pycalico.lab.cluster``).
 
 Invariants: every namespace is created by ``add_namespace`` under a name the caller chose (the
@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pycalico.testing.netns_fabric import NETNS_DIR, ip, netns_exec, run, socket_in_netns
+from pycalico.netns.namespace import NETNS_DIR, ip, netns_exec, run, socket_in_netns
 
 __all__ = ["NETNS_DIR", "ip", "netns_exec", "run"]
 

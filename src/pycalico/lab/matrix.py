@@ -1,7 +1,7 @@
 """The lab's connectivity matrix: every pod to every other pod, ICMP echo and a TCP connect.
 
 What it is: probes built from the lab's pods, run by the shared matrix checker
-(``pycalico.testing.connectivity``: in-process threads that enter the pods' namespaces, real
+(``pycalico.netns.connectivity``: in-process threads that enter the pods' namespaces, real
 packets), and a table of the verdicts — rows are sources, columns destinations, each cell
 ``ICMP/TCP``.  With expectations (the demo, tests) it retries until they hold or a deadline
 passes, and marks cells that differ.  What it is not: a throughput test.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from pycalico.lab.state import PodState
-from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe, Protocol
+from pycalico.netns.connectivity import ConnectivityChecker, Endpoint, Probe, Protocol
 
 TCP_PORT = 8080
 PROTOCOLS: tuple[Protocol, ...] = ("icmp", "tcp")

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from pycalico.lab import state as lab_state
-from pycalico.testing.netns_fabric import socket_in_netns
+from pycalico.netns.namespace import socket_in_netns
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

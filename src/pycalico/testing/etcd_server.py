@@ -28,7 +28,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from pycalico.netns.ports import free_port as free_port  # re-exported for tests
 
 ETCD_BINARY = "/usr/bin/etcd"
 SETPRIV = "/usr/bin/setpriv"  # util-linux
@@ -59,14 +60,6 @@ def _kill_all_live() -> None:
 
 
 atexit.register(_kill_all_live)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the caller retries if it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _temp_root() -> str:

@@ -2,7 +2,8 @@
 
 What it is: thin wrappers over ``ip netns`` and ``setns(2)`` so a test can build a node
 namespace with pod namespaces behind ``cali*`` veths, and run in-process code (our drivers)
-inside the node namespace.  What it is not: the lab (``pycalico.lab``) or the CNI plugin.
+inside the node namespace (``enter`` is ``pycalico.netns.namespace.enter``, re-exported).
+What it is not: the lab (``pycalico.lab``) or the CNI plugin.
 
 Invariants: ``enter`` always returns the thread to its original namespace, also on error;
 ``Topology.cleanup`` removes every namespace it created, and is safe to call twice.
@@ -11,36 +12,16 @@ Invariants: ``enter`` always returns the thread to its original namespace, also 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-CLONE_NEWNET = 0x40000000
+# ``enter`` lives in the runtime package (the connectivity checker uses it); re-exported here.
+from pycalico.netns.namespace import CLONE_NEWNET as CLONE_NEWNET
+from pycalico.netns.namespace import enter as enter
+
 IPV6_GATEWAY = "fe80::ecee:eeff:feee:eeee"
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"setns: {os.strerror(error)}")
-
-
-@contextlib.contextmanager
-def enter(name: str) -> Iterator[None]:
-    """Run the body with this thread in network namespace ``name``."""
-    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        _setns(target)
-        yield
-    finally:
-        _setns(original)
-        os.close(target)
-        os.close(original)
 
 
 def run(

@@ -1,7 +1,10 @@
 """``Fabric``: several "machines" on one host, each a network namespace on a shared bridge, for
 BGP tests and benchmarks (and a pattern for the lab).
 
-Test support only; needs root.  Layout for ``Fabric(prefix="pct1")``:
+Test support only; needs root.  The command helpers (``run``, ``ip``, ``netns_exec``,
+``socket_in_netns``, ``NETNS_DIR``) are ``pycalico.netns.namespace``'s, re-exported here.
+
+Layout for ``Fabric(prefix="pct1")``:
 
 * ``pct1-fab``: a namespace holding bridge ``br0`` (address ``<subnet>.254``, the nodes' default
   gateway, so proxy ARP works in them); nothing in it is connected to the host's own network.
@@ -43,8 +46,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/var/run/netns"
+# The command helpers live in the runtime package (the lab uses them too); re-exported here
+# for the tests and benchmarks that import them from this module.
+from pycalico.netns.namespace import CLONE_NEWNET as CLONE_NEWNET
+from pycalico.netns.namespace import NETNS_DIR as NETNS_DIR
+from pycalico.netns.namespace import ip as ip
+from pycalico.netns.namespace import netns_exec as netns_exec
+from pycalico.netns.namespace import run as run
+from pycalico.netns.namespace import socket_in_netns as socket_in_netns
+
 _live: set[Fabric] = set()
 
 
@@ -55,48 +65,6 @@ def _close_all() -> None:
 
 
 atexit.register(_close_all)
-
-
-def run(*command: str, check: bool = True, input: str | None = None) -> str:
-    result = subprocess.run(
-        list(command), capture_output=True, text=True, input=input, timeout=60, check=False
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def ip(namespace: str | None, *args: str, check: bool = True) -> str:
-    base = ["ip"] if namespace is None else ["ip", "-n", namespace]
-    return run(*base, *args, check=check)
-
-
-def netns_exec(namespace: str, *command: str, check: bool = True) -> str:
-    return run("nsenter", f"--net={NETNS_DIR}/{namespace}", *command, check=check)
-
-
-def socket_in_netns(namespace: str, family: int, kind: int) -> socket.socket:
-    """A socket created inside ``namespace`` (it stays bound to it), made by a short-lived
-    thread so that this thread's own namespace is untouched."""
-    result: list[socket.socket | BaseException] = []
-
-    def make() -> None:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            with open(f"{NETNS_DIR}/{namespace}") as handle:
-                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {namespace}")
-            result.append(socket.socket(family, kind))
-        except BaseException as error:  # handed back to the caller
-            result.append(error)
-
-    thread = threading.Thread(target=make)
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
 
 
 class EtcdRelay:
