@@ -12,7 +12,9 @@ What this measures, in one run, inside a private network namespace (needs root):
 * throughput: iperf3 (TCP, 3 s) between two real pods behind ``cali`` veths, each governed by
   three of those policies in a tier, with the whole 1,000-endpoint ruleset loaded, as a ratio to
   the same pair with no ``calico`` table at all, and to a table holding only a conntrack rule
-  (which is what switches conntrack on in the namespace); rounds interleaved.
+  (which is what switches conntrack on in the namespace); and the whole ruleset again with
+  ``nftablesFlowTableOffload`` on (the ``cali-ft`` flowtable over the pods' veths) — reported as
+  unavailable on a kernel without flowtables; rounds interleaved.
 
 Routes and sysctls go to the fake kernel (1,000 real veths would measure ``ip link``, not us).
 
@@ -31,6 +33,7 @@ import uuid
 from pycalico.felix import messages as m
 from pycalico.felix.dataplane.loop import Dataplane, DataplaneOptions
 from pycalico.felix.drivers.nft import LibNftablesBackend, NftBackend, NftCommandBackend
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.testing import netns
 from pycalico.testing.fake_kernel import FakeKernel
 
@@ -153,8 +156,10 @@ def iperf(topology: netns.Topology, seconds: int) -> float:
         server.wait()
 
 
-def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> tuple[float, float, float]:
-    """Median bits/s with the ruleset, with only a conntrack rule, with no calico table."""
+def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> dict[str, float]:
+    """Median bits/s: ``rules`` (the ruleset), ``offload`` (the ruleset with flowtable offload;
+    absent when the kernel has no flowtables), ``conntrack`` (only a conntrack rule), ``none``
+    (no calico table)."""
     topology = netns.Topology()
     try:
         topology.create_node()
@@ -182,27 +187,34 @@ def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> tuple[f
             from pycalico.felix.drivers.routes import NetlinkRoutes
 
             kernel = FakeKernel()
-            dataplane = Dataplane(
-                DataplaneOptions(), LibNftablesBackend(), NetlinkRoutes(), ProcSysctls(),
-                ConntrackCommand(),
-            )  # fmt: skip
-            # The bench endpoints have no veths: their routes would only be retried; the two
-            # real pods' routes and sysctls are the ones that matter.
-            dataplane.route_table.backend = kernel.routes
-            dataplane.on_updates([*world(endpoints, policies, sets), allow_iperf, *pods])
-            dataplane.on_update(m.InSync())
-            dataplane.apply()
+            scripts: dict[str, str] = {}
+            for name, render in (("offload", RenderConfig(flowtable_offload=True)),
+                                 ("rules", RenderConfig())):  # fmt: skip
+                dataplane = Dataplane(
+                    DataplaneOptions(render=render), LibNftablesBackend(), NetlinkRoutes(),
+                    ProcSysctls(), ConntrackCommand(),
+                )  # fmt: skip
+                # The bench endpoints have no veths: their routes would only be retried; the
+                # two real pods' routes and sysctls are the ones that matter.
+                dataplane.route_table.backend = kernel.routes
+                dataplane.on_updates([*world(endpoints, policies, sets), allow_iperf, *pods])
+                dataplane.on_update(m.InSync())
+                dataplane.apply()
+                if dataplane.flowtable_offload is not False or name == "rules":
+                    scripts[name] = netns.netns_run(
+                        topology.node, "nft", "list", "table", "inet", "calico"
+                    )
             real_routes = NetlinkRoutes()
             from pycalico.felix.drivers.routes import Route
 
             for endpoint in pods:
                 real_routes.replace(Route(endpoint.ipv4_nets[0], endpoint.interface_name))
-        script = netns.netns_run(topology.node, "nft", "list", "table", "inet", "calico")
         conntrack_only = (
             "table inet calico {\n chain f {\n  type filter hook forward priority filter; "
             "policy accept;\n  ct state established,related accept\n }\n}\n"
         )
-        results: dict[str, list[float]] = {"rules": [], "conntrack": [], "none": []}
+        cases = {**scripts, "conntrack": conntrack_only, "none": ""}
+        results: dict[str, list[float]] = {name: [] for name in cases}
 
         def load(text: str) -> None:
             netns.netns_run(topology.node, "nft", "delete", "table", "inet", "calico", check=False)
@@ -213,14 +225,10 @@ def throughput(endpoints: int, policies: int, sets: int, rounds: int) -> tuple[f
                 )  # fmt: skip
 
         for _ in range(rounds):
-            for name, text in (("rules", script), ("conntrack", conntrack_only), ("none", "")):
+            for name, text in cases.items():
                 load(text)
                 results[name].append(iperf(topology, 3))
-        return (
-            statistics.median(results["rules"]),
-            statistics.median(results["conntrack"]),
-            statistics.median(results["none"]),
-        )
+        return {name: statistics.median(values) for name, values in results.items()}
     finally:
         topology.cleanup()
 
@@ -267,7 +275,8 @@ def main() -> int:
         f"  full apply via `nft -f -` process: {cmd_full * 1000:8.1f} ms "
         f"(ratio to libnftables {cmd_full / full_t:.2f})"
     )
-    with_rules, conntrack, without = throughput(endpoints, policies, sets, 3 if quick else 5)
+    rates = throughput(endpoints, policies, sets, 3 if quick else 5)
+    with_rules, conntrack, without = rates["rules"], rates["conntrack"], rates["none"]
     print(f"  iperf3 TCP pod->pod, whole ruleset   : {with_rules / 1e9:6.2f} Gbit/s  "
           f"ratio {with_rules / without:.3f} to no table, {with_rules / conntrack:.3f} to "
           f"conntrack alone")  # fmt: skip
@@ -275,6 +284,14 @@ def main() -> int:
         f"  iperf3 TCP pod->pod, conntrack only  : {conntrack / 1e9:6.2f} Gbit/s  "
         f"ratio {conntrack / without:.3f} to no table ({without / 1e9:.2f} Gbit/s)"
     )
+    if "offload" in rates:
+        offload = rates["offload"]
+        print(f"  iperf3 TCP pod->pod, ruleset+offload : {offload / 1e9:6.2f} Gbit/s  "
+              f"ratio {offload / without:.3f} to no table, {offload / with_rules:.3f} to "
+              f"the ruleset without offload")  # fmt: skip
+    else:
+        print("  iperf3 TCP pod->pod, ruleset+offload : unavailable (this kernel has no nftables "
+              "flowtables: CONFIG_NF_FLOW_TABLE unset; Felix runs without offload)")  # fmt: skip
     print("reproduce: sudo .venv/bin/python -m bench.felix_nft")
     return 0
 

@@ -162,6 +162,7 @@ FIELDS: tuple[Field, ...] = (
     Field("allowIPIPPacketsFromWorkloads", parse_bool, "false"),
     Field("openstackRegion", _str, ""),
     Field("maxIpsetSize", int, "1048576"),
+    Field("nftablesFlowTableOffload", _choice("Enabled", "Disabled"), "Disabled"),
 )
 _BY_LOWER = {field.name.lower(): field for field in FIELDS}
 # Calico's older/alternative spellings of the same fields.
@@ -203,6 +204,7 @@ class FelixConfig:
             ipv6_support=self.values["ipv6Support"],
             failsafe_inbound=self.values["failsafeInboundHostPorts"],
             failsafe_outbound=self.values["failsafeOutboundHostPorts"],
+            flowtable_offload=self.values["nftablesFlowTableOffload"] == "Enabled",
         )
 
     def status_region(self) -> str:

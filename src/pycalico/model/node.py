@@ -306,6 +306,9 @@ class FelixConfigurationSpec(Checked):
     nftables_mode: Literal["Enabled", "Disabled", "Auto"] | None = Field(
         default=None, alias="nftablesMode"
     )
+    nftables_flow_table_offload: Literal["Enabled", "Disabled"] | None = Field(
+        default=None, alias="nftablesFlowTableOffload"
+    )
     nftables_refresh_interval: Duration | None = Field(
         default=None, alias="nftablesRefreshInterval"
     )

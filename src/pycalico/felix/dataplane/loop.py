@@ -15,6 +15,10 @@ Invariants:
   previous run, without interrupting established flows).
 * A failed apply leaves the dirty state dirty; the next apply retries (nft: as a full atomic
   resync).
+* Flowtable offload (``render.flowtable_offload``) is probed once, at the first apply: on a
+  kernel without flowtables Felix logs a warning and runs without offload (policy unchanged)
+  rather than failing every transaction.  When on, the flowtable's devices are exactly the
+  workload interfaces the interface driver has configured (they exist), updated every apply.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycalico.felix.dataplane.endpoints import EndpointManager
@@ -34,7 +38,7 @@ from pycalico.felix.dataplane.routes import RouteManager
 from pycalico.felix.drivers.conntrack import ConntrackCommand
 from pycalico.felix.drivers.errors import DataplaneError
 from pycalico.felix.drivers.interfaces import InterfaceConfigurator, SysctlBackend
-from pycalico.felix.drivers.nft import NftBackend, NftTable
+from pycalico.felix.drivers.nft import NftBackend, NftTable, flowtable_supported
 from pycalico.felix.drivers.routes import RouteBackend, RouteTable
 from pycalico.felix.messages import (
     ConfigUpdate,
@@ -43,6 +47,7 @@ from pycalico.felix.messages import (
     Message,
     WorkloadEndpointID,
 )
+from pycalico.felix.rules import endpoints as endpoint_rules
 from pycalico.felix.rules.model import RenderConfig
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,8 @@ class Dataplane:
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None
         self.healthy = False  # the last apply succeeded (readiness)
+        # None until probed; then whether the flowtable is programmed.
+        self.flowtable_offload: bool | None = None if options.render.flowtable_offload else False
         self.apply_count = 0
         self.failures = 0
         self._wake = asyncio.Event()
@@ -122,6 +129,7 @@ class Dataplane:
             self.route_table.interface_changed(interface)
         else:
             self.interfaces.link_removed(interface)
+            self.nft.flowtable_device_gone(interface)
         self._wake.set()
 
     # --- output ----------------------------------------------------------------------------
@@ -135,9 +143,13 @@ class Dataplane:
         if not self.in_sync:
             return None
         start = time.perf_counter()
+        if self.flowtable_offload is None:
+            self._start_flowtable_offload()
         for manager in self.managers:
             manager.complete_deferred_work()
         missing = self.interfaces.apply()
+        if self.flowtable_offload:
+            self.nft.set_flowtable_devices(self.interfaces.configured_interfaces())
         stats = self.nft.apply()
         pending = self.route_table.apply()
         departed = self.routes.take_departed()
@@ -158,6 +170,18 @@ class Dataplane:
         for callback in self.on_applied:
             callback(report)
         return report
+
+    def _start_flowtable_offload(self) -> None:
+        self.flowtable_offload = flowtable_supported(self.nft.backend)
+        if self.flowtable_offload:
+            self.nft.set_flowtable(endpoint_rules.flowtable())
+            return
+        log.warning(
+            "nftablesFlowTableOffload is Enabled but this kernel has no nftables flowtables "
+            "(CONFIG_NF_FLOW_TABLE); running without offload"
+        )
+        # Before the first endpoint render, so the forward chain never references the flowtable.
+        self.endpoints.config = replace(self.endpoints.config, flowtable_offload=False)
 
     def endpoint_statuses(self) -> dict[WorkloadEndpointID | HostEndpointID, str]:
         """Calico's endpoint status: up when the interface is configured and admin-up."""

@@ -101,6 +101,10 @@ class InterfaceConfigurator:
     def configured(self, interface: str) -> bool:
         return interface in self._configured
 
+    def configured_interfaces(self) -> frozenset[str]:
+        """Workload interfaces that exist and are configured (what a flowtable may list)."""
+        return frozenset(self._configured)
+
     def apply(self) -> int:
         """Configure pending interfaces that exist; returns how many are still missing."""
         missing = 0

@@ -13,6 +13,11 @@ Invariants:
 * Incremental applies contain only the chains whose rules changed and the element deltas of
   the sets and maps that changed; command order inside the script respects references
   (declare sets and chains → elements → chain rules → map entries → delete chains → delete sets).
+* The optional flowtable is declared before any chain (rules reference it); its device list is
+  changed by delta (``add flowtable`` merges devices, ``delete flowtable {devices}`` unhooks
+  them), and only devices that exist may be listed: the kernel refuses unknown names, and
+  unhooks a device itself when it disappears (``flowtable_device_gone`` records that).  Adding
+  or removing the flowtable itself is a full replace.
 * A failed incremental apply is followed at once by a full atomic resync; if that fails too,
   ``NftError`` is raised and the programmed state is unknown (next apply is full again).
 """
@@ -27,7 +32,7 @@ from typing import Any, Protocol
 
 from pycalico.felix.drivers.errors import NftError
 from pycalico.felix.rules import script
-from pycalico.felix.rules.model import Chain, SetDef
+from pycalico.felix.rules.model import Chain, FlowtableDef, SetDef
 from pycalico.felix.rules.names import TABLE
 
 log = logging.getLogger(__name__)
@@ -80,6 +85,28 @@ def default_backend() -> NftBackend:
     return LibNftablesBackend()
 
 
+_PROBE_TABLE = "inet calico-flowtable-probe"
+
+
+def flowtable_supported(backend: NftBackend) -> bool:
+    """Whether the kernel has flowtables (``CONFIG_NF_FLOW_TABLE``): one self-cancelling batch.
+
+    The transaction creates a scratch table with a flowtable and deletes it again, so on
+    success nothing is left behind, and on failure the kernel rolled all of it back.
+    """
+    text = (
+        f"add table {_PROBE_TABLE}\n"
+        f"add flowtable {_PROBE_TABLE} probe {{ hook ingress priority filter; }}\n"
+        f"delete table {_PROBE_TABLE}\n"
+    )
+    try:
+        backend.run(text)
+    except NftError as error:
+        log.debug("flowtable probe failed: %s", error)
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ApplyStats:
     full: bool
@@ -106,6 +133,10 @@ class NftTable:
         self._dirty_chains: set[str] = set()
         self._dirty_sets: set[str] = set()
         self._dirty_maps: set[str] = set()
+        self._flowtable: FlowtableDef | None = None
+        self._flowtable_devices: frozenset[str] = frozenset()
+        self._programmed_flowtable: FlowtableDef | None = None
+        self._programmed_flowtable_devices: frozenset[str] = frozenset()
         self.needs_full = True
         self.last: ApplyStats | None = None
         self.failures = 0
@@ -150,9 +181,34 @@ class NftTable:
         if entries.pop(key, None) is not None:
             self._dirty_maps.add(map_name)
 
+    def set_flowtable(self, definition: FlowtableDef | None) -> None:
+        """Declare the flowtable (None: no flowtable); its devices come from the setter below."""
+        self._flowtable = definition
+
+    def set_flowtable_devices(self, devices: frozenset[str]) -> None:
+        self._flowtable_devices = devices
+
+    def flowtable_device_gone(self, device: str) -> None:
+        """The interface vanished: the kernel has unhooked it, so do not delete it again."""
+        self._programmed_flowtable_devices = self._programmed_flowtable_devices - {device}
+
+    @property
+    def flowtable_devices(self) -> frozenset[str]:
+        return self._flowtable_devices if self._flowtable is not None else frozenset()
+
+    def _flowtable_dirty(self) -> bool:
+        return self._flowtable != self._programmed_flowtable or (
+            self._flowtable is not None
+            and self._flowtable_devices != self._programmed_flowtable_devices
+        )
+
     @property
     def dirty(self) -> bool:
-        return self.needs_full or bool(self._dirty_chains or self._dirty_sets or self._dirty_maps)
+        return (
+            self.needs_full
+            or bool(self._dirty_chains or self._dirty_sets or self._dirty_maps)
+            or self._flowtable_dirty()
+        )
 
     def chain(self, name: str) -> Chain | None:
         return self._chains.get(name)
@@ -170,6 +226,8 @@ class NftTable:
     def full_script(self) -> list[str]:
         lines = [script.add_table(), script.delete_table(), script.add_table()]
         lines += [script.declare_set(s) for s in self._sets.values()]
+        if self._flowtable is not None:
+            lines.append(script.add_flowtable(self._flowtable, self._flowtable_devices))
         lines += [script.declare_chain(c) for c in self._chains.values()]
         for name, elements in self._elements.items():
             lines += script.add_elements(name, elements)
@@ -190,6 +248,14 @@ class NftTable:
         maps: list[str] = []
         delete_chains: list[str] = []
         delete_sets: list[str] = []
+        if self._flowtable != self._programmed_flowtable:
+            return None  # rules reference it: re-create the table rather than order deletions
+        if self._flowtable is not None:
+            new_devices = self._flowtable_devices
+            old_devices = self._programmed_flowtable_devices
+            declare += script.delete_flowtable_devices(self._flowtable, old_devices - new_devices)
+            if new_devices - old_devices:
+                declare.append(script.add_flowtable(self._flowtable, new_devices - old_devices))
         for name in sorted(self._dirty_sets):
             desired = self._sets.get(name)
             programmed = self._programmed_sets.get(name)
@@ -272,6 +338,10 @@ class NftTable:
         self.backend.run("\n".join(lines) + "\n")
 
     def _mark_programmed(self, full: bool) -> None:
+        self._programmed_flowtable = self._flowtable
+        self._programmed_flowtable_devices = (
+            self._flowtable_devices if self._flowtable is not None else frozenset()
+        )
         if full:
             self._programmed_chains = dict(self._chains)
             self._programmed_sets = dict(self._sets)

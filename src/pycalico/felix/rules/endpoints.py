@@ -23,6 +23,10 @@ Invariants:
   pass ends in a drop unless its default action is Pass; after the tiers come the profiles;
   nothing allowed ⇒ "Drop if no profiles matched".
 * Workload egress drops foreign source addresses, IPIP, VXLAN and IPv6 router advertisements.
+* With ``flowtable_offload`` the forward base chain offloads established TCP/UDP flows to the
+  ``cali-ft`` flowtable before dispatch; only new flows reach policy (as without offload, since
+  the endpoint chains accept established packets first).  Caveat: an offloaded flow of an
+  endpoint set admin-down keeps flowing until its conntrack entry ends.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pycalico.felix.messages import (
     WorkloadEndpointUpdate,
 )
 from pycalico.felix.rules import names
-from pycalico.felix.rules.model import Chain, FailsafePort, RenderConfig, SetDef
+from pycalico.felix.rules.model import Chain, FailsafePort, FlowtableDef, RenderConfig, SetDef
 from pycalico.felix.rules.policy import nets_for_family, none_of
 
 _MASK32 = 0xFFFFFFFF
@@ -187,6 +191,21 @@ def dispatch_maps() -> tuple[SetDef, ...]:
     )
 
 
+# Established means the flow's first packet already passed policy (a dropped packet never
+# confirms its conntrack entry), so offloading it changes nothing Calico promises: established
+# flows keep flowing after a policy change anyway.  The endpoint chains accept established
+# packets themselves, so the offload must come before the dispatch, not after it.
+OFFLOAD_RULE = (
+    f"meta l4proto {{ tcp, udp }} ct state established flow add @{names.FLOWTABLE} "
+    'comment "Flowtable offload of established flows"'
+)
+
+
+def flowtable() -> FlowtableDef:
+    """The flowtable ``OFFLOAD_RULE`` feeds (devices: the workload interfaces, set by Felix)."""
+    return FlowtableDef(names.FLOWTABLE)
+
+
 def _prefix_rules(config: RenderConfig, direction: str, statement: str) -> list[str]:
     return [f'{direction}name "{prefix}*" {statement}' for prefix in config.interface_prefixes]
 
@@ -202,6 +221,8 @@ def static_chains(config: RenderConfig, wildcard_host_endpoint: str = "") -> tup
     its chains catch host interfaces that have no endpoint of their own.
     """
     forward = [_CLEAR_ALL]
+    if config.flowtable_offload:
+        forward.append(OFFLOAD_RULE)
     forward.append(f"{_not_workload(config, 'iif')} jump {names.CHAIN_FROM_HEP_FORWARD_DISPATCH}")
     forward += _prefix_rules(config, "iif", f"jump {names.CHAIN_FROM_WL_DISPATCH}")
     forward += _prefix_rules(config, "oif", f"jump {names.CHAIN_TO_WL_DISPATCH}")

@@ -34,6 +34,19 @@ class SetDef:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowtableDef:
+    """A flowtable (software fast path for established forwarded flows); devices are separate.
+
+    The device list is state the driver manages as deltas (it follows the workload interfaces),
+    so it is not part of the definition: a changed definition means re-creating the table.
+    """
+
+    name: str
+    hook: str = "ingress"
+    priority: str = "filter"
+
+
+@dataclass(frozen=True, slots=True)
 class FailsafePort:
     protocol: Literal["tcp", "udp", "sctp"]
     port: int
@@ -80,4 +93,7 @@ class RenderConfig:
     ipv6_support: bool = True
     failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_INBOUND
     failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUTBOUND
+    # NFTablesFlowTableOffload: established TCP/UDP flows forwarded between workload interfaces
+    # take the flowtable fast path (new flows still go through policy).
+    flowtable_offload: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())

@@ -41,6 +41,7 @@ MAX_NAME = 60
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 # Base and fixed chains.
+FLOWTABLE = "cali-ft"
 CHAIN_FORWARD = "filter-FORWARD"
 CHAIN_INPUT = "filter-INPUT"
 CHAIN_OUTPUT = "filter-OUTPUT"

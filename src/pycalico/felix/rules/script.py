@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pycalico.felix.rules.model import Chain, SetDef
+from pycalico.felix.rules.model import Chain, FlowtableDef, SetDef
 from pycalico.felix.rules.names import TABLE
 
 _CHUNK = 500
@@ -73,3 +73,25 @@ def delete_elements(set_name: str, elements: Iterable[str]) -> list[str]:
 
 def map_element(interface: str, verdict: str) -> str:
     return f'"{interface}" : {verdict}'
+
+
+def _device_list(devices: Iterable[str]) -> str:
+    return ", ".join(f'"{device}"' for device in sorted(devices))
+
+
+def add_flowtable(definition: FlowtableDef, devices: Iterable[str] = ()) -> str:
+    """Create the flowtable, or add ``devices`` to an existing one (nft merges the hooks)."""
+    listed = _device_list(devices)
+    device_clause = f" devices = {{ {listed} }};" if listed else ""
+    return (
+        f"add flowtable {TABLE} {definition.name} "
+        f"{{ hook {definition.hook} priority {definition.priority};{device_clause} }}"
+    )
+
+
+def delete_flowtable_devices(definition: FlowtableDef, devices: Iterable[str]) -> list[str]:
+    """Unhook ``devices`` from an existing flowtable (no devices: no command)."""
+    listed = _device_list(devices)
+    if not listed:
+        return []
+    return [f"delete flowtable {TABLE} {definition.name} {{ devices = {{ {listed} }}; }}"]
