@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -142,3 +144,25 @@ class Topology:
                     os.kill(int(pid), 9)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
         self._created.clear()
+
+
+def echo_server(namespace: str, port: int) -> socket.socket:
+    """A TCP listener inside ``namespace`` that echoes one connection, for established-flow
+    tests; the caller closes the returned socket."""
+    with enter(namespace):
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("", port))
+        server.listen(4)
+
+    def serve() -> None:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        with connection:
+            while data := connection.recv(64):
+                connection.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server

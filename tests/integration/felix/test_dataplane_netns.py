@@ -259,7 +259,7 @@ def test_restart_keeps_established_flow_and_sweeps_deleted_policy(
     )
     matrix.check(full_matrix({("c", "b", 80), ("c", "b", 81)}))
     # An established TCP flow a -> b (server in b echoes).
-    listener = _echo_server(topology.pods["b"].name, 8080)
+    listener = netns.echo_server(topology.pods["b"].name, 8080)
     try:
         with netns.enter(topology.pods["a"].name):
             client = socket.create_connection((PODS["b"], 8080), timeout=2)
@@ -285,28 +285,6 @@ def test_restart_keeps_established_flow_and_sweeps_deleted_policy(
         matrix.check(full_matrix({("a", "b", 80), ("a", "b", 81)}))
     finally:
         listener.close()
-
-
-def _echo_server(namespace: str, port: int) -> socket.socket:
-    import threading
-
-    with netns.enter(namespace):
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("", port))
-        server.listen(4)
-
-    def serve() -> None:
-        try:
-            connection, _ = server.accept()
-        except OSError:
-            return
-        with connection:
-            while data := connection.recv(64):
-                connection.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
 
 
 def test_every_rule_form_is_accepted_by_the_kernel(node: Node, topology: netns.Topology) -> None:

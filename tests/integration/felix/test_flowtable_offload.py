@@ -16,7 +16,6 @@ import gzip
 import itertools
 import re
 import socket
-import threading
 
 import pytest
 
@@ -74,26 +73,6 @@ def tier_of(*policies: m.ActivePolicyUpdate) -> tuple[m.TierInfo, ...]:
     return (m.TierInfo("default", "deny", tuple(p.id for p in policies), ()),)
 
 
-def echo_server(namespace: str, port: int) -> socket.socket:
-    with netns.enter(namespace):
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("", port))
-        server.listen(4)
-
-    def serve() -> None:
-        try:
-            connection, _ = server.accept()
-        except OSError:
-            return
-        with connection:
-            while data := connection.recv(64):
-                connection.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
-
-
 @pytest.fixture
 def offload_node(topology: netns.Topology) -> Node:
     return Node(topology, OFFLOAD)
@@ -118,7 +97,7 @@ def test_policy_still_enforced_with_offload_requested(
 
     # An established c -> b flow (offloaded when the kernel can) survives a policy that starts
     # denying c, while a new c -> b connection is refused.
-    listener = echo_server(topology.pods["b"].name, 8080)
+    listener = netns.echo_server(topology.pods["b"].name, 8080)
     try:
         with netns.enter(topology.pods["c"].name):
             client = socket.create_connection((PODS["b"], 8080), timeout=2)
