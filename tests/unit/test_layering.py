@@ -19,6 +19,7 @@ PURE_PATHS = (
     "datastore/api.py",
     "datastore/paths.py",
     "ipam/blocks.py",
+    "ipam/records.py",
     "felix/calc",
     "felix/rules",
     "bgp/processor.py",

@@ -53,13 +53,13 @@ from pycalico.ipam.allocator import (
     HandleNotFound,
     IPAMError,
 )
-from pycalico.ipam.blocks import (
+from pycalico.ipam.pools import PoolSelectionError, resolve_requested
+from pycalico.ipam.records import (
     ATTRIBUTE_NAMESPACE,
     ATTRIBUTE_NODE,
     ATTRIBUTE_POD,
     ATTRIBUTE_TIMESTAMP,
 )
-from pycalico.ipam.pools import PoolSelectionError, resolve_requested
 
 PLUGIN_NAME = "calico-ipam"
 DEFAULT_LOCK_FILE = "/var/run/calico/ipam.lock"

@@ -25,8 +25,9 @@ import click
 
 from pycalico.datastore.api import DatastoreError, KVStore
 from pycalico.ipam.allocator import IPAM, IPAMError
-from pycalico.ipam.blocks import IPAMConfig, ReleaseOption
+from pycalico.ipam.blocks import ReleaseOption
 from pycalico.ipam.check import Report, check, summary_lines
+from pycalico.ipam.records import IPAMConfig
 from pycalico.lib.addresses import address_order
 
 T = TypeVar("T")

@@ -5,9 +5,11 @@ auto-assign (affine blocks first, then a new claim, then borrowing unless strict
 assigning a given address, releasing by address or handle, and the queries ``calicoctl ipam``
 needs.  Every block, affinity and handle write is a compare-and-swap on the key's mod revision,
 retried a bounded number of times (``RETRIES``, Calico's 100).  The datastore primitives and the
-claim protocol are in ``pycalico.ipam.store``, per-block algorithms in ``pycalico.ipam.blocks``,
-request combining for long-lived allocators in ``pycalico.ipam.batching``.  It is not the CNI
-plugin (``pycalico.cni``) and not ``calicoctl`` (``pycalico.ctl.ipam``).
+claim protocol are in ``pycalico.ipam.store``, releasing and the queries in
+``pycalico.ipam.release`` (a base class of ``IPAM``), per-block algorithms in
+``pycalico.ipam.blocks``, request combining for long-lived allocators in
+``pycalico.ipam.batching``.  It is not the CNI plugin (``pycalico.cni``) and not ``calicoctl``
+(``pycalico.ctl.ipam``).
 
 Invariants kept across crashes and races:
 
@@ -25,12 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict, TxnConflict, TxnDelete
+from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
     AddressInUse,
@@ -51,23 +52,7 @@ from pycalico.ipam.api import (
     _StaleAffinity,
 )
 from pycalico.ipam.batching import NodeBatcher, batchable
-from pycalico.ipam.blocks import (
-    AFFINITY_TYPE_HOST,
-    AFFINITY_TYPE_VIRTUAL,
-    DEFAULT_MAX_BLOCKS_PER_HOST,
-    AllocationAttribute,
-    AllocationBlock,
-    BlockError,
-    BlockSummary,
-    IPAddress,
-    IPAMConfig,
-    IPAMHandle,
-    IPInterface,
-    IPNetwork,
-    ReleaseOption,
-    StaleRelease,
-    sanitize_handle,
-)
+from pycalico.ipam.blocks import AllocationBlock, BlockError, ReleaseOption
 from pycalico.ipam.pools import (
     USE_LOAD_BALANCER,
     USE_WORKLOAD,
@@ -78,7 +63,18 @@ from pycalico.ipam.pools import (
     select_pools,
     selector_matches,
 )
-from pycalico.ipam.store import RETRIES, IPAMStore
+from pycalico.ipam.records import (
+    AFFINITY_TYPE_HOST,
+    AFFINITY_TYPE_VIRTUAL,
+    DEFAULT_MAX_BLOCKS_PER_HOST,
+    BlockSummary,
+    IPAddress,
+    IPAMConfig,
+    IPInterface,
+    IPNetwork,
+)
+from pycalico.ipam.release import IPAMRelease
+from pycalico.ipam.store import RETRIES
 
 __all__ = [
     "IPAM",
@@ -115,7 +111,7 @@ class _FamilyPlan:
     node_labels: Mapping[str, str]
 
 
-class IPAM(IPAMStore):
+class IPAM(IPAMRelease):
     """Calico IPAM over a ``KVStore``.  Safe for many concurrent callers and processes.
 
     ``cache_seconds > 0`` is for long-lived callers (the node agent): IPAM config, pools and
@@ -526,225 +522,3 @@ class IPAM(IPAMStore):
         finally:
             if counted and not committed and handle_id is not None:
                 await asyncio.shield(self._adjust_handle(handle_id, cidr, -1))
-
-    # -- release --
-
-    async def _block_cidr_for(
-        self, address: IPAddress, pools: Sequence[Pool], cache: list[list[IPNetwork]]
-    ) -> IPNetwork | None:
-        pool = pool_for_address(pools, address)
-        if pool is not None:
-            return pool.block_for(address)
-        # Not in any pool (deleted?): find the block by a full scan, once per call.
-        if not cache:
-            cache.append([summary.cidr for summary in await self._block_summaries()])
-        return next((c for c in cache[0] if address.version == c.version and address in c), None)
-
-    async def release_ips(self, options: Sequence[ReleaseOption]) -> list[IPAddress]:
-        """Release addresses (sequence- and handle-checked when the options say so).
-
-        Returns the addresses that were not allocated.  ReleaseConflict if any quoted sequence
-        number or handle no longer matches (that block is left untouched).
-        """
-        pools = await self.list_pools()
-        by_block: dict[IPNetwork, list[ReleaseOption]] = {}
-        not_allocated: list[IPAddress] = []
-        cache: list[list[IPNetwork]] = []
-        for option in options:
-            cidr = await self._block_cidr_for(option.address, pools, cache)
-            if cidr is None:
-                not_allocated.append(option.address)
-            else:
-                by_block.setdefault(cidr, []).append(option)
-        config = await self.get_config()
-        for cidr, block_options in by_block.items():
-            not_allocated.extend(await self._release_in_block(cidr, block_options, config))
-        return not_allocated
-
-    async def _release_in_block(
-        self, cidr: IPNetwork, options: list[ReleaseOption], config: IPAMConfig
-    ) -> list[IPAddress]:
-        got = await self._get_block(cidr)
-        for _ in range(self.retries):
-            if got is None:
-                return [o.address for o in options]
-            revision, block = got
-            now = self.clock()
-            block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=now)
-            try:
-                outcome = block.release(
-                    options, cooldown_seconds=config.ip_cooldown_seconds, now=now
-                )
-            except StaleRelease as exc:
-                raise ReleaseConflict(str(exc)) from None
-            if not outcome.released:
-                return list(outcome.not_allocated)
-            try:
-                if block.empty() and block.affinity is None:
-                    await self.kv.delete(keys.block_key(cidr), revision=revision)
-                else:
-                    await self._write_block(revision, block)
-            except RevisionConflict as exc:
-                got = await self._reread_block(cidr, exc)
-                continue
-            except KeyNotFound:
-                got = None
-                continue
-            for handle_id, count in outcome.released_by_handle.items():
-                await self._adjust_handle(handle_id, cidr, -count)
-            return list(outcome.not_allocated)
-        raise TooManyRetries()
-
-    async def release_by_handle(self, handle_id: str, *, sequence_number: int | None = None) -> int:
-        """Release every address held by ``handle_id``; HandleNotFound if there is none.
-
-        Returns how many addresses were released.  The handle is removed even when its counts
-        were left over by a crash and the blocks hold nothing for it.
-        """
-        handle_id = sanitize_handle(handle_id)
-        released = 0
-        cached = self._handles.pop(handle_id, None)
-        if cached is not None and sequence_number is None:
-            # The handle as this allocator last wrote it, which saves reading it.  The block's
-            # transaction deletes it only at that revision; if it moved on, whatever the
-            # block held for it is released and the handle is read and settled below.
-            remembered = IPAMHandle.from_json(cached.value)
-            if len(remembered.block) == 1:
-                cidr = ipaddress.ip_network(next(iter(remembered.block)))
-                released, handle_gone = await self._release_handle_in_block(
-                    cidr, handle_id, None, await self._config_for_release(), cached
-                )
-                if handle_gone:
-                    return released
-        kv = await self.kv.get(keys.handle_key(handle_id))
-        if kv is None:
-            if released:
-                return released
-            raise HandleNotFound(handle_id)
-        handle = IPAMHandle.from_json(kv.value)
-        config = await self._config_for_release()
-        for cidr_text, count in handle.block.items():
-            cidr = ipaddress.ip_network(cidr_text)
-            # The usual case: one block, all of it released; the handle goes in the block's
-            # transaction unless it changed meanwhile (then it is counted down properly).
-            whole = kv if len(handle.block) == 1 and sequence_number is None else None
-            count_released, handle_gone = await self._release_handle_in_block(
-                cidr, handle_id, sequence_number, config, whole
-            )
-            released += count_released
-            if handle_gone:
-                continue
-            if whole is not None:
-                try:
-                    await self.kv.delete(kv.key, revision=kv.revision)
-                    continue
-                except (RevisionConflict, KeyNotFound):
-                    pass
-            await self._adjust_handle(handle_id, cidr, -count)
-        return released
-
-    async def _config_for_release(self) -> IPAMConfig:
-        cached = next(iter(self._inputs.values()), None)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-            return cached[1]
-        return await self.get_config()
-
-    async def _release_handle_in_block(
-        self,
-        cidr: IPNetwork,
-        handle_id: str,
-        sequence_number: int | None,
-        config: IPAMConfig,
-        handle: KeyValue | None = None,
-    ) -> tuple[int, bool]:
-        """Release the handle's addresses in one block: (how many, whether ``handle`` was
-        deleted with the block write).  ``handle`` is deleted only at its revision."""
-        # The node's hot block saves a read; it may be stale (another process wrote the block
-        # since), which a failed compare-and-swap reveals, and finding nothing to release in it
-        # proves nothing, so then the block is read.
-        got = self._take_hot_block(cidr)
-        cached = got is not None
-        if got is None:
-            got = await self._get_block(cidr)
-        for _ in range(self.retries):
-            if got is None:
-                return 0, False
-            revision, block = got
-            now = self.clock()
-            block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=now)
-            released = block.release_by_handle(
-                handle_id,
-                sequence_number=sequence_number,
-                cooldown_seconds=config.ip_cooldown_seconds,
-                now=now,
-            )
-            if not released:
-                if cached:
-                    cached = False
-                    got = await self._get_block(cidr)
-                    continue
-                return 0, False
-            cached = False
-            drop_block = block.empty() and block.affinity is None
-            try:
-                if handle is not None:
-                    others = [TxnDelete(handle.key, handle.revision)]
-                    await self._commit_block(
-                        revision, block, others, delete=drop_block, remember=True
-                    )
-                elif drop_block:
-                    await self.kv.delete(keys.block_key(cidr), revision=revision)
-                else:
-                    # Back into the hot cache: the node's next assignment needs no read.
-                    await self._write_block(revision, block, remember=True)
-                return len(released), handle is not None
-            except TxnConflict as exc:
-                if handle is not None and handle.key in exc.stale:
-                    handle = None  # changed meanwhile: the caller counts it down
-                # ``block`` was changed in memory: start again from the stored one.
-                stored = exc.current.get(keys.block_key(cidr))
-                got = (
-                    None
-                    if stored is None
-                    else (stored.revision, AllocationBlock.from_json(stored.value))
-                )
-            except RevisionConflict as exc:
-                got = await self._reread_block(cidr, exc)
-            except KeyNotFound:
-                got = None
-        raise TooManyRetries()
-
-    # -- queries --
-
-    async def allocation_info(self, address: IPAddress) -> AllocationInfo | None:
-        """Who holds ``address``, or None when it is not allocated."""
-        pools = await self.list_pools()
-        cidr = await self._block_cidr_for(address, pools, [])
-        if cidr is None:
-            return None
-        got = await self._get_block(cidr)
-        if got is None:
-            return None
-        _, block = got
-        attribute: AllocationAttribute | None = block.attribute_for(address)
-        if attribute is None:
-            return None
-        handle = sanitize_handle(attribute.handle_id) if attribute.handle_id else None
-        return AllocationInfo(
-            address=address,
-            block=cidr,
-            handle_id=handle,
-            attributes=dict(attribute.secondary or {}),
-            sequence_number=block.sequence_for(block.ordinal(address)),
-        )
-
-    async def addresses_by_handle(self, handle_id: str) -> list[IPAddress]:
-        kv = await self.kv.get(keys.handle_key(handle_id))
-        if kv is None:
-            raise HandleNotFound(handle_id)
-        out: list[IPAddress] = []
-        for cidr_text in IPAMHandle.from_json(kv.value).block:
-            got = await self._get_block(ipaddress.ip_network(cidr_text))
-            if got is not None:
-                out.extend(got[1].addresses_by_handle(handle_id))
-        return out

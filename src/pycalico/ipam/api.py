@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pycalico.ipam.blocks import IPAddress, IPInterface, IPNetwork
 from pycalico.ipam.pools import USE_WORKLOAD
+from pycalico.ipam.records import IPAddress, IPInterface, IPNetwork
 
 TOO_MANY_RETRIES = "Max retries hit - excessive concurrent IPAM requests"
 

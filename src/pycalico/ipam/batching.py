@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from pycalico.datastore.api import KeyValue, TxnConflict
 from pycalico.ipam import keys
 from pycalico.ipam.api import Assignments, AutoAssignRequest, IPAMError, TooManyRetries
-from pycalico.ipam.blocks import AFFINITY_TYPE_HOST, AllocationBlock, ReleaseOption
+from pycalico.ipam.blocks import AllocationBlock, ReleaseOption
 from pycalico.ipam.pools import USE_LOAD_BALANCER, pool_for_address
+from pycalico.ipam.records import AFFINITY_TYPE_HOST
 
 if TYPE_CHECKING:
     from pycalico.ipam.allocator import IPAM

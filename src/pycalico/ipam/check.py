@@ -34,16 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
 from pycalico.ipam import keys
-from pycalico.ipam.blocks import (
-    AllocationBlock,
-    BlockAffinity,
-    CorruptBlock,
-    IPAddress,
-    IPAMHandle,
-    IPNetwork,
-    sanitize_handle,
-)
+from pycalico.ipam.blocks import AllocationBlock, CorruptBlock
 from pycalico.ipam.pools import Pool, pool_for_address
+from pycalico.ipam.records import BlockAffinity, IPAddress, IPAMHandle, IPNetwork, sanitize_handle
 from pycalico.lib.addresses import address_order
 
 WORKLOADENDPOINTS_PREFIX = paths.resource_prefix("workloadendpoints")

@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from pycalico.datastore import paths
-from pycalico.ipam.blocks import AFFINITY_TYPE_HOST, IPNetwork
+from pycalico.ipam.records import AFFINITY_TYPE_HOST, IPNetwork
 
 IPAM_ROOT = paths.IPAM_ROOT
 CONFIG_KEY = paths.IPAM_CONFIG_KEY

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycalico.ipam.blocks import IPAddress, IPNetwork
+from pycalico.ipam.records import IPAddress, IPNetwork
 
 USE_WORKLOAD = "Workload"
 USE_TUNNEL = "Tunnel"

@@ -48,12 +48,13 @@ from pycalico.ipam.api import (
     _NoFreeBlocks,
     _StaleAffinity,
 )
-from pycalico.ipam.blocks import (
+from pycalico.ipam.blocks import AllocationBlock
+from pycalico.ipam.pools import Pool, block_walk
+from pycalico.ipam.records import (
     AFFINITY_TYPE_HOST,
     STATE_CONFIRMED,
     STATE_PENDING,
     STATE_PENDING_DELETION,
-    AllocationBlock,
     BlockAffinity,
     BlockSummary,
     IPAMConfig,
@@ -62,7 +63,6 @@ from pycalico.ipam.blocks import (
     affinity_string,
     parse_time,
 )
-from pycalico.ipam.pools import Pool, block_walk
 
 RETRIES = 100
 EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)

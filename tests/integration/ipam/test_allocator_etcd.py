@@ -23,8 +23,9 @@ from pycalico.ipam.allocator import (
     AutoAssignRequest,
     NoQualifiedPool,
 )
-from pycalico.ipam.blocks import AllocationBlock, BlockAffinity, IPAMConfig
+from pycalico.ipam.blocks import AllocationBlock
 from pycalico.ipam.check import check
+from pycalico.ipam.records import BlockAffinity, IPAMConfig
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.ipam import ipam_keys, put_node, put_pool
 

@@ -8,8 +8,8 @@ import ipaddress
 
 from pycalico.ipam import keys
 from pycalico.ipam.allocator import IPAM, AutoAssignRequest
-from pycalico.ipam.blocks import IPAMHandle
 from pycalico.ipam.check import check
+from pycalico.ipam.records import IPAMHandle
 from pycalico.testing.ipam import put_node, put_pool
 from pycalico.testing.memory_kv import MemoryKVStore
 

@@ -22,7 +22,8 @@ from pycalico.ipam.allocator import (
     NoQualifiedPool,
     ReleaseConflict,
 )
-from pycalico.ipam.blocks import AllocationBlock, BlockAffinity, IPAMConfig, ReleaseOption
+from pycalico.ipam.blocks import AllocationBlock, ReleaseOption
+from pycalico.ipam.records import BlockAffinity, IPAMConfig
 from pycalico.testing.ipam import ipam_keys, put_node, put_pool
 from pycalico.testing.memory_kv import MemoryKVStore
 

@@ -16,12 +16,10 @@ from pycalico.ipam.blocks import (
     AddressNotInBlock,
     AffinityMismatch,
     AllocationBlock,
-    BlockAffinity,
-    IPAMConfig,
-    IPAMHandle,
     ReleaseOption,
     StaleRelease,
 )
+from pycalico.ipam.records import BlockAffinity, IPAMConfig, IPAMHandle
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 V4 = ipaddress.ip_network("10.65.0.0/29")

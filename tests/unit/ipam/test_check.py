@@ -6,9 +6,10 @@ import ipaddress
 from datetime import UTC, datetime
 
 from pycalico.ipam.allocator import IPAM, AutoAssignRequest
-from pycalico.ipam.blocks import AllocationBlock, IPAMHandle
+from pycalico.ipam.blocks import AllocationBlock
 from pycalico.ipam.check import AffinityEntry, Snapshot, analyse, check
 from pycalico.ipam.pools import Pool
+from pycalico.ipam.records import IPAMHandle
 from pycalico.testing.ipam import put_node, put_pool
 from pycalico.testing.memory_kv import MemoryKVStore
 
