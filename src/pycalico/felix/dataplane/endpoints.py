@@ -3,12 +3,14 @@
 What it is: keeps the latest message per endpoint; ``complete_deferred_work`` renders the
 changed endpoints' chains, points the dispatch verdict maps at them, and asks the interface
 driver for the workload interface's sysctls.  It also owns the static chains (base chains,
-dispatch chains, ``cali-wl-to-host``), re-rendered only when the wildcard host endpoint changes.
+dispatch chains, ``cali-wl-to-host``, and the raw/mangle base chains of untracked and pre-DNAT
+policy), re-rendered only when the wildcard host endpoint or the set of hooks in use changes.
 What it is not: routes (``dataplane.routes``) or policy chains (``dataplane.policy``).
 
 Invariants: a verdict-map entry for an interface exists exactly while an endpoint with that
 interface exists, and always points at that endpoint's current chain; an interface with no
-entry is dropped by the dispatch chain (fail closed).
+entry is dropped by the dispatch chain (fail closed).  A raw/mangle base chain exists exactly
+while some host endpoint has untracked (resp. pre-DNAT) policy for its hook.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pycalico.felix.messages import (
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
-from pycalico.felix.rules import endpoints, names
-from pycalico.felix.rules.model import RenderConfig
+from pycalico.felix.rules import endpoints, names, prefilter
+from pycalico.felix.rules.model import PrefilterUse, RenderConfig
 
 _HEP_MAPS = (
     names.MAP_FROM_HEP,
@@ -49,7 +51,8 @@ class EndpointManager:
         self._dirty_workloads: set[WorkloadEndpointID] = set()
         self._dirty_hosts: set[HostEndpointID] = set()
         self._static_done = False
-        self._wildcard = ""
+        self._static_key: tuple[str, PrefilterUse, HostEndpointUpdate | None] | None = None
+        self._static_names: set[str] = set()
 
     def on_update(self, message: Message) -> None:
         if isinstance(message, WorkloadEndpointUpdate):
@@ -88,22 +91,42 @@ class EndpointManager:
 
     def complete_deferred_work(self) -> None:
         if not self._static_done:
-            for definition in endpoints.dispatch_maps():
+            for definition in (*endpoints.dispatch_maps(), *prefilter.maps()):
                 self.nft.set_set(definition)
         for endpoint_id in self._dirty_workloads:
             self._apply_workload(endpoint_id)
         for host_id in self._dirty_hosts:
             self._apply_host(host_id)
-        wildcard = min(
-            (h.id.name for h in self._hosts.values() if h.interface_name == "*"), default=""
-        )
-        if not self._static_done or wildcard != self._wildcard:
-            self._wildcard = wildcard
-            for chain in endpoints.static_chains(self.config, wildcard):
-                self.nft.set_chain(chain)
-            self._static_done = True
+        if self._dirty_hosts or not self._static_done:
+            self._apply_static()
         self._dirty_workloads.clear()
         self._dirty_hosts.clear()
+
+    def _apply_static(self) -> None:
+        """Re-render the static chains if what they depend on changed (O(host endpoints))."""
+        wildcard = min(
+            (h for h in self._hosts.values() if h.interface_name == "*"),
+            key=lambda h: h.id.name,
+            default=None,
+        )
+        in_use = prefilter.use(self._hosts.values())
+        # The wildcard's prefilter chains are dispatch fallbacks only while it has them.
+        fallback = wildcard if wildcard is not None and prefilter.use((wildcard,)) else None
+        key = (wildcard.id.name if wildcard is not None else "", in_use, fallback)
+        if self._static_done and key == self._static_key:
+            return
+        chains = (
+            *endpoints.static_chains(self.config, key[0], in_use),
+            *prefilter.static_chains(self.config, in_use, fallback),
+        )
+        for chain in chains:
+            self.nft.set_chain(chain)
+        names_now = {chain.name for chain in chains}
+        for name in self._static_names - names_now:
+            self.nft.remove_chain(name)
+        self._static_names = names_now
+        self._static_key = key
+        self._static_done = True
 
     def _apply_workload(self, endpoint_id: WorkloadEndpointID) -> None:
         old = self._programmed_workloads.get(endpoint_id)
@@ -132,10 +155,10 @@ class EndpointManager:
         chain_names = names.host_endpoint_chains(host_id)
         if old is not None and (new is None or new.interface_name != old.interface_name):
             if old.interface_name != "*":
-                for map_name in _HEP_MAPS:
+                for map_name in (*_HEP_MAPS, *prefilter.MAPS):
                     self.nft.remove_map_entry(map_name, old.interface_name)
             if new is None:
-                for name in chain_names:
+                for name in (*chain_names, *prefilter.chain_names(old)):
                     self.nft.remove_chain(name)
         if new is None:
             self._programmed_hosts.pop(host_id, None)
@@ -145,4 +168,19 @@ class EndpointManager:
         if new.interface_name != "*":
             for map_name, chain_name in zip(_HEP_MAPS, chain_names, strict=True):
                 self.nft.set_map_entry(map_name, new.interface_name, f"goto {chain_name}")
+        self._apply_prefilter(new)
         self._programmed_hosts[host_id] = new
+
+    def _apply_prefilter(self, endpoint: HostEndpointUpdate) -> None:
+        """The endpoint's untracked/pre-DNAT chains, and its entries in their verdict maps."""
+        rendered = prefilter.host_endpoint_chains(endpoint, self.config)
+        for (map_name, chain), name in zip(
+            rendered.by_map(), prefilter.chain_names(endpoint), strict=True
+        ):
+            if chain is None:
+                self.nft.remove_chain(name)
+            else:
+                self.nft.set_chain(chain)
+            if endpoint.interface_name != "*":
+                verdict = prefilter.map_verdict(chain)
+                self.nft.set_map_entry(map_name, endpoint.interface_name, verdict)

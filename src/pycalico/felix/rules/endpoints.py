@@ -23,6 +23,10 @@ Invariants:
   pass ends in a drop unless its default action is Pass; after the tiers come the profiles;
   nothing allowed ⇒ "Drop if no profiles matched".
 * Workload egress drops foreign source addresses, IPIP, VXLAN and IPv6 router advertisements.
+* A packet that untracked or pre-DNAT policy (``rules.prefilter``) accepted carries the accept
+  bit into the filter chains; only while such policy exists do they look at it (input and
+  output accept it, forward skips the ingress host endpoint's forward policy), so a foreign
+  mark can never let a packet through when the raw/mangle chains that clear marks are absent.
 * With ``flowtable_offload`` the forward base chain offloads established TCP/UDP flows to the
   ``cali-ft`` flowtable before dispatch; only new flows reach policy (as without offload, since
   the endpoint chains accept established packets first).  Caveat: an offloaded flow of an
@@ -41,48 +45,74 @@ from pycalico.felix.messages import (
     WorkloadEndpointUpdate,
 )
 from pycalico.felix.rules import names
-from pycalico.felix.rules.model import Chain, FailsafePort, FlowtableDef, RenderConfig, SetDef
+from pycalico.felix.rules.model import (
+    NO_PREFILTER,
+    Chain,
+    FailsafePort,
+    FlowtableDef,
+    PrefilterUse,
+    RenderConfig,
+    SetDef,
+)
 from pycalico.felix.rules.policy import nets_for_family, none_of
 
 _MASK32 = 0xFFFFFFFF
-_CLEAR_ALL = f"meta mark set meta mark & {(~names.ALL_MARKS) & _MASK32:#x}"
-_CLEAR_ACCEPT_PASS = (
+CLEAR_ALL = f"meta mark set meta mark & {(~names.ALL_MARKS) & _MASK32:#x}"
+CLEAR_ACCEPT_PASS = (
     f"meta mark set meta mark & {(~(names.MARK_ACCEPT | names.MARK_PASS)) & _MASK32:#x}"
 )
 _CLEAR_PASS = f"meta mark set meta mark & {(~names.MARK_PASS) & _MASK32:#x}"
 _RETURN_IF_ACCEPTED = f"meta mark & {names.MARK_ACCEPT:#x} == {names.MARK_ACCEPT:#x} return"
-_ACCEPT_IF_ACCEPTED = f"meta mark & {names.MARK_ACCEPT:#x} == {names.MARK_ACCEPT:#x} accept"
+ACCEPT_IF_ACCEPTED = f"meta mark & {names.MARK_ACCEPT:#x} == {names.MARK_ACCEPT:#x} accept"
+# Calico maps Allow in an untracked policy to "NOTRACK and allow".
+_NOTRACK_RETURN_IF_ACCEPTED = (
+    f"meta mark & {names.MARK_ACCEPT:#x} == {names.MARK_ACCEPT:#x} notrack return"
+)
+# The raw and mangle chains communicate "already accepted" through the accept bit, so the
+# filter chains must keep it when clearing (Calico's filter FORWARD does the same).
+CLEAR_ALL_BUT_ACCEPT = (
+    f"meta mark set meta mark & {(~(names.ALL_MARKS & ~names.MARK_ACCEPT)) & _MASK32:#x}"
+)
+ACCEPT_CLEAR = f"meta mark & {names.MARK_ACCEPT:#x} == 0x0"
 _PASS_CLEAR = f"meta mark & {names.MARK_PASS:#x} == 0x0"
 # A link-local source is how IPv6 neighbour discovery talks to the host's fake gateway.
 _IPV6_LINK_LOCAL = "fe80::/10"
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def _conntrack(config: RenderConfig) -> list[str]:
+def conntrack_rules(config: RenderConfig) -> list[str]:
     rules = ["ct state established,related accept"]
     if not config.disable_conntrack_invalid_check:
         rules.append("ct state invalid drop")
     return rules
 
 
-def _tiers(tiers: Sequence[TierInfo], ingress: bool) -> list[str]:
+def tier_rules(
+    tiers: Sequence[TierInfo], ingress: bool, *, untracked: bool = False, end_of_tier: bool = True
+) -> list[str]:
+    """Jump to each tier's policies in order.
+
+    ``untracked``: an accepted packet is also exempted from conntrack (doNotTrack policy, raw
+    hooks only).  ``end_of_tier``: drop what no policy of a tier allowed or passed; untracked and
+    pre-DNAT chains have no such drop, because the normal policy still follows for them.
+    """
     rules: list[str] = []
     for tier in tiers:
         policies = tier.ingress_policies if ingress else tier.egress_policies
         if not policies:
             continue
-        rules.append(f"{_CLEAR_PASS} comment {_quote('Start of tier ' + tier.name)}")
+        rules.append(f"{_CLEAR_PASS} comment {quote('Start of tier ' + tier.name)}")
         for policy_id in policies:
             chain = names.policy_chain(policy_id, inbound=ingress)
             rules.append(f"{_PASS_CLEAR} jump {chain}")
-            rules.append(_RETURN_IF_ACCEPTED)
-        if tier.default_action != "pass":
+            rules.append(_NOTRACK_RETURN_IF_ACCEPTED if untracked else _RETURN_IF_ACCEPTED)
+        if end_of_tier and tier.default_action != "pass":
             rules.append(
                 f"{_PASS_CLEAR} drop comment "
-                f"{_quote('End of tier ' + tier.name + '. Drop if no policies passed packet')}"
+                f"{quote('End of tier ' + tier.name + '. Drop if no policies passed packet')}"
             )
     return rules
 
@@ -92,7 +122,7 @@ def _profiles(profile_ids: Sequence[ProfileID], inbound: bool) -> list[str]:
     for profile_id in profile_ids:
         rules.append(f"jump {names.profile_chain(profile_id, inbound=inbound)}")
         rules.append(_RETURN_IF_ACCEPTED)
-    rules.append(f"drop comment {_quote('Drop if no profiles matched')}")
+    rules.append(f"drop comment {quote('Drop if no profiles matched')}")
     return rules
 
 
@@ -122,12 +152,12 @@ def _anti_spoofing(endpoint: WorkloadEndpointUpdate, config: RenderConfig) -> li
 def workload_chains(endpoint: WorkloadEndpointUpdate, config: RenderConfig) -> tuple[Chain, Chain]:
     """(``cali-tw-<iface>`` ingress, ``cali-fw-<iface>`` egress) for one workload endpoint."""
     head = [] if endpoint.admin_up else ['drop comment "Endpoint admin disabled"']
-    to_rules = [*head, *_conntrack(config), _CLEAR_ACCEPT_PASS]
-    to_rules += _tiers(endpoint.tiers, ingress=True)
+    to_rules = [*head, *conntrack_rules(config), CLEAR_ACCEPT_PASS]
+    to_rules += tier_rules(endpoint.tiers, ingress=True)
     to_rules += _profiles(endpoint.profile_ids, inbound=True)
-    from_rules = [*head, *_conntrack(config), _CLEAR_ACCEPT_PASS]
+    from_rules = [*head, *conntrack_rules(config), CLEAR_ACCEPT_PASS]
     from_rules += _anti_spoofing(endpoint, config)
-    from_rules += _tiers(endpoint.tiers, ingress=False)
+    from_rules += tier_rules(endpoint.tiers, ingress=False)
     from_rules += _profiles(endpoint.profile_ids, inbound=False)
     iface = endpoint.interface_name
     return (
@@ -136,14 +166,22 @@ def workload_chains(endpoint: WorkloadEndpointUpdate, config: RenderConfig) -> t
     )
 
 
-def _failsafe(ports: Sequence[FailsafePort], inbound: bool) -> list[str]:
+def failsafe_rules(
+    ports: Sequence[FailsafePort], inbound: bool, *, replies: bool = False
+) -> list[str]:
+    """Accept the failsafe ports (the remote side restricted to ``port.net`` if set).
+
+    ``replies``: match the other direction of a failsafe connection instead (source port), for
+    the raw hooks, which see packets before conntrack can say a packet is a reply.
+    """
     rules: list[str] = []
+    port_field = "sport" if replies else "dport"
     for port in ports:
         net = ""
         if port.net:
             family = "ip6" if ":" in port.net else "ip"
             net = f"{family} {'saddr' if inbound else 'daddr'} {port.net} "
-        rules.append(f'{net}{port.protocol} dport {port.port} accept comment "Failsafe"')
+        rules.append(f'{net}{port.protocol} {port_field} {port.port} accept comment "Failsafe"')
     return rules
 
 
@@ -156,15 +194,15 @@ def host_endpoint_chains(
     default-allow unless a policy applies on forward (Calico's applyOnForward semantics).
     """
     from_name, to_name, from_fwd, to_fwd = names.host_endpoint_chains(endpoint.id)
-    common = [*_conntrack(config), _CLEAR_ACCEPT_PASS]
-    from_rules = [*common, *_failsafe(config.failsafe_inbound, inbound=True)]
-    from_rules += _tiers(endpoint.tiers, ingress=True)
+    common = [*conntrack_rules(config), CLEAR_ACCEPT_PASS]
+    from_rules = [*common, *failsafe_rules(config.failsafe_inbound, inbound=True)]
+    from_rules += tier_rules(endpoint.tiers, ingress=True)
     from_rules += _profiles(endpoint.profile_ids, inbound=True)
-    to_rules = [*common, *_failsafe(config.failsafe_outbound, inbound=False)]
-    to_rules += _tiers(endpoint.tiers, ingress=False)
+    to_rules = [*common, *failsafe_rules(config.failsafe_outbound, inbound=False)]
+    to_rules += tier_rules(endpoint.tiers, ingress=False)
     to_rules += _profiles(endpoint.profile_ids, inbound=False)
-    from_fwd_rules = [_CLEAR_ACCEPT_PASS, *_tiers(endpoint.forward_tiers, ingress=True)]
-    to_fwd_rules = [_CLEAR_ACCEPT_PASS, *_tiers(endpoint.forward_tiers, ingress=False)]
+    from_fwd_rules = [CLEAR_ACCEPT_PASS, *tier_rules(endpoint.forward_tiers, ingress=True)]
+    to_fwd_rules = [CLEAR_ACCEPT_PASS, *tier_rules(endpoint.forward_tiers, ingress=False)]
     if len(from_fwd_rules) > 1:
         from_fwd_rules.append(f"meta mark set meta mark | {names.MARK_ACCEPT:#x}")
     if len(to_fwd_rules) > 1:
@@ -210,34 +248,53 @@ def _prefix_rules(config: RenderConfig, direction: str, statement: str) -> list[
     return [f'{direction}name "{prefix}*" {statement}' for prefix in config.interface_prefixes]
 
 
-def _not_workload(config: RenderConfig, direction: str) -> str:
+def not_workload(config: RenderConfig, direction: str) -> str:
     return " ".join(f'{direction}name != "{prefix}*"' for prefix in config.interface_prefixes)
 
 
-def static_chains(config: RenderConfig, wildcard_host_endpoint: str = "") -> tuple[Chain, ...]:
+def static_chains(
+    config: RenderConfig,
+    wildcard_host_endpoint: str = "",
+    prefilter: PrefilterUse = NO_PREFILTER,
+) -> tuple[Chain, ...]:
     """Base chains, dispatch chains and ``cali-wl-to-host``.
 
     ``wildcard_host_endpoint``: the name of the ``interfaceName: "*"`` host endpoint, if any;
-    its chains catch host interfaces that have no endpoint of their own.
+    its chains catch host interfaces that have no endpoint of their own.  ``prefilter``: which
+    raw/mangle hooks are in use (``rules.prefilter``); a packet they accepted carries the accept
+    bit, and is accepted here too (input, output) or skips the ingress host endpoint's forward
+    policy (forward), as in Calico.  With none in use the chains are exactly as before.
     """
-    forward = [_CLEAR_ALL]
+    forward = [CLEAR_ALL_BUT_ACCEPT if prefilter.ingress else CLEAR_ALL]
     if config.flowtable_offload:
         forward.append(OFFLOAD_RULE)
-    forward.append(f"{_not_workload(config, 'iif')} jump {names.CHAIN_FROM_HEP_FORWARD_DISPATCH}")
+    not_accepted = f"{ACCEPT_CLEAR} " if prefilter.ingress else ""
+    forward.append(
+        f"{not_accepted}{not_workload(config, 'iif')} jump {names.CHAIN_FROM_HEP_FORWARD_DISPATCH}"
+    )
     forward += _prefix_rules(config, "iif", f"jump {names.CHAIN_FROM_WL_DISPATCH}")
     forward += _prefix_rules(config, "oif", f"jump {names.CHAIN_TO_WL_DISPATCH}")
-    forward.append(f"{_not_workload(config, 'oif')} jump {names.CHAIN_TO_HEP_FORWARD_DISPATCH}")
-    forward.append(_ACCEPT_IF_ACCEPTED)
+    forward.append(f"{not_workload(config, 'oif')} jump {names.CHAIN_TO_HEP_FORWARD_DISPATCH}")
+    forward.append(ACCEPT_IF_ACCEPTED)
 
-    input_rules = [_CLEAR_ALL]
+    input_rules = []
+    if prefilter.ingress:
+        input_rules.append(
+            f"{not_workload(config, 'iif')} {ACCEPT_IF_ACCEPTED} "
+            'comment "Accepted by untracked or pre-DNAT policy"'
+        )
+    input_rules.append(CLEAR_ALL)
     input_rules += _prefix_rules(config, "iif", f"goto {names.CHAIN_WL_TO_HOST}")
     input_rules.append(f'iifname != "lo" jump {names.CHAIN_FROM_HEP_DISPATCH}')
-    input_rules.append(_ACCEPT_IF_ACCEPTED)
+    input_rules.append(ACCEPT_IF_ACCEPTED)
 
-    output_rules = [_CLEAR_ALL]
+    output_rules = []
+    if prefilter.raw_output:
+        output_rules.append(f'{ACCEPT_IF_ACCEPTED} comment "Accepted by untracked policy"')
+    output_rules.append(CLEAR_ALL)
     output_rules += _prefix_rules(config, "oif", 'accept comment "Host to local workload"')
     output_rules.append(f'oifname != "lo" jump {names.CHAIN_TO_HEP_DISPATCH}')
-    output_rules.append(_ACCEPT_IF_ACCEPTED)
+    output_rules.append(ACCEPT_IF_ACCEPTED)
 
     action = {"Drop": "drop", "Accept": "accept", "Return": "return"}[
         config.default_endpoint_to_host_action

@@ -97,3 +97,25 @@ class RenderConfig:
     # take the flowtable fast path (new flows still go through policy).
     flowtable_offload: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class PrefilterUse:
+    """Which pre-conntrack / pre-DNAT hooks some host endpoint needs right now.
+
+    ``raw_prerouting``: some host endpoint has untracked (doNotTrack) ingress policy;
+    ``raw_output``: untracked egress policy; ``mangle_prerouting``: pre-DNAT policy.  A hook
+    nobody needs gets no base chain at all, so unused features cost nothing per packet.
+    """
+
+    raw_prerouting: bool = False
+    raw_output: bool = False
+    mangle_prerouting: bool = False
+
+    @property
+    def ingress(self) -> bool:
+        """Ingress packets may arrive in the filter table already accepted (accept mark set)."""
+        return self.raw_prerouting or self.mangle_prerouting
+
+
+NO_PREFILTER = PrefilterUse()

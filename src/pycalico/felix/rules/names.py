@@ -10,8 +10,10 @@ saddr``).  IP sets are typed, so every IP-set id becomes two sets, ``cali40<id>`
 
 Invariants:
 
-* Every name starts with ``cali`` (or a base-chain name ``filter-*``), so a restarted Felix can
-  recognise its own objects; no name is ever an nft keyword (``fwd`` ...) because of the prefix.
+* Every name starts with ``cali`` or with the iptables table it stands for (``filter-``,
+  ``raw-``, ``mangle-``: Calico's nftables flattening of its tables into one), so a restarted
+  Felix can recognise its own objects; no name is ever an nft keyword (``fwd`` ...) because of
+  the prefix.
 * Names are deterministic functions of ids: a restart renders the same names.
 * Names use only ``[A-Za-z0-9_.-]``; anything else (or anything too long) is hashed.
 """
@@ -53,6 +55,15 @@ CHAIN_TO_HEP_DISPATCH = "cali-to-hep-dispatch"
 CHAIN_FROM_HEP_FORWARD_DISPATCH = "cali-from-hep-fwd-dispatch"
 CHAIN_TO_HEP_FORWARD_DISPATCH = "cali-to-hep-fwd-dispatch"
 
+# Untracked (doNotTrack) and pre-DNAT host endpoint policy: base chains hooked before conntrack
+# (raw) and before DNAT (mangle), present only while some host endpoint has such policy.
+CHAIN_RAW_PREROUTING = "raw-PREROUTING"
+CHAIN_RAW_OUTPUT = "raw-OUTPUT"
+CHAIN_MANGLE_PREROUTING = "mangle-PREROUTING"
+CHAIN_RAW_FROM_HEP_DISPATCH = "raw-cali-from-hep-dispatch"
+CHAIN_RAW_TO_HEP_DISPATCH = "raw-cali-to-hep-dispatch"
+CHAIN_MANGLE_FROM_HEP_DISPATCH = "mangle-cali-from-hep-dispatch"
+
 # Verdict maps: interface name -> goto endpoint chain.
 MAP_FROM_WL = "cali-from-wl-map"
 MAP_TO_WL = "cali-to-wl-map"
@@ -60,6 +71,9 @@ MAP_FROM_HEP = "cali-from-hep-map"
 MAP_TO_HEP = "cali-to-hep-map"
 MAP_FROM_HEP_FORWARD = "cali-from-hep-fwd-map"
 MAP_TO_HEP_FORWARD = "cali-to-hep-fwd-map"
+MAP_RAW_FROM_HEP = "raw-cali-from-hep-map"
+MAP_RAW_TO_HEP = "raw-cali-to-hep-map"
+MAP_MANGLE_FROM_HEP = "mangle-cali-from-hep-map"
 
 _POLICY_KIND_TOKENS = {
     "GlobalNetworkPolicy": "gnp",
@@ -123,6 +137,19 @@ def host_endpoint_chains(endpoint_id: HostEndpointID) -> tuple[str, str, str, st
         safe_name("cali-fhfw-", endpoint_id.name),
         safe_name("cali-thfw-", endpoint_id.name),
     )
+
+
+def host_endpoint_untracked_chains(endpoint_id: HostEndpointID) -> tuple[str, str]:
+    """(raw from-host-endpoint, raw to-host-endpoint): untracked ingress / egress policy."""
+    return (
+        safe_name("raw-cali-fh-", endpoint_id.name),
+        safe_name("raw-cali-th-", endpoint_id.name),
+    )
+
+
+def host_endpoint_pre_dnat_chain(endpoint_id: HostEndpointID) -> str:
+    """The mangle from-host-endpoint chain: pre-DNAT (ingress only) policy."""
+    return safe_name("mangle-cali-fh-", endpoint_id.name)
 
 
 def ip_set_name(set_id: str, version: int) -> str:
