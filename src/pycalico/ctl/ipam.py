@@ -10,7 +10,11 @@ Output follows calicoctl's: the usage table ``GROUPING | CIDR | IPS TOTAL | IPS 
 RESERVED | IPS FREE`` (rows per pool, and per block with ``--show-blocks``; cooling-down
 addresses count as reserved), ``IP x is in use`` / ``IP x is not assigned`` for ``--ip``, ``--show-borrowed`` and
 ``--show-configuration`` tables.
-``check`` exits 1 when it finds anything; ``-o FILE`` writes the report as JSON.
+``check`` prints calicoctl's scan lines (every address with ``--show-all-ips``, the problem ones
+with ``--show-problem-ips``) and exits 1 when it finds an inconsistency; ``-o FILE`` writes
+calicoctl's JSON report.  ``release`` takes ``--ip`` (repeatable) or ``--from-report`` (repeatable:
+only what every report calls leaked), never both; a report is read and vetted before anything is
+written (``pycalico.ctl.ipam_check``).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from typing import Any, TypeVar
 
 import click
 
+from pycalico import __version__
+from pycalico.ctl.ipam_check import release_from_reports, summary_lines
 from pycalico.datastore.api import DatastoreError, KVStore
 from pycalico.ipam.allocator import IPAM, IPAMError
 from pycalico.ipam.blocks import ReleaseOption
-from pycalico.ipam.check import Report, check, summary_lines
+from pycalico.ipam.check import Report, check
+from pycalico.ipam.check_report import CheckReport, ReportError, parse_report
 from pycalico.ipam.records import IPAMConfig
 from pycalico.lib.addresses import address_order
 
@@ -231,8 +238,12 @@ def show(
 
 @ipam.command("check")
 @click.option("-o", "--output", "output_file", default=None, help="Write a JSON report here.")
-@click.option("--show-all-ips", is_flag=True, hidden=True)
-@click.option("--show-problem-ips", is_flag=True, hidden=True)
+@click.option("--show-all-ips", is_flag=True, help="Print every address that is checked.")
+@click.option(
+    "--show-problem-ips",
+    is_flag=True,
+    help="Print every address that is leaked or not allocated properly.",
+)
 @_config_option
 @click.pass_context
 def check_command(
@@ -242,14 +253,17 @@ def check_command(
     show_problem_ips: bool,
     config_file: str | None,
 ) -> None:
-    """Check IPAM consistency; exit status 1 when anything is found."""
+    """Check IPAM consistency; exit status 1 when anything is inconsistent."""
     report: Report = _run(ctx, config_file, check)
     click.echo("Checking IPAM for inconsistencies...")
-    for line in summary_lines(report):
+    for line in summary_lines(report, show_all_ips, show_problem_ips):
         click.echo(line)
     if output_file:
-        with open(output_file, "w") as handle:
-            handle.write(report.to_json() + "\n")
+        try:
+            with open(output_file, "w") as handle:
+                handle.write(report.to_json() + "\n")
+        except OSError as exc:
+            raise IpamFailure(f"--output: cannot write {output_file}: {exc.strerror}") from exc
         click.echo(f"Report written to {output_file}")
     if not report.clean:
         ctx.exit(1)
@@ -275,13 +289,70 @@ async def _release(kv: KVStore, texts: Sequence[str]) -> list[str]:
     return lines
 
 
+def _read_reports(files: Sequence[str]) -> list[tuple[str, CheckReport]]:
+    reports = []
+    for name in files:
+        try:
+            with open(name, "rb") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise IpamFailure(f"--from-report: cannot read {name}: {exc.strerror}") from exc
+        try:
+            reports.append((name, parse_report(text, name)))
+        except ReportError as exc:
+            raise IpamFailure(f"--from-report: {exc}") from exc
+    return reports
+
+
 @ipam.command("release")
-@click.option("--ip", "ip_texts", multiple=True, required=True, help="Address to release.")
+@click.option("--ip", "ip_texts", multiple=True, help="Address to release (repeatable).")
+@click.option(
+    "--from-report",
+    "report_files",
+    multiple=True,
+    metavar="FILE",
+    help="Release every address and handle an 'ipam check -o FILE' report calls leaked. "
+    "Given several times (reports made at different times), only what all of them call "
+    "leaked is released; at least one must be current.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --from-report: release although the data store is not locked or the report "
+    "came from another calicoctl version.",
+)
 @_config_option
 @click.pass_context
-def release(ctx: click.Context, ip_texts: tuple[str, ...], config_file: str | None) -> None:
+def release(
+    ctx: click.Context,
+    ip_texts: tuple[str, ...],
+    report_files: tuple[str, ...],
+    force: bool,
+    config_file: str | None,
+) -> None:
     """Release addresses that are allocated but no longer used (e.g. leaked)."""
-    for line in _run(ctx, config_file, lambda kv: _release(kv, ip_texts)):
+    if ip_texts and report_files:
+        raise IpamFailure(
+            "--ip and --from-report cannot be used together: release given addresses or a "
+            "report's leaks, one at a time"
+        )
+    if not report_files:
+        if force:
+            raise IpamFailure("--force applies only to --from-report")
+        if not ip_texts:
+            raise IpamFailure("nothing to release: give --ip=<IP> or --from-report=<FILE>")
+        for line in _run(ctx, config_file, lambda kv: _release(kv, ip_texts)):
+            click.echo(line)
+        return
+    reports = _read_reports(report_files)
+
+    async def work(kv: KVStore) -> list[str]:
+        try:
+            return await release_from_reports(kv, reports, force, __version__)
+        except ReportError as exc:
+            raise IpamFailure(f"--from-report: {exc}") from exc
+
+    for line in _run(ctx, config_file, work):
         click.echo(line)
 
 

@@ -1,9 +1,10 @@
 """IPAM consistency check (``calicoctl ipam check``): what in the IPAM keys does not add up.
 
-``load_snapshot`` reads every IPAM key, IPPool, Node and WorkloadEndpoint once; ``analyse`` is
-pure and turns that snapshot into findings, each a sentence that says what is there, why it is
-a problem and what clears it.  Not here: repairing anything (the allocator and
-``calicoctl ipam release`` do that) or rendering (``pycalico.ctl.ipam``).
+``load_snapshot`` reads every IPAM key, IPPool, Node, WorkloadEndpoint and the ClusterInformation
+once; ``analyse`` is pure and turns that snapshot into findings, each a sentence that says what
+is there, why it is a problem and what clears it.  Not here: repairing anything (the allocator
+and ``calicoctl ipam release`` do that), the report file format (``check_report``) or rendering
+(``pycalico.ctl.ipam_check``).
 
 Findings (``kind``):
 
@@ -21,6 +22,15 @@ Findings (``kind``):
   IPAM has not allocated;
 * ``allocation-outside-pools``, ``corrupt-block``.
 
+Besides findings, ``analyse`` cross-references every allocation with what uses its address, as
+calicoctl does: workload endpoints (``Workload(ns/name)``), node tunnel addresses
+(``Node(name)``: IPIP, VXLAN and WireGuard, IPv4 and IPv6 — calicoctl looks at IPv4 only, but an
+IPv6 tunnel address reported as leaked would be released) and Windows' reserved addresses.  An
+allocation nothing uses is *leaked* (``inUse: false`` in the report); a handle no allocation
+refers to is a leaked handle.  Leaks are not findings: an address allocated by a CNI ADD whose
+endpoint is not written yet, or by ``calico-ipam`` under another CNI plugin, is one too, so only
+an operator who has ruled that out (``calicoctl ipam release --from-report``) acts on them.
+
 Invariant: a store written only by completed allocator calls has no findings.
 """
 
@@ -28,18 +38,42 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
+from pycalico import __version__
 from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
 from pycalico.ipam import keys
-from pycalico.ipam.blocks import AllocationBlock, CorruptBlock
+from pycalico.ipam.blocks import AllocationAttribute, AllocationBlock, CorruptBlock
+from pycalico.ipam.check_report import (
+    CheckReport,
+    ClusterStamp,
+    LeakedHandle,
+    ReportAllocation,
+    report_json,
+)
 from pycalico.ipam.pools import Pool, pool_for_address
-from pycalico.ipam.records import BlockAffinity, IPAddress, IPAMHandle, IPNetwork, sanitize_handle
+from pycalico.ipam.records import (
+    WINDOWS_RESERVED_HANDLE,
+    BlockAffinity,
+    IPAddress,
+    IPAMHandle,
+    IPNetwork,
+    sanitize_handle,
+)
 from pycalico.lib.addresses import address_order
 
 WORKLOADENDPOINTS_PREFIX = paths.resource_prefix("workloadendpoints")
+CLUSTER_INFORMATION_KEY = paths.resource_key("clusterinformations", "default")
+# Where a Node keeps the tunnel addresses IPAM allocated for it.
+_NODE_TUNNEL_FIELDS = (
+    ("bgp", "ipv4IPIPTunnelAddr"),
+    (None, "ipv4VXLANTunnelAddr"),
+    (None, "ipv6VXLANTunnelAddr"),
+    ("wireguard", "interfaceIPv4Address"),
+    ("wireguard", "interfaceIPv6Address"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +103,11 @@ class Snapshot:
     nodes: set[str] = field(default_factory=set)
     pools: list[Pool] = field(default_factory=list)
     endpoint_addresses: dict[str, list[str]] = field(default_factory=dict)
+    # Tunnel address -> nodes that name it.
+    node_addresses: dict[str, list[str]] = field(default_factory=dict)
+    # Sanitized handle id -> (the id as its key spells it, the key's etcd revision).
+    handle_keys: dict[str, tuple[str, int]] = field(default_factory=dict)
+    cluster: ClusterStamp | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +116,78 @@ class Report:
     blocks: int
     allocations: int
     handles: int
+    # The cross-reference calicoctl reports (see the module docstring).
+    ips: Sequence[ReportAllocation] = ()
+    in_use: Mapping[str, Sequence[str]] = field(default_factory=dict)  # address -> owners
+    leaked_handles: Sequence[LeakedHandle] = ()
+    missing_handles: Sequence[str] = ()
+    block_affinities: Sequence[tuple[str, str]] = ()  # (cidr, affinity or "<none>")
+    active_pools: Sequence[str] = ()
+    node_ips: int = 0
+    workload_ips: int = 0
+    cluster: ClusterStamp | None = None
 
     @property
     def clean(self) -> bool:
         return not self.findings
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "summary": {
-                    "blocks": self.blocks,
-                    "allocations": self.allocations,
-                    "handles": self.handles,
-                    "findings": len(self.findings),
-                },
-                "findings": [asdict(f) for f in self.findings],
-            },
-            indent=2,
+    @property
+    def leaked(self) -> list[ReportAllocation]:
+        return [a for a in self.ips if not a.in_use]
+
+    def unallocated_in_use(self) -> tuple[list[str], list[str]]:
+        """In-use addresses IPAM has not allocated: (outside active pools, inside them)."""
+        allocated = {a.ip for a in self.ips}
+        pools = [ipaddress.ip_network(p) for p in self.active_pools]
+        outside, inside = [], []
+        for address in self.in_use:
+            if address in allocated:
+                continue
+            parsed = ipaddress.ip_address(address)
+            if any(parsed.version == p.version and parsed in p for p in pools):
+                inside.append(address)
+            else:
+                outside.append(address)
+        return outside, inside
+
+    def check_report(self, version: str = __version__) -> CheckReport:
+        return CheckReport(
+            version=version,
+            cluster=self.cluster or ClusterStamp(),
+            allocations=tuple(self.ips),
+            leaked_handles=tuple(self.leaked_handles),
         )
+
+    def to_json(self, version: str = __version__) -> str:
+        """calicoctl's report, plus pycalico's own ``summary`` and ``findings``."""
+        out = report_json(self.check_report(version))
+        out["summary"] = {
+            "blocks": self.blocks,
+            "allocations": self.allocations,
+            "handles": self.handles,
+            "findings": len(self.findings),
+            "leakedIPs": len(self.leaked),
+            "leakedHandles": len(self.leaked_handles),
+        }
+        out["findings"] = [asdict(f) for f in self.findings]
+        return json.dumps(out, indent=2)
+
+
+def _normalise(text: object) -> str | None:
+    try:
+        return str(ipaddress.ip_interface(str(text)).ip)
+    except ValueError:
+        return None
+
+
+def _node_tunnel_addresses(spec: Mapping[str, object]) -> list[str]:
+    found = []
+    for section, name in _NODE_TUNNEL_FIELDS:
+        holder = spec.get(section) if section else spec
+        value = holder.get(name) if isinstance(holder, dict) else None
+        if value and (address := _normalise(value)) is not None:
+            found.append(address)
+    return found
 
 
 async def load_snapshot(kv: KVStore) -> Snapshot:
@@ -113,8 +206,18 @@ async def load_snapshot(kv: KVStore) -> Snapshot:
             )
         elif (handle_id := keys.parse_handle_key(item.key)) is not None:
             snapshot.handles[sanitize_handle(handle_id)] = IPAMHandle.from_json(item.value)
+    for item in listed.items:
+        if (handle_id := keys.parse_handle_key(item.key)) is not None:
+            snapshot.handle_keys[sanitize_handle(handle_id)] = (handle_id, item.revision)
     for item in (await kv.list(keys.NODES_PREFIX)).items:
-        snapshot.nodes.add(item.key.rsplit("/", 1)[1])
+        name = item.key.rsplit("/", 1)[1]
+        snapshot.nodes.add(name)
+        try:
+            spec = json.loads(item.value).get("spec") or {}
+        except (ValueError, AttributeError):
+            continue
+        for address in _node_tunnel_addresses(spec if isinstance(spec, dict) else {}):
+            snapshot.node_addresses.setdefault(address, []).append(name)
     for item in (await kv.list(keys.IPPOOLS_PREFIX)).items:
         try:
             snapshot.pools.append(Pool.from_resource_json(item.value))
@@ -123,12 +226,32 @@ async def load_snapshot(kv: KVStore) -> Snapshot:
     for item in (await kv.list(WORKLOADENDPOINTS_PREFIX)).items:
         try:
             spec = json.loads(item.value).get("spec") or {}
-        except ValueError:
+        except (ValueError, AttributeError):
             continue
         name = item.key[len(WORKLOADENDPOINTS_PREFIX) :]
         for network in spec.get("ipNetworks") or []:
-            snapshot.endpoint_addresses.setdefault(str(network).split("/")[0], []).append(name)
+            if (used := _normalise(network)) is not None:
+                snapshot.endpoint_addresses.setdefault(used, []).append(name)
+    snapshot.cluster = await load_cluster_stamp(kv)
     return snapshot
+
+
+async def load_cluster_stamp(kv: KVStore) -> ClusterStamp | None:
+    """ClusterInformation ``default`` as reports record it; None when it does not exist."""
+    cluster = await kv.get(CLUSTER_INFORMATION_KEY)
+    if cluster is None:
+        return None
+    try:
+        spec = json.loads(cluster.value).get("spec") or {}
+    except (ValueError, AttributeError):
+        spec = {}
+    ready = spec.get("datastoreReady")
+    return ClusterStamp(
+        guid=str(spec.get("clusterGUID") or ""),
+        revision=str(cluster.revision),
+        cluster_type=str(spec.get("clusterType") or ""),
+        datastore_ready=ready if isinstance(ready, bool) else None,
+    )
 
 
 def analyse(snapshot: Snapshot) -> Report:
@@ -316,12 +439,99 @@ def analyse(snapshot: Snapshot) -> Report:
                     address=address_text,
                 )
             )
-    return Report(
-        findings=findings,
-        blocks=len(snapshot.blocks),
-        allocations=allocations,
-        handles=len(snapshot.handles),
+    return _cross_reference(
+        snapshot,
+        Report(
+            findings=findings,
+            blocks=len(snapshot.blocks),
+            allocations=allocations,
+            handles=len(snapshot.handles),
+        ),
     )
+
+
+def attributes_text(attribute: AllocationAttribute | None) -> str:
+    """calicoctl's rendering of an allocation's attributes: ``Main:<handle> Extra:k=v,...``."""
+    if attribute is None:
+        return "<missing>"
+    extra = ",".join(f"{k}={v}" for k, v in sorted((attribute.secondary or {}).items()))
+    return f"Main:{attribute.handle_id or '<none>'} Extra:{extra}"
+
+
+def _is_windows_reserved(attribute: AllocationAttribute) -> bool:
+    return (attribute.handle_id or "").lower() == WINDOWS_RESERVED_HANDLE
+
+
+def _cross_reference(snapshot: Snapshot, counts: Report) -> Report:
+    """Add calicoctl's view to ``counts``: who uses each allocated address, what is leaked."""
+    in_use: dict[str, list[str]] = {}
+    for address, names in snapshot.node_addresses.items():
+        in_use.setdefault(address, []).extend(f"Node({n})" for n in names)
+    for address, names in snapshot.endpoint_addresses.items():
+        in_use.setdefault(address, []).extend(f"Workload({n})" for n in names)
+    referenced: set[str] = set()
+    records: list[tuple[AllocationBlock, int, AllocationAttribute]] = []
+    for block in snapshot.blocks:
+        for ordinal in block.in_use_ordinals():
+            attribute = block.attributes[block.allocations[ordinal]]  # type: ignore[index]
+            records.append((block, ordinal, attribute))
+            if _is_windows_reserved(attribute):
+                in_use.setdefault(str(block.address(ordinal)), []).append("Reserved for Windows")
+            elif attribute.handle_id:
+                referenced.add(sanitize_handle(attribute.handle_id))
+    allocations = []
+    for block, ordinal, attribute in records:
+        address = str(block.address(ordinal))
+        extra = dict(attribute.secondary or {})
+        node = extra.get("node") or block.host or ""
+        owners = tuple(in_use.get(address, ()))
+        allocations.append(
+            ReportAllocation(
+                ip=address,
+                handle="" if _is_windows_reserved(attribute) else attribute.handle_id or "",
+                sequence_number=block.sequence_for(ordinal),
+                pod=extra.get("pod", ""),
+                namespace=extra.get("namespace", ""),
+                node=node,
+                type=extra.get("type", ""),
+                creation_timestamp=extra.get("timestamp", ""),
+                in_use=bool(owners),
+                borrowed=node != (block.host or ""),
+                owners=owners,
+                block=str(block.cidr),
+                attributes=attributes_text(attribute),
+            )
+        )
+    allocations.sort(key=lambda a: (address_order(ipaddress.ip_address(a.ip)), a.block))
+    # A block that cannot be read may refer to any handle: call none leaked then.
+    leaked_handles = (
+        []
+        if snapshot.corrupt_blocks
+        else [
+            LeakedHandle(id=raw, revision=str(revision))
+            for handle, (raw, revision) in sorted(snapshot.handle_keys.items())
+            if handle not in referenced
+        ]
+    )
+    return replace(
+        counts,
+        ips=allocations,
+        in_use={a: tuple(o) for a, o in sorted(in_use.items(), key=_by_address)},
+        leaked_handles=leaked_handles,
+        missing_handles=sorted(referenced - snapshot.handles.keys()),
+        block_affinities=[
+            (str(b.cidr), b.affinity or "<none>")
+            for b in sorted(snapshot.blocks, key=lambda b: address_order(b.cidr.network_address))
+        ],
+        active_pools=[str(p.cidr) for p in snapshot.pools if not p.disabled],
+        node_ips=sum(len(n) for n in snapshot.node_addresses.values()),
+        workload_ips=sum(len(n) for n in snapshot.endpoint_addresses.values()),
+        cluster=snapshot.cluster,
+    )
+
+
+def _by_address(item: tuple[str, object]) -> tuple[int, int]:
+    return address_order(ipaddress.ip_address(item[0]))
 
 
 def _network(cidr: str) -> IPNetwork:
@@ -330,17 +540,3 @@ def _network(cidr: str) -> IPNetwork:
 
 async def check(kv: KVStore) -> Report:
     return analyse(await load_snapshot(kv))
-
-
-def summary_lines(report: Report) -> list[str]:
-    lines = [
-        f"Found {report.blocks} IPAM blocks.",
-        f"Found {report.allocations} allocated IPs.",
-        f"Found {report.handles} IPAM handles.",
-    ]
-    if report.clean:
-        lines.append("Check complete; found 0 problems.")
-    else:
-        lines.append(f"Check complete; found {len(report.findings)} problems.")
-        lines.extend(f"  [{f.kind}] {f.message}" for f in report.findings)
-    return lines
