@@ -20,6 +20,7 @@ PURE_PATHS = (
     "datastore/paths.py",
     "ipam/blocks.py",
     "ipam/records.py",
+    "ipam/check_report.py",
     "felix/calc",
     "felix/rules",
     "bgp/processor.py",

@@ -7,5 +7,6 @@ use, and the order a node walks a pool's blocks), ``api`` (errors, requests, res
 (datastore primitives and the two-phase block claim), ``release`` (releasing and the queries by
 address and handle: a base class of ``IPAM``), ``allocator`` (``IPAM``: auto-assign, assign, and
 all of ``release``), ``batching`` (combining a node's concurrent requests in a long-lived
-allocator), ``check`` (the consistency check behind ``calicoctl ipam check``).
+allocator), ``check`` (the consistency check behind ``calicoctl ipam check``), ``check_report`` (PURE:
+the report file that check writes and ``calicoctl ipam release --from-report`` reads).
 """
