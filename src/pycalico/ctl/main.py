@@ -7,8 +7,8 @@ stdout, errors on stderr, exit status 1 on any failure (also for a bad option, a
 Commands: ``create``, ``apply``, ``replace``, ``delete``, ``get``, ``label``, ``validate``,
 ``version``, and subcommand groups loaded lazily from other modules (``ipam`` from
 ``pycalico.ctl.ipam``, ``node`` from ``pycalico.ctl.node``, ``patch`` from
-``pycalico.ctl.patch``, each when that module exists), so a missing or broken optional group
-never breaks the rest.
+``pycalico.ctl.patch``, ``datastore`` from ``pycalico.ctl.datastore``, each when that module
+exists), so a missing or broken optional group never breaks the rest.
 
 Not here: datastore logic (``actions``), formatting (``output``, ``columns``, ``results``),
 reading manifests (``loading``).
@@ -50,9 +50,12 @@ from pycalico.model.meta import Resource
 T = TypeVar("T")
 
 # Subcommand groups other modules provide: name -> "module:attribute".  Imported on first use.
-LAZY_GROUPS = {"ipam": "pycalico.ctl.ipam:ipam", "node": "pycalico.ctl.node:node"}
-LAZY_GROUPS["node"] = "pycalico.ctl.node:node"
-LAZY_GROUPS["patch"] = "pycalico.ctl.patch:patch"
+LAZY_GROUPS = {
+    "datastore": "pycalico.ctl.datastore:datastore",
+    "ipam": "pycalico.ctl.ipam:ipam",
+    "node": "pycalico.ctl.node:node",
+    "patch": "pycalico.ctl.patch:patch",
+}
 
 LOG_LEVELS = {
     "panic": logging.CRITICAL + 10,
