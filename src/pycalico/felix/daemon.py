@@ -15,6 +15,13 @@ Invariants:
   after an orderly shutdown; the kernel state is left in place for the next Felix.
 * SIGTERM/SIGINT stop Felix without touching the kernel: rules, routes and sysctls stay, so
   workloads keep their connectivity while Felix is down.
+* The datastore lock (ClusterInformation ``default`` ``datastoreReady: false``, see
+  ``felix.calc.ready``) is honoured as Go Felix does: at start, Felix waits (live, not ready,
+  logging "Waiting for datastore to be initialized (or migrated)") before it syncs anything;
+  when the flag turns false while it runs, it forwards nothing more to the dataplane and exits
+  with ``EXIT_DATASTORE_NOT_READY`` for its supervisor (calico-node) to restart it — the
+  restarted Felix then waits.  Either way the kernel keeps the state it had; after the unlock
+  the first apply brings it to the datastore's state of that moment.
 """
 
 from __future__ import annotations
@@ -27,20 +34,27 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import cast
 
 from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
-from pycalico.datastore.syncer import Syncer
+from pycalico.datastore.syncer import Syncer, SyncerBatch, SyncStatus
 from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
+from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
-from pycalico.felix.messages import ConfigUpdate, InSync, Message
+from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
 from pycalico.felix.status import HttpServer, Metrics, StatusReporter
 
 log = logging.getLogger("pycalico.felix")
 
 _LEVELS = {"Debug": 10, "Info": 20, "Warning": 30, "Error": 40, "Fatal": 50}
+
+# Go Felix ends with log.Fatal (status 1) on "datastore became unready"; calico-node restarts it.
+EXIT_DATASTORE_NOT_READY = 1
+# Go Felix logs its waiting line on every 1 s poll; a watch does not poll, so repeat it this often.
+WAITING_LOG_INTERVAL = 10.0
 
 
 class ConfigChanged(Exception):
@@ -124,6 +138,7 @@ class Felix:
         self._dataplane_factory = dataplane_factory or _real_dataplane
         self._pending: list[Message] = []
         self._dataplane_task: asyncio.Task[None] | None = None
+        self.datastore_locked = False  # waiting at start for datastoreReady to turn true
 
     # --- health ------------------------------------------------------------------------------
 
@@ -133,7 +148,8 @@ class Felix:
     def ready(self) -> bool:
         dataplane = self.dataplane
         return (
-            dataplane is not None
+            not self.datastore_locked
+            and dataplane is not None
             and dataplane.in_sync
             and dataplane.last_report is not None
             and dataplane.healthy
@@ -144,7 +160,12 @@ class Felix:
         def check(ok: bool) -> tuple[int, str, bytes]:
             return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"not ready\n")
 
-        return {"/liveness": lambda: check(self.live()), "/readiness": lambda: check(self.ready())}
+        def readiness() -> tuple[int, str, bytes]:
+            if self.datastore_locked:
+                return 503, "text/plain", f"{ready_flag.NOT_READY_STATUS}\n".encode()
+            return check(self.ready())
+
+        return {"/liveness": lambda: check(self.live()), "/readiness": readiness}
 
     # --- config ------------------------------------------------------------------------------
 
@@ -171,6 +192,7 @@ class Felix:
         try:
             await self._start_servers()
             tasks.append(asyncio.ensure_future(self._ticker()))
+            await self._wait_for_datastore_ready()
             tasks.append(asyncio.ensure_future(self._report_loop()))
             syncer = Syncer(self.kv, [paths.RESOURCE_ROOT])
             async for batch in syncer:
@@ -181,6 +203,10 @@ class Felix:
                     self.graph.on_in_sync()
                 messages = self.graph.flush()
                 self.metrics.calc_time.observe(time.perf_counter() - start)
+                if messages and isinstance(messages[0], DatastoreNotReady):
+                    # Nothing from this flush on reaches the kernel; the next Felix waits.
+                    log.warning(ready_flag.BECAME_UNREADY_MESSAGE)
+                    return EXIT_DATASTORE_NOT_READY
                 for message in messages:
                     if isinstance(message, ConfigUpdate):
                         self._on_config(message)
@@ -203,6 +229,48 @@ class Felix:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close()
         return 0
+
+    async def _wait_for_datastore_ready(self) -> None:
+        """Return once ClusterInformation ``default`` does not say ``datastoreReady: false``.
+
+        Go Felix polls the flag every second before it creates its syncer; here a syncer on
+        that one key answers as soon as ``calicoctl datastore migrate unlock`` writes it.
+        """
+        syncer = Syncer(self.kv, [ready_flag.CLUSTER_INFORMATION_KEY])
+        value: bytes | None = None
+        reminder: asyncio.Task[None] | None = None
+        try:
+            # batches() is an async generator: close it so its watch ends with the wait.
+            stream = cast(AsyncGenerator[SyncerBatch, None], syncer.batches())
+            async with contextlib.aclosing(stream) as batches:
+                async for batch in batches:
+                    for update in batch.updates:
+                        if update.key == ready_flag.CLUSTER_INFORMATION_KEY:
+                            value = update.value
+                    if syncer.status is not SyncStatus.IN_SYNC:
+                        continue
+                    if ready_flag.datastore_ready_from_value(value):
+                        if self.datastore_locked:
+                            log.info("Datastore is ready (unlocked): starting to sync")
+                        self.datastore_locked = False
+                        return
+                    self.datastore_locked = True
+                    if reminder is None:
+                        reminder = asyncio.ensure_future(self._log_locked())
+        finally:
+            if reminder is not None:
+                reminder.cancel()
+                await asyncio.gather(reminder, return_exceptions=True)
+
+    @staticmethod
+    async def _log_locked() -> None:
+        while True:
+            log.warning(
+                "%s: ClusterInformation default has datastoreReady=false "
+                "(calicoctl datastore migrate unlock ends it)",
+                ready_flag.WAITING_MESSAGE,
+            )
+            await asyncio.sleep(WAITING_LOG_INTERVAL)
 
     def _start_dataplane(self, first: list[Message]) -> asyncio.Task[None]:
         log.info("In sync with the datastore: starting the dataplane for %s", self.hostname)

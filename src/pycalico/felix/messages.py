@@ -118,6 +118,16 @@ class ConfigUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class DatastoreNotReady:
+    """ClusterInformation ``default`` says ``datastoreReady: false`` (the datastore is locked).
+
+    Go Felix's ``calc.DatastoreNotReady``: the sequencer sends it first in its flush, and it is
+    for the daemon, never the dataplane — Felix stops forwarding messages and exits for a
+    restart (the restarted Felix waits until the flag is true again before it syncs).
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class InSync:
     """The initial datastore snapshot is fully processed; the dataplane may now change the kernel."""
 
@@ -261,6 +271,7 @@ class HostMetadataRemove:
 Message = (
     ConfigUpdate
     | InSync
+    | DatastoreNotReady
     | IPSetUpdate
     | IPSetDeltaUpdate
     | IPSetRemove

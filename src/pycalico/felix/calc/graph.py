@@ -10,7 +10,10 @@ kind:
   calculator (``active_rules``), whose label index matches them against policy selectors;
 * policies and profiles → the active-rules calculator, which sends the active ones with their
   ``ResolvedRule`` s and reference-counts their IP sets in the member index;
-* tiers, FelixConfiguration, IPPools, Nodes → the sorter, the config, pools and host metadata.
+* tiers, FelixConfiguration, IPPools, Nodes → the sorter, the config, pools and host metadata;
+* ClusterInformation ``default`` → the datastore ready flag (``ready``): when it turns to
+  not-ready (``datastoreReady: false``, ``calicoctl datastore migrate lock``) the next flush
+  starts with ``DatastoreNotReady``.
 
 Everything goes to the ``EventSequencer``; endpoint messages are computed lazily at ``flush``
 for the endpoints that changed.  What it is not: I/O of any kind (the daemon feeds it and hands
@@ -57,6 +60,7 @@ from pycalico.felix.calc.policies import (
     tier_settings,
     workload_tiers,
 )
+from pycalico.felix.calc.ready import CLUSTER_INFORMATION_NAME, datastore_ready
 from pycalico.felix.calc.sequencer import EventSequencer
 from pycalico.felix.calc.stats import GraphStats, GraphSummary
 from pycalico.felix.messages import (
@@ -78,7 +82,7 @@ from pycalico.model.endpoints import (
 from pycalico.model.ipam import IPPool
 from pycalico.model.kinds import KINDS, KindInfo
 from pycalico.model.meta import Resource
-from pycalico.model.node import FelixConfiguration, Node
+from pycalico.model.node import ClusterInformation, FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 from pycalico.model.validation import ValidationFailure
 
@@ -98,6 +102,7 @@ _HANDLED_PLURALS = frozenset(
         "felixconfigurations",
         "ippools",
         "nodes",
+        "clusterinformations",
     }
 )
 
@@ -138,6 +143,7 @@ class CalcGraph:
         self._pool_ids_by_key: dict[str, str] = {}
         self._node_names: set[str] = set()
         self._config_dirty = True
+        self.datastore_ready = True  # until ClusterInformation default says otherwise
 
     # --- input --------------------------------------------------------------------------------
 
@@ -206,6 +212,8 @@ class CalcGraph:
             self._on_pool(key, resource)
         elif plural == "nodes":
             self._on_node(name, resource)
+        elif plural == "clusterinformations":
+            self._on_cluster_information(name, resource)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -330,6 +338,18 @@ class CalcGraph:
         else:
             self._felix_configs.pop(name, None)
         self._config_dirty = True
+
+    def _on_cluster_information(self, name: str, resource: Resource | None) -> None:
+        if name != CLUSTER_INFORMATION_NAME:
+            return
+        info = resource if isinstance(resource, ClusterInformation) else None
+        ready = datastore_ready(info)
+        if self.datastore_ready and not ready:
+            log.warning("Ready flag updated: datastoreReady=false (the datastore is locked)")
+            self.sequencer.on_datastore_not_ready()
+        elif ready and not self.datastore_ready:
+            log.info("Ready flag updated: the datastore is ready again")
+        self.datastore_ready = ready
 
     def _on_pool(self, key: str, resource: Resource | None) -> None:
         old = self._pool_ids_by_key.pop(key, None)

@@ -5,7 +5,7 @@ sequencer keeps at most one pending update per object (a later update replaces a
 IP-set deltas merge, an add then remove of something never sent cancels out) and ``flush``
 returns them in an order where the dataplane never sees a reference before its target:
 
-    ConfigUpdate, IPPool and host-metadata updates, IP-set updates/deltas, policy updates, profile updates,
+    DatastoreNotReady, ConfigUpdate, IPPool and host-metadata updates, IP-set updates/deltas, policy updates, profile updates,
     endpoint updates, then endpoint removes, profile removes, policy removes, IP-set removes,
     IPPool and host-metadata removes, and finally InSync (once, at the first flush after ``on_in_sync``).
 
@@ -28,6 +28,7 @@ from pycalico.felix.messages import (
     ActiveProfileRemove,
     ActiveProfileUpdate,
     ConfigUpdate,
+    DatastoreNotReady,
     HostEndpointID,
     HostEndpointRemove,
     HostEndpointUpdate,
@@ -112,6 +113,7 @@ class EventSequencer:
         self._hosts: _Channel[HostEndpointID, HostEndpointUpdate] = _Channel()
         self._in_sync = False
         self._in_sync_sent = False
+        self._not_ready = False
 
     # --- input --------------------------------------------------------------------------------
 
@@ -120,6 +122,11 @@ class EventSequencer:
 
     def on_in_sync(self) -> None:
         self._in_sync = True
+
+    def on_datastore_not_ready(self) -> None:
+        """The ready flag turned false; like Go's, this is not taken back if it turns true
+        again before the flush: the daemon restarts and re-reads the flag anyway."""
+        self._not_ready = True
 
     def on_pool_update(self, message: IPPoolUpdate) -> None:
         self._pools.update(message.id, message)
@@ -190,6 +197,10 @@ class EventSequencer:
 
     def flush(self) -> list[Message]:
         out: list[Message] = []
+        if self._not_ready:
+            # First, as Go's flushReadyFlag: the daemon must see it before anything else.
+            out.append(DatastoreNotReady())
+            self._not_ready = False
         if self._config is not None and self._config != self._sent_config:
             out.append(self._config)
             self._sent_config = self._config

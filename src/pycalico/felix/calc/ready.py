@@ -1,0 +1,50 @@
+"""The datastore ready flag: ClusterInformation ``default`` → "may Felix program the kernel?".
+
+What it is: the pycalico counterpart of libcalico-go's ClusterInformation update processor,
+which turns ``spec.datastoreReady`` into Felix's ``ReadyFlagKey``.  ``calicoctl datastore migrate
+lock`` sets the flag false, ``unlock`` sets it true.  What it is not: the reaction to the flag
+(the graph reports a change to not-ready through the sequencer; the daemon waits at start and
+exits for a restart while running, as Go Felix does).
+
+Invariants: only an explicit ``datastoreReady: false`` is "not ready".  A missing
+ClusterInformation, a missing field or a value that does not decode counts as ready: pycalico's
+Felix also runs where calico-node has not written a ClusterInformation (Go Felix, which always
+runs behind calico-node's ``EnsureInitialized``, waits for an explicit ``true`` at start).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pycalico.datastore.paths import resource_key
+from pycalico.model.codec import decode_value
+from pycalico.model.kinds import KINDS
+from pycalico.model.node import ClusterInformation
+from pycalico.model.validation import ValidationFailure
+
+log = logging.getLogger(__name__)
+
+CLUSTER_INFORMATION_NAME = "default"
+CLUSTER_INFORMATION_KEY = resource_key(KINDS["ClusterInformation"], CLUSTER_INFORMATION_NAME)
+
+# Go Felix's log lines, so operators grepping for them find ours too.
+WAITING_MESSAGE = "Waiting for datastore to be initialized (or migrated)"
+BECAME_UNREADY_MESSAGE = "Datastore became unready, need to restart."
+NOT_READY_STATUS = "datastore not ready (locked: ClusterInformation default datastoreReady=false)"
+
+
+def datastore_ready(info: ClusterInformation | None) -> bool:
+    """False only when ``info`` exists and says ``datastoreReady: false``."""
+    return info is None or info.spec.datastore_ready is not False
+
+
+def datastore_ready_from_value(value: bytes | str | None) -> bool:
+    """``datastore_ready`` of the stored ClusterInformation ``default`` (None: no such key)."""
+    if value is None:
+        return True
+    try:
+        info = decode_value(value, kind=KINDS["ClusterInformation"])
+    except ValidationFailure as error:
+        log.warning("ClusterInformation default does not decode (%s): treating it as ready", error)
+        return True
+    return datastore_ready(info if isinstance(info, ClusterInformation) else None)
