@@ -5,8 +5,9 @@ A click group ``datastore`` registered by ``pycalico.ctl.main``.  As in Calico, 
 (creating the resource first if calico-node never did, as Calico's ``EnsureInitialized`` does)
 and prints "Datastore locked."; ``unlock`` sets it to true and prints "Datastore unlocked.".
 ``calicoctl ipam release --from-report`` refuses to run on an unlocked datastore unless forced,
-so an operator locks, checks, releases and unlocks.  (In Calico, Felix also stops applying
-updates while the flag is false; pycalico's Felix does not act on it yet.)
+so an operator locks, checks, releases and unlocks.  Felix, as Calico's, stops and waits while
+the flag is false (``pycalico.felix.calc.ready``): no datastore change reaches the kernel until
+the datastore is unlocked.
 
 Not here: ``export``/``import`` (a migration to the Kubernetes datastore, which pycalico does not
 have).  Invariant: the flag is written by a compare-and-swap on the revision that was read, so a
