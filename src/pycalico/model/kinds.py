@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycalico.model.bgp import BGPConfiguration, BGPPeer
+from pycalico.model.bgpfilter import BGPFilter
 from pycalico.model.endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
@@ -55,6 +56,7 @@ _ALIASES: dict[type[CheckedResource], tuple[str, ...]] = {
     Node: ("node", "nodes", "no", "nos"),
     BGPConfiguration: ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"),
     BGPPeer: ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"),
+    BGPFilter: ("bgpfilter", "bgpf", "bgpfs", "bf", "bfs"),
     FelixConfiguration: (
         "felixconfiguration",
         "felixconfigurations",

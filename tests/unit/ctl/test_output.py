@@ -146,6 +146,11 @@ EXPECTED: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["NAME", "PEERIP", "NODE", "ASN"],
         ["peer-with-route-reflectors", "", "all()", "0"],
     ),
+    "BGPFilter": (
+        ["NAME", "NUMEXPORT", "NUMIMPORT"],
+        ["NAME", "NUMEXPORT", "NUMIMPORT"],
+        ["tor-routes", "3", "3"],
+    ),
     "Tier": (["NAME", "ORDER"], ["NAME", "ORDER"], ["security", "100"]),
     "GlobalNetworkPolicy": (
         ["NAME", "TIER"],
