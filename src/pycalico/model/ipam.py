@@ -1,4 +1,4 @@
-"""IPAM kinds: IPPool and IPAMConfiguration, plus the pure cross-resource checks the client layer
+"""IPAM kinds: IPPool, IPAMConfiguration and IPReservation, plus the pure cross-resource checks the client layer
 needs for pools (overlap with existing pools, immutable fields).
 
 What it is: their wire shape, the defaults Calico's client fills in on write, and the checks of
@@ -14,6 +14,10 @@ Invariants:
 * ``cidr`` and ``blockSize`` never change once a pool exists (``immutable_field_changes``).
 * IPAMConfiguration is a singleton named ``default``; ``maxBlocksPerHost`` > 0 needs
   ``strictAffinity``; ``strictAffinity: false`` with ``autoAllocateBlocks: false`` is refused.
+* IPReservation ``reservedCIDRs`` entries are each a CIDR of either family, not necessarily
+  masked ("10.0.0.5/30" means 10.0.0.4/30), or a bare address (a /32 or /128), as Calico's
+  ``cidrs`` validator (ParseCIDROrIP); they are stored as written, Calico's client does not
+  rewrite them.  No defaults.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field
 
-from pycalico.model.fields import network_of, network_problem, selector_problem
+from pycalico.model.fields import cidr_problem, network_of, network_problem, selector_problem
 from pycalico.model.meta import Resource
 from pycalico.model.validation import Checked, CheckedResource, Issue
 
@@ -209,6 +213,43 @@ class IPAMConfiguration(CheckedResource):
         if not update:
             return self
         return self.model_copy(update={"spec": self.spec.model_copy(update=update)})
+
+
+class IPReservationSpec(Checked):
+    reserved_cidrs: list[str] | None = Field(default=None, alias="reservedCIDRs")
+
+    def issues(self, path: str) -> Iterator[Issue]:
+        for index, text in enumerate(self.reserved_cidrs or []):
+            problem = cidr_problem(text)
+            if problem is None and "%" in text:
+                # Python accepts an IPv6 zone ("fe80::1%eth0"); Go's ParseCIDR does not.
+                problem = f"{text!r} is not a valid CIDR: a zone (%...) is not allowed"
+            if problem:
+                yield f"{path}.reservedCIDRs[{index}]", problem
+
+
+class IPReservation(CheckedResource):
+    """Addresses Calico IPAM never auto-assigns (an explicit assign_ip may still take them)."""
+
+    KIND: ClassVar[str] = "IPReservation"
+    PLURAL: ClassVar[str] = "ipreservations"
+    NAMESPACED: ClassVar[bool] = False
+
+    kind: str = "IPReservation"
+    spec: IPReservationSpec = Field(default_factory=IPReservationSpec)
+
+    def spec_issues(self) -> Iterator[Issue]:
+        yield from self.spec.issues("spec")
+
+    @property
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The reserved networks, masked (an unparsable entry is skipped, as Calico's IPAM)."""
+        out = []
+        for text in self.spec.reserved_cidrs or []:
+            network = None if "%" in text else network_of(text.strip())
+            if network is not None:
+                out.append(network)
+        return out
 
 
 # --- cross-resource checks for the client layer -----------------------------------------------

@@ -21,7 +21,7 @@ from pycalico.model.endpoints import (
     Profile,
     WorkloadEndpoint,
 )
-from pycalico.model.ipam import IPAMConfiguration, IPPool
+from pycalico.model.ipam import IPAMConfiguration, IPPool, IPReservation
 from pycalico.model.node import (
     ClusterInformation,
     FelixConfiguration,
@@ -53,6 +53,7 @@ class UnknownKind(ValueError):
 _ALIASES: dict[type[CheckedResource], tuple[str, ...]] = {
     IPPool: ("ippool", "ippools", "ipp", "ipps", "pool", "pools"),
     IPAMConfiguration: ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"),
+    IPReservation: ("ipreservation", "ipreservations", "reservation", "reservations"),
     Node: ("node", "nodes", "no", "nos"),
     BGPConfiguration: ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"),
     BGPPeer: ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"),

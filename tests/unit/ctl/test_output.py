@@ -124,6 +124,11 @@ EXPECTED: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
         ["default", "false", "true", "0"],
     ),
+    "IPReservation": (
+        ["NAME"],
+        ["NAME", "CIDRS"],
+        ["pods-reserved", "10.244.0.1,10.244.1.0/30,fd00:10:244::/126"],
+    ),
     "ClusterInformation": (
         ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"],
         ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"],

@@ -9,6 +9,7 @@ from pycalico.model.kinds import KINDS, UnknownKind, lookup_kind
 EXPECTED = {
     "IPPool": ("ippools", False),
     "IPAMConfiguration": ("ipamconfigurations", False),
+    "IPReservation": ("ipreservations", False),
     "Node": ("nodes", False),
     "BGPConfiguration": ("bgpconfigurations", False),
     "BGPPeer": ("bgppeers", False),
