@@ -3,7 +3,8 @@
 Modules: ``records`` (PURE: address types, Calico's IPAM vocabulary, and the block summary,
 affinity, handle and config values), ``blocks`` (PURE: Calico's allocation block and the
 per-block algorithms), ``keys`` (Calico's IPAM key layout), ``pools`` (which pools a request may
-use, and the order a node walks a pool's blocks), ``api`` (errors, requests, results), ``store``
+use, and the order a node walks a pool's blocks), ``reservations`` (PURE: the addresses
+IPReservations keep from auto-assignment), ``api`` (errors, requests, results), ``store``
 (datastore primitives and the two-phase block claim), ``release`` (releasing and the queries by
 address and handle: a base class of ``IPAM``), ``allocator`` (``IPAM``: auto-assign, assign, and
 all of ``release``), ``batching`` (combining a node's concurrent requests in a long-lived

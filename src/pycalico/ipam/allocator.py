@@ -19,6 +19,10 @@ Invariants kept across crashes and races:
   agent's batched assignments and the usual release), so a crash can leave a handle count
   without an address, never an address without its handle.
 * A release that quotes a sequence number frees nothing if the address was since reused.
+* Auto-assignment never hands out an address an ``IPReservation`` covers (affine blocks, new
+  claims, borrowing and the node agent's batched hot block alike): a wholly reserved block CIDR
+  is never claimed or borrowed from, and reserved ordinals stay free in place.  ``assign_ip`` of
+  a given address and releasing ignore reservations, as Calico's.
 * ``auto_assign`` with IPv4 and IPv6 is all or nothing: pools for both families are resolved
   before anything is written, and on a shortfall every address taken by the call is released.
 """
@@ -74,7 +78,8 @@ from pycalico.ipam.records import (
     IPNetwork,
 )
 from pycalico.ipam.release import IPAMRelease
-from pycalico.ipam.store import RETRIES
+from pycalico.ipam.reservations import Reservations
+from pycalico.ipam.store import NO_RESERVATIONS, RETRIES
 
 __all__ = [
     "IPAM",
@@ -109,13 +114,14 @@ class _FamilyPlan:
     pools: list[Pool]
     all_pools: list[Pool]
     node_labels: Mapping[str, str]
+    reservations: Reservations = NO_RESERVATIONS
 
 
 class IPAM(IPAMRelease):
     """Calico IPAM over a ``KVStore``.  Safe for many concurrent callers and processes.
 
-    ``cache_seconds > 0`` is for long-lived callers (the node agent): IPAM config, pools and
-    node labels are reused for that long, and concurrent single-address requests of a node
+    ``cache_seconds > 0`` is for long-lived callers (the node agent): IPAM config, pools,
+    IP reservations and node labels are reused for that long, and concurrent single-address requests of a node
     are combined (``NodeBatcher``).
     """
 
@@ -135,6 +141,7 @@ class IPAM(IPAMRelease):
         num: int,
         pools: list[Pool],
         node_labels: Mapping[str, str],
+        reservations: Reservations = NO_RESERVATIONS,
     ) -> _FamilyPlan:
         requested = request.ipv4_pools if version == 4 else request.ipv6_pools
         for cidr in requested:
@@ -155,7 +162,12 @@ class IPAM(IPAMRelease):
         except PoolSelectionError as exc:
             raise NoQualifiedPool(str(exc)) from None
         return _FamilyPlan(
-            version=version, num=num, pools=chosen, all_pools=pools, node_labels=node_labels
+            version=version,
+            num=num,
+            pools=chosen,
+            all_pools=pools,
+            node_labels=node_labels,
+            reservations=reservations,
         )
 
     async def auto_assign(self, request: AutoAssignRequest) -> tuple[Assignments, Assignments]:
@@ -176,28 +188,33 @@ class IPAM(IPAMRelease):
 
     async def _plan_inputs(
         self, node: str, virtual: bool
-    ) -> tuple[IPAMConfig, list[Pool], dict[str, str]]:
+    ) -> tuple[IPAMConfig, list[Pool], dict[str, str], Reservations]:
         now = time.monotonic()
         cached = self._inputs.get(node)
         if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1], cached[2], cached[3]
-        config, pools, labels = await asyncio.gather(
-            self.get_config(), self.list_pools(), self._labels_for(node, virtual)
+            return cached[1], cached[2], cached[3], cached[4]
+        # Reservations are read with the pools (Calico lists them on every auto-assign), so a
+        # cached allocator sees a new IPReservation at most ``cache_seconds`` late.
+        config, pools, labels, reservations = await asyncio.gather(
+            self.get_config(),
+            self.list_pools(),
+            self._labels_for(node, virtual),
+            self.list_reservations(),
         )
         if self.cache_seconds > 0:
-            self._inputs[node] = (now, config, pools, labels)
-        return config, pools, labels
+            self._inputs[node] = (now, config, pools, labels, reservations)
+        return config, pools, labels, reservations
 
     async def _auto_assign_locked(
         self, request: AutoAssignRequest
     ) -> tuple[Assignments, Assignments]:
         virtual = request.use == USE_LOAD_BALANCER
-        config, pools, labels = await self._plan_inputs(request.node, virtual)
+        config, pools, labels, reserved = await self._plan_inputs(request.node, virtual)
         plans = []
         if request.num4:
-            plans.append(await self._plan(request, 4, request.num4, pools, labels))
+            plans.append(await self._plan(request, 4, request.num4, pools, labels, reserved))
         if request.num6:
-            plans.append(await self._plan(request, 6, request.num6, pools, labels))
+            plans.append(await self._plan(request, 6, request.num6, pools, labels, reserved))
         results: dict[int, Assignments] = {
             4: Assignments(version=4, requested=request.num4),
             6: Assignments(version=6, requested=request.num6),
@@ -274,13 +291,19 @@ class IPAM(IPAMRelease):
                 strict_host,
                 config,
                 affinity_type,
+                plan.reservations,
             )
             addresses.extend(taken)
         if len(addresses) < plan.num and not config.strict_affinity:
             exhausted = []
             for pool in plan.pools:
                 got = await self._borrow(
-                    pool, plan.num - len(addresses), request, config, affinity_type
+                    pool,
+                    plan.num - len(addresses),
+                    request,
+                    config,
+                    affinity_type,
+                    plan.reservations,
                 )
                 addresses.extend(got)
                 if len(addresses) >= plan.num:
@@ -322,10 +345,17 @@ class IPAM(IPAMRelease):
         if pool_for_address(plan.pools, block.cidr.network_address) is None:
             return []
         self._collect(block, config)
-        if block.num_free() == 0:
+        if block.num_free(plan.reservations.reserved_in(block.cidr)) == 0:
             return []
         return await self._assign_from_block(
-            revision, block, plan.num, request, strict_host, config, affinity_type
+            revision,
+            block,
+            plan.num,
+            request,
+            strict_host,
+            config,
+            affinity_type,
+            plan.reservations,
         )
 
     async def _find_or_claim_block(
@@ -338,8 +368,11 @@ class IPAM(IPAMRelease):
         config: IPAMConfig,
         affinity_type: str,
     ) -> tuple[int, AllocationBlock, bool]:
+        reservations = plan.reservations
         while remaining_affine:
             cidr = remaining_affine.pop(0)
+            if reservations and reservations.matches_whole(cidr):
+                continue
             affinity: KeyValue | None = listed.get(cidr)
             for attempt in range(self.retries):
                 if attempt > 0 or affinity is None:
@@ -355,7 +388,7 @@ class IPAM(IPAMRelease):
                 except (_StaleAffinity, _ClaimConflict):
                     break
                 self._collect(block, config)
-                if block.num_free() > 0:
+                if block.num_free(reservations.reserved_in(cidr)) > 0:
                     return revision, block, False
                 break
         if not allow_claim:
@@ -363,7 +396,9 @@ class IPAM(IPAMRelease):
         if not config.auto_allocate_blocks:
             raise _NoFreeBlocks()
         for _ in range(self.retries):
-            cidr = await self._find_usable_block(host, plan.version, plan.pools, affinity_type)
+            cidr = await self._find_usable_block(
+                host, plan.version, plan.pools, affinity_type, reservations
+            )
             for _ in range(self.retries):
                 try:
                     affinity = await self._pending_affinity(host, cidr, affinity_type)
@@ -375,8 +410,10 @@ class IPAM(IPAMRelease):
                 except (_StaleAffinity, _ClaimConflict):
                     break
                 self._collect(block, config)
-                if block.num_free() > 0:
+                if block.num_free(reservations.reserved_in(cidr)) > 0:
                     return revision, block, True
+                # Every free address is reserved (possible only when the block already
+                # existed): like Calico, look for another block.
                 break
         raise TooManyRetries()
 
@@ -389,12 +426,15 @@ class IPAM(IPAMRelease):
         strict_host: str | None,
         config: IPAMConfig,
         affinity_type: str,
+        reservations: Reservations = NO_RESERVATIONS,
     ) -> list[IPInterface]:
-        """Take up to ``num`` addresses from ``block`` with CAS retries; [] if it fills up."""
+        """Take up to ``num`` addresses from ``block`` with CAS retries; [] if it fills up.
+        Reserved addresses are never taken (they stay free, in place)."""
         handle = request.handle_id
         counted = 0
         committed = False
         cidr = block.cidr
+        reserved = reservations.reserved_in(cidr)
         try:
             for _ in range(self.retries):
                 self._collect(block, config)
@@ -405,6 +445,7 @@ class IPAM(IPAMRelease):
                         request.attrs,
                         strict_host=strict_host,
                         affinity_type=affinity_type,
+                        reserved=reserved,
                     )
                 except BlockError:
                     return []
@@ -436,8 +477,10 @@ class IPAM(IPAMRelease):
         request: AutoAssignRequest,
         config: IPAMConfig,
         affinity_type: str,
+        reservations: Reservations = NO_RESERVATIONS,
     ) -> list[IPInterface]:
-        """Take addresses from existing blocks of any owner (non-strict affinity only)."""
+        """Take addresses from existing blocks of any owner (non-strict affinity only),
+        passing over wholly reserved block CIDRs and reserved addresses."""
         listed = await self.kv.list(keys.blocks_prefix(pool.version))
         existing = {}
         for item in listed.items:
@@ -449,15 +492,22 @@ class IPAM(IPAMRelease):
             if len(out) >= num:
                 break
             found = existing.get(cidr)
-            if found is None:
+            if found is None or (reservations and reservations.matches_whole(cidr)):
                 continue
             revision, block = found.revision, AllocationBlock.from_json(found.value)
             self._collect(block, config)
-            if block.num_free() == 0:
+            if block.num_free(reservations.reserved_in(cidr)) == 0:
                 continue
             out.extend(
                 await self._assign_from_block(
-                    revision, block, num - len(out), request, None, config, affinity_type
+                    revision,
+                    block,
+                    num - len(out),
+                    request,
+                    None,
+                    config,
+                    affinity_type,
+                    reservations,
                 )
             )
         return out

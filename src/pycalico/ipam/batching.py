@@ -116,7 +116,7 @@ class NodeBatcher:
         items = [w for w in items if not w.future.done()]
         if not items:
             return True
-        config, pools, labels = await self.ipam._plan_inputs(node, False)
+        config, pools, labels, reservations = await self.ipam._plan_inputs(node, False)
         hot = self.ipam._hot.pop((node, version, AFFINITY_TYPE_HOST), None)
         if hot is None:
             return False
@@ -130,6 +130,8 @@ class NodeBatcher:
                 return False
         cidr = block.cidr
         block_key = keys.block_key(cidr)
+        # The hot path must skip reserved addresses exactly as the ordinary path does.
+        reserved = reservations.reserved_in(cidr)
         wanted: dict[str, int] = {}  # addresses per handle (a handle may come twice)
         for waiter in items:
             handle_id = waiter.request.handle_id or ""
@@ -139,9 +141,12 @@ class NodeBatcher:
         handles: dict[str, KeyValue | None] = dict.fromkeys(wanted)
         for _ in range(self.ipam.retries):
             self.ipam._collect(block, config)
-            if not block.affine_to(node) or block.num_free() < len(items):
+            if not block.affine_to(node) or block.num_free(reserved) < len(items):
                 return False
-            taken = [block.auto_assign(1, w.request.handle_id, w.request.attrs)[0] for w in items]
+            taken = [
+                block.auto_assign(1, w.request.handle_id, w.request.attrs, reserved=reserved)[0]
+                for w in items
+            ]
             counts = [
                 self.ipam._handle_counted(handle_id, handles[handle_id], cidr, count)
                 for handle_id, count in wanted.items()

@@ -24,6 +24,7 @@ IPAM_ROOT = paths.IPAM_ROOT
 CONFIG_KEY = paths.IPAM_CONFIG_KEY
 HANDLES_PREFIX = paths.HANDLE_ROOT
 IPPOOLS_PREFIX = paths.resource_prefix("ippools")
+IPRESERVATIONS_PREFIX = paths.resource_prefix("ipreservations")
 NODES_PREFIX = paths.resource_prefix("nodes")
 IPAM_CONFIGURATION_KEY = paths.resource_key("ipamconfigurations", "default")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,8 @@ class BlockSummary:
     empty: bool
     cooling: bool
     sequence_number: int
+    # Only read when a reservation overlaps the block (free addresses that may be handed out).
+    unallocated: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> BlockSummary:
@@ -115,7 +117,16 @@ class BlockSummary:
             empty=empty,
             cooling=any(a.get("releasedAt") for a in attributes),
             sequence_number=int(raw.get("sequenceNumber") or 0),
+            unallocated=tuple(raw.get("unallocated") or ()),
         )
+
+    def free_excluding(self, reserved: Iterable[IPAddress]) -> int:
+        """Free addresses that are not reserved (Calico's NumFreeAddresses)."""
+        base = int(self.cidr.network_address)
+        skip = {int(a) - base for a in reserved if a in self.cidr}
+        if not skip:
+            return self.free
+        return sum(1 for o in self.unallocated if o not in skip)
 
     @property
     def maybe_free(self) -> bool:

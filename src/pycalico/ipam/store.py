@@ -63,8 +63,10 @@ from pycalico.ipam.records import (
     affinity_string,
     parse_time,
 )
+from pycalico.ipam.reservations import Reservations
 
 RETRIES = 100
+NO_RESERVATIONS = Reservations()
 EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)
 # Handles a long-lived allocator remembers (about 200 bytes each): more than a node's pods.
 HANDLE_CACHE_SIZE = 4096
@@ -84,10 +86,12 @@ class IPAMStore:
         self.kv = kv
         self.clock = clock
         self.retries = retries
-        # A long-lived caller (the node agent) may reuse config, pools and node labels for
-        # ``cache_seconds``; 0 (the default) reads them on every request, as Calico does.
+        # A long-lived caller (the node agent) may reuse config, pools, reservations and node
+        # labels for ``cache_seconds``; 0 (the default) reads them on every request, as Calico does.
         self.cache_seconds = cache_seconds
-        self._inputs: dict[str, tuple[float, IPAMConfig, list[Pool], dict[str, str]]] = {}
+        self._inputs: dict[
+            str, tuple[float, IPAMConfig, list[Pool], dict[str, str], Reservations]
+        ] = {}
         # Last written value of each node's most recent block: the next assignment on that node
         # tries a compare-and-swap on it directly.  A stale entry only costs a failed CAS
         # (which returns the current value); a block that changed owner fails the CAS.
@@ -140,6 +144,14 @@ class IPAMStore:
             except (ValueError, KeyError) as exc:
                 raise IPAMError(f"IPPool at {item.key} is unreadable: {exc}") from exc
         return pools
+
+    async def list_reservations(self) -> Reservations:
+        """Every IPReservation's networks (Calico lists them on every auto-assign)."""
+        listed = await self.kv.list(keys.IPRESERVATIONS_PREFIX)
+        try:
+            return Reservations.from_resource_json(item.value for item in listed.items)
+        except ValueError as exc:
+            raise IPAMError(f"an IPReservation is unreadable: {exc}") from exc
 
     async def node_labels(self, node: str) -> dict[str, str]:
         kv = await self.kv.get(keys.node_key(node))
@@ -373,21 +385,30 @@ class IPAMStore:
         return revision, block
 
     async def _find_usable_block(
-        self, host: str, version: int, pools: Sequence[Pool], affinity_type: str
+        self,
+        host: str,
+        version: int,
+        pools: Sequence[Pool],
+        affinity_type: str,
+        reservations: Reservations = NO_RESERVATIONS,
     ) -> IPNetwork:
-        """A block CIDR that does not exist yet, or ours with room, or an old empty one."""
+        """A block CIDR that does not exist yet, or ours with room, or an old empty one;
+        wholly reserved CIDRs are passed over and reserved addresses are not room."""
         existing = {s.cidr: s for s in await self._block_summaries(version)}
         ours = affinity_string(host, affinity_type)
         now = self.clock()
         empty_candidates: list[BlockSummary] = []
         for pool in pools:
             for cidr in block_walk(pool, host):
+                if reservations and reservations.matches_whole(cidr):
+                    continue
                 found = existing.get(cidr)
                 if found is None:
                     return cidr
-                if found.affinity == ours and found.free > 0:
+                free = found.free_excluding(reservations.reserved_in(cidr))
+                if found.affinity == ours and free > 0:
                     return cidr
-                if found.empty and found.free > 0:
+                if found.empty and free > 0:
                     empty_candidates.append(found)
         for block in empty_candidates:
             claimed = parse_time(block.affinity_claim_time)
