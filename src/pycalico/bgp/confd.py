@@ -49,6 +49,7 @@ from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
 from pycalico.datastore.syncer import Syncer, SyncerUpdate, SyncStatus
 from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
+from pycalico.model.bgpfilter import BGPFilter
 from pycalico.model.codec import ValidationFailure, decode_value
 from pycalico.model.ipam import IPPool
 from pycalico.model.meta import Resource
@@ -66,6 +67,7 @@ _KINDS: dict[str, type[Resource]] = {
     "nodes": Node,
     "bgppeers": BGPPeer,
     "ippools": IPPool,
+    "bgpfilters": BGPFilter,
 }
 
 
@@ -144,6 +146,9 @@ class ConfdState:
             affinities=dict(self.affinities),
             passwords=passwords,
             router_id=router_id,
+            filters={
+                n: r for n, r in self.resources["bgpfilters"].items() if isinstance(r, BGPFilter)
+            },
         )
 
     @property

@@ -18,6 +18,18 @@ DebugLevel = Literal["all", "states", "none"]
 
 
 @dataclass(frozen=True)
+class BirdFilterFunction:
+    """A BGPFilter's BIRD function for one family and direction; ``lines`` are its rule
+    statements, in order (``pycalico.bgp.filters`` writes them)."""
+
+    filter_name: str
+    version: int
+    direction: str
+    name: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class BirdPeer:
     name: str
     version: int
@@ -40,6 +52,9 @@ class BirdPeer:
     allow_local_as: int | None = None
     internal: bool = True
     comment: str = ""
+    # BGPFilter function calls (BGPPeer ``filters``, in order) made before Calico's own logic.
+    import_calls: tuple[str, ...] = ()
+    export_calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,7 @@ class FamilyConfig:
     pools: tuple[PoolRoute, ...] = ()
     statics: tuple[StaticVia, ...] = ()
     peers: tuple[BirdPeer, ...] = ()
+    filter_functions: tuple[BirdFilterFunction, ...] = ()
 
     @property
     def enabled(self) -> bool:

@@ -25,6 +25,8 @@ Semantics kept from Calico:
 * Kernel: routes inside VXLAN and IPIP pools are Felix's to program (v3.33 defaults), so BIRD
   does not install them; everything else BGP learns is installed.
 * Logging from ``logSeverityScreen`` (node's BGPConfiguration wins over ``default``).
+* BGPFilters: a BGPPeer's ``filters`` become calls, in order, to the filters' BIRD functions
+  at the head of its import and export filters (``filters``); mesh peers have none.
 
 BIRD 2 rather than Calico's BIRD 1.6: one daemon carries both families (``ipv4``/``ipv6``
 channels), so peers of both families live in one configuration; a peer on this node's own
@@ -47,6 +49,7 @@ from typing import Literal
 
 from pycalico.bgp.config import (
     BirdConfig,
+    BirdFilterFunction,
     BirdPeer,
     BlockRoute,
     DebugLevel,
@@ -58,7 +61,9 @@ from pycalico.bgp.config import (
     hash_router_id,
     peer_name,
 )
+from pycalico.bgp.filters import filter_functions, missing_filters, peer_calls
 from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
+from pycalico.model.bgpfilter import BGPFilter
 from pycalico.model.fields import parse_go_duration, split_ip_port
 from pycalico.model.ipam import IPPool
 from pycalico.model.node import Node
@@ -87,6 +92,7 @@ class BgpInputs:
     affinities: Mapping[str, str] = field(default_factory=dict)
     passwords: Mapping[tuple[str | None, str], str] = field(default_factory=dict)
     router_id: str | None = None  # CALICO_ROUTER_ID: an IPv4 address, or "hash"
+    filters: Mapping[str, BGPFilter] = field(default_factory=dict)  # BGPFilters by name
 
 
 def _seconds(duration: str | None) -> int | None:
@@ -368,11 +374,16 @@ class _Builder:
                 found.append(_Target(node_ip, listen_port, self.as_of(node), node, "Node"))
         return found
 
-    def resource_peers(self, version: int, my_address: str) -> list[BirdPeer]:
+    def resource_peers(
+        self, version: int, my_address: str, functions: tuple[BirdFilterFunction, ...]
+    ) -> list[BirdPeer]:
         found: dict[tuple[str, int | None], BirdPeer] = {}
         for resource in sorted(self.inputs.peers, key=lambda p: p.name):
             spec = resource.spec
-            for target in self.targets(resource, version):
+            targets = self.targets(resource, version)
+            for missing in missing_filters(spec.filters, self.inputs.filters) if targets else ():
+                self.notes.append(f"BGPPeer {resource.name}: no BGPFilter {missing!r}")
+            for target in targets:
                 key = (target.address, target.port)
                 if target.address == my_address:
                     continue
@@ -403,6 +414,8 @@ class _Builder:
                     allow_local_as=spec.num_allowed_local_as_numbers or None,
                     ttl_security=spec.ttl_security,
                     comment=f"For BGPPeer {resource.name}",
+                    import_calls=peer_calls(spec.filters, functions, "import"),
+                    export_calls=peer_calls(spec.filters, functions, "export"),
                 )
         return list(found.values())
 
@@ -470,7 +483,9 @@ class _Builder:
         if address is None:
             return FamilyConfig(version=version, node_address=None, node_network=None)
         assert self.me is not None
-        peers = self.mesh_peers(version, address) + self.resource_peers(version, address)
+        functions, notes = filter_functions(self.inputs.filters, version)
+        self.notes.extend(notes)
+        peers = self.mesh_peers(version, address) + self.resource_peers(version, address, functions)
         unique: dict[str, BirdPeer] = {}
         for peer in peers:
             unique.setdefault(peer.name, peer)
@@ -487,6 +502,7 @@ class _Builder:
             pools=self.pools(version),
             statics=self.statics(version),
             peers=tuple(ordered),
+            filter_functions=functions,
         )
 
     def router_id(self, ipv4: FamilyConfig) -> str:
@@ -529,7 +545,7 @@ class _Builder:
             ignored_interfaces=ignored,
             ipv4=ipv4,
             ipv6=ipv6,
-            notes=tuple(self.notes),
+            notes=tuple(dict.fromkeys(self.notes)),
         )
 
 

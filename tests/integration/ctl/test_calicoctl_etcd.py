@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.paths import resource_key
 from pycalico.datastore.resources import ResourceStore
 from pycalico.model.codec import encode_resource, load_documents
 from pycalico.testing.etcd_server import EtcdCluster, EtcdServer
@@ -106,11 +107,12 @@ async def test_all_kinds_apply_and_read_back(ctl: Calicoctl, kv: EtcdKVStore) ->
     keys = set((await snapshot(kv)).keys())
     wanted = set()
     for resource in expected:
-        namespace = f"{resource.namespace}/" if resource.NAMESPACED else ""
-        wanted.add(f"{RESOURCE_ROOT}{resource.PLURAL}/{namespace}{resource.name}")
+        # resource_key: BGPFilters keep Calico's capitalised key segment.
+        wanted.add(resource_key(resource.PLURAL, resource.name, resource.namespace))
     assert keys == wanted
     assert f"{RESOURCE_ROOT}networkpolicies/shop/allow-frontend" in keys
     assert f"{RESOURCE_ROOT}ippools/pods-v4" in keys
+    assert f"{RESOURCE_ROOT}BGPFilters/tor-routes" in keys
 
     # get -f FILE -o yaml gives every resource back: the same, plus server-set metadata.
     got = yaml.safe_load(ctl.ok("get", "-f", path, "-o", "yaml"))
@@ -122,8 +124,7 @@ async def test_all_kinds_apply_and_read_back(ctl: Calicoctl, kv: EtcdKVStore) ->
         created = metadata.pop("creationTimestamp")
         version = metadata.pop("resourceVersion")
         assert len(uid) == 36 and created.endswith("Z")
-        key = f"{RESOURCE_ROOT}{resource.PLURAL}/"
-        key += f"{resource.namespace}/{resource.name}" if resource.NAMESPACED else resource.name
+        key = resource_key(resource.PLURAL, resource.name, resource.namespace)
         assert version == str(stored[key][1])
         assert item == encode_resource(resource)
 
