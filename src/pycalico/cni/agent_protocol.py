@@ -1,9 +1,10 @@
 """The node agent's CNI socket protocol: how a thin plugin process hands its call to the agent.
 
-Standard library only, and lean: the plugin executables import it first, on every CNI call, so
-it uses the C modules ``_json`` and ``_socket`` directly instead of ``json``, ``socket`` and
-``dataclasses`` (which pull in ``re``, ``enum`` and ``inspect``: about 15 ms of a process that
-should live for 20).  The server side is ``pycalico.cni.agent_server``.
+Standard library only, and lean: ``entry.run`` (the plugins' full way, and in-process callers)
+uses it, so it uses the C modules ``_json`` and ``_socket`` directly instead of ``json``,
+``socket`` and ``dataclasses`` (which pull in ``re``, ``enum`` and ``inspect``).  The installed
+executables' usual path speaks protocol 2, a binary frame (``thin_client``); the agent serves
+both.  The server side is ``pycalico.cni.agent_server``.
 
 Protocol (version 1), over a unix stream socket (``CALICO_AGENT_SOCKET``, default
 ``/var/run/calico/cni.sock``), one request and one response per connection, each a single
@@ -265,76 +266,3 @@ def error_response(plugin: str, message: str) -> Response:
     it, without importing json) and the message on stderr."""
     body = f'{{"cniVersion": "1.0.0", "code": 999, "msg": {_quote(message)}, "details": ""}}'
     return Response(1, body, f"{plugin}: {message}\n")
-
-
-def settle(plugin: str, path: str, received: "bytes | OSError") -> Response:
-    """The answer for what came back from the agent after a request was sent (``forward``'s
-    rules): a failure to get a well-formed one becomes CNI error JSON, never a retry."""
-    try:
-        if isinstance(received, OSError):
-            raise ProtocolError(f"the node agent at {path} did not answer: {received}")
-        if not received.strip():
-            raise ProtocolError(f"the node agent at {path} closed the connection without an answer")
-        return Response.decode(received)
-    except ProtocolError as exc:
-        return error_response(plugin, str(exc))
-
-
-def quick_forward(plugin: str) -> "int | None":
-    """A plugin process's usual path, for the installed executables: forward the call to the
-    agent, print its answer, return the exit status.  None when the call must take the full
-    way (``entry.run``): ``-v``, ``VERSION``, or no agent listening (nothing is consumed then,
-    stdin included).  It sends what ``forward`` sends, straight from ``posix.environ``, and
-    imports nothing more: ``entry`` and the plugin module are not loaded at all."""
-    import sys
-
-    environ = posix.environ
-    if len(sys.argv) > 1 or environ.get(b"CNI_COMMAND") == b"VERSION":
-        return None
-    path = (environ.get(SOCKET_ENV.encode()) or DEFAULT_SOCKET.encode()).decode(
-        "utf-8", "surrogateescape"
-    )
-    connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        connection.settimeout(120.0)
-        connection.connect(path)
-    except OSError:
-        connection.close()
-        return None  # entry.run tries again and tells "nobody listens" from real failures
-    env = {
-        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-        for k, v in environ.items()
-        if k.startswith(_FORWARDED_PREFIXES) or k in _FORWARDED_NAMES
-    }
-    stdin = sys.stdin.read()
-    received: bytes | OSError = b""
-    try:
-        try:
-            connection.sendall(Request(plugin, env, stdin).encode())
-        except (BrokenPipeError, ConnectionResetError):
-            # The agent went away before reading: the full path may work in-process.
-            import io
-
-            sys.stdin = io.StringIO(stdin)
-            return None
-        chunks = []
-        while True:
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
-        received = b"".join(chunks)
-    except OSError as exc:
-        received = exc
-    finally:
-        connection.close()
-    answer = settle(plugin, path, received)
-    if answer.stdout:
-        out = answer.stdout
-        sys.stdout.write(out if out.endswith("\n") else out + "\n")
-    if answer.stderr:
-        sys.stderr.write(answer.stderr)
-    sys.stdout.flush()
-    return answer.exit_code

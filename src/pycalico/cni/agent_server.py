@@ -1,9 +1,10 @@
 """The node agent's side of the CNI socket (``agent_protocol``): accept, dispatch, answer.
 
-An asyncio unix-socket server that reads one request line per connection, hands it to the
+An asyncio unix-socket server that reads one request per connection (a ``CNI2`` frame, see
+``thin_client``, or a protocol-1 JSON line, see ``agent_protocol``), hands it to the
 handler registered for its plugin (``calico-ipam`` -> ``ipam_handler.handle`` bound to the
-agent's live ``KVStore``), and writes back one response line.  ``calico-node`` runs it; tests
-and benchmarks run it directly.  It does no CNI or IPAM work itself.
+agent's live ``KVStore``), and writes back one response in the request's form.
+``calico-node`` runs it; tests and benchmarks run it directly.  It does no CNI or IPAM work itself.
 
 Invariants: the socket file is created with mode 0600 (only root may hand the agent work) and
 removed on close; a handler failure is answered as CNI error JSON, never by dropping the
@@ -16,8 +17,10 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
+from pycalico.cni import thin_client
 from pycalico.cni.agent_protocol import MAX_MESSAGE, ProtocolError, Request, Response
 from pycalico.datastore.api import KVStore
 
@@ -67,9 +70,10 @@ def default_handlers(kv: KVStore) -> dict[str, Handler]:
 
 
 class _Connection(asyncio.Protocol):
-    """One plugin call: collect the request line, answer it, close.  A bare protocol rather
-    than asyncio streams: no reader, writer or task until the line is in (this sits on every
-    pod's ADD and DEL)."""
+    """One plugin call: collect the request (a ``CNI2`` frame from the installed executables,
+    or a JSON line, protocol 1, from older ones and in-process callers), answer it in the same
+    form, close.  A bare protocol rather than asyncio streams: no reader, writer or task until
+    the request is in (this sits on every pod's ADD and DEL)."""
 
     def __init__(self, server: AgentServer) -> None:
         self.server = server
@@ -83,27 +87,45 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.answering:
-            return  # one request per connection: anything after the line is ignored
+            return  # one request per connection: anything after it is ignored
         self.buffer += data
-        if b"\n" in data or len(self.buffer) > MAX_MESSAGE:
+        if self.buffer.startswith(thin_client.MAGIC):
+            try:
+                needed = thin_client.frame_length(bytes(self.buffer))
+            except thin_client.FrameError as exc:
+                self._answer_frame(None, str(exc))
+                return
+            if needed is not None and len(self.buffer) >= needed:
+                self._answer_frame(bytes(self.buffer[:needed]), "")
+        elif b"\n" in data or len(self.buffer) > MAX_MESSAGE:
             self._answer()
 
     def eof_received(self) -> bool:
         if not self.answering:
-            if self.buffer.strip():
+            if self.buffer.startswith(thin_client.MAGIC):
+                self._answer_frame(None, "request frame is truncated")
+            elif self.buffer.strip():
                 self._answer()  # a last line without its newline, as readline returns it
             elif self.transport is not None:
                 self.transport.close()
         return True  # keep the write side open for the answer
 
-    def _answer(self) -> None:
+    def _start(self, reply: Coroutine[Any, Any, None]) -> None:
         assert self.transport is not None
         self.answering = True
         self.transport.pause_reading()
-        line = bytes(self.buffer).split(b"\n", 1)[0] + b"\n"
-        task = asyncio.get_running_loop().create_task(self.server._reply(line, self.transport))
+        task = asyncio.get_running_loop().create_task(reply)
         self.server._tasks.add(task)
         task.add_done_callback(self.server._tasks.discard)
+
+    def _answer(self) -> None:
+        assert self.transport is not None
+        line = bytes(self.buffer).split(b"\n", 1)[0] + b"\n"
+        self._start(self.server._reply(line, self.transport))
+
+    def _answer_frame(self, frame: bytes | None, problem: str) -> None:
+        assert self.transport is not None
+        self._start(self.server._reply_frame(frame, problem, self.transport))
 
 
 class AgentServer:
@@ -136,13 +158,40 @@ class AgentServer:
             request = Request.decode(line)
         except ProtocolError as exc:
             return _error(f"bad request on the agent socket: {exc}")
-        handler = self.handlers.get(request.plugin)
+        return await self._handle(request.plugin, request.env, request.stdin)
+
+    async def _handle(self, plugin: str, env: Mapping[str, str], stdin: str) -> Response:
+        handler = self.handlers.get(plugin)
         if handler is None:
-            return _error(f"the node agent does not serve plugin {request.plugin!r}")
+            return _error(f"the node agent does not serve plugin {plugin!r}")
         try:
-            return await handler(request.env, request.stdin)
+            return await handler(env, stdin)
         except Exception as exc:
-            return _error(f"{request.plugin}: {type(exc).__name__}: {exc}")
+            return _error(f"{plugin}: {type(exc).__name__}: {exc}")
+
+    async def _reply_frame(
+        self, frame: bytes | None, problem: str, transport: asyncio.Transport
+    ) -> None:
+        try:
+            if frame is None:
+                response = _error(f"bad request on the agent socket: {problem}")
+            else:
+                try:
+                    plugin, env, stdin = thin_client.decode_request(frame)
+                except (thin_client.FrameError, ValueError) as exc:
+                    response = _error(f"bad request on the agent socket: {exc}")
+                else:
+                    response = await self._handle(plugin, env, stdin)
+            if not transport.is_closing():
+                transport.write(
+                    thin_client.encode_response(
+                        response.exit_code,
+                        response.stdout.encode("utf-8", "surrogateescape"),
+                        response.stderr.encode("utf-8", "surrogateescape"),
+                    )
+                )
+        finally:
+            transport.close()  # also when cancelled: the agent is stopping
 
     async def _reply(self, line: bytes, transport: asyncio.Transport) -> None:
         try:

@@ -1,6 +1,7 @@
-"""The installed executables' usual path (``agent_protocol.quick_forward``) against a stub agent:
-it must send exactly what ``forward`` sends, print the answer as ``entry.run`` does, and turn a
-missing or malformed answer into CNI error JSON without working in-process."""
+"""The installed executables' usual path (``thin_client.forward``) against a stub agent: it must
+send the forwarded environment and stdin byte for byte in a CNI2 frame, print the answer as
+``entry.run`` does, and turn a missing or malformed answer into CNI error JSON without working
+in-process.  Also the frame codec on its own."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pycalico.cni.agent_protocol import Request, Response, forwarded_env
+from pycalico.cni import thin_client
+from pycalico.cni.agent_protocol import forwarded_env
 from pycalico.cni.install import InstallOptions, client_python, install
 
 
@@ -41,7 +45,10 @@ class StubAgent:
                 continue
             with connection:
                 data = b""
-                while not data.endswith(b"\n"):
+                while True:
+                    needed = thin_client.frame_length(data) if data else None
+                    if needed is not None and len(data) >= needed:
+                        break
                     chunk = connection.recv(65536)
                     if not chunk:
                         break
@@ -98,11 +105,12 @@ def call_env(agent_path: Path) -> dict[str, str]:
     }
 
 
-def test_sends_what_forward_sends_and_prints_the_answer(plugin: str, agent_path: Path) -> None:
-    agent = StubAgent(agent_path, Response(3, '{"cniVersion":"1.0.0"}', "careful\n").encode())
+def test_sends_the_call_in_a_frame_and_prints_the_answer(plugin: str, agent_path: Path) -> None:
+    reply = thin_client.encode_response(3, b'{"cniVersion":"1.0.0"}', b"careful\n")
+    agent = StubAgent(agent_path, reply)
     try:
         env = call_env(agent_path)
-        stdin = '{"cniVersion": "1.0.0",\n "name": "k8s-pod-network", "x": "\\u00e9\\t"}'
+        stdin = '{"cniVersion": "1.0.0",\n "name": "k8s-pod-network", "x": "\\u00e9\\t\u00e9"}'
         done = run(plugin, env, stdin)
     finally:
         agent.stop()
@@ -112,16 +120,17 @@ def test_sends_what_forward_sends_and_prints_the_answer(plugin: str, agent_path:
         "careful\n",
     )
     assert len(agent.requests) == 1
-    assert Request.decode(agent.requests[0]) == Request("calico-ipam", forwarded_env(env), stdin)
-    assert agent.requests[0] == Request("calico-ipam", forwarded_env(env), stdin).encode()
+    name, sent_env, sent_stdin = thin_client.decode_request(agent.requests[0])
+    assert (name, sent_env, sent_stdin) == ("calico-ipam", forwarded_env(env), stdin)
 
 
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
         (b"", "closed the connection without an answer"),
-        (b"this is not json\n", "not a JSON line"),
-        (b'{"protocol": 2, "exit_code": 0}\n', "unsupported protocol version 2"),
+        (b"this is not a frame\n", "not a CNI2 frame"),
+        (b"CNI2 0 10 0\nshort", "truncated"),
+        (b'{"protocol": 1, "exit_code": 0, "stdout": "", "stderr": ""}\n', "not a CNI2 frame"),
     ],
 )
 def test_a_bad_answer_is_a_cni_error_not_a_retry(
@@ -135,18 +144,9 @@ def test_a_bad_answer_is_a_cni_error_not_a_retry(
     assert done.returncode == 1
     error = json.loads(done.stdout)
     assert error["code"] == 999 and message in error["msg"], error
+    assert str(agent_path) in error["msg"]
     assert done.stderr.startswith("calico-ipam: ")
     assert len(agent.requests) == 1
-
-
-def test_a_json_answer_in_another_layout_is_understood(plugin: str, agent_path: Path) -> None:
-    reply = b'{"stderr": "", "stdout": "{}", "exit_code": 0, "protocol": 1}\n'
-    agent = StubAgent(agent_path, reply)
-    try:
-        done = run(plugin, call_env(agent_path), "{}")
-    finally:
-        agent.stop()
-    assert (done.returncode, done.stdout) == (0, "{}\n")
 
 
 def test_without_an_agent_the_call_is_served_in_process(plugin: str, agent_path: Path) -> None:
@@ -156,3 +156,41 @@ def test_without_an_agent_the_call_is_served_in_process(plugin: str, agent_path:
     assert done.returncode == 1
     assert "CNI_NETNS" in json.loads(done.stdout)["msg"]  # the in-process handler's check
     assert not os.path.exists(agent_path)
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+# An environment value can hold anything but NUL (the kernel's separator, and the frame's).
+env_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40
+)
+names = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"), min_size=1, max_size=12)
+
+
+@given(st.dictionaries(names, env_text, max_size=6), st.binary(max_size=200).map(bytes.hex) | text)
+def test_request_frames_round_trip(env: dict[str, str], stdin: str) -> None:
+    pairs = [(k.encode(), v.encode()) for k, v in env.items()]
+    frame = thin_client.encode_request(b"calico", pairs, stdin.encode())
+    assert thin_client.frame_length(frame) == len(frame)
+    assert thin_client.frame_length(frame[: frame.index(b"\n")]) is None
+    assert thin_client.decode_request(frame) == ("calico", env, stdin)
+
+
+@given(st.integers(0, 255), st.binary(max_size=300), st.binary(max_size=300))
+def test_response_frames_round_trip(code: int, stdout: bytes, stderr: bytes) -> None:
+    frame = thin_client.encode_response(code, stdout, stderr)
+    assert thin_client.frame_length(frame) == len(frame)
+    assert thin_client.decode_response(frame) == (code, stdout, stderr)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"CNI2 calico 1\n", b"CNI2 calico x 1\n", b"CNI2 calico -1 0\n", b"CNI9 a 0 0\n", b"C" * 300],
+)
+def test_malformed_headers_are_refused(data: bytes) -> None:
+    with pytest.raises(thin_client.FrameError):
+        thin_client.frame_length(data)
+
+
+@given(text)
+def test_error_json_is_what_json_dumps_would_parse(message: str) -> None:
+    assert json.loads(thin_client.error_json(message))["msg"] == message

@@ -1,0 +1,87 @@
+"""The node agent's socket serves both request forms: CNI2 frames (the installed executables)
+and protocol-1 JSON lines (``entry.run`` and in-process callers), each answered in its own form;
+a malformed frame gets CNI error JSON, never a dropped connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from pycalico.cni import agent_protocol, thin_client
+from pycalico.cni.agent_protocol import Request, Response
+from pycalico.cni.agent_server import AgentServer
+
+seen: list[tuple[Mapping[str, str], str]] = []
+
+
+async def echo(env: Mapping[str, str], stdin: str) -> Response:
+    seen.append((dict(env), stdin))
+    return Response(7, json.dumps({"command": env.get("CNI_COMMAND"), "stdin": stdin}), "note\n")
+
+
+@pytest.fixture
+async def socket_path(tmp_path: Path) -> AsyncIterator[str]:
+    seen.clear()
+    path = str(tmp_path / "cni.sock")
+    server = AgentServer(path, {"calico-ipam": echo})
+    await server.start()
+    try:
+        yield path
+    finally:
+        await server.close()
+
+
+async def exchange(path: str, data: bytes, chunk: int = 0) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        if chunk:  # the request arrives in pieces, as a slow writer's would
+            for start in range(0, len(data), chunk):
+                writer.write(data[start : start + chunk])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        else:
+            writer.write(data)
+        writer.write_eof()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7])
+async def test_a_frame_is_answered_with_a_frame(socket_path: str, chunk: int) -> None:
+    stdin = '{"name": "n\u00e9t"}'
+    env = [(b"CNI_COMMAND", b"ADD"), (b"CNI_ARGS", "K8S_POD_NAME=p\u00e9".encode())]
+    request = thin_client.encode_request(b"calico-ipam", env, stdin.encode())
+    code, stdout, stderr = thin_client.decode_response(await exchange(socket_path, request, chunk))
+    assert (code, json.loads(stdout), stderr) == (7, {"command": "ADD", "stdin": stdin}, b"note\n")
+    assert seen == [({"CNI_COMMAND": "ADD", "CNI_ARGS": "K8S_POD_NAME=p\u00e9"}, stdin)]
+
+
+async def test_a_json_line_is_answered_with_a_json_line(socket_path: str) -> None:
+    line = Request("calico-ipam", {"CNI_COMMAND": "DEL"}, "{}").encode()
+    answer = Response.decode(await exchange(socket_path, line))
+    assert (answer.exit_code, json.loads(answer.stdout)["command"]) == (7, "DEL")
+    forwarded = await asyncio.to_thread(
+        agent_protocol.forward, "calico-ipam", {"CNI_COMMAND": "CHECK"}, "{}", socket_path
+    )
+    assert forwarded is not None and json.loads(forwarded.stdout)["command"] == "CHECK"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"CNI2 calico-ipam 5 0\nAB", "truncated"),
+        (b"CNI2 calico-ipam x 0\n", "not numbers"),
+        (b"CNI2 calico-ipam 3 0\nABC", "without '='"),
+        (thin_client.encode_request(b"frobnicate", [], b"{}"), "does not serve plugin"),
+    ],
+)
+async def test_a_bad_frame_gets_cni_error_json(socket_path: str, data: bytes, problem: str) -> None:
+    code, stdout, _ = thin_client.decode_response(await exchange(socket_path, data))
+    error = json.loads(stdout)
+    assert code == 1 and error["code"] == 999 and problem in error["msg"], error
+    assert seen == []
