@@ -220,9 +220,13 @@ async def _add(invocation: Invocation, ipam: IPAM, who: Identity) -> Result:
 
 
 async def _del(ipam: IPAM, who: Identity) -> None:
-    # Both handles at once: the legacy one almost never exists, and looking for it in turn
-    # would add an etcd round trip to every DEL.  The first failure (in Calico's order) wins.
-    handles = dict.fromkeys((who.handle_id, who.workload_handle))
+    # Calico also releases by the legacy workload handle, for addresses an older plugin
+    # assigned.  When this allocator assigned the container's address itself (the node agent,
+    # which remembers the handles it wrote), that address is under the new handle and the
+    # legacy lookup is skipped: it is an etcd read on every DEL.  Otherwise both handles at
+    # once (in turn would add a round trip); the first failure, in Calico's order, wins.
+    own = ipam.wrote_handle(who.handle_id)
+    handles = dict.fromkeys((who.handle_id,) if own else (who.handle_id, who.workload_handle))
     outcomes = await asyncio.gather(
         *(ipam.release_by_handle(handle) for handle in handles), return_exceptions=True
     )

@@ -105,6 +105,11 @@ class IPAMRelease(IPAMStore):
             return list(outcome.not_allocated)
         raise TooManyRetries()
 
+    def wrote_handle(self, handle_id: str) -> bool:
+        """Whether this allocator itself last wrote ``handle_id`` (it is in the handle cache): then
+        the addresses a CNI DEL must free are under this handle, not under a legacy one."""
+        return sanitize_handle(handle_id) in self._handles
+
     async def release_by_handle(self, handle_id: str, *, sequence_number: int | None = None) -> int:
         """Release every address held by ``handle_id``; HandleNotFound if there is none.
 
