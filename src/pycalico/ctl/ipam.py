@@ -6,10 +6,14 @@ A click group registered by ``pycalico.ctl.main``.  The datastore comes from the
 command runs one ``asyncio.run`` over one etcd connection.  Not here: IPAM logic
 (``pycalico.ipam``).
 
-Output follows calicoctl's: the usage table ``GROUPING | CIDR | IPS TOTAL | IPS IN USE | IPS
-RESERVED | IPS FREE`` (rows per pool, and per block with ``--show-blocks``; cooling-down
-addresses count as reserved), ``IP x is in use`` / ``IP x is not assigned`` for ``--ip``, ``--show-borrowed`` and
-``--show-configuration`` tables.
+Output follows calicoctl's (go-pretty tables): the usage table ``GROUPING | CIDR | IPS TOTAL |
+IPS IN USE | IPS RESERVED | IPS FREE | IPS COOLING``, a row per pool and, with ``--show-blocks``,
+per block.  Counts are libcalico-go's accounting: IN USE includes cooling-down addresses (COOLING
+is that part of it); RESERVED is every address an IPReservation covers, allocated or not (over the
+pool's whole CIDR, or the block); an address both in use and reserved shows in both, so the
+percentages need not add up to 100, and FREE = TOTAL - RESERVED - (IN USE - both) counts it once.
+``--ip`` prints ``IP x is in use`` with the handle and owner attributes, or ``x is not assigned``;
+``--show-borrowed`` and ``--show-configuration`` print their tables.
 ``check`` prints calicoctl's scan lines (every address with ``--show-all-ips``, the problem ones
 with ``--show-problem-ips``) and exits 1 when it finds an inconsistency; ``-o FILE`` writes
 calicoctl's JSON report.  ``release`` takes ``--ip`` (repeatable) or ``--from-report`` (repeatable:
@@ -22,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -31,10 +36,12 @@ from pycalico import __version__
 from pycalico.ctl.ipam_check import release_from_reports, summary_lines
 from pycalico.datastore.api import DatastoreError, KVStore
 from pycalico.ipam.allocator import IPAM, IPAMError
-from pycalico.ipam.blocks import ReleaseOption
+from pycalico.ipam.blocks import AllocationBlock, ReleaseOption
 from pycalico.ipam.check import Report, check
 from pycalico.ipam.check_report import CheckReport, ReportError, parse_report
-from pycalico.ipam.records import IPAMConfig
+from pycalico.ipam.pools import Pool
+from pycalico.ipam.records import IPAMConfig, IPNetwork
+from pycalico.ipam.reservations import Reservations
 from pycalico.lib.addresses import address_order
 
 T = TypeVar("T")
@@ -91,81 +98,199 @@ def ipam() -> None:
 # --- show ---------------------------------------------------------------------------------------
 
 
-def _percent(part: int, whole: int) -> str:
-    return f"{part} ({round(100 * part / whole) if whole else 0}%)"
+# Calico's counts are Go ints: an IPv6 pool's size saturates here rather than wrapping.
+_MAX_INT = 2**63 - 1
+
+# calicoctl's usage table; the count columns are right-aligned, the rest left.
+USAGE_HEADER = (
+    "GROUPING",
+    "CIDR",
+    "IPS TOTAL",
+    "IPS IN USE",
+    "IPS RESERVED",
+    "IPS FREE",
+    "IPS COOLING",
+)
 
 
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """calicoctl's bordered table (Go tablewriter style): headers centred, numbers right."""
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One row's counts, in libcalico-go's accounting terms.
 
-    def cell(text: str, width: int, head: bool) -> str:
-        if head:
-            return text.center(width)
-        return text.rjust(width) if text.isdigit() else text.ljust(width)
+    ``in_use`` includes the cooling addresses (``cooling`` is the part of it released and not yet
+    reusable); ``reserved`` is every address an IPReservation covers, allocated or not;
+    ``in_use_reserved`` is their overlap, so ``free`` counts nothing twice.
+    """
 
-    def line(cells: Sequence[str], head: bool = False) -> str:
-        parts = [cell(str(c), w, head) for c, w in zip(cells, widths, strict=False)]
-        return "| " + " | ".join(parts) + " |"
+    total: int
+    in_use: int = 0
+    reserved: int = 0
+    in_use_reserved: int = 0
+    cooling: int = 0
 
-    return "\n".join([rule, line(header, head=True), rule, *(line(r) for r in rows), rule])
+    @property
+    def free(self) -> int:
+        return max(self.total - self.reserved - (self.in_use - self.in_use_reserved), 0)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.total + other.total,
+            self.in_use + other.in_use,
+            self.reserved + other.reserved,
+            self.in_use_reserved + other.in_use_reserved,
+            self.cooling + other.cooling,
+        )
 
 
-async def _usage_rows(kv: KVStore, show_blocks: bool) -> list[list[str]]:
-    allocator = IPAM(kv)
-    pools = await allocator.list_pools()
-    blocks = [b for _, b in await allocator.list_blocks()]
+def block_usage(block: AllocationBlock, reservations: Reservations) -> Usage:
+    held = {o for o, index in enumerate(block.allocations) if index is not None}
+    reserved = reservations.reserved_in(block.cidr)
+    return Usage(
+        total=block.size,
+        in_use=len(held),
+        reserved=len(reserved),
+        in_use_reserved=sum(1 for a in reserved if block.ordinal(a) in held),
+        cooling=len(block.cooling_ordinals()),
+    )
+
+
+def reserved_in_cidr(cidr: IPNetwork, reservations: Reservations) -> int:
+    """How many addresses of ``cidr`` the reservations cover, overlaps once (no enumeration:
+    an IPv6 pool is far too big).  CIDRs either nest or are disjoint, so after dropping the
+    nested ones the rest add up."""
+    overlapping = [
+        n for n in reservations.networks if n.version == cidr.version and n.overlaps(cidr)
+    ]
+    if any(cidr.subnet_of(n) for n in overlapping):  # type: ignore[arg-type]
+        return cidr.num_addresses
+    kept: list[IPNetwork] = []
+    for network in sorted(overlapping, key=lambda n: n.prefixlen):
+        if not any(network.subnet_of(k) for k in kept):  # type: ignore[arg-type]
+            kept.append(network)
+    return sum(n.num_addresses for n in kept)
+
+
+def owning_pool(block: IPNetwork, pools: Sequence[Pool]) -> Pool | None:
+    """The pool a block is counted under, as libcalico-go's accounting picks it: of the pools
+    containing the whole block, those of the block's size if any, then the narrowest, then by
+    name."""
+    candidates = [
+        p
+        for p in pools
+        if p.version == block.version and block.subnet_of(p.cidr)  # type: ignore[arg-type]
+    ]
+    sized = [p for p in candidates if p.block_size == block.prefixlen] or candidates
+    return min(sized, key=lambda p: (-p.cidr.prefixlen, p.name), default=None)
+
+
+def _count(n: int) -> str:
+    # Go's %.5g of a float64: five significant digits, exponent form from 100000 on.
+    return f"{float(min(n, _MAX_INT)):.5g}"
+
+
+def _with_percent(n: int, total: int) -> str:
+    n, total = min(n, _MAX_INT), min(total, _MAX_INT)
+    # Go's %.f rounds a float64 the way Python's format does (ties to even: 12.5 -> 12).
+    return f"{_count(n)} ({100 * float(n) / float(total):.0f}%)"
+
+
+def usage_row(grouping: str, cidr: IPNetwork, usage: Usage) -> list[str]:
+    total = min(usage.total, _MAX_INT)
+    return [
+        grouping,
+        str(cidr),
+        _count(total),
+        _with_percent(usage.in_use, total),
+        _with_percent(usage.reserved, total),
+        _with_percent(usage.free, total),
+        _with_percent(usage.cooling, total),
+    ]
+
+
+def usage_rows(
+    pools: Sequence[Pool],
+    blocks: Sequence[AllocationBlock],
+    reservations: Reservations,
+    show_blocks: bool,
+) -> list[list[str]]:
+    """A row per pool (in the order given), each followed by its blocks' rows with
+    ``show_blocks``; then, with ``show_blocks``, the blocks no pool contains (no pool row, as
+    calicoctl prints nothing for its "orphaned allocation blocks" group)."""
+    by_pool: dict[str, list[AllocationBlock]] = {p.name: [] for p in pools}
+    orphans: list[AllocationBlock] = []
+    for block in sorted(blocks, key=lambda b: (b.version, int(b.cidr.network_address))):
+        pool = owning_pool(block.cidr, pools)
+        (by_pool[pool.name] if pool is not None else orphans).append(block)
     rows: list[list[str]] = []
     for pool in pools:
-        inside = [b for b in blocks if b.cidr.subnet_of(pool.cidr)]  # type: ignore[arg-type]
-        used = sum(len(b.in_use_ordinals()) for b in inside)
-        cooling = sum(len(b.cooling_ordinals()) for b in inside)
-        total = pool.cidr.num_addresses
-        free = total - used - cooling
-        rows.append(
-            [
-                "IP Pool",
-                str(pool.cidr),
-                str(total),
-                _percent(used, total),
-                _percent(cooling, total),
-                _percent(free, total),
-            ]
+        counted = [(b, block_usage(b, reservations)) for b in by_pool[pool.name]]
+        in_blocks = sum((u for _, u in counted), Usage(0))
+        # Total and reserved cover the whole CIDR, space no block has been carved from too.
+        pool_usage = Usage(
+            total=pool.cidr.num_addresses,
+            in_use=in_blocks.in_use,
+            reserved=reserved_in_cidr(pool.cidr, reservations),
+            in_use_reserved=in_blocks.in_use_reserved,
+            cooling=in_blocks.cooling,
         )
+        rows.append(usage_row("IP Pool", pool.cidr, pool_usage))
         if show_blocks:
-            for block in sorted(inside, key=lambda b: int(b.cidr.network_address)):
-                b_used = len(block.in_use_ordinals())
-                b_cooling = len(block.cooling_ordinals())
-                rows.append(
-                    [
-                        "Block",
-                        str(block.cidr),
-                        str(block.size),
-                        _percent(b_used, block.size),
-                        _percent(b_cooling, block.size),
-                        _percent(block.size - b_used - b_cooling, block.size),
-                    ]
-                )
+            rows.extend(usage_row("Block", b.cidr, u) for b, u in counted)
+    if show_blocks:
+        rows.extend(usage_row("Block", b.cidr, block_usage(b, reservations)) for b in orphans)
     return rows
 
 
+def render_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Collection[str] = ()
+) -> str:
+    """calicoctl's bordered table (go-pretty's default style): headings and cells left-aligned,
+    except the cells of the columns named in ``right``."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    align = [name in right for name in header]
+
+    def line(cells: Sequence[str], head: bool = False) -> str:
+        parts = [
+            str(c).rjust(w) if a and not head else str(c).ljust(w)
+            for c, w, a in zip(cells, widths, align, strict=False)
+        ]
+        return "| " + " | ".join(parts) + " |"
+
+    body = [rule, *(line(r) for r in rows)] if rows else []
+    return "\n".join([rule, line(header, head=True), *body, rule])
+
+
+async def _usage_table(kv: KVStore, show_blocks: bool) -> str:
+    allocator = IPAM(kv)
+    pools, listed, reservations = await asyncio.gather(
+        allocator.list_pools(), allocator.list_blocks(), allocator.list_reservations()
+    )
+    rows = usage_rows(pools, [b for _, b in listed], reservations, show_blocks)
+    return render_table(USAGE_HEADER, rows, right=USAGE_HEADER[2:])
+
+
+def _owner_attributes(title: str, attrs: Mapping[str, str] | None) -> list[str]:
+    if not attrs:
+        return []
+    return [f"{title}:", *(f"  {k}: {v}" for k, v in sorted(attrs.items()))]
+
+
 async def _show_ip(kv: KVStore, text: str) -> str:
+    """calicoctl's answer for one address.  It says nothing about IPReservations: a reserved
+    address is "in use" or "not assigned" like any other."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError as exc:
         raise IPAMError(f"--ip: invalid IP address {text!r}") from exc
     info = await IPAM(kv).allocation_info(address)
     if info is None:
-        return f"IP {address} is not assigned"
-    lines = [f"IP {address} is in use"]
-    if info.handle_id:
-        lines.append(f"Handle ID: {info.handle_id}")
-    if info.attributes:
-        lines.append("Attributes:")
-        lines.extend(f"  {k}: {v}" for k, v in sorted(info.attributes.items()))
-    else:
-        lines.append("No attributes defined")
+        return f"{address} is not assigned"
+    lines = [f"IP {address} is in use", f"Handle ID: {info.handle_id or '<none>'}"]
+    lines.extend(
+        _owner_attributes("Active Owner Attributes", info.attributes)
+        or ["No Active Owner attributes defined"]
+    )
     return "\n".join(lines)
 
 
@@ -228,9 +353,7 @@ def show(
     if show_configuration:
         click.echo(_run(ctx, config_file, _show_configuration))
         return
-    rows = _run(ctx, config_file, lambda kv: _usage_rows(kv, show_blocks))
-    header = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS RESERVED", "IPS FREE"]
-    click.echo(render_table(header, rows))
+    click.echo(_run(ctx, config_file, lambda kv: _usage_table(kv, show_blocks)))
 
 
 # --- check --------------------------------------------------------------------------------------

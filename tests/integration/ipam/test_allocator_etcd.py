@@ -184,7 +184,7 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
         return calicoctl(etcd, *args)
 
     code, out = await asyncio.to_thread(run, "show")
-    assert code == 0 and "| IP Pool  | 10.65.0.0/16 |     65536 | 3 (0%)     |" in out
+    assert code == 0 and "| IP Pool  | 10.65.0.0/16 |     65536 |     3 (0%) |" in out
     assert "GROUPING" in out and "IPS IN USE" in out
     code, out = await asyncio.to_thread(run, "show", "--show-blocks")
     assert f"| Block    | {first.network}" in out and "3 (5%)" in out
@@ -192,11 +192,11 @@ async def test_calicoctl_ipam_commands(kv: KVStore, etcd: EtcdServer, tmp_path: 
     assert out.splitlines()[:3] == [
         f"IP {first.ip} is in use",
         "Handle ID: k8s-pod-network.abc",
-        "Attributes:",
+        "Active Owner Attributes:",
     ]
     assert "  pod: web" in out
     code, out = await asyncio.to_thread(run, "show", "--ip=10.65.250.1")
-    assert out.strip() == "IP 10.65.250.1 is not assigned"
+    assert out.strip() == "10.65.250.1 is not assigned"
 
     # A leak: an address whose handle is gone.  check finds it, release fixes it.
     await kv.delete(keys.handle_key("k8s-pod-network.abc"))
