@@ -234,6 +234,25 @@ def _labels_to_apply(res: Wire, _: TableContext) -> str:
     return join(_spec(res).get("labelsToApply"), ",")
 
 
+def _pod_selector(res: Wire, _: TableContext) -> str:
+    """``{{.Spec.PodSelector}}``: Go prints a Kubernetes LabelSelector with its generated
+    ``String()``: ``&LabelSelector{MatchLabels:map[string]string{k: v,},MatchExpressions:[...],}``."""
+    selector = _spec(res).get("podSelector")
+    selector = selector if isinstance(selector, Mapping) else {}
+    labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    matched = "".join(f"{key}: {labels[key]}," for key in sorted(labels))
+    requirements = "".join(
+        f"LabelSelectorRequirement{{Key:{e.get('key', '')},Operator:{e.get('operator', '')},"
+        f"Values:[{' '.join(e.get('values') or [])}],}},"
+        for e in expressions
+    )
+    return (
+        f"&LabelSelector{{MatchLabels:map[string]string{{{matched}}},"
+        f"MatchExpressions:[]LabelSelectorRequirement{{{requirements}}},}}"
+    )
+
+
 # --- the kinds --------------------------------------------------------------------------------
 
 
@@ -315,7 +334,9 @@ COLUMNS: dict[str, KindColumns] = {
     "StagedGlobalNetworkPolicy": _kind(
         ["NAME", "TIER"], ["NAME", "TIER", "ORDER", "SELECTOR"], _POLICY_CELLS
     ),
-    "StagedKubernetesNetworkPolicy": _kind(["NAME"], ["NAME"], {}, namespaced=True),
+    "StagedKubernetesNetworkPolicy": _kind(
+        ["NAME"], ["NAME", "PODSELECTOR"], {"PODSELECTOR": _pod_selector}, namespaced=True
+    ),
     "BGPPeer": _kind(
         ["NAME", "PEERIP", "NODE", "ASN"],
         ["NAME", "PEERIP", "NODE", "ASN"],

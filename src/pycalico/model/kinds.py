@@ -29,6 +29,11 @@ from pycalico.model.node import (
     Node,
 )
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
+from pycalico.model.staged import (
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
+    StagedNetworkPolicy,
+)
 from pycalico.model.validation import CheckedResource
 
 
@@ -81,6 +86,30 @@ _ALIASES: dict[type[CheckedResource], tuple[str, ...]] = {
         "pols",
     ),
     GlobalNetworkPolicy: ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
+    StagedNetworkPolicy: (
+        "stagednetworkpolicy",
+        "stagednetworkpolicies",
+        "stagedpolicy",
+        "snp",
+        "stagedpolicies",
+        "spol",
+        "spols",
+    ),
+    StagedGlobalNetworkPolicy: (
+        "stagedglobalnetworkpolicy",
+        "stagedglobalnetworkpolicies",
+        "sgnp",
+        "sgnps",
+    ),
+    StagedKubernetesNetworkPolicy: (
+        "stagedkubernetesnetworkpolicy",
+        "stagedkubernetesnetworkpolicies",
+        "stagedkubernetespolicy",
+        "sknp",
+        "stagedkubernetespolicies",
+        "skpol",
+        "skpols",
+    ),
     Profile: ("profile", "profiles", "pro", "pros"),
     WorkloadEndpoint: ("workloadendpoint", "workloadendpoints", "wep", "weps"),
     HostEndpoint: ("hostendpoint", "hostendpoints", "hep", "heps"),

@@ -167,6 +167,25 @@ EXPECTED: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["NAME", "TIER", "ORDER", "SELECTOR"],
         ["allow-frontend", "default", "100", "app == 'backend'"],
     ),
+    "StagedGlobalNetworkPolicy": (
+        ["NAME", "TIER"],
+        ["NAME", "TIER", "ORDER", "SELECTOR"],
+        ["security.stage-deny-telnet", "security", "20", "all()"],
+    ),
+    "StagedNetworkPolicy": (
+        ["NAME", "TIER"],
+        ["NAME", "TIER", "ORDER", "SELECTOR"],
+        ["stage-backend-lockdown", "default", "90", "app == 'backend'"],
+    ),
+    "StagedKubernetesNetworkPolicy": (
+        ["NAME"],
+        ["NAME", "PODSELECTOR"],
+        [
+            "stage-db-ingress",
+            "&LabelSelector{MatchLabels:map[string]string{app: db,},"
+            "MatchExpressions:[]LabelSelectorRequirement{},}",
+        ],
+    ),
     "Profile": (["NAME"], ["NAME", "LABELS"], ["kns.shop", "pcns.projectcalico.org/name=shop"]),
     "WorkloadEndpoint": (
         ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
