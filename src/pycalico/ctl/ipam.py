@@ -7,9 +7,9 @@ command runs one ``asyncio.run`` over one etcd connection.  Not here: IPAM logic
 (``pycalico.ipam``).
 
 Output follows calicoctl's (go-pretty tables): the usage table ``GROUPING | CIDR | IPS TOTAL |
-IPS IN USE | IPS RESERVED | IPS FREE | IPS COOLING``, a row per pool and, with ``--show-blocks``,
-per block.  Counts are libcalico-go's accounting: IN USE includes cooling-down addresses (COOLING
-is that part of it); RESERVED is every address an IPReservation covers, allocated or not (over the
+IPS IN USE | IPS RESERVED | IPS FREE`` (reference §8.1; the newest calicoctl adds an ``IPS
+COOLING`` column, not shown here), a row per pool and, with ``--show-blocks``, per block.
+Counts are libcalico-go's accounting: IN USE includes cooling-down addresses; RESERVED is every address an IPReservation covers, allocated or not (over the
 pool's whole CIDR, or the block); an address both in use and reserved shows in both, so the
 percentages need not add up to 100, and FREE = TOTAL - RESERVED - (IN USE - both) counts it once.
 ``--ip`` prints ``IP x is in use`` with the handle and owner attributes, or ``x is not assigned``;
@@ -109,7 +109,6 @@ USAGE_HEADER = (
     "IPS IN USE",
     "IPS RESERVED",
     "IPS FREE",
-    "IPS COOLING",
 )
 
 
@@ -203,7 +202,6 @@ def usage_row(grouping: str, cidr: IPNetwork, usage: Usage) -> list[str]:
         _with_percent(usage.in_use, total),
         _with_percent(usage.reserved, total),
         _with_percent(usage.free, total),
-        _with_percent(usage.cooling, total),
     ]
 
 
