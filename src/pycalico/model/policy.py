@@ -170,7 +170,7 @@ def _tier_name_issue(tier: str, name: str) -> str | None:
     return None
 
 
-def _policy_name_issue(name: str, tier: str | None, pattern: re.Pattern[str]) -> str | None:
+def policy_name_issue(name: str, tier: str | None, pattern: re.Pattern[str]) -> str | None:
     if not name:
         return "is required"
     if len(name) > SUBDOMAIN_MAX:
@@ -192,7 +192,7 @@ class NetworkPolicy(CheckedResource):
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        return _policy_name_issue(self.metadata.name, self.spec.tier, NETWORK_POLICY_NAME_RE)
+        return policy_name_issue(self.metadata.name, self.spec.tier, NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
@@ -214,7 +214,7 @@ class GlobalNetworkPolicy(CheckedResource):
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        return _policy_name_issue(self.metadata.name, self.spec.tier, GLOBAL_NETWORK_POLICY_NAME_RE)
+        return policy_name_issue(self.metadata.name, self.spec.tier, GLOBAL_NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")

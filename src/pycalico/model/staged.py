@@ -43,7 +43,7 @@ from pycalico.model.policy import (
     DEFAULT_TIER,
     GlobalNetworkPolicySpec,
     NetworkPolicySpec,
-    _policy_name_issue,
+    policy_name_issue,
 )
 from pycalico.model.validation import (
     Checked,
@@ -147,7 +147,7 @@ class StagedNetworkPolicy(CheckedResource):
     spec: StagedNetworkPolicySpec = Field(default_factory=StagedNetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        return _policy_name_issue(self.metadata.name, self.spec.tier, NETWORK_POLICY_NAME_RE)
+        return policy_name_issue(self.metadata.name, self.spec.tier, NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
@@ -165,7 +165,7 @@ class StagedGlobalNetworkPolicy(CheckedResource):
     spec: StagedGlobalNetworkPolicySpec = Field(default_factory=StagedGlobalNetworkPolicySpec)
 
     def name_issue(self) -> str | None:
-        return _policy_name_issue(self.metadata.name, self.spec.tier, GLOBAL_NETWORK_POLICY_NAME_RE)
+        return policy_name_issue(self.metadata.name, self.spec.tier, GLOBAL_NETWORK_POLICY_NAME_RE)
 
     def spec_issues(self) -> Iterator[Issue]:
         yield from self.spec.issues("spec")
