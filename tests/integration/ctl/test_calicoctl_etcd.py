@@ -6,9 +6,6 @@ reads etcd directly through ``EtcdKVStore`` to check keys and that refused input
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,46 +16,11 @@ from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.paths import resource_key
 from pycalico.datastore.resources import ResourceStore
 from pycalico.model.codec import encode_resource, load_documents
+from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdCluster, EtcdServer
 
 REPO = Path(__file__).resolve().parents[3]
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 RESOURCE_ROOT = "/calico/resources/v3/projectcalico.org/"
-
-
-class Calicoctl:
-    def __init__(self, endpoints: str, tmp_path: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-        self.env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=endpoints)
-        self.tmp_path = tmp_path
-        self.files = 0
-
-    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CALICOCTL, *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        done = self(*args, stdin=stdin)
-        assert done.returncode == 0, f"calicoctl {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done.stdout
-
-    def fails(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = self(*args, stdin=stdin)
-        assert done.returncode == 1, f"calicoctl {' '.join(args)} should fail: {done.stdout}"
-        return done
-
-    def manifest(self, text: str) -> str:
-        self.files += 1
-        path = self.tmp_path / f"manifest-{self.files}.yaml"
-        path.write_text(text)
-        return str(path)
 
 
 @pytest.fixture

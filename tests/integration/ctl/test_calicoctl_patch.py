@@ -8,10 +8,6 @@ a second writer in right after the read.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,35 +19,23 @@ from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
 from pycalico.model.codec import decode_resource, encode_resource
 from pycalico.model.meta import Resource
+from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdServer
 
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 RESOURCE_ROOT = "/calico/resources/v3/projectcalico.org/"
 
 
-class Calicoctl:
-    def __init__(self, endpoint: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-        self.env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=endpoint)
+class StrictCalicoctl(Calicoctl):
+    """Success prints nothing on stderr, failure nothing on stdout."""
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CALICOCTL, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        done = self(*args)
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        done = self(*args, stdin=stdin)
         assert done.returncode == 0, f"calicoctl {' '.join(args)}: {done.stderr}{done.stdout}"
         assert done.stderr == ""
         return done.stdout
 
-    def fails(self, *args: str) -> str:
-        done = self(*args)
+    def fails(self, *args: str, stdin: str | None = None) -> str:  # type: ignore[override]
+        done = self(*args, stdin=stdin)
         assert done.returncode == 1, f"calicoctl {' '.join(args)} should fail: {done.stdout}"
         assert done.stdout == ""
         return done.stderr
@@ -59,7 +43,7 @@ class Calicoctl:
 
 @pytest.fixture
 def ctl(kv: EtcdKVStore, etcd: EtcdServer) -> Calicoctl:
-    return Calicoctl(etcd.endpoint)
+    return StrictCalicoctl(etcd.endpoint)
 
 
 def resource(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None) -> Resource:

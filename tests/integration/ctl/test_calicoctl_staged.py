@@ -5,9 +5,6 @@ Calico's aliases, ps/wide/yaml), delete, and a refused ``stagedAction: Delete`` 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +12,8 @@ import yaml
 
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.paths import resource_key
+from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdServer
-
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 
 SGNP = """apiVersion: projectcalico.org/v3
 kind: StagedGlobalNetworkPolicy
@@ -91,33 +87,6 @@ CASES = {
 }
 
 
-class Calicoctl:
-    def __init__(self, endpoint: str, tmp_path: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-        self.env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=endpoint)
-        self.tmp_path = tmp_path
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CALICOCTL, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        done = self.run(*args)
-        assert done.returncode == 0, f"calicoctl {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done.stdout
-
-    def manifest(self, name: str, text: str) -> str:
-        path = self.tmp_path / name
-        path.write_text(text)
-        return str(path)
-
-
 @pytest.fixture
 def ctl(kv: EtcdKVStore, etcd: EtcdServer, tmp_path: Path) -> Calicoctl:
     return Calicoctl(etcd.endpoint, tmp_path)
@@ -129,7 +98,7 @@ async def test_apply_get_delete(kind: str, ctl: Calicoctl, kv: EtcdKVStore) -> N
     name = yaml.safe_load(text)["metadata"]["name"]
     scope = ["-n", namespace] if namespace else []
 
-    assert ctl.ok("apply", "-f", ctl.manifest("m.yaml", text)).startswith("Successfully applied 1")
+    assert ctl.ok("apply", "-f", ctl.manifest(text, "m.yaml")).startswith("Successfully applied 1")
     key = resource_key(plural, name, namespace)
     stored = await kv.get(key)
     assert stored is not None, f"nothing at {key}"
@@ -154,7 +123,7 @@ async def test_a_delete_with_other_fields_is_refused_and_writes_nothing(
     ctl: Calicoctl, kv: EtcdKVStore
 ) -> None:
     text = SGNP.replace("spec:\n", "spec:\n  stagedAction: Delete\n")
-    done = ctl.run("apply", "-f", ctl.manifest("bad.yaml", text))
+    done = ctl.run("apply", "-f", ctl.manifest(text, "bad.yaml"))
     assert done.returncode == 1
     output = done.stderr + done.stdout
     for field in ("spec.order", "spec.selector", "spec.ingress"):

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 from pycalico.ctl.datastore import set_datastore_ready
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
 from pycalico.model.node import ClusterInformation
+from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdServer
-
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 
 
 def calicoctl(etcd: EtcdServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-    env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=etcd.endpoint)
-    return subprocess.run(
-        [CALICOCTL, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    return Calicoctl(etcd.endpoint)(*args)
 
 
 async def ready_flag(store: ResourceStore) -> bool | None:
@@ -84,16 +76,7 @@ async def test_concurrent_change_is_retried_not_overwritten(kv: EtcdKVStore) -> 
     assert (result.spec.datastore_ready, result.spec.calico_version) == (False, "v9.9.9")
 
 
-def test_unreachable_datastore_is_a_clear_error(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-    env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS="http://127.0.0.1:1")
-    done = subprocess.run(
-        [CALICOCTL, "datastore", "migrate", "lock"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_unreachable_datastore_is_a_clear_error() -> None:
+    done = Calicoctl("http://127.0.0.1:1")("datastore", "migrate", "lock")
     assert done.returncode == 1
     assert "Error updating ClusterInformation for locking" in done.stderr

@@ -12,6 +12,7 @@ Every namespace is removed at module end, also on failure; servers are stopped p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -42,6 +43,26 @@ def topology() -> Iterator[netns.Topology]:
         topo.create_node()
         for key, ip in PODS.items():
             topo.add_pod(key, ip, ipv6=f"fd00:65::{ip.rsplit('.', 1)[1]}")
+        yield topo
+    finally:
+        topo.cleanup()
+
+
+@contextlib.contextmanager
+def host_endpoint_topology(
+    pod_ip: str, node_ip: str, outside_ip: str, pod_subnet: str
+) -> Iterator[netns.Topology]:
+    """A node with one pod (``pod``) and an outside namespace (``out``) on the node's plain
+    interface ``eth1``, routed to the pods' subnet through the node: the host endpoint tests'
+    world.  Removed on exit, also on failure."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    topo = netns.Topology()
+    try:
+        topo.create_node()
+        topo.add_pod("pod", pod_ip)
+        topo.add_outside("out", "eth1", node_ip, outside_ip)
+        netns.netns_run(topo.pods["out"].name, "ip", "route", "add", pod_subnet, "via", node_ip)
         yield topo
     finally:
         topo.cleanup()

@@ -33,14 +33,13 @@ from pycalico.felix import daemon
 from pycalico.felix.calc import key_of
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import Dataplane, DataplaneOptions
-from pycalico.model.codec import encode_value
-from pycalico.model.meta import Resource
 from pycalico.node.agent import ChildSpec, Supervisor
 from pycalico.testing import felix_calc as build
-from pycalico.testing import netns
-from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
+from pycalico.testing import felix_world, netns
+from pycalico.testing.connectivity import ConnectivityChecker, Probe
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.fake_kernel import FakeKernel
+from pycalico.testing.felix_world import etcd_node, put, reachability, serving
 from pycalico.testing.netns_fabric import EtcdRelay
 
 PODS = {"a": "10.67.0.1", "b": "10.67.0.2", "c": "10.67.0.3"}
@@ -73,10 +72,6 @@ async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
     finally:
         await store.delete_prefix("/calico/")
         await store.close()
-
-
-async def put(kv: EtcdKVStore, resource: Resource) -> None:
-    await kv.put(key_of(resource), encode_value(resource))
 
 
 async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -206,30 +201,14 @@ async def test_lock_while_running_forwards_nothing_more_and_exits_for_a_restart(
 def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    topo = netns.Topology()
-    relay = EtcdRelay("127.0.0.1", etcd_server.client_port)
-    try:
-        topo.create_node()
-        for key, ip in PODS.items():
-            topo.add_pod(key, ip)
-        relay.add(topo.node, RELAY_PORT)
-        yield topo, relay
-    finally:
-        relay.close()
-        topo.cleanup()
+    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
+        yield node
 
 
 @pytest.fixture
 def matrix(world: tuple[netns.Topology, EtcdRelay]) -> Iterator[ConnectivityChecker]:
-    topo, _ = world
-    checker = ConnectivityChecker(
-        {key: Endpoint(pod.name, pod.ipv4) for key, pod in topo.pods.items()}
-    )
-    try:
-        checker.serve(list(PODS), tcp_ports=(80,), udp_ports=(53,))
+    with serving(world[0], PODS) as checker:
         yield checker
-    finally:
-        checker.stop()
 
 
 class SupervisedFelix:
@@ -333,26 +312,11 @@ async def supervised(world: tuple[netns.Topology, EtcdRelay]) -> AsyncIterator[S
 
 
 def matrix_of(blocked: set[tuple[str, str]] | None = None) -> dict[Probe, bool]:
-    out: dict[Probe, bool] = {}
-    for src in PODS:
-        for dst in PODS:
-            if src != dst:
-                closed = blocked is not None and (src, dst) in blocked
-                out[Probe(src, dst, 80)] = not closed
-                out[Probe(src, dst, 0, "icmp")] = not closed
-    return out
+    return reachability(PODS, blocked or ())
 
 
 async def write_pods(kv: EtcdKVStore, topo: netns.Topology, hostname: str) -> None:
-    await put(kv, build.namespace_profile("default"))
-    for key in PODS:
-        pod = topo.pods[key]
-        endpoint = build.workload(
-            f"pod-{key}", ips=[PODS[key]], interface=pod.interface, node=hostname,
-            labels=LABELS[key],
-        )  # fmt: skip
-        spec = endpoint.spec.model_copy(update={"mac": pod.mac})
-        await put(kv, endpoint.model_copy(update={"spec": spec}))
+    await felix_world.write_pods(kv, topo, hostname, PODS, LABELS)
 
 
 async def holds(

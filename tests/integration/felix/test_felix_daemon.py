@@ -25,13 +25,13 @@ import pytest
 from pycalico.datastore import paths
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.felix.calc import key_of
-from pycalico.model.codec import encode_value
 from pycalico.model.meta import Resource
 from pycalico.model.node import FelixConfiguration
 from pycalico.testing import felix_calc as build
-from pycalico.testing import netns
-from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
+from pycalico.testing import felix_world, netns
+from pycalico.testing.connectivity import ConnectivityChecker, Probe
 from pycalico.testing.etcd_server import EtcdServer, free_port
+from pycalico.testing.felix_world import etcd_node, pod_workload, put, reachability, serving
 from pycalico.testing.netns_fabric import EtcdRelay
 
 pytestmark = pytest.mark.root
@@ -139,17 +139,8 @@ def etcd_server() -> Iterator[EtcdServer]:
 def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    topo = netns.Topology()
-    relay = EtcdRelay("127.0.0.1", etcd_server.client_port)
-    try:
-        topo.create_node()
-        for key, ip in PODS.items():
-            topo.add_pod(key, ip)
-        relay.add(topo.node, RELAY_PORT)
-        yield topo, relay
-    finally:
-        relay.close()
-        topo.cleanup()
+    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
+        yield node
 
 
 @pytest.fixture
@@ -179,15 +170,8 @@ def felix(world: tuple[netns.Topology, EtcdRelay]) -> Iterator[FelixProcess]:
 
 @pytest.fixture
 def matrix(world: tuple[netns.Topology, EtcdRelay]) -> Iterator[ConnectivityChecker]:
-    topo, _ = world
-    checker = ConnectivityChecker(
-        {key: Endpoint(pod.name, pod.ipv4) for key, pod in topo.pods.items()}
-    )
-    try:
-        checker.serve(list(PODS), tcp_ports=(80,), udp_ports=(53,))
+    with serving(world[0], PODS) as checker:
         yield checker
-    finally:
-        checker.stop()
 
 
 async def check(
@@ -203,34 +187,17 @@ async def check(
         raise AssertionError(f"{error}\n--- felix log ---\n{felix.tail(60)}") from None
 
 
-async def put(kv: EtcdKVStore, resource: Resource) -> None:
-    await kv.put(key_of(resource), encode_value(resource))
-
-
 def workload(topo: netns.Topology, key: str, **fields: Any) -> Resource:
     """The pod's WorkloadEndpoint, as the CNI plugin writes it (with the pod's MAC)."""
-    pod = topo.pods[key]
-    endpoint = build.workload(f"pod-{key}", ips=[PODS[key]], interface=pod.interface, **fields)
-    return endpoint.model_copy(update={"spec": endpoint.spec.model_copy(update={"mac": pod.mac})})
+    return pod_workload(topo, key, PODS[key], **fields)
 
 
 async def write_pods(kv: EtcdKVStore, topo: netns.Topology, hostname: str) -> None:
-    await put(kv, build.namespace_profile("default"))
-    for key in PODS:
-        await put(
-            kv,
-            workload(topo, key, node=hostname, labels=LABELS[key]),
-        )  # fmt: skip
+    await felix_world.write_pods(kv, topo, hostname, PODS, LABELS)
 
 
 def matrix_of(blocked: set[tuple[str, str]] = frozenset()) -> dict[Probe, bool]:  # type: ignore[assignment]
-    out: dict[Probe, bool] = {}
-    for src in PODS:
-        for dst in PODS:
-            if src != dst:
-                out[Probe(src, dst, 80)] = (src, dst) not in blocked
-                out[Probe(src, dst, 0, "icmp")] = (src, dst) not in blocked
-    return out
+    return reachability(PODS, blocked)
 
 
 DENY_ATTACKER = build.global_policy(
@@ -483,11 +450,7 @@ async def test_policy_scenarios_match_their_reachability_matrix(
     await put(kv, build.namespace_profile("other"))
     for key, (namespace, labels) in SCENARIO_PODS.items():
         await put(kv, workload(topo, key, namespace=namespace, node=felix.hostname, labels=labels))
-    checker = ConnectivityChecker(
-        {key: Endpoint(pod.name, pod.ipv4) for key, pod in topo.pods.items()}
-    )
-    try:
-        checker.serve(list(PODS), tcp_ports=(80, 81), udp_ports=(53,))
+    with serving(topo, PODS, tcp_ports=(80, 81)) as checker:
         felix.start()
         await asyncio.to_thread(felix.wait_ready)
         baseline = expect(lambda p: False)
@@ -505,5 +468,3 @@ async def test_policy_scenarios_match_their_reachability_matrix(
                 await check(felix, checker, baseline, 3.0)
             except AssertionError as error:
                 raise AssertionError(f"after removing scenario {name!r}:\n{error}") from None
-    finally:
-        checker.stop()

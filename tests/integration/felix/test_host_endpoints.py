@@ -6,7 +6,6 @@ HostEndpoint.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ from pycalico.felix import messages as m
 from pycalico.testing import netns
 from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
 
-from .conftest import ALLOW, PROFILE, Node
+from .conftest import ALLOW, PROFILE, Node, host_endpoint_topology
 
 pytestmark = pytest.mark.root
 
@@ -27,17 +26,8 @@ HEP = m.HostEndpointID("node-eth1")
 
 @pytest.fixture(scope="module")
 def topology() -> Iterator[netns.Topology]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    topo = netns.Topology()
-    try:
-        topo.create_node()
-        topo.add_pod("pod", "10.65.1.1")
-        topo.add_outside("out", "eth1", NODE_IP, OUTSIDE_IP)
-        netns.netns_run(topo.pods["out"].name, "ip", "route", "add", "10.65.1.0/24", "via", NODE_IP)
+    with host_endpoint_topology("10.65.1.1", NODE_IP, OUTSIDE_IP, "10.65.1.0/24") as topo:
         yield topo
-    finally:
-        topo.cleanup()
 
 
 @pytest.fixture

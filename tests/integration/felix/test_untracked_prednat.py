@@ -7,7 +7,6 @@ ends by removing the policy and checking that traffic and the table are back to 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,7 @@ from pycalico.felix.rules import names
 from pycalico.testing import netns
 from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
 
-from .conftest import ALLOW, PROFILE, Node
+from .conftest import ALLOW, PROFILE, Node, host_endpoint_topology
 
 pytestmark = pytest.mark.root
 
@@ -32,17 +31,8 @@ TEST_NAT_TABLE = "ip fxtest-dnat"
 
 @pytest.fixture(scope="module")
 def topology() -> Iterator[netns.Topology]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    topo = netns.Topology()
-    try:
-        topo.create_node()
-        topo.add_pod("pod", POD_IP)
-        topo.add_outside("out", "eth1", NODE_IP, OUTSIDE_IP)
-        netns.netns_run(topo.pods["out"].name, "ip", "route", "add", "10.65.2.0/24", "via", NODE_IP)
+    with host_endpoint_topology(POD_IP, NODE_IP, OUTSIDE_IP, "10.65.2.0/24") as topo:
         yield topo
-    finally:
-        topo.cleanup()
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +24,10 @@ from pycalico.ipam.check import check
 from pycalico.ipam.records import IPAMConfig
 from pycalico.ipam.reservations import Reservations
 from pycalico.model.codec import load_documents
+from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.ipam import put_node, put_pool
 
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 RESERVATIONS_ROOT = "/calico/resources/v3/projectcalico.org/ipreservations/"
 
 
@@ -221,33 +218,6 @@ async def test_explicit_assign_inside_a_reservation_is_allowed(
 # --- calicoctl ---------------------------------------------------------------------------------
 
 
-class Calicoctl:
-    def __init__(self, endpoint: str, tmp_path: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
-        self.env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=endpoint)
-        self.tmp_path = tmp_path
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CALICOCTL, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        done = self(*args)
-        assert done.returncode == 0, f"calicoctl {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done.stdout
-
-    def manifest(self, name: str, text: str) -> str:
-        path = self.tmp_path / name
-        path.write_text(text)
-        return str(path)
-
-
 async def reservation_keys(kv: KVStore) -> dict[str, bytes]:
     listed = await kv.list(RESERVATIONS_ROOT)
     return {item.key: item.value for item in listed.items}
@@ -256,7 +226,7 @@ async def reservation_keys(kv: KVStore) -> dict[str, bytes]:
 async def test_calicoctl_apply_get_delete(kv: KVStore, etcd: EtcdServer, tmp_path: Path) -> None:
     ctl = Calicoctl(etcd.endpoint, tmp_path)
     cidrs = ["10.90.0.5/30", "10.90.1.1", "cafe:f00d::/123"]
-    path = ctl.manifest("r.yaml", reservation("my-reservation", *cidrs))
+    path = ctl.manifest(reservation("my-reservation", *cidrs), "r.yaml")
     out = await asyncio.to_thread(ctl.ok, "apply", "-f", path)
     assert out == "Successfully applied 1 'IPReservation' resource(s)\n"
     stored = await reservation_keys(kv)
@@ -289,7 +259,7 @@ async def test_calicoctl_refuses_an_invalid_cidr_and_writes_nothing(
         + "---\n"
         + reservation("bad", "10.91.0.9", "10.91.0.0/33")
     )
-    path = ctl.manifest("bad.yaml", text)
+    path = ctl.manifest(text, "bad.yaml")
     done = await asyncio.to_thread(ctl, "apply", "-f", path)
     assert done.returncode == 1 and done.stdout == ""
     assert "spec.reservedCIDRs[1]" in done.stderr and "10.91.0.0/33" in done.stderr
