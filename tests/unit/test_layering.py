@@ -40,7 +40,9 @@ def _importlinter_config() -> dict[str, Any]:
     return config
 
 
-CONTRACTS: dict[str, dict[str, Any]] = {c["id"]: c for c in _importlinter_config()["contracts"]}
+CONTRACTS: dict[str, dict[str, Any]] = {
+    c.get("id", c["name"]): c for c in _importlinter_config()["contracts"]
+}
 PURE_MODULES: list[str] = CONTRACTS["pure"]["source_modules"]
 
 # One forbidden import per contract (some have more than one): (file under src/pycalico, line
@@ -104,6 +106,12 @@ def test_contracts_hold_on_the_tree(tmp_path: Path) -> None:
     result = _lint_imports(_copy_package(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in result.stdout
+
+
+def test_every_contract_has_an_id() -> None:
+    # BREAKS and ``lint-imports --contract`` name contracts by id.
+    missing = [c["name"] for c in CONTRACTS.values() if "id" not in c]
+    assert not missing, f"give these contracts an id in pyproject.toml: {missing}"
 
 
 def test_every_contract_has_a_break() -> None:
