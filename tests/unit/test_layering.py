@@ -147,6 +147,38 @@ def test_listed_pure_module_exists(module: str) -> None:
     )
 
 
+# Modules whose imports look pure but that do I/O an import check cannot see: files, the
+# environment, or the datastore reached through the ``KVStore`` protocol.  Any other module that
+# imports no I/O must be in the "pure" contract, so that it stays pure.
+NOT_PURE: dict[str, str] = {
+    "pycalico.datastore.config": "reads the CalicoAPIConfig file and the environment",
+    "pycalico.ipam.check": "reads every IPAM key through the KVStore protocol",
+    "pycalico.ctl.loading": "reads the -f files, directories and stdin",
+    "pycalico.lab.state": "reads and writes the lab's state.json",
+}
+
+
+def test_every_pure_looking_module_is_listed_or_explained() -> None:
+    graph = grimp.build_graph("pycalico", include_external_packages=True)
+    io_modules = set(CONTRACTS["pure"]["forbidden_modules"])
+    unlisted = []
+    for module in sorted(graph.modules):
+        if not module.startswith("pycalico.") or module.startswith("pycalico.testing"):
+            continue
+        if graph.find_children(module) or module in NOT_PURE:
+            continue  # packages: their modules are checked one by one
+        if any(module == pure or module.startswith(pure + ".") for pure in PURE_MODULES):
+            continue
+        if not (graph.find_upstream_modules(module) | {module}) & io_modules:
+            unlisted.append(module)
+    assert not unlisted, (
+        f"{unlisted} import no I/O: add them to the 'pure' contract in pyproject.toml, or say "
+        "in NOT_PURE what I/O they do"
+    )
+    stale = [module for module in NOT_PURE if _module_file(module) is None]
+    assert not stale, f"NOT_PURE names modules that do not exist: {stale}"
+
+
 def test_pure_list_has_no_duplicates_or_nesting() -> None:
     # A module listed under a listed package is a second copy of the same fact.
     for module in PURE_MODULES:
