@@ -37,6 +37,8 @@ FUNCTIONS_KEPT: set[str] = {
 HEDGES_KEPT: set[str] = {
     "node/agent.py::felix_command",  # being removed on branch arch-ipam
     "node/agent.py::NodeAgent._start_agent_server",  # being removed on branch arch-ipam
+    "ctl/main.py::_lazy_available",  # being removed on branch arch-ipam
+    "ctl/main.py::_load_lazy",  # being removed on branch arch-ipam
 }
 
 ALL_FILES = sorted(PACKAGE.rglob("*.py"))
