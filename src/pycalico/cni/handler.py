@@ -65,9 +65,9 @@ from pycalico.cni.workload import (
 )
 from pycalico.datastore.api import DatastoreError, KeyNotFound, KVStore, RevisionConflict
 from pycalico.datastore.resources import ResourceStore
-from pycalico.felix.drivers.interfaces import workload_sysctls
 from pycalico.ipam.allocator import IPAM
 from pycalico.ipam.keys import HANDLES_PREFIX
+from pycalico.lib.sysctls import workload_sysctls
 from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.model.node import ClusterInformation
 
@@ -336,7 +336,7 @@ async def cmd_add(ctx: Context) -> Result:
 
 
 def host_sysctls(interface: str, ipv6: bool) -> list[tuple[str, str]]:
-    """Felix's per-workload sysctls (reused from its interface driver) plus the IPv6 ones the
+    """Calico's per-workload sysctls (``lib.sysctls``, shared with Felix) plus the IPv6 ones the
     CNI plugin sets before Felix sees the interface (reference §6.3 step 9)."""
     values = workload_sysctls(interface, allow_spoofing=False, ipv6=ipv6)
     if ipv6:

@@ -1,1 +1,1 @@
-"""Small pure helpers shared by every layer (CIDR maths, clocks, delta tracking)."""
+"""Small pure helpers shared by every layer (address ordering, workload-interface sysctls)."""

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pycalico.lib.sysctls import workload_sysctls
+
 log = logging.getLogger(__name__)
 
 
@@ -46,24 +48,6 @@ class ProcSysctls:
     def link_exists(self, interface: str) -> bool:
         # /proc/sys/net follows the calling thread's namespace; /sys follows the mount's.
         return os.path.exists(os.path.join(self.root, "net/ipv4/conf", interface))
-
-
-def workload_sysctls(interface: str, allow_spoofing: bool, ipv6: bool) -> list[tuple[str, str]]:
-    """Calico's per-workload-interface sysctls, in the order Felix writes them."""
-    values = [
-        (f"net/ipv6/conf/{interface}/accept_ra", "0"),
-        (f"net/ipv4/conf/{interface}/route_localnet", "1"),
-        (f"net/ipv4/neigh/{interface}/proxy_delay", "0"),
-        (f"net/ipv4/conf/{interface}/proxy_arp", "1"),
-        (f"net/ipv4/conf/{interface}/forwarding", "1"),
-        (f"net/ipv4/conf/{interface}/rp_filter", "0" if allow_spoofing else "1"),
-    ]
-    if ipv6:
-        values += [
-            (f"net/ipv6/conf/{interface}/proxy_ndp", "1"),
-            (f"net/ipv6/conf/{interface}/forwarding", "1"),
-        ]
-    return values
 
 
 class InterfaceConfigurator:
