@@ -53,6 +53,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pycalico.bgp.config import (
     BIRD_INT_MAX,
@@ -325,7 +326,7 @@ class _Builder:
         rr_client = bool(
             same_as and self.my_cluster_id and data.rr_cluster_id != self.my_cluster_id
         )
-        next_hop = None
+        next_hop: Literal["self", "keep"] | None = None
         if data.next_hop_mode == "Self":
             next_hop = "self"
         elif data.next_hop_mode == "Keep" or (data.keep_next_hop and not same_as):
