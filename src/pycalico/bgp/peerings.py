@@ -92,10 +92,11 @@ class Cluster:
     workload_peers: Sequence[WorkloadPeer] = ()
 
 
-def _seconds(duration: str | None) -> int | None:
+def whole_seconds(duration: str | None) -> int | None:
+    """A Go duration in whole seconds, halves rounded up (Go's ``math.Round``), or None."""
     if not duration:
         return None
-    return round(parse_go_duration(duration) / 1_000_000_000)
+    return (parse_go_duration(duration) + 500_000_000) // 1_000_000_000
 
 
 def _addresses(node: Node) -> dict[int, str]:
@@ -162,8 +163,8 @@ class _Computation:
             "resource": resource.name,
             "password": spec.password.secret_key_ref if spec.password else None,
             "source_address": spec.source_address or "UseNodeIP",
-            "restart_time": _seconds(spec.max_restart_time),
-            "keepalive_time": _seconds(spec.keepalive_time),
+            "restart_time": whole_seconds(spec.max_restart_time),
+            "keepalive_time": whole_seconds(spec.keepalive_time),
             "next_hop_mode": spec.next_hop_mode,
             "keep_next_hop": spec.next_hop_mode is None and spec.keep_original_next_hop,
             "filters": tuple(spec.filters or ()),

@@ -73,10 +73,16 @@ from pycalico.bgp.config import (
     peer_name,
 )
 from pycalico.bgp.filters import filter_functions, missing_filters, peer_calls
-from pycalico.bgp.peerings import Cluster, PeerData, Peering, WorkloadPeer, peerings
+from pycalico.bgp.peerings import (
+    Cluster,
+    PeerData,
+    Peering,
+    WorkloadPeer,
+    peerings,
+    whole_seconds,
+)
 from pycalico.model.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, SecretKeyRef
 from pycalico.model.bgpfilter import BGPFilter
-from pycalico.model.fields import parse_go_duration
 from pycalico.model.ipam import IPPool
 from pycalico.model.node import Node
 from pycalico.model.selectors import SelectorParseError, parse
@@ -299,7 +305,7 @@ class _Builder:
                     port=self.listen_port_of(name),
                     source_address=my_address,
                     passive=address > my_address,
-                    restart_time=_seconds(restart),
+                    restart_time=whole_seconds(restart),
                     password=password,
                     internal=as_number == self.my_as,
                     comment=f"For peer /host/{name}/ip_addr_v{version}",
@@ -541,12 +547,6 @@ class _Builder:
             ipv6=ipv6,
             notes=tuple(dict.fromkeys(self.notes)),
         )
-
-
-def _seconds(duration: str | None) -> int | None:
-    if not duration:
-        return None
-    return round(parse_go_duration(duration) / 1_000_000_000)
 
 
 def _is_community(value: str) -> bool:
