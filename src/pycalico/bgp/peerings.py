@@ -15,7 +15,9 @@ Calico's rules, kept (reference §4, confd's peering cache):
   that node's AS, listen port and route-reflector cluster ID; ``localASNumber`` is not applied),
   else ``peerIP`` (``ip`` or ``ip:port``).  A ``peerIP`` without a port that is a Calico node's
   address (with the BGPPeer's AS, or the global AS when it has none) gets that node's listen
-  port; a ``peerIP`` that is any Calico node's address marks the peering ``calico_node``.
+  port; a ``peerIP`` that is any Calico node's address marks the peering ``calico_node`` and,
+  without ``asNumber``, takes that node's AS (one that is no node's is left out with a note:
+  BIRD refuses a session without a remote AS).
 * Reverse peering (``reversePeering`` not ``Manual``; not for workload peers): the nodes the
   remote side selects (``peerSelector``, or the nodes holding ``peerIP`` with the matching AS
   and port, that IP's family only) peer back with the nodes the BGPPeer applies to (all nodes
@@ -210,14 +212,23 @@ class _Computation:
         if not port:
             holders = self.nodes_with(address, spec.as_number, None)
             port = self.node_port(holders[0]) if holders else None
-        calico_node = any(address in _addresses(n).values() for n in self.cluster.nodes.values())
+        owners = [
+            n
+            for n in sorted(self.cluster.nodes)
+            if address in _addresses(self.cluster.nodes[n]).values()
+        ]
+        as_number = spec.as_number or (self.node_as(owners[0]) if owners else 0)
+        if not as_number:
+            # BIRD refuses a session without a remote AS: leave it out rather than break the file.
+            self.notes.append(f"BGPPeer {resource.name}: no asNumber and {address} is no node's")
+            return []
         return [
             PeerData(
                 address=address,
                 port=port,
-                as_number=spec.as_number or 0,
+                as_number=as_number,
                 local_as=spec.local_as_number,
-                calico_node=calico_node,
+                calico_node=bool(owners),
                 allow_local_as=spec.num_allowed_local_as_numbers or None,
                 **self.common(resource),  # type: ignore[arg-type]
             )

@@ -174,6 +174,19 @@ def test_peer_ip_of_a_calico_node_takes_its_port_and_passive_side() -> None:
     assert "Node_10_0_0_1" in back and not back["Node_10_0_0_1"].passive
 
 
+def test_peer_ip_without_as_number_takes_the_nodes_or_is_left_out() -> None:
+    cluster = nodes(node("node1", "10.0.0.1/24"), node("node2", "10.0.0.2/24", as_number=65002))
+    inputs = BgpInputs(
+        node_name="node1",
+        nodes=cluster,
+        configs={"default": config("default", nodeToNodeMeshEnabled=False)},
+        peers=[peer("to-2", peerIP="10.0.0.2"), peer("nowhere", peerIP="10.9.9.9")],
+    )
+    result = build(inputs)
+    assert [(p.name, p.as_number) for p in result.ipv4.peers] == [("Global_10_0_0_2", 65002)]
+    assert any("nowhere" in note and "asNumber" in note for note in result.notes)
+
+
 def test_local_workload_peers() -> None:
     inputs = on_node1(
         peers=[
