@@ -225,7 +225,9 @@ def test_better_priority_pod_route_is_announced_beneath_its_block(
     set_pod_route_metric(owner.namespace, destination, 512)
     try:
         # The local preference carries the priority: the observer installs metric 512.
-        assert wait_for(lambda: metric_seen() == 512, 20), cluster.kernel_routes(observer)
+        wait_for(lambda: metric_seen() == 512, 20)
+    except TimeoutError:
+        pytest.fail(f"{observer.name}: {cluster.fabric.routes(observer.namespace)}")
     finally:
         set_pod_route_metric(owner.namespace, destination, NORMAL_PRIORITY)
     assert wait_for(lambda: metric_seen() is None, 20), cluster.kernel_routes(observer)
