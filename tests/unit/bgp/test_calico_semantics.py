@@ -46,6 +46,8 @@ def test_normal_route_priority_default_and_configured() -> None:
     assert "if (!defined(krt_metric)) then { krt_metric = 1024; }" in text
     assert "if ( net ~ 192.168.5.0/26 && krt_metric < 1024 ) then { accept; }" in text
     assert "if (krt_metric < 1024) then { preference = 200; }" in text
+    # BIRD 2's kernel protocol would install everything at its own default metric (32).
+    assert text.count("  metric 0;") == 2
     configured = on_node1(
         affinities={"192.168.5.0/26": ""},
         configs={"default": config("default", ipv4NormalRoutePriority=5000)},
