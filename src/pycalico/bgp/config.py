@@ -13,8 +13,13 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-PeerKind = Literal["Mesh", "Global", "Node"]
-DebugLevel = Literal["all", "states", "none"]
+PeerKind = Literal["Mesh", "Global", "Node", "Local_Workload"]
+# Protocols (device, direct): "all" at Debug, "states" at Info, nothing otherwise.  BGP peers
+# say more at Info: "full" is states, routes, filters and events.
+DebugLevel = Literal["all", "states", "full", "none"]
+BIRD_INT_MAX = 2147483647  # Calico maps a route priority p to BGP local preference MAX - p
+OVERRIDE_PREFERENCE = 200  # BIRD preference of a route whose priority beats the normal one
+DEFAULT_ROUTE_PRIORITY = 1024
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class BirdFilterFunction:
     direction: str
     name: str
     lines: tuple[str, ...]
+    takes_peer_type: bool = False  # has peerType rules: called with (is_same_as)
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,7 @@ class BirdPeer:
     local_as: int | None = None
     source_address: str | None = None
     passive: bool = False
-    direct: bool = True
-    multihop: int | None = None  # with ttl security; None and not direct = plain multihop
-    ttl_security: bool = False
+    ttl_security: int | None = None  # hop count: "ttl security on; multihop N", else off
     restart_time: int | None = None
     keepalive_time: int | None = None
     rr_client: bool = False
@@ -50,27 +54,39 @@ class BirdPeer:
     password: str | None = None
     next_hop: Literal["self", "keep"] | None = None
     allow_local_as: int | None = None
-    internal: bool = True
+    internal: bool = True  # the peer's AS is this node's (its local AS override if set)
     comment: str = ""
-    # BGPFilter function calls (BGPPeer ``filters``, in order) made before Calico's own logic.
+    # BGPFilter function calls (BGPPeer ``filters``, in order), see ``pycalico.bgp.filters``.
     import_calls: tuple[str, ...] = ()
     export_calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class BlockRoute:
+    """A confirmed (or legacy state-less) affine block: exported whole, with nothing beneath
+    it except routes of a better-than-normal priority."""
+
     cidr: str
     state: str
     blackhole: bool  # a /32 (or /128) block gets no blackhole, as in Calico
-    aggregate: bool  # confirmed or legacy: export the block, nothing beneath it
 
 
 @dataclass(frozen=True)
 class PoolRoute:
+    """What one IP pool contributes to the export filter and the kernel filter."""
+
     cidr: str
-    export: bool
-    kernel: bool  # BIRD installs routes inside it (no encapsulation)
-    encapsulation: str  # "" / "ipip" / "vxlan": why BIRD leaves it to Felix
+    export: bool  # False: disableBGPExport, rejected before anything else
+    kernel: Literal["accept", "reject"] | None  # None: no kernel statement for this family
+    reason: str  # why the kernel filter rejects (Felix programs the routes)
+
+
+@dataclass(frozen=True)
+class CommunityRule:
+    """prefixAdvertisements: communities added to exported routes inside ``cidr``."""
+
+    cidr: str
+    communities: tuple[str, ...]  # "a:b" standard, "a:b:c" large
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,11 @@ class FamilyConfig:
     statics: tuple[StaticVia, ...] = ()
     peers: tuple[BirdPeer, ...] = ()
     filter_functions: tuple[BirdFilterFunction, ...] = ()
+    normal_priority: int = DEFAULT_ROUTE_PRIORITY
+    communities: tuple[CommunityRule, ...] = ()
+    tunnel_interfaces: tuple[str, ...] = ("*.cali", "*.calico", "tunl0")  # never to iBGP
+    wireguard_next_hops: tuple[str, ...] = ()  # peers' routes Felix's WireGuard carries
+    bind_address: str | None = None  # bindMode NodeIP
 
     @property
     def enabled(self) -> bool:
@@ -103,7 +124,6 @@ class BirdConfig:
     mesh_enabled: bool
     rr_cluster_id: str | None
     listen_port: int | None
-    bind_address: str | None
     protocol_debug: DebugLevel
     peer_debug: DebugLevel
     ignored_interfaces: tuple[str, ...]

@@ -11,14 +11,23 @@ Calico's rendering, kept:
   BIRD's 64 characters is cut and suffixed with ``_`` + the first 16 hex digits (upper case)
   of its SHA-256.
 * A filter gets a function for a family and direction only when it has rules there, and each
-  rule becomes one line, in order: ``if (<conditions>) then { accept; }`` (or ``reject;``), the
-  bare action when a rule has no condition.  Conditions are AND-ed: ``(net ~ 10.0.0.0/8)``
+  rule becomes one line, in order: ``if (<conditions>) then { <operations> accept; }`` (or
+  ``reject;``), the bare body when a rule has no condition.  Operations: ``addCommunity`` is
+  ``bgp_community.add((a, b));`` (``bgp_large_community`` for ``a:b:c``), ``prependASPath``
+  prepends its ASNs last first (so the path starts with them in order), ``setPriority`` is
+  ``bgp_local_pref = 2147483647 - <priority>;``.  A rule with ``peerType`` is wrapped in
+  ``if (is_same_as) then { ... }`` (iBGP) or ``if (!is_same_as) ...`` (eBGP), and that
+  function takes ``(bool is_same_as)``: the peer passes whether its AS is this node's.  Conditions are AND-ed: ``(net ~ 10.0.0.0/8)``
   (``=`` Equal, ``!=`` NotEqual, ``~`` In, ``!~`` NotIn), with ``prefixLength`` the CIDR becomes
   the set ``[ 10.0.0.0/8{16,24} ]`` (min raised to the CIDR's length, max lowered to 32/128);
   ``source: RemotePeers`` is ``((defined(source))&&(source ~ [ RTS_BGP ]))``; ``interface`` is
-  ``((defined(ifname))&&(ifname ~ "<pattern>"))``.
-* A peer calls the functions of its ``filters`` in order, before its own logic: on import
-  ``<calls>; accept;`` and on export ``<calls>; calico_export_to_bgp_peers(...); reject;``.  The
+  ``((defined(ifname))&&(ifname ~ "<pattern>"))``; ``communities`` (its first value) is
+  ``((a, b) ~ bgp_community)`` or ``((a, b, c) ~ bgp_large_community)``; ``asPathPrefix`` is
+  ``(bgp_path ~ [= a b * =])``; ``priority`` is
+  ``(defined(bgp_local_pref)&&(bgp_local_pref = 2147483647 - <priority>))``.
+* A peer calls the functions of its ``filters`` in order: on import before Calico's preference
+  rule, on export after Calico's metric/local-preference rule and before
+  ``calico_export_to_bgp_peers(...)``.  The
   first rule that matches decides (``accept``/``reject`` inside a function ends the filter); a
   route no rule matches falls through to the next filter and finally to Calico's default.
 
@@ -29,16 +38,19 @@ cannot render safely (data that bypassed validation) is left out with a note, ne
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 
 from pycalico.bgp.config import BirdFilterFunction, bird_safe
 from pycalico.model.bgpfilter import BGPFilter, BGPFilterRule, effective_prefix_lengths
 
 MAX_SYMBOL_LENGTH = 64
+BIRD_INT_MAX = 2147483647  # Calico's priorities become BIRD local preferences below this
 HASH_CHARACTERS = 16
 DIRECTIONS = ("import", "export")
 
 _OPERATORS = {"Equal": "=", "NotEqual": "!=", "In": "~", "NotIn": "!~"}
+_COMMUNITY_RE = re.compile(r"^\d+:\d+(:\d+)?$")
 _REMOTE_PEERS = "((defined(source))&&(source ~ [ RTS_BGP ]))"
 
 
@@ -81,14 +93,49 @@ def rule_condition(rule: BGPFilterRule) -> str:
         conditions.append(_REMOTE_PEERS)
     if rule.interface:
         conditions.append(f'((defined(ifname))&&(ifname ~ "{rule.interface}"))')
+    if rule.communities is not None and rule.communities.values:
+        parts = rule.communities.values[0].split(":")
+        attribute = "bgp_community" if len(parts) == 2 else "bgp_large_community"
+        conditions.append(f"(({', '.join(parts)}) ~ {attribute})")
+    if rule.as_path_prefix:
+        conditions.append(f"(bgp_path ~ [= {' '.join(map(str, rule.as_path_prefix))} * =])")
+    if rule.priority is not None:
+        preference = BIRD_INT_MAX - rule.priority
+        conditions.append(f"(defined(bgp_local_pref)&&(bgp_local_pref = {preference}))")
     return "&&".join(conditions)
 
 
+def community_add(value: str) -> str:
+    """``bgp_community.add((a, b));`` for ``a:b``, the large-community form for ``a:b:c``."""
+    parts = value.split(":")
+    attribute = "bgp_community" if len(parts) == 2 else "bgp_large_community"
+    return f"{attribute}.add(({', '.join(parts)}));"
+
+
+def operation_statements(rule: BGPFilterRule) -> list[str]:
+    statements: list[str] = []
+    for operation in rule.operations or ():
+        if operation.add_community is not None and operation.add_community.value:
+            statements.append(community_add(operation.add_community.value))
+        elif operation.prepend_as_path is not None:
+            # Prepending the last ASN first leaves the path starting with the list in order.
+            for asn in reversed(operation.prepend_as_path.prefix):
+                statements.append(f"bgp_path.prepend({asn});")
+        elif operation.set_priority is not None and operation.set_priority.value is not None:
+            statements.append(f"bgp_local_pref = {BIRD_INT_MAX - operation.set_priority.value};")
+    return statements
+
+
 def rule_statement(rule: BGPFilterRule) -> str:
-    """One line of a filter function: ``if (<conditions>) then { accept; }`` or the action."""
-    action = f"{rule.action.lower()};"
+    """One line of a filter function: ``if (<conditions>) then { <operations> accept; }``."""
+    body = " ".join([*operation_statements(rule), f"{rule.action.lower()};"])
     condition = rule_condition(rule)
-    return f"if ({condition}) then {{ {action} }}" if condition else action
+    line = f"if ({condition}) then {{ {body} }}" if condition else body
+    if rule.peer_type == "iBGP":
+        return f"if (is_same_as) then {{ {line} }}"
+    if rule.peer_type == "eBGP":
+        return f"if (!is_same_as) then {{ {line} }}"
+    return line
 
 
 def _unrenderable(rule: BGPFilterRule) -> str | None:
@@ -96,6 +143,11 @@ def _unrenderable(rule: BGPFilterRule) -> str | None:
         return problem
     if rule.interface is not None and not bird_safe(rule.interface):
         return "interface cannot be written as a BIRD string"
+    values = list(rule.communities.values[:1]) if rule.communities is not None else []
+    values += [o.add_community.value for o in rule.operations or () if o.add_community]  # type: ignore[misc]
+    for value in values:
+        if not _COMMUNITY_RE.match(value or ""):
+            return f"community {value!r} is not 'aa:nn' or 'aa:nn:mm'"
     return None
 
 
@@ -127,6 +179,7 @@ def filter_functions(
                     direction=direction,
                     name=function_name(filter_name, direction, version),
                     lines=tuple(lines),
+                    takes_peer_type=any(rule.peer_type for rule in rules),
                 )
             )
     return tuple(functions), tuple(notes)
@@ -136,11 +189,18 @@ def peer_calls(
     names: Sequence[str] | None,
     functions: Sequence[BirdFilterFunction],
     direction: str,
+    same_as: bool,
 ) -> tuple[str, ...]:
     """The function calls, in the peer's ``filters`` order, for one direction; a filter that
-    does not exist or has no rules for this family and direction contributes nothing."""
-    by_filter = {f.filter_name: f.name for f in functions if f.direction == direction}
-    return tuple(f"{by_filter[name]}()" for name in names or () if name in by_filter)
+    does not exist or has no rules for this family and direction contributes nothing.  A
+    function with ``peerType`` rules is told whether the peer is in this node's AS."""
+    by_filter = {f.filter_name: f for f in functions if f.direction == direction}
+    argument = "true" if same_as else "false"
+    return tuple(
+        f"{by_filter[name].name}({argument if by_filter[name].takes_peer_type else ''})"
+        for name in names or ()
+        if name in by_filter
+    )
 
 
 def missing_filters(

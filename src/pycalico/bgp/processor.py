@@ -2,42 +2,50 @@
 ``BirdConfig`` (reference §4).
 
 What it is: Calico's confd semantics as pure functions.  Given the Nodes, BGPConfigurations,
-BGPPeers, IPPools and this node's block affinities (``BgpInputs``), ``build`` decides every BIRD
-protocol, filter line and static route.  What it is not: the text (``render`` prints a
-``BirdConfig`` and decides nothing), the datastore watch or BIRD itself (``confd``, ``bird``).
+BGPPeers, IPPools, BGPFilters and this node's block affinities (``BgpInputs``), ``build``
+decides every BIRD protocol, filter line and static route.  What it is not: the text (``render``
+prints a ``BirdConfig`` and decides nothing), which BGPPeers make this node peer
+(``peerings``), the datastore watch or BIRD itself (``confd``, ``bird``).
 
-Semantics kept from Calico:
+Semantics kept from Calico (its confd golden files are the reference; docs/bgp.md maps its
+BIRD 1.6 files to our one BIRD 2 file):
 
 * AS: node ``spec.bgp.asNumber`` > BGPConfiguration ``default`` ``asNumber`` > 64512.
 * Mesh (``nodeToNodeMeshEnabled``, default true): one ``Mesh_<ip>`` peer per other node with an
   address of the family, unless this node or the other one is a route reflector
-  (``routeReflectorClusterID``).  ``passive on`` when the peer's address is the greater *string*
-  (so exactly one side of each pair connects).  Restart time ``nodeMeshMaxRestartTime`` or 120 s.
-* BGPPeers: neither ``node`` nor ``nodeSelector`` ⇒ ``Global_<ip>``; otherwise ``Node_<ip>`` on the
-  nodes they select.  ``peerSelector`` peers with the selected nodes (their address and AS), and
-  (``reversePeering`` Auto) the selected nodes peer back.  A global peering wins over an identical
-  node-specific one; a node never peers with itself.
-* On a route reflector, an iBGP peer whose cluster ID differs gets ``rr client`` and the
-  reflector's cluster ID.
-* Export: the blackhole route of each confirmed (or legacy state-less) affine block, nothing
-  more specific inside it; anything else inside an exportable pool (borrowed /32s); nothing from
-  pools with ``disableBGPExport``; Felix's tunnel routes never to iBGP peers.
-* Kernel: routes inside VXLAN and IPIP pools are Felix's to program (v3.33 defaults), so BIRD
-  does not install them; everything else BGP learns is installed.
-* Logging from ``logSeverityScreen`` (node's BGPConfiguration wins over ``default``).
-* BGPFilters: a BGPPeer's ``filters`` become calls, in order, to the filters' BIRD functions
-  at the head of its import and export filters (``filters``); mesh peers have none.
+  (``routeReflectorClusterID``); the other node's AS (this node's when it has none), its listen
+  port, ``passive on`` when its address is the greater *string* (so one side connects),
+  ``graceful restart time`` only when ``nodeMeshMaxRestartTime`` is set.
+* BGPPeer peerings (``peerings``) become ``Global_<ip>``/``Node_<ip>``/``Local_Workload_<ip>``
+  protocols (``_port_<n>`` when a port is known).  ``passive on`` for workload peers, and for a
+  global peering whose address is a Calico node's and the greater string.  ``next hop keep``
+  from ``keepOriginalNextHop`` only towards another AS; ``rr client`` when this node is a route
+  reflector and an iBGP peer is not in its cluster.
+* Every peer is ``multihop`` with recursive next hops (``ttl security on; multihop <n>`` with
+  ``ttlSecurity``), as Calico renders it, even on the node's own subnet.
+* Route priority: a peer's import gives BIRD preference 200 to routes whose local preference
+  says a priority better than the normal one (``ipv4NormalRoutePriority`` /
+  ``ipv6NormalRoutePriority``, default 1024); its export maps kernel metric and local preference
+  into each other (preference = 2147483647 - metric); the kernel filter sets the metric of BGP
+  routes from their local preference.
+* Export: confirmed (or state-less) affine blocks whole, nothing beneath them except routes of
+  better-than-normal priority; pending affinities are ignored altogether (no blackhole either);
+  pools with ``disableBGPExport`` rejected first; ``prefixAdvertisements`` communities added;
+  Felix's interfaces (``*.cali``, ``*.calico``, and ``tunl0`` unless BIRD programs IPIP pools)
+  never towards iBGP peers; eBPF ``bpf*.cali`` routes never towards anyone.
+* Kernel (``programClusterRoutes``, default ``EnabledNoEncapOnly``): BIRD programs the routes
+  of the pools it is responsible for; VXLAN pools and pools it is not responsible for are
+  Felix's.  IPv4 pool statements need this node's subnet, IPv6 ones are rejections only.
+  IPIP pools that BIRD should program (``Enabled``, ``EnabledIPIPOnly``) need Calico's patched
+  BIRD 1.6 (``krt_tunnel``); BIRD 2 cannot, so they are left to Felix with a note.
+* Logging from ``logSeverityScreen`` (node's BGPConfiguration wins over ``default``): Debug is
+  ``debug all``; Info (the default) ``debug { states }`` on device and direct and
+  ``debug { states, routes, filters, events }`` on peers; anything else nothing.
+* BGPFilters: see ``filters``; mesh peers have none.
 
-BIRD 2 rather than Calico's BIRD 1.6: one daemon carries both families (``ipv4``/``ipv6``
-channels), so peers of both families live in one configuration; a peer on this node's own
-subnet is ``direct`` (BIRD 2's gateway-direct session), any other is ``multihop`` with recursive
-next hops, as in Calico.
-
-The output types live in ``config`` (re-exported here).
-
-Invariants: ``build`` is deterministic (peers sorted by family, kind, address), never raises on
-odd data (it skips what it cannot use and says why in ``BirdConfig.notes``), and never emits two
-protocols with the same name.
+Invariants: ``build`` is deterministic (peers sorted by name), never raises on odd data (it
+skips what it cannot use and says why in ``BirdConfig.notes``), and never emits two protocols
+with the same name.
 """
 
 from __future__ import annotations
@@ -48,10 +56,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pycalico.bgp.config import (
+    BIRD_INT_MAX,
+    DEFAULT_ROUTE_PRIORITY,
     BirdConfig,
     BirdFilterFunction,
     BirdPeer,
     BlockRoute,
+    CommunityRule,
     DebugLevel,
     FamilyConfig,
     PeerKind,
@@ -62,17 +73,34 @@ from pycalico.bgp.config import (
     peer_name,
 )
 from pycalico.bgp.filters import filter_functions, missing_filters, peer_calls
-from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
+from pycalico.bgp.peerings import (
+    Cluster,
+    PeerData,
+    Peering,
+    WorkloadPeer,
+    peerings,
+    whole_seconds,
+)
+from pycalico.model.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, SecretKeyRef
 from pycalico.model.bgpfilter import BGPFilter
-from pycalico.model.fields import parse_go_duration, split_ip_port
 from pycalico.model.ipam import IPPool
 from pycalico.model.node import Node
 from pycalico.model.selectors import SelectorParseError, parse
 
 DEFAULT_AS = 64512
-DEFAULT_MESH_RESTART_TIME = 120
 GLOBAL_CONFIG = "default"
 CONFIRMED = "confirmed"
+IPIP_NOTE = (
+    "programClusterRoutes asks BIRD to program IPIP pool {cidr}, which needs Calico's BIRD 1.6 "
+    "(krt_tunnel); BIRD 2 leaves it to Felix"
+)
+# programClusterRoutes: (BIRD programs IPIP pools, BIRD programs unencapsulated pools)
+_CLUSTER_ROUTE_POLICY = {
+    "Disabled": (False, False),
+    "Enabled": (True, True),
+    "EnabledIPIPOnly": (True, False),
+    "EnabledNoEncapOnly": (False, True),
+}
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -82,7 +110,8 @@ CONFIRMED = "confirmed"
 class BgpInputs:
     """Everything confd knows, decoded.  ``affinities`` maps this node's affine block CIDRs to
     their state ("" for the legacy state-less value); ``passwords`` holds the secrets that
-    ``password_refs`` asked for, resolved (missing ones are simply absent)."""
+    ``password_refs`` asked for, resolved (missing ones are simply absent);
+    ``workload_peers`` are the local workloads that asked to peer (``localWorkloadSelector``)."""
 
     node_name: str
     nodes: Mapping[str, Node] = field(default_factory=dict)
@@ -93,12 +122,7 @@ class BgpInputs:
     passwords: Mapping[tuple[str | None, str], str] = field(default_factory=dict)
     router_id: str | None = None  # CALICO_ROUTER_ID: an IPv4 address, or "hash"
     filters: Mapping[str, BGPFilter] = field(default_factory=dict)  # BGPFilters by name
-
-
-def _seconds(duration: str | None) -> int | None:
-    if not duration:
-        return None
-    return max(0, parse_go_duration(duration) // 1_000_000_000)
+    workload_peers: Sequence[WorkloadPeer] = ()
 
 
 def _node_address(node: Node, version: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -133,8 +157,13 @@ def _cluster_id(node: Node | None) -> str | None:
     return node.spec.bgp.route_reflector_cluster_id or None
 
 
-def _labels(node: Node) -> dict[str, str]:
-    return dict(node.metadata.labels or {})
+def _wireguard_address(node: Node, version: int) -> str | None:
+    wireguard = node.spec.wireguard
+    if wireguard is None:
+        return None
+    if version == 4:
+        return wireguard.interface_ipv4_address or None
+    return wireguard.interface_ipv6_address or None
 
 
 def password_refs(
@@ -156,21 +185,13 @@ def password_refs(
 
 
 def _debug_levels(severity: str | None) -> tuple[DebugLevel, DebugLevel]:
+    """(device and direct, BGP peers) from logSeverityScreen, as Calico maps it."""
     level = (severity or "Info").lower()
-    if level in ("debug", "trace"):
+    if level == "debug":
         return "all", "all"
     if level == "info":
-        return "states", "states"
+        return "states", "full"
     return "none", "none"
-
-
-@dataclass(frozen=True)
-class _Target:
-    address: str
-    port: int | None
-    as_number: int
-    node: Node | None  # the Calico node peered with, if it is one
-    kind: PeerKind
 
 
 # --- the build ----------------------------------------------------------------------------------
@@ -190,7 +211,24 @@ class _Builder:
             if self.global_spec and self.global_spec.as_number
             else DEFAULT_AS
         )
+        self.my_as = self.as_of(self.me)
         self.my_cluster_id = _cluster_id(self.me)
+        self.peerings = peerings(self.cluster(), inputs.peers, self.notes)
+
+    def cluster(self) -> Cluster:
+        ports = {}
+        for name, config in self.inputs.configs.items():
+            if name.startswith("node.") and config.spec.listen_port:
+                ports[name.removeprefix("node.")] = config.spec.listen_port
+        return Cluster(
+            me=self.inputs.node_name,
+            nodes=self.inputs.nodes,
+            global_as=self.global_as,
+            global_listen_port=self.global_spec.listen_port if self.global_spec else None,
+            node_listen_ports=ports,
+            matches=self.matches,
+            workload_peers=self.inputs.workload_peers,
+        )
 
     def as_of(self, node: Node | None) -> int:
         if node is not None and node.spec.bgp is not None and node.spec.bgp.as_number:
@@ -204,6 +242,13 @@ class _Builder:
         if self.global_spec and self.global_spec.listen_port:
             return self.global_spec.listen_port
         return None
+
+    def matches(self, selector: str, node: Node, peer: BGPPeer) -> bool:
+        try:
+            return bool(parse(selector).evaluate(dict(node.metadata.labels or {})))
+        except SelectorParseError as error:
+            self.notes.append(f"BGPPeer {peer.name}: bad selector {selector!r}: {error}")
+            return False
 
     def password(self, ref: SecretKeyRef | None, where: str) -> str | None:
         if ref is None:
@@ -221,6 +266,13 @@ class _Builder:
             return None
         return value
 
+    def normal_priority(self, version: int) -> int:
+        spec = self.global_spec
+        if spec is None:
+            return DEFAULT_ROUTE_PRIORITY
+        value = spec.ipv4_normal_route_priority if version == 4 else spec.ipv6_normal_route_priority
+        return DEFAULT_ROUTE_PRIORITY if value is None else value
+
     # -- mesh --
 
     def mesh_enabled(self) -> bool:
@@ -231,193 +283,99 @@ class _Builder:
         if self.my_cluster_id or not self.mesh_enabled():
             return []
         spec = self.global_spec
-        restart = _seconds(spec.node_mesh_max_restart_time if spec else None)
+        restart = spec.node_mesh_max_restart_time if spec else None
         ref = spec.node_mesh_password.secret_key_ref if spec and spec.node_mesh_password else None
         password = self.password(ref, "nodeMeshPassword")
         peers = []
         for name in sorted(self.inputs.nodes):
             node = self.inputs.nodes[name]
             address = node_address(node, version)
-            if address is None or address == my_address or name == self.inputs.node_name:
+            if address is None or address == my_address or _cluster_id(node):
                 continue
-            if _cluster_id(node):
-                continue
-            port = self.listen_port_of(name)
+            bgp = node.spec.bgp
+            as_number = bgp.as_number if bgp is not None and bgp.as_number else self.my_as
             peers.append(
-                self.peer(
-                    "Mesh",
-                    version,
-                    address,
-                    self.as_of(node),
-                    port=port,
+                BirdPeer(
+                    # Calico names mesh peers by address alone, even on another listen port.
+                    name=peer_name("Mesh", address),
+                    version=version,
+                    address=address,
+                    as_number=as_number,
+                    kind="Mesh",
+                    port=self.listen_port_of(name),
                     source_address=my_address,
                     passive=address > my_address,
-                    restart_time=restart if restart is not None else DEFAULT_MESH_RESTART_TIME,
+                    restart_time=whole_seconds(restart),
                     password=password,
+                    internal=as_number == self.my_as,
                     comment=f"For peer /host/{name}/ip_addr_v{version}",
                 )
             )
         return peers
 
-    def peer(
+    # -- BGPPeer peerings --
+
+    def resource_peer(
         self,
-        kind: PeerKind,
+        peering: Peering,
         version: int,
-        address: str,
-        as_number: int,
-        *,
-        port: int | None = None,
-        node_peer: Node | None = None,
-        **options: object,
+        my_address: str,
+        functions: tuple[BirdFilterFunction, ...],
     ) -> BirdPeer:
-        my_as = self.as_of(self.me)
-        local_as = options.get("local_as")
-        internal = as_number == (local_as if isinstance(local_as, int) else my_as)
-        rr_client = False
-        rr_cluster_id = None
-        if internal and self.my_cluster_id and _cluster_id(node_peer) != self.my_cluster_id:
-            rr_client, rr_cluster_id = True, self.my_cluster_id
-        ttl = options.pop("ttl_security", None)
-        multihop: int | None = None
-        direct = self.on_my_subnet(version, address)
-        if isinstance(ttl, int) and ttl > 0:
-            direct, multihop = False, ttl
+        data = peering.data
+        kind: PeerKind = "Local_Workload" if data.local_workload else peering.kind
+        effective_as = data.local_as or self.my_as
+        same_as = data.as_number == effective_as
+        passive = data.passive
+        if kind in ("Global", "Local_Workload") and data.calico_node and data.address > my_address:
+            passive = True
+        rr_client = bool(
+            same_as and self.my_cluster_id and data.rr_cluster_id != self.my_cluster_id
+        )
+        next_hop: Literal["self", "keep"] | None = None
+        if data.next_hop_mode == "Self":
+            next_hop = "self"
+        elif data.next_hop_mode == "Keep" or (data.keep_next_hop and not same_as):
+            next_hop = "keep"
         return BirdPeer(
-            # Calico names mesh peers by address alone, even on another listen port.
-            name=peer_name(kind, address, None if kind == "Mesh" else port),
+            name=peer_name(kind, data.address, data.port),
             version=version,
-            address=address,
-            as_number=as_number,
+            address=data.address,
+            as_number=data.as_number,
             kind=kind,
-            port=port,
-            direct=direct,
-            multihop=multihop,
-            ttl_security=multihop is not None,
+            port=data.port,
+            local_as=data.local_as,
+            source_address=my_address if data.source_address == "UseNodeIP" else None,
+            passive=passive,
+            ttl_security=data.ttl_security,
+            restart_time=data.restart_time,
+            keepalive_time=data.keepalive_time,
             rr_client=rr_client,
-            rr_cluster_id=rr_cluster_id,
-            internal=internal,
-            **options,  # type: ignore[arg-type]
+            rr_cluster_id=self.my_cluster_id if rr_client else None,
+            password=self.password(data.password, f"BGPPeer {data.resource}"),
+            next_hop=next_hop,
+            allow_local_as=data.allow_local_as,
+            internal=same_as,
+            comment=f"For BGPPeer {data.resource}",
+            import_calls=peer_calls(data.filters, functions, "import", same_as),
+            export_calls=peer_calls(data.filters, functions, "export", same_as),
         )
-
-    def on_my_subnet(self, version: int, address: str) -> bool:
-        if self.me is None:
-            return False
-        network = _node_network(self.me, version)
-        if network is None:
-            return False
-        try:
-            return ipaddress.ip_address(address) in ipaddress.ip_network(network)
-        except ValueError:
-            return False
-
-    # -- BGPPeer resources --
-
-    def selects_me(self, peer: BGPPeer) -> bool:
-        spec = peer.spec
-        if spec.node:
-            return spec.node == self.inputs.node_name
-        if spec.node_selector:
-            return self.matches(spec.node_selector, self.me, peer)
-        return True
-
-    def matches(self, selector: str, node: Node | None, peer: BGPPeer) -> bool:
-        if node is None:
-            return False
-        try:
-            return bool(parse(selector).evaluate(_labels(node)))
-        except SelectorParseError as error:
-            self.notes.append(f"BGPPeer {peer.name}: bad selector {selector!r}: {error}")
-            return False
-
-    def applies_to(self, peer: BGPPeer, name: str, node: Node) -> bool:
-        """Does ``peer`` apply to node ``name`` (its ``node`` / ``nodeSelector`` / global)?"""
-        spec = peer.spec
-        if spec.node:
-            return spec.node == name
-        if spec.node_selector:
-            return self.matches(spec.node_selector, node, peer)
-        return True
-
-    def targets(self, resource: BGPPeer, version: int) -> list[_Target]:
-        """Where one BGPPeer makes this node peer, for one family."""
-        spec = resource.spec
-        kind: PeerKind = "Node" if spec.node or spec.node_selector else "Global"
-        if spec.peer_ip:
-            split = split_ip_port(spec.peer_ip)
-            if split is None:
-                self.notes.append(f"BGPPeer {resource.name}: bad peerIP {spec.peer_ip!r}")
-                return []
-            address, port = split
-            if not (self.selects_me(resource) and spec.as_number):
-                return []
-            if ipaddress.ip_address(address).version != version:
-                return []
-            return [_Target(address, port, spec.as_number, None, kind)]
-        if not spec.peer_selector:
-            return []
-        found = []
-        mine = self.selects_me(resource)
-        # Reverse peering: a node the peerSelector selects peers back with the nodes the
-        # BGPPeer applies to.
-        reverse = spec.reverse_peering != "Manual" and self.matches(
-            spec.peer_selector, self.me, resource
-        )
-        for name in sorted(self.inputs.nodes):
-            node = self.inputs.nodes[name]
-            node_ip = node_address(node, version)
-            if name == self.inputs.node_name or node_ip is None:
-                continue
-            forward = mine and self.matches(spec.peer_selector, node, resource)
-            backward = reverse and self.applies_to(resource, name, node)
-            if forward or backward:
-                listen_port = self.listen_port_of(name)
-                found.append(_Target(node_ip, listen_port, self.as_of(node), node, "Node"))
-        return found
 
     def resource_peers(
         self, version: int, my_address: str, functions: tuple[BirdFilterFunction, ...]
     ) -> list[BirdPeer]:
-        found: dict[tuple[str, int | None], BirdPeer] = {}
-        for resource in sorted(self.inputs.peers, key=lambda p: p.name):
-            spec = resource.spec
-            targets = self.targets(resource, version)
-            for missing in missing_filters(spec.filters, self.inputs.filters) if targets else ():
-                self.notes.append(f"BGPPeer {resource.name}: no BGPFilter {missing!r}")
-            for target in targets:
-                key = (target.address, target.port)
-                if target.address == my_address:
-                    continue
-                existing = found.get(key)
-                # A global peering wins over an identical node-specific one.
-                if existing is not None and (existing.kind == "Global" or target.kind != "Global"):
-                    continue
-                ref = spec.password.secret_key_ref if spec.password else None
-                next_hop: Literal["self", "keep"] | None = None
-                if spec.next_hop_mode == "Self":
-                    next_hop = "self"
-                elif spec.next_hop_mode == "Keep" or spec.keep_original_next_hop:
-                    next_hop = "keep"
-                found[key] = self.peer(
-                    target.kind,
-                    version,
-                    target.address,
-                    target.as_number,
-                    port=target.port,
-                    node_peer=target.node,
-                    local_as=spec.local_as_number,
-                    source_address=my_address if spec.source_address != "None" else None,
-                    passive=target.node is not None and target.address > my_address,
-                    restart_time=_seconds(spec.max_restart_time),
-                    keepalive_time=_seconds(spec.keepalive_time),
-                    password=self.password(ref, f"BGPPeer {resource.name}"),
-                    next_hop=next_hop,
-                    allow_local_as=spec.num_allowed_local_as_numbers or None,
-                    ttl_security=spec.ttl_security,
-                    comment=f"For BGPPeer {resource.name}",
-                    import_calls=peer_calls(spec.filters, functions, "import"),
-                    export_calls=peer_calls(spec.filters, functions, "export"),
-                )
-        return list(found.values())
+        found = []
+        for peering in self.family_peerings(version):
+            data = peering.data
+            for missing in missing_filters(data.filters, self.inputs.filters):
+                self.notes.append(f"BGPPeer {data.resource}: no BGPFilter {missing!r}")
+            if data.address == my_address:
+                continue
+            found.append(self.resource_peer(peering, version, my_address, functions))
+        return found
+
+    def family_peerings(self, version: int) -> list[Peering]:
+        return [p for p in self.peerings if ipaddress.ip_address(p.data.address).version == version]
 
     # -- routes --
 
@@ -429,19 +387,23 @@ class _Builder:
             except ValueError:
                 self.notes.append(f"affinity: bad block CIDR {cidr!r}")
                 continue
-            if network.version != version:
+            # Calico acts on confirmed affinities only (a state-less one is a legacy confirmed
+            # one); a pending block may still go to another node.
+            if network.version != version or state not in ("", CONFIRMED):
                 continue
             routes.append(
                 BlockRoute(
                     cidr=str(network),
                     state=state,
                     blackhole=network.prefixlen != network.max_prefixlen,
-                    aggregate=state in ("", CONFIRMED),
                 )
             )
-        return tuple(sorted(routes, key=lambda r: ipaddress.ip_network(r.cidr)))
+        # Calico lists blocks in the order of their datastore keys ("10.0.0.0-26").
+        return tuple(sorted(routes, key=lambda r: r.cidr.replace("/", "-")))
 
-    def pools(self, version: int) -> tuple[PoolRoute, ...]:
+    def pools(self, version: int, local_subnet: str | None) -> tuple[PoolRoute, ...]:
+        policy = (self.global_spec.program_cluster_routes if self.global_spec else None) or ""
+        bird_ipip, bird_plain = _CLUSTER_ROUTE_POLICY.get(policy, (False, True))
         routes = []
         for pool in self.inputs.pools:
             try:
@@ -450,59 +412,101 @@ class _Builder:
                 continue
             if network.version != version:
                 continue
-            encapsulation = ""
-            if pool.spec.vxlan_mode not in (None, "Never"):
-                encapsulation = "vxlan"
-            elif pool.spec.ipip_mode not in (None, "Never"):
-                encapsulation = "ipip"
+            vxlan = pool.spec.vxlan_mode in ("Always", "CrossSubnet")
+            ipip = not vxlan and pool.spec.ipip_mode in ("Always", "CrossSubnet")
+            if vxlan:
+                kernel, reason = "reject", "VXLAN routes are handled by Felix."
+            elif ipip and bird_ipip:
+                self.notes.append(IPIP_NOTE.format(cidr=network))
+                kernel, reason = "reject", "IPIP routes are handled by Felix (BIRD 2)."
+            elif not ipip and bird_plain:
+                kernel, reason = "accept", ""
+            else:
+                kernel, reason = "reject", "Cluster routes are handled by Felix."
+            # IPv6 statements are rejections only; IPv4 ones need this node's subnet.
+            if (version == 6 and kernel == "accept") or (version == 4 and local_subnet is None):
+                kernel = None  # type: ignore[assignment]
             routes.append(
                 PoolRoute(
                     cidr=str(network),
                     export=not pool.spec.disable_bgp_export,
-                    kernel=not encapsulation,
-                    encapsulation=encapsulation,
+                    kernel=kernel,  # type: ignore[arg-type]
+                    reason=reason,
                 )
             )
-        return tuple(sorted(routes, key=lambda r: ipaddress.ip_network(r.cidr)))
+        return tuple(sorted(routes, key=lambda r: r.cidr))
+
+    def tunnel_interfaces(self) -> tuple[str, ...]:
+        policy = (self.global_spec.program_cluster_routes if self.global_spec else None) or ""
+        bird_ipip, _ = _CLUSTER_ROUTE_POLICY.get(policy, (False, True))
+        return ("*.cali", "*.calico") if bird_ipip else ("*.cali", "*.calico", "tunl0")
 
     def statics(self, version: int) -> tuple[StaticVia, ...]:
-        routes = []
-        for resource in self.inputs.peers:
-            spec = resource.spec
-            if not (spec.peer_ip and spec.reachable_by and self.selects_me(resource)):
+        prefix = 32 if version == 4 else 128
+        routes = {
+            StaticVia(f"{p.data.address}/{prefix}", p.data.reachable_by)
+            for p in self.family_peerings(version)
+            if p.data.reachable_by
+        }
+        return tuple(sorted(routes, key=lambda r: r.cidr))
+
+    def communities(self, version: int) -> tuple[CommunityRule, ...]:
+        spec: BGPConfigurationSpec | None = None
+        for candidate in (self.node_spec, self.global_spec):
+            if candidate is not None and candidate.prefix_advertisements is not None:
+                spec = candidate
+                break
+        if spec is None:
+            return ()
+        named = {c.name: c.value for c in spec.communities or ()}
+        rules = []
+        for advertisement in spec.prefix_advertisements or ():
+            if (":" in advertisement.cidr) != (version == 6):
                 continue
-            split = split_ip_port(spec.peer_ip)
-            if split is None or ipaddress.ip_address(split[0]).version != version:
-                continue
-            prefix = 32 if version == 4 else 128
-            routes.append(StaticVia(f"{split[0]}/{prefix}", spec.reachable_by))
-        return tuple(sorted(set(routes), key=lambda r: r.cidr))
+            values = {named.get(c, c) for c in advertisement.communities}
+            valid = sorted(v for v in values if _is_community(v))
+            if valid:
+                rules.append(CommunityRule(advertisement.cidr, tuple(valid)))
+        return tuple(rules)
+
+    def wireguard_next_hops(self, version: int) -> tuple[str, ...]:
+        if self.me is None or _wireguard_address(self.me, version) is None:
+            return ()
+        hops = []
+        for name, node in self.inputs.nodes.items():
+            address = node_address(node, version)
+            if name != self.inputs.node_name and address and _wireguard_address(node, version):
+                hops.append(address)
+        return tuple(sorted(hops))
 
     def family(self, version: int) -> FamilyConfig:
         address = node_address(self.me, version) if self.me is not None else None
-        if address is None:
-            return FamilyConfig(version=version, node_address=None, node_network=None)
-        assert self.me is not None
+        network = _node_network(self.me, version) if self.me is not None else None
         functions, notes = filter_functions(self.inputs.filters, version)
         self.notes.extend(notes)
-        peers = self.mesh_peers(version, address) + self.resource_peers(version, address, functions)
+        peers: list[BirdPeer] = []
+        if address is not None:
+            peers = self.mesh_peers(version, address) + self.resource_peers(
+                version, address, functions
+            )
         unique: dict[str, BirdPeer] = {}
         for peer in peers:
             unique.setdefault(peer.name, peer)
-        order = {"Mesh": 0, "Global": 1, "Node": 2}
-        ordered = sorted(
-            unique.values(),
-            key=lambda p: (order[p.kind], ipaddress.ip_address(p.address), p.port or 0),
-        )
+        bind_mode = self.global_spec.bind_mode if self.global_spec else None
         return FamilyConfig(
             version=version,
             node_address=address,
-            node_network=_node_network(self.me, version),
+            node_network=network,
             blocks=self.blocks(version),
-            pools=self.pools(version),
+            pools=self.pools(version, network),
             statics=self.statics(version),
-            peers=tuple(ordered),
+            peers=tuple(sorted(unique.values(), key=lambda p: p.name)),
             filter_functions=functions,
+            normal_priority=self.normal_priority(version),
+            communities=self.communities(version),
+            tunnel_interfaces=self.tunnel_interfaces(),
+            wireguard_next_hops=self.wireguard_next_hops(version),
+            bind_address=address if bind_mode == "NodeIP" else None,
         )
 
     def router_id(self, ipv4: FamilyConfig) -> str:
@@ -524,9 +528,6 @@ class _Builder:
             self.global_spec.log_severity_screen if self.global_spec else None
         )
         protocol_debug, peer_debug = _debug_levels(severity)
-        bind_mode = (self.node_spec.bind_mode if self.node_spec else None) or (
-            self.global_spec.bind_mode if self.global_spec else None
-        )
         ignored = tuple(
             name
             for name in (self.global_spec.ignored_interfaces if self.global_spec else None) or ()
@@ -535,11 +536,10 @@ class _Builder:
         return BirdConfig(
             node_name=self.inputs.node_name,
             router_id=self.router_id(ipv4),
-            as_number=self.as_of(self.me),
+            as_number=self.my_as,
             mesh_enabled=self.mesh_enabled(),
             rr_cluster_id=self.my_cluster_id,
             listen_port=self.listen_port_of(self.inputs.node_name),
-            bind_address=ipv4.node_address if bind_mode == "NodeIP" else None,
             protocol_debug=protocol_debug,
             peer_debug=peer_debug,
             ignored_interfaces=ignored,
@@ -549,19 +549,27 @@ class _Builder:
         )
 
 
+def _is_community(value: str) -> bool:
+    parts = value.split(":")
+    return len(parts) in (2, 3) and all(part.isdigit() for part in parts)
+
+
 def build(inputs: BgpInputs) -> BirdConfig:
     """The BIRD configuration for ``inputs.node_name`` (see the module docstring)."""
     return _Builder(inputs).build()
 
 
 __all__ = [
+    "BIRD_INT_MAX",
     "BgpInputs",
     "BirdConfig",
     "BirdPeer",
     "BlockRoute",
     "FamilyConfig",
+    "PeerData",
     "PoolRoute",
     "StaticVia",
+    "WorkloadPeer",
     "bird_safe",
     "build",
     "hash_router_id",

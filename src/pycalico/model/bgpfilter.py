@@ -19,8 +19,9 @@ One check is pycalico's own: the prefix-length range that BIRD gets (``min`` rai
 CIDR's own length, ``max`` lowered to the family's maximum) must not be empty.  Calico lets
 ``{min: 24, max: 16}`` through and BIRD then refuses the whole configuration.
 
-Not modelled: the fields newer Calico releases added to rules (``peerType``, ``communities``,
-``asPathPrefix``, ``priority``, ``operations``); a rule carrying them is rejected as unknown.
+Also carried (wire shape only, for confd): ``peerType`` (``eBGP``/``iBGP``), ``communities``
+(``values``: the first is matched), ``asPathPrefix``, ``priority`` and ``operations``
+(``addCommunity``, ``prependASPath``, ``setPriority``), as in Calico 3.32.
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ class BGPFilterPrefixLength(Checked):
     max: int | None = None
 
 
+class BGPFilterCommunityMatch(Checked):
+    values: list[str]
+
+
+class BGPFilterCommunityValue(Checked):
+    value: str | None = None
+
+
+class BGPFilterPrependASPath(Checked):
+    prefix: list[int]
+
+
+class BGPFilterPriorityValue(Checked):
+    value: int | None = None
+
+
+class BGPFilterOperation(Checked):
+    """One of ``addCommunity``, ``prependASPath``, ``setPriority``."""
+
+    add_community: BGPFilterCommunityValue | None = None
+    prepend_as_path: BGPFilterPrependASPath | None = Field(default=None, alias="prependASPath")
+    set_priority: BGPFilterPriorityValue | None = None
+
+
 class BGPFilterRule(Checked):
     """One rule; ``VERSION`` (4 or 6) is the family of the list that holds it."""
 
@@ -60,6 +85,11 @@ class BGPFilterRule(Checked):
     prefix_length: BGPFilterPrefixLength | None = None
     source: MatchSource | None = None
     interface: str | None = None
+    peer_type: Literal["eBGP", "iBGP"] | None = None
+    communities: BGPFilterCommunityMatch | None = None
+    as_path_prefix: list[int] | None = Field(default=None, alias="asPathPrefix")
+    priority: int | None = None
+    operations: list[BGPFilterOperation] | None = None
 
     def issues(self, path: str) -> Iterator[Issue]:
         if bool(self.cidr) != bool(self.match_operator):

@@ -7,6 +7,9 @@ each leaves the cluster as the next expects:
    ``calicoctl node status`` shows them;
 2. IPAM blocks claimed on node 1 and node 2 become BIRD kernel routes on every other node (and
    a blackhole on the owner), and a pod on node 2 pings a pod on node 1; an IPv6 block too;
+   the pods' own routes stay local at the normal priority (metric 1024, as Calico's Felix
+   programs them); a pod route of better priority (lower metric) is announced beneath its
+   block and installed elsewhere at that metric, and withdrawn when it is normal again;
 3. an external router (gobgpd) as a global BGPPeer, with a TCP-MD5 password from a
    secretKeyRef, gets every pod block and nothing else;
 4. route reflectors (mesh off, BGPPeers by peerSelector): other nodes have exactly 2 sessions,
@@ -34,6 +37,22 @@ from pycalico.testing.netns_fabric import FabricNode
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 ROUTER_AS = 65000
+NORMAL_PRIORITY = 1024  # Calico's default ipv4NormalRoutePriority; Felix's workload route metric
+
+
+def set_pod_route_metric(namespace: str, destination: str, metric: int) -> None:
+    """Re-program a pod's host route at ``metric`` (what Calico's Felix does with its routes)."""
+    shown = subprocess.run(
+        ["ip", "-n", namespace, "-o", "route", "show", destination],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    device = shown[shown.index("dev") + 1]
+    old = shown[shown.index("metric") + 1] if "metric" in shown else "0"
+    ip = ["ip", "-n", namespace, "route"]
+    subprocess.run([*ip, "add", destination, "dev", device, "metric", str(metric)], check=True)
+    subprocess.run([*ip, "del", destination, "dev", device, "metric", old], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +92,7 @@ def pods(cluster: BgpCluster) -> dict[str, tuple[str, str]]:
         address = cluster.assign(node, f"k8s-pod-network.{tag}")
         pod_ip = str(address.ip)
         namespace = cluster.fabric.add_pod(node, f"{pod_ip}/32", tag)
+        set_pod_route_metric(node.namespace, f"{pod_ip}/32", NORMAL_PRIORITY)
         result[tag] = (namespace, pod_ip)
     return result
 
@@ -189,6 +209,28 @@ def test_blocks_become_routes_and_pods_reach_each_other(
         pytest.fail(
             f"IPv6 {block6}: { {n.name: cluster.kernel_routes(n, 6) for n in cluster.nodes} }"
         )
+
+
+def test_better_priority_pod_route_is_announced_beneath_its_block(
+    cluster: BgpCluster, pods: dict[str, tuple[str, str]]
+) -> None:
+    owner, observer = cluster.nodes[0], cluster.nodes[2]
+    _, pod_ip = pods["pa"]
+    destination = f"{pod_ip}/32"
+
+    def metric_seen() -> object:
+        route = cluster.kernel_routes(observer).get(pod_ip)
+        return None if route is None else route.get("metric", 0)
+
+    set_pod_route_metric(owner.namespace, destination, 512)
+    try:
+        # The local preference carries the priority: the observer installs metric 512.
+        wait_for(lambda: metric_seen() == 512, 20)
+    except TimeoutError:
+        pytest.fail(f"{observer.name}: {cluster.fabric.routes(observer.namespace)}")
+    finally:
+        set_pod_route_metric(owner.namespace, destination, NORMAL_PRIORITY)
+    assert wait_for(lambda: metric_seen() is None, 20), cluster.kernel_routes(observer)
 
 
 def test_external_router_gets_every_block_and_nothing_else(

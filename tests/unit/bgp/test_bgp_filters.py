@@ -145,12 +145,12 @@ def test_peer_calls_follow_the_peers_order_and_skip_what_has_no_function() -> No
         "two": bgp_filter("two", exportV4=[{"action": "Accept"}], importV4=[{"action": "Accept"}]),
     }
     functions, _ = filter_functions(filters, 4)
-    assert peer_calls(["two", "missing", "one"], functions, "export") == (
+    assert peer_calls(["two", "missing", "one"], functions, "export", True) == (
         "'bgp_two_exportFilterV4'()",
         "'bgp_one_exportFilterV4'()",
     )
-    assert peer_calls(["one", "two"], functions, "import") == ("'bgp_two_importFilterV4'()",)
-    assert peer_calls(None, functions, "import") == ()
+    assert peer_calls(["one", "two"], functions, "import", True) == ("'bgp_two_importFilterV4'()",)
+    assert peer_calls(None, functions, "import", True) == ()
 
 
 def filtered_cluster() -> BgpInputs:
@@ -211,12 +211,14 @@ def test_processor_puts_the_calls_on_the_peers_of_each_family() -> None:
 
 def test_rendered_peer_filters_chain_before_calicos_own() -> None:
     text = render(build(filtered_cluster()))
+    # Import: the filters, then Calico's preference rule; export: Calico's priority mapping,
+    # then the filters, then Calico's export function.
     assert (
         "    import filter {\n"
         "      'bgp_reject-b_importFilterV4'();\n"
-        "      accept;\n"
-        "    };\n"
-        "    export filter {\n"
+        "      # A route whose priority"
+    ) in text
+    assert (
         "      'bgp_reject-b_exportFilterV4'();\n"
         "      'bgp_edge.v2_exportFilterV4'();\n"
         "      calico_export_to_bgp_peers(false);\n"
@@ -224,16 +226,13 @@ def test_rendered_peer_filters_chain_before_calicos_own() -> None:
         "    };\n"
     ) in text
     assert (
-        "# v4 BGPFilter reject-b\n"
         "function 'bgp_reject-b_importFilterV4'() {\n"
         "  if ((net = 0.0.0.0/0)) then { accept; }\n"
         "  reject;\n"
         "}\n"
     ) in text
-    # Peers without filters keep the plain form.
-    assert "    import all;\n    export filter { calico_export_to_bgp_peers(true); reject; };" in (
-        text
-    )
+    # Peers without filters call Calico's export function alone.
+    assert "      }\n      calico_export_to_bgp_peers(true);\n      reject;" in text
     # Every function is defined before the first protocol that calls it.
     assert text.index("function 'bgp_edge.v2_exportFilterV4'()") < text.index("protocol bgp")
 
@@ -247,7 +246,7 @@ def test_no_filters_changes_nothing() -> None:
         peers=[peer("tor", peerIP="10.0.0.254", asNumber=65000)],
     )
     text = render(build(without))
-    assert "BGPFilter" not in text and "import filter" not in text
+    assert "BGPFilter" not in text and "'bgp_" not in text
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD is not installed")

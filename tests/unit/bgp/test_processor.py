@@ -49,8 +49,8 @@ def test_mesh_peers_every_other_node_and_the_greater_address_connects() -> None:
     for item in peers.values():
         assert item.as_number == DEFAULT_AS and item.internal
         assert item.source_address == "10.0.0.2"
-        assert item.restart_time == 120
-        assert item.direct  # same subnet
+        assert item.restart_time is None  # only nodeMeshMaxRestartTime sets one
+        assert item.ttl_security is None  # multihop, ttl security off: Calico's mesh
     assert result.router_id == "10.0.0.2" and result.as_number == DEFAULT_AS
     assert not result.ipv6.enabled and result.ipv6.peers == ()
 
@@ -99,12 +99,13 @@ def test_route_reflector_side() -> None:
     for name in ("Node_10_0_0_1", "Node_10_0_0_2"):
         assert peers[name].rr_client and peers[name].rr_cluster_id == "244.0.0.1"
         assert not peers[name].passive  # the clients have the lesser addresses
-    # Same cluster ID: the other reflector is a non-client peer.
-    assert not peers["Node_10_0_0_4"].rr_client and peers["Node_10_0_0_4"].passive
+    # Same cluster ID: the other reflector is a non-client peer.  Node-specific peerings are
+    # never passive in Calico: both sides connect.
+    assert not peers["Node_10_0_0_4"].rr_client and not peers["Node_10_0_0_4"].passive
     assert result.rr_cluster_id == "244.0.0.1" and not result.mesh_enabled
     client_peers = by_name(build(client).ipv4.peers)
     assert set(client_peers) == {"Node_10_0_0_3", "Node_10_0_0_4"}
-    assert all(p.passive and not p.rr_client for p in client_peers.values())
+    assert all(not p.passive and not p.rr_client for p in client_peers.values())
 
 
 def test_manual_reverse_peering_only_peers_forward() -> None:
@@ -125,12 +126,12 @@ def test_external_peers() -> None:
     peers = {n: p for n, p in by_name(result.ipv4.peers).items() if p.kind != "Mesh"}
     assert set(peers) == {"Global_10_0_0_254", "Global_172_16_5_1_port_1790", "Node_10_1_0_1"}
     tor = peers["Global_10_0_0_254"]
-    assert tor.as_number == 65000 and not tor.internal and tor.direct
+    assert tor.as_number == 65000 and not tor.internal and tor.ttl_security is None
     assert tor.source_address == "10.0.0.1" and tor.restart_time is None
     far = peers["Global_172_16_5_1_port_1790"]
-    assert far.port == 1790 and not far.direct and far.next_hop == "keep"
+    assert far.port == 1790 and far.next_hop == "keep"
     upstream = peers["Node_10_1_0_1"]
-    assert upstream.ttl_security and upstream.multihop == 2 and not upstream.direct
+    assert upstream.ttl_security == 2
     assert upstream.source_address is None
     assert upstream.restart_time == 300 and upstream.keepalive_time == 10
     assert upstream.allow_local_as == 1 and upstream.local_as == 64999
@@ -144,10 +145,10 @@ def test_global_peering_wins_over_identical_node_peering() -> None:
     ]
     result = build(BgpInputs(node_name="node1", nodes=FOUR, peers=peers))
     assert [p.name for p in result.ipv4.peers] == [
+        "Global_10_0_0_254",
         "Mesh_10_0_0_2",
         "Mesh_10_0_0_3",
         "Mesh_10_0_0_4",
-        "Global_10_0_0_254",
     ]
 
 
@@ -172,14 +173,15 @@ def test_next_hop_modes() -> None:
 def test_routes_export_blocks_and_pools() -> None:
     result = build(external())
     blocks = {b.cidr: b for b in result.ipv4.blocks}
-    assert blocks["192.168.1.0/26"].aggregate and blocks["192.168.1.0/26"].blackhole
+    assert blocks["192.168.1.0/26"].blackhole
     assert not blocks["192.168.1.77/32"].blackhole  # a /32 block is its own route
     pools = {p.cidr: p for p in result.ipv4.pools}
-    assert pools["192.168.0.0/16"].export and pools["192.168.0.0/16"].kernel
+    assert pools["192.168.0.0/16"].export and pools["192.168.0.0/16"].kernel == "accept"
     assert not pools["10.99.0.0/16"].export
-    assert not pools["10.98.0.0/16"].kernel and pools["10.98.0.0/16"].encapsulation == "vxlan"
-    pending = {b.cidr: b for b in build(mesh()).ipv4.blocks}["192.168.11.0/26"]
-    assert pending.blackhole and not pending.aggregate
+    assert pools["10.98.0.0/16"].kernel == "reject"
+    assert pools["10.98.0.0/16"].reason == "VXLAN routes are handled by Felix."
+    # A pending affinity is not this node's yet: no blackhole, no export (Calico).
+    assert [b.cidr for b in build(mesh()).ipv4.blocks] == ["192.168.10.0/26"]
 
 
 def test_passwords_resolved_missing_and_unwritable() -> None:
@@ -200,14 +202,14 @@ def test_passwords_resolved_missing_and_unwritable() -> None:
 def test_ipv6_family() -> None:
     result = build(ipv6())
     assert [p.name for p in result.ipv6.peers] == [
+        "Global_fd00__fe",
         "Mesh_fd00__2",
         "Mesh_fd00__3",
-        "Global_fd00__fe",
     ]
     assert [p.name for p in result.ipv4.peers] == ["Mesh_10_0_0_2"]
-    assert result.ipv6.peers[0].source_address == "fd00::1"
+    assert result.ipv6.peers[1].source_address == "fd00::1"
     # Mesh peers keep Calico's port-less names even when the listen port is not 179.
-    assert result.ipv6.peers[0].port == 1179 and result.listen_port == 1179
+    assert result.ipv6.peers[1].port == 1179 and result.listen_port == 1179
     assert [b.cidr for b in result.ipv6.blocks] == ["fd10::1:0/122"]
     assert [p.cidr for p in result.ipv6.pools] == ["fd10::/48"]
     assert result.protocol_debug == "none"
@@ -227,7 +229,7 @@ def test_log_levels() -> None:
         result = build(dataclasses.replace(mesh(), configs={"default": config("default", **spec)}))
         return result.protocol_debug, result.peer_debug
 
-    assert level() == ("states", "states")
+    assert level() == ("states", "full")  # peers: states, routes, filters, events
     assert level(logSeverityScreen="Debug") == ("all", "all")
     assert level(logSeverityScreen="Error") == ("none", "none")
     node_config = {

@@ -54,7 +54,9 @@ def test_golden_files_say_what_they_should() -> None:
     assert "protocol bgp Mesh_10_0_0_1 from bgp_template {" in mesh
     assert mesh.count("passive on;") == 2
     assert "route 192.168.10.0/26 blackhole;" in mesh
-    assert "# Block 192.168.11.0/26 is pending" in mesh
+    # The pending block is not this node's yet: neither blackholed nor exported.
+    assert "192.168.11.0/26" not in mesh
+    assert "if ( net ~ 192.168.10.0/26 && krt_metric < 1024 ) then { accept; }" in mesh
     reflector = (GOLDEN_DIR / "route-reflector.cfg").read_text()
     assert reflector.count("rr cluster id 244.0.0.1;") == 2
     passwords = (GOLDEN_DIR / "passwords.cfg").read_text()
@@ -62,8 +64,8 @@ def test_golden_files_say_what_they_should() -> None:
     external = (GOLDEN_DIR / "external-peers.cfg").read_text()
     assert "neighbor 172.16.5.1 port 1790 as 65001;" in external
     assert "ttl security on;\n  multihop 2;" in external
-    assert "calico_export_to_bgp_peers(false); reject;" in external
-    assert "if ( net ~ 10.99.0.0/16 ) then { reject; }" in external
+    assert "calico_export_to_bgp_peers(false);\n      reject;" in external
+    assert "if (net ~ 10.99.0.0/16) then { reject; }  # BGP export is disabled." in external
     ipv6 = (GOLDEN_DIR / "ipv6.cfg").read_text()
     assert "protocol bgp Mesh_fd00__3 from bgp_template6 {" in ipv6
     assert "local port 1179 as 64512;" in ipv6

@@ -133,7 +133,7 @@ def test_v6_lists_hold_ipv6_and_allow_lengths_to_128() -> None:
         {"matchOperator": "In", "cidr": "10.0.0.0/8"},
         {"action": "Accept", "matchOperator": "Contains", "cidr": "10.0.0.0/8"},
         {"action": "Accept", "source": "LocalPeers"},
-        {"action": "Accept", "peerType": "eBGP"},
+        {"action": "Accept", "peerType": "external"},
     ],
 )
 def test_shape_errors_are_rejected(rule: dict[str, Any]) -> None:
