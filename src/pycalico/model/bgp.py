@@ -7,9 +7,12 @@ them into BIRD configuration (``pycalico.bgp``); their run-time defaults (AS 645
 Invariants:
 
 * AS numbers are stored as 32-bit integers (AS-dot input "1.10" is accepted and converted).
-* A BGPPeer names its peer either by ``peerIP`` (with ``asNumber``) or by ``peerSelector`` (the AS
-  comes from the selected nodes), or peers with local workloads by ``localWorkloadSelector``;
-  ``node`` and ``nodeSelector`` are exclusive (neither = a global peer for every node).
+* A BGPPeer names its peer by ``peerIP`` or by ``peerSelector`` (the AS comes from the selected
+  nodes, so ``asNumber`` must be empty), or peers with local workloads by
+  ``localWorkloadSelector`` (``asNumber`` required); ``node`` and ``nodeSelector`` are exclusive
+  (neither = a global peer for every node).  As in Calico 3.32, ``asNumber`` is not required
+  with ``peerIP`` (a peer that is a Calico node has that node's AS) and a peer naming neither
+  is accepted.
 """
 
 from __future__ import annotations
@@ -232,8 +235,6 @@ class BGPPeerSpec(Checked):
                 f"{path}.asNumber",
                 "must not be set with peerSelector (the AS comes from the nodes)",
             )
-        if self.peer_ip and not self.peer_selector and not self.as_number:
-            yield f"{path}.asNumber", "is required with peerIP"
         if self.local_workload_selector:
             if not self.as_number:
                 yield f"{path}.asNumber", "is required with localWorkloadSelector"
@@ -241,8 +242,6 @@ class BGPPeerSpec(Checked):
                 yield f"{path}.peerIP", "must be empty with localWorkloadSelector"
             if self.peer_selector:
                 yield f"{path}.peerSelector", "must be empty with localWorkloadSelector"
-        elif not self.peer_ip and not self.peer_selector:
-            yield f"{path}.peerIP", "set peerIP (with asNumber) or peerSelector"
         if self.reachable_by:
             problem = ip_problem(self.reachable_by)
             if problem:

@@ -175,16 +175,9 @@ class IPAMConfigurationSpec(Checked):
     kube_virt_vm_address_persistence: Literal["Enabled", "Disabled"] | None = Field(
         default=None, alias="kubeVirtVMAddressPersistence"
     )
-
-    def issues(self, path: str) -> Iterator[Issue]:
-        strict = bool(self.strict_affinity)
-        if self.max_blocks_per_host and not strict:
-            yield f"{path}.maxBlocksPerHost", "a value above 0 needs strictAffinity: true"
-        if not strict and self.auto_allocate_blocks is False:
-            yield (
-                f"{path}.autoAllocateBlocks",
-                "cannot be false while strictAffinity is false (no block could ever be used)",
-            )
+    # No cross-field rules: Calico's resource validator (and the CRD's) accepts any combination.
+    # ``calicoctl ipam configure`` refuses maxBlocksPerHost without strictAffinity, and both
+    # flags false, as Calico's SetIPAMConfig does (``pycalico.ipam.records.IPAMConfig.validate``).
 
 
 class IPAMConfiguration(CheckedResource):
