@@ -68,7 +68,8 @@ def selector_ip_set(selector: Selector) -> IPSetSpec:
 
 
 def named_port_ip_set(selector: Selector, protocol: str, port_name: str) -> IPSetSpec:
-    set_id = _hash_id("n", f"{selector.unique_id},{protocol}:{port_name}")
+    # Calico's rule scanner hashes "<selector id>,<protocol>,<port name>" (IPSetData.UniqueID).
+    set_id = _hash_id("n", f"{selector.unique_id},{protocol},{port_name}")
     return IPSetSpec(set_id, selector, IPSetType.IP_AND_PORT, (protocol, port_name))
 
 
