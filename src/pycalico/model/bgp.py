@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ from pycalico.model.fields import (
     ASNumber,
     Duration,
     PortNumber,
+    any_case,
     ip_problem,
     name_problem,
     network_problem,
@@ -35,7 +36,10 @@ from pycalico.model.fields import (
 )
 from pycalico.model.validation import Checked, CheckedResource, Issue, child_issues
 
-LogSeverity = Literal["Trace", "Debug", "Info", "Warning", "Error", "Fatal"]
+LogSeverity = Annotated[
+    Literal["Trace", "Debug", "Info", "Warning", "Error", "Fatal"],
+    any_case("Trace", "Debug", "Info", "Warning", "Error", "Fatal"),
+]
 _IGNORED_INTERFACE_RE = re.compile("^[a-zA-Z0-9_.*-]{1,15}$")
 
 
@@ -105,8 +109,17 @@ class BGPConfigurationSpec(Checked):
     program_cluster_routes: str | None = None
     ipv4_normal_route_priority: int | None = Field(default=None, alias="ipv4NormalRoutePriority")
     ipv6_normal_route_priority: int | None = Field(default=None, alias="ipv6NormalRoutePriority")
+    local_workload_peering_ipv4: str | None = Field(default=None, alias="localWorkloadPeeringIPV4")
+    local_workload_peering_ipv6: str | None = Field(default=None, alias="localWorkloadPeeringIPV6")
 
     def issues(self, path: str) -> Iterator[Issue]:
+        for wire, value, version in (
+            ("localWorkloadPeeringIPV4", self.local_workload_peering_ipv4, 4),
+            ("localWorkloadPeeringIPV6", self.local_workload_peering_ipv6, 6),
+        ):
+            problem = ip_problem(value, version) if value else None
+            if problem:
+                yield f"{path}.{wire}", problem
         for field in ("serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs"):
             blocks = getattr(self, _BLOCK_FIELDS[field]) or []
             for index, block in enumerate(blocks):

@@ -74,11 +74,15 @@ class IPPoolSpec(Checked):
                 selector_issue = selector_problem(value)
                 if selector_issue:
                     yield f"{path}.{wire}", selector_issue
+                elif "global(" in value:
+                    yield f"{path}.{wire}", "global() is not valid in an IPPool selector"
         ipip_on = self.ipip_mode not in (None, "Never")
         vxlan_on = self.vxlan_mode not in (None, "Never")
         if ipip_on and vxlan_on:
             yield f"{path}.ipipMode", "ipipMode and vxlanMode cannot both be enabled on one pool"
         uses = self.allowed_uses or []
+        if "Tunnel" in uses and self.namespace_selector:
+            yield f"{path}.namespaceSelector", "a pool with allowedUse Tunnel cannot have one"
         if "LoadBalancer" in uses:
             others = [use for use in uses if use != "LoadBalancer"]
             if others:
