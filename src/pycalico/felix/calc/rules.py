@@ -82,10 +82,11 @@ def normalise_protocol(protocol: str | int | None) -> str | int | None:
 
 
 def _port_protocol(protocol: str | int | None) -> str:
-    """The protocol a named port is looked up under (only TCP, UDP, SCTP have ports)."""
+    """The protocol a named port is looked up under (only TCP, UDP, SCTP have ports); a rule
+    without a protocol looks it up under every protocol ("any", Calico's ProtocolAny)."""
     if isinstance(protocol, int):
         return _PROTOCOL_NAMES_BY_NUMBER.get(protocol, str(protocol))
-    return (protocol or "tcp").lower()
+    return (protocol or "any").lower()
 
 
 def normalise_net(net: str) -> str:

@@ -8,7 +8,9 @@ import hashlib
 import pytest
 
 from pycalico.felix.calc.rules import named_port_ip_set
+from pycalico.felix.messages import PolicyID
 from pycalico.model.selectors import parse
+from pycalico.testing.felix_calc import Harness, global_policy, workload
 
 
 def _calico_id(selector_id: str, protocol: str, port: str) -> str:
@@ -42,3 +44,32 @@ def test_protocol_and_port_are_separate_parts_of_the_id() -> None:
         named_port_ip_set(parsed, "tcp", "http").id != named_port_ip_set(parsed, "udp", "http").id
     )
     assert named_port_ip_set(parsed, "tcp", "a").id != named_port_ip_set(parsed, "tcp", "b").id
+
+
+def test_a_named_port_without_protocol_takes_every_declared_protocol(harness: Harness) -> None:
+    # Calico looks a named port up under ProtocolAny when the rule has no protocol.
+    harness.put(
+        workload(
+            "dns-tcp",
+            labels={"app": "dns"},
+            ips=["10.0.0.2"],
+            ports=[{"name": "dns", "protocol": "TCP", "port": 53}],
+        ),
+        workload(
+            "dns-udp",
+            labels={"app": "dns"},
+            ips=["10.0.0.3"],
+            ports=[{"name": "dns", "protocol": "UDP", "port": 5353}],
+        ),
+        global_policy(
+            "to-dns",
+            selector="all()",
+            egress=[
+                {"action": "Allow", "destination": {"selector": "app == 'dns'", "ports": ["dns"]}}
+            ],
+        ),
+    )
+    rule = harness.dataplane.policies[PolicyID("default", "to-dns")].outbound_rules[0]
+    (named,) = rule.destination_named_port_ip_set_ids
+    assert named == _calico_id(parse("app == 'dns'").unique_id, "any", "dns")
+    assert harness.dataplane.ip_sets[named] == {"10.0.0.2,tcp:53", "10.0.0.3,udp:5353"}
