@@ -139,13 +139,19 @@ def _decode(
         )
     if info is None:
         return None, problems
+    undecodable = False
     if as_calicoctl:
-        data, unknown = conform(data, info.model)
-        problems.extend(Problem(label, f, m) for f, m in unknown)
+        data, found = conform(data, info.model)
+        problems.extend(Problem(label, f, m) for f, m in found)
+        undecodable = bool(found)
     try:
         resource = info.model.model_validate(data)
     except ValidationError as error:
         problems.extend(Problem(label, f, m) for f, m in issues_from_pydantic(error))
+        return None, problems
+    if undecodable:
+        # Go would not have decoded the document at all: rules on the values pydantic let
+        # through (``blockSize: yes`` as 1) would only add misleading problems.
         return None, problems
     resource = resource.with_defaults(namespace=default_namespace)
     label = document_label(document, resource)

@@ -39,7 +39,7 @@ from functools import cache
 from typing import Any, Final, Literal, Union
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, PlainValidator, WrapValidator
 
 from pycalico.model.fields import GO_DECODED
 from pycalico.model.validation import Issue, Problem, ValidationFailure
@@ -264,8 +264,13 @@ class _Map:
 
 
 _STRING: Final = "string"
-Target = _Struct | _Sequence | _Map | Literal["string"] | None
-"""What a value decodes into: a model, a list, a map, a Go string, or anything else (None)."""
+_BOOL: Final = "bool"
+_NUMBER: Final = "number"
+Target = _Struct | _Sequence | _Map | Literal["string", "bool", "number"] | None
+"""What a value decodes into: a model, a list, a map, a Go string, bool or number, or a type
+that decodes its own JSON or is not known (None: taken as it is)."""
+
+_FUNCTIONAL_VALIDATORS = (BeforeValidator, PlainValidator, WrapValidator)
 
 
 def target_of(annotation: object) -> Target:
@@ -275,6 +280,8 @@ def target_of(annotation: object) -> Target:
         base, *metadata = typing.get_args(annotation)
         if any(item is GO_DECODED for item in metadata):
             return None
+        if base is not str and any(isinstance(m, _FUNCTIONAL_VALIDATORS) for m in metadata):
+            return None  # our normaliser stands for a Go type with its own decoding (ASNumber)
         return target_of(base)
     if origin is Union or origin is types.UnionType:
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -282,8 +289,17 @@ def target_of(annotation: object) -> Target:
         return targets.pop() if len(targets) == 1 and len(members) >= 1 else None
     if annotation is str:
         return _STRING
+    if annotation is bool:
+        return _BOOL
+    if annotation in (int, float):
+        return _NUMBER
     if origin is Literal:
-        return _STRING if all(isinstance(a, str) for a in typing.get_args(annotation)) else None
+        values = typing.get_args(annotation)
+        if all(isinstance(a, str) for a in values):
+            return _STRING
+        return (
+            _NUMBER if all(isinstance(a, int) and not isinstance(a, bool) for a in values) else None
+        )
     if origin in (list, tuple, frozenset, set):
         args = typing.get_args(annotation)
         return _Sequence(target_of(args[0])) if args else None
@@ -336,6 +352,8 @@ def _conform(value: object, target: Target, path: str, report: Callable[[Issue],
         return _string_keys(value, path, report)
     if target == _STRING:
         return go_string(value)
+    if target in (_BOOL, _NUMBER):
+        return _go_scalar_check(value, target, path, report)
     if isinstance(target, _Sequence):
         if not isinstance(value, list):
             return value
@@ -352,6 +370,29 @@ def _conform(value: object, target: Target, path: str, report: Callable[[Issue],
         }
     assert isinstance(target, _Struct)
     return _conform_struct(value, _fields(target.model), path, report)
+
+
+def _go_scalar_check(
+    value: object, target: Target, path: str, report: Callable[[Issue], None]
+) -> object:
+    """Go's JSON decoder refuses a string (or a boolean for a number, a number for a boolean)."""
+    if value is None:
+        return value
+    if target == _BOOL and not isinstance(value, bool):
+        report((path, f"must be true or false, not {_json_type(value)} {value!r}"))
+    elif target == _NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
+        report((path, f"must be a number, not {_json_type(value)} {value!r}"))
+    return value
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _conform_struct(

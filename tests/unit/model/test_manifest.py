@@ -274,3 +274,38 @@ def test_strings_that_look_like_other_scalars_are_quoted_when_printed(value: str
     (resource,) = load_documents(text)
     assert resource.metadata.labels == {"k": value}
     assert load_documents(dump_yaml([resource])) == [resource]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        ('natOutgoing: "true"', "spec.natOutgoing", "must be true or false, not a string"),
+        ("natOutgoing: 1", "spec.natOutgoing", "must be true or false, not a number"),
+        ('blockSize: "26"', "spec.blockSize", "must be a number, not a string"),
+        ("blockSize: yes", "spec.blockSize", "must be a number, not a boolean"),
+    ],
+)
+def test_go_refuses_strings_for_booleans_and_numbers(spec: str, field: str, message: str) -> None:
+    text = (
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+        f"spec:\n  cidr: 10.0.0.0/16\n  {spec}\n"
+    )
+    with pytest.raises(ValidationFailure) as caught:
+        load_documents(text)
+    assert message in {p.field: p.message for p in caught.value.problems}[field]
+
+
+def test_types_with_their_own_go_decoding_accept_strings() -> None:
+    # numorstring.ASNumber and Port decode a string as well as a number.
+    wire = _load_one(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n"
+        "spec: {peerIP: 10.0.0.1, asNumber: '64512'}\n"
+    )
+    assert wire["spec"]["asNumber"] == 64512
+    assert (
+        _load_one(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+            "spec: {cidr: 10.0.0.0/16, blockSize: 26.0}\n"
+        )["spec"]["blockSize"]
+        == 26
+    )
