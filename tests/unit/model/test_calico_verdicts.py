@@ -124,6 +124,45 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
         _resource("Tier", {"order": 1e7, "defaultAction": "Pass"}, "kube-baseline"),
         True,
     ),
+    # BGPFilter operations: exactly one field each, only on Accept rules.
+    (
+        "operation setting one thing",
+        _resource(
+            "BGPFilter",
+            {"exportV4": [{"action": "Accept", "operations": [{"setPriority": {"value": 256}}]}]},
+        ),
+        True,
+    ),
+    (
+        "operation setting nothing",
+        _resource("BGPFilter", {"exportV4": [{"action": "Accept", "operations": [{}]}]}),
+        False,
+    ),
+    (
+        "operation setting two things",
+        _resource(
+            "BGPFilter",
+            {
+                "exportV4": [
+                    {
+                        "action": "Accept",
+                        "operations": [
+                            {"setPriority": {"value": 256}, "prependASPath": {"prefix": [65000]}}
+                        ],
+                    }
+                ]
+            },
+        ),
+        False,
+    ),
+    (
+        "operations on a Reject rule",
+        _resource(
+            "BGPFilter",
+            {"exportV4": [{"action": "Reject", "operations": [{"setPriority": {"value": 256}}]}]},
+        ),
+        False,
+    ),
     # Labels and annotations.
     ("labelsToApply with '!'", _resource("Profile", {"labelsToApply": {"a!": "b"}}), False),
     ("labelsToApply with leading '.'", _resource("Profile", {"labelsToApply": {".a": "b"}}), False),
