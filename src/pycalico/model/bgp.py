@@ -7,16 +7,19 @@ them into BIRD configuration (``pycalico.bgp``); their run-time defaults (AS 645
 Invariants:
 
 * AS numbers are stored as 32-bit integers (AS-dot input "1.10" is accepted and converted).
-* A BGPPeer names its peer either by ``peerIP`` (with ``asNumber``) or by ``peerSelector`` (the AS
-  comes from the selected nodes), or peers with local workloads by ``localWorkloadSelector``;
-  ``node`` and ``nodeSelector`` are exclusive (neither = a global peer for every node).
+* A BGPPeer names its peer by ``peerIP`` or by ``peerSelector`` (the AS comes from the selected
+  nodes, so ``asNumber`` must be empty), or peers with local workloads by
+  ``localWorkloadSelector`` (``asNumber`` required); ``node`` and ``nodeSelector`` are exclusive
+  (neither = a global peer for every node).  As in Calico 3.32, ``asNumber`` is not required
+  with ``peerIP`` (a peer that is a Calico node has that node's AS) and a peer naming neither
+  is accepted.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,6 +27,7 @@ from pycalico.model.fields import (
     ASNumber,
     Duration,
     PortNumber,
+    any_case,
     ip_problem,
     name_problem,
     network_problem,
@@ -32,7 +36,10 @@ from pycalico.model.fields import (
 )
 from pycalico.model.validation import Checked, CheckedResource, Issue, child_issues
 
-LogSeverity = Literal["Trace", "Debug", "Info", "Warning", "Error", "Fatal"]
+LogSeverity = Annotated[
+    Literal["Trace", "Debug", "Info", "Warning", "Error", "Fatal"],
+    any_case("Trace", "Debug", "Info", "Warning", "Error", "Fatal"),
+]
 _IGNORED_INTERFACE_RE = re.compile("^[a-zA-Z0-9_.*-]{1,15}$")
 
 
@@ -102,8 +109,17 @@ class BGPConfigurationSpec(Checked):
     program_cluster_routes: str | None = None
     ipv4_normal_route_priority: int | None = Field(default=None, alias="ipv4NormalRoutePriority")
     ipv6_normal_route_priority: int | None = Field(default=None, alias="ipv6NormalRoutePriority")
+    local_workload_peering_ipv4: str | None = Field(default=None, alias="localWorkloadPeeringIPV4")
+    local_workload_peering_ipv6: str | None = Field(default=None, alias="localWorkloadPeeringIPV6")
 
     def issues(self, path: str) -> Iterator[Issue]:
+        for wire, value, version in (
+            ("localWorkloadPeeringIPV4", self.local_workload_peering_ipv4, 4),
+            ("localWorkloadPeeringIPV6", self.local_workload_peering_ipv6, 6),
+        ):
+            problem = ip_problem(value, version) if value else None
+            if problem:
+                yield f"{path}.{wire}", problem
         for field in ("serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs"):
             blocks = getattr(self, _BLOCK_FIELDS[field]) or []
             for index, block in enumerate(blocks):
@@ -232,8 +248,6 @@ class BGPPeerSpec(Checked):
                 f"{path}.asNumber",
                 "must not be set with peerSelector (the AS comes from the nodes)",
             )
-        if self.peer_ip and not self.peer_selector and not self.as_number:
-            yield f"{path}.asNumber", "is required with peerIP"
         if self.local_workload_selector:
             if not self.as_number:
                 yield f"{path}.asNumber", "is required with localWorkloadSelector"
@@ -241,8 +255,6 @@ class BGPPeerSpec(Checked):
                 yield f"{path}.peerIP", "must be empty with localWorkloadSelector"
             if self.peer_selector:
                 yield f"{path}.peerSelector", "must be empty with localWorkloadSelector"
-        elif not self.peer_ip and not self.peer_selector:
-            yield f"{path}.peerIP", "set peerIP (with asNumber) or peerSelector"
         if self.reachable_by:
             problem = ip_problem(self.reachable_by)
             if problem:

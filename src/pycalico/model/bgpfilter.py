@@ -33,7 +33,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from pycalico.model.fields import network_problem, parse_cidr_or_ip
-from pycalico.model.validation import Checked, CheckedResource, Issue
+from pycalico.model.validation import Checked, CheckedResource, Issue, list_issues
 
 FilterAction = Literal["Accept", "Reject"]
 MatchOperator = Literal["Equal", "NotEqual", "In", "NotIn"]
@@ -73,6 +73,12 @@ class BGPFilterOperation(Checked):
     prepend_as_path: BGPFilterPrependASPath | None = Field(default=None, alias="prependASPath")
     set_priority: BGPFilterPriorityValue | None = None
 
+    def issues(self, path: str) -> Iterator[Issue]:
+        # Calico's CRD: a discriminated union, exactly one field set (Min/MaxProperties 1).
+        chosen = [self.add_community, self.prepend_as_path, self.set_priority]
+        if sum(value is not None for value in chosen) != 1:
+            yield path, "set exactly one of addCommunity, prependASPath, setPriority"
+
 
 class BGPFilterRule(Checked):
     """One rule; ``VERSION`` (4 or 6) is the family of the list that holds it."""
@@ -109,6 +115,9 @@ class BGPFilterRule(Checked):
                 f"{self.interface!r} is not an interface name or pattern "
                 "(1-15 of letters, digits, '_', '.', '-', '*')",
             )
+        yield from list_issues(path, "operations", self.operations)
+        if self.operations and self.action != "Accept":
+            yield f"{path}.operations", "may only be used with action Accept"
 
     def _prefix_length_issues(self, path: str) -> Iterator[Issue]:
         assert self.prefix_length is not None

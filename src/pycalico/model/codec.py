@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from pycalico.model.ipam import immutable_field_changes, pool_overlaps
 from pycalico.model.kinds import KINDS, KindInfo, lookup_kind
+from pycalico.model.manifest import GoYAMLDumper, conform, parse_manifest
 from pycalico.model.meta import API_VERSION, Resource
 from pycalico.model.validation import (
     CheckedResource,
@@ -108,8 +109,10 @@ def decode_resource(
 
 
 def _decode(
-    data: object, document: str, default_namespace: str
+    data: object, document: str, default_namespace: str, *, as_calicoctl: bool = False
 ) -> tuple[Resource | None, list[Problem]]:
+    """One object to a resource.  ``as_calicoctl``: the object came from manifest text, so it is
+    first conformed to the kind the way calicoctl's YAML decoding does (``manifest.conform``)."""
     if not isinstance(data, Mapping):
         got = type(data).__name__
         return None, [Problem(document, "", f"expected a resource (a mapping), got a {got}")]
@@ -136,10 +139,19 @@ def _decode(
         )
     if info is None:
         return None, problems
+    undecodable = False
+    if as_calicoctl:
+        data, found = conform(data, info.model)
+        problems.extend(Problem(label, f, m) for f, m in found)
+        undecodable = bool(found)
     try:
         resource = info.model.model_validate(data)
     except ValidationError as error:
         problems.extend(Problem(label, f, m) for f, m in issues_from_pydantic(error))
+        return None, problems
+    if undecodable:
+        # Go would not have decoded the document at all: rules on the values pydantic let
+        # through (``blockSize: yes`` as 1) would only add misleading problems.
         return None, problems
     resource = resource.with_defaults(namespace=default_namespace)
     label = document_label(document, resource)
@@ -217,15 +229,10 @@ def _wrap(resources: Sequence[Resource], list_kind: str) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def dump_yaml(resources: Sequence[Resource], *, list_kind: str = "List") -> str:
     """YAML as calicoctl prints it: keys sorted, one object as itself, several in a List."""
     return yaml.dump(
-        _wrap(resources, list_kind), Dumper=_Dumper, sort_keys=True, default_flow_style=False
+        _wrap(resources, list_kind), Dumper=GoYAMLDumper, sort_keys=True, default_flow_style=False
     )
 
 
@@ -382,33 +389,6 @@ def _promote_young_objects() -> None:
 # --- manifests --------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 as Go reads manifests, but timestamps stay strings (creationTimestamp)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _parse(text: str, source: str) -> list[Any]:
-    stripped = text.lstrip()
-    if stripped[:1] in ("{", "["):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            pass  # maybe YAML flow style or several JSON documents: let YAML try
-        else:
-            return list(parsed) if isinstance(parsed, list) else [parsed]
-    try:
-        return list(yaml.load_all(text, Loader=_Loader))
-    except yaml.YAMLError as error:
-        raise ValidationFailure(
-            [Problem(source, "", f"cannot parse YAML/JSON: {error}")]
-        ) from error
-
-
 def _list_kind(kind: object) -> str | None:
     """For ``List`` and ``<Kind>List`` the item kind ("" for a plain List), else None."""
     if kind == "List":
@@ -424,7 +404,7 @@ def load_documents(
     """Every resource in a YAML or JSON text (multi-document, Lists expanded, empty docs
     skipped), validated and defaulted; raises one ``ValidationFailure`` with every problem."""
     name = "stdin" if source == "-" else source
-    documents = _parse(text, name)
+    documents = parse_manifest(text, name)
     resources: list[Resource] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents, start=1):
@@ -445,7 +425,7 @@ def load_documents(
                 for position, item in enumerate(items, start=1)
             ]
         for entry_label, entry in entries:
-            resource, found = _decode(entry, entry_label, default_namespace)
+            resource, found = _decode(entry, entry_label, default_namespace, as_calicoctl=True)
             problems.extend(found)
             if resource is not None:
                 resources.append(resource)

@@ -30,6 +30,7 @@ from pycalico.model.fields import (
     cidr_problem,
     interface_problem,
     ip_problem,
+    label_value_problem,
     mac_problem,
     name_problem,
     network_of,
@@ -37,6 +38,7 @@ from pycalico.model.fields import (
     parse_cidr_or_ip,
     port_name_problem,
     protocol_supports_ports,
+    qualified_name_problem,
 )
 from pycalico.model.rules import Rule
 from pycalico.model.validation import Checked, CheckedResource, Issue, list_issues
@@ -394,6 +396,10 @@ class ProfileSpec(Checked):
     def issues(self, path: str) -> Iterator[Issue]:
         yield from list_issues(path, "ingress", self.ingress)
         yield from list_issues(path, "egress", self.egress)
+        for key, value in (self.labels_to_apply or {}).items():
+            problem = qualified_name_problem(key) or label_value_problem(value)
+            if problem:
+                yield f"{path}.labelsToApply", problem
 
 
 class Profile(CheckedResource):

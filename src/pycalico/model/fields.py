@@ -410,8 +410,34 @@ def _normalize_duration(value: object) -> str:
     return format_go_duration(parse_go_duration(value))
 
 
-Duration = Annotated[str, BeforeValidator(_normalize_duration)]
+class _GoDecoded:
+    """The type of ``GO_DECODED``."""
+
+    def __repr__(self) -> str:
+        return "GO_DECODED"
+
+
+GO_DECODED: Final = _GoDecoded()
+"""``Annotated`` metadata for a ``str`` whose Go type decodes its own JSON (``metav1.Duration``,
+``metav1.Time``): calicoctl does not turn a YAML number into a string for it, so neither does
+``pycalico.model.manifest``."""
+
+Duration = Annotated[str, BeforeValidator(_normalize_duration), GO_DECODED]
 """A Go duration, stored in Go's own rendering ("5m" is stored as "5m0s", as Calico does)."""
+
+# --- value sets matched in any capitalisation -------------------------------------------------
+
+
+def any_case(*values: str) -> BeforeValidator:
+    """For a ``Literal`` whose CRD pattern is ``^(?i)(A|B)?$``: any capitalisation is accepted, and
+    stored in the canonical spelling (Felix and confd compare the canonical one)."""
+    by_lower = {value.lower(): value for value in values}
+
+    def canonical(value: object) -> object:
+        return by_lower.get(value.lower(), value) if isinstance(value, str) else value
+
+    return BeforeValidator(canonical)
+
 
 # --- policy and tier order --------------------------------------------------------------------
 

@@ -74,11 +74,15 @@ class IPPoolSpec(Checked):
                 selector_issue = selector_problem(value)
                 if selector_issue:
                     yield f"{path}.{wire}", selector_issue
+                elif "global(" in value:
+                    yield f"{path}.{wire}", "global() is not valid in an IPPool selector"
         ipip_on = self.ipip_mode not in (None, "Never")
         vxlan_on = self.vxlan_mode not in (None, "Never")
         if ipip_on and vxlan_on:
             yield f"{path}.ipipMode", "ipipMode and vxlanMode cannot both be enabled on one pool"
         uses = self.allowed_uses or []
+        if "Tunnel" in uses and self.namespace_selector:
+            yield f"{path}.namespaceSelector", "a pool with allowedUse Tunnel cannot have one"
         if "LoadBalancer" in uses:
             others = [use for use in uses if use != "LoadBalancer"]
             if others:
@@ -175,16 +179,9 @@ class IPAMConfigurationSpec(Checked):
     kube_virt_vm_address_persistence: Literal["Enabled", "Disabled"] | None = Field(
         default=None, alias="kubeVirtVMAddressPersistence"
     )
-
-    def issues(self, path: str) -> Iterator[Issue]:
-        strict = bool(self.strict_affinity)
-        if self.max_blocks_per_host and not strict:
-            yield f"{path}.maxBlocksPerHost", "a value above 0 needs strictAffinity: true"
-        if not strict and self.auto_allocate_blocks is False:
-            yield (
-                f"{path}.autoAllocateBlocks",
-                "cannot be false while strictAffinity is false (no block could ever be used)",
-            )
+    # No cross-field rules: Calico's resource validator (and the CRD's) accepts any combination.
+    # ``calicoctl ipam configure`` refuses maxBlocksPerHost without strictAffinity, and both
+    # flags false, as Calico's SetIPAMConfig does (``pycalico.ipam.records.IPAMConfig.validate``).
 
 
 class IPAMConfiguration(CheckedResource):

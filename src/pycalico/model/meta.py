@@ -12,10 +12,12 @@ and not its storage (``pycalico.datastore``).  Invariants:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from pycalico.model.fields import GO_DECODED
 
 API_VERSION = "projectcalico.org/v3"
 
@@ -38,10 +40,10 @@ class ObjectMeta(CalicoModel):
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     uid: str | None = None
-    creation_timestamp: str | None = None
+    creation_timestamp: Annotated[str, GO_DECODED] | None = None
     resource_version: str | None = None
     generation: int | None = None
-    deletion_timestamp: str | None = None
+    deletion_timestamp: Annotated[str, GO_DECODED] | None = None
     finalizers: list[str] | None = None
     owner_references: list[dict[str, Any]] | None = None
     managed_fields: list[dict[str, Any]] | None = None

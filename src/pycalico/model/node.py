@@ -18,24 +18,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from pycalico.model.bgp import LogSeverity
+from pycalico.model.felix_checks import felix_field_issues
 from pycalico.model.fields import (
     ASNumber,
     Duration,
     Port,
     PortNumber,
+    any_case,
     cidr_problem,
     interface_problem,
     ip_problem,
     mac_problem,
     name_problem,
+    qualified_name_problem,
     selector_problem,
 )
-from pycalico.model.validation import Checked, CheckedResource, Issue
+from pycalico.model.validation import Checked, CheckedResource, Issue, list_issues
 
 
 def _singleton_name_issue(kind: str, name: str) -> str | None:
@@ -201,14 +204,23 @@ class HealthTimeoutOverride(Checked):
     name: str
     timeout: Duration
 
+    def issues(self, path: str) -> Iterator[Issue]:
+        if not _HEALTH_NAME_RE.match(self.name):
+            yield f"{path}.name", "may only hold letters, digits, '_', '-' and spaces"
+        if self.timeout.startswith("-"):
+            yield f"{path}.timeout", "must not be negative"
+
+
+_HEALTH_NAME_RE = re.compile(r"^[a-zA-Z0-9_ -]+$")
+
 
 class RouteTableRange(Checked):
     min: int
     max: int
 
 
-AcceptReturn = Literal["Accept", "Return"]
-DropReject = Literal["Drop", "Reject"]
+AcceptReturn = Annotated[Literal["Accept", "Return"], any_case("Accept", "Return")]
+DropReject = Annotated[Literal["Drop", "Reject"], any_case("Drop", "Reject")]
 EnabledDisabled = Literal["Enabled", "Disabled"]
 
 
@@ -237,7 +249,9 @@ class FelixConfigurationSpec(Checked):
     feature_gates: str | None = None
     ipsets_refresh_interval: Duration | None = None
     max_ipset_size: int | None = Field(default=None, ge=0)
-    iptables_backend: Literal["Legacy", "NFT", "Auto"] | None = None
+    iptables_backend: (
+        Annotated[Literal["Legacy", "NFT", "Auto"], any_case("Legacy", "NFT", "Auto")] | None
+    ) = None
     netlink_timeout: Duration | None = None
     metadata_addr: str | None = None
     metadata_port: int | None = None
@@ -245,7 +259,9 @@ class FelixConfigurationSpec(Checked):
     interface_prefix: str | None = None
     interface_exclude: str | None = None
     chain_insert_mode: str | None = None
-    default_endpoint_to_host_action: Literal["Drop", "Accept", "Return"] | None = None
+    default_endpoint_to_host_action: (
+        Annotated[Literal["Drop", "Accept", "Return"], any_case("Drop", "Accept", "Return")] | None
+    ) = None
     iptables_filter_allow_action: AcceptReturn | None = None
     iptables_mangle_allow_action: AcceptReturn | None = None
     iptables_filter_deny_action: DropReject | None = None
@@ -325,8 +341,13 @@ class FelixConfigurationSpec(Checked):
         default=None, alias="nftablesMarkMask", ge=0, le=0xFFFFFFFF
     )
     bpf_enabled: bool | None = None
-    bpf_log_level: Literal["", "Off", "Info", "Debug"] = ""
-    route_source: Literal["WorkloadIPs", "CalicoIPAM"] | None = None
+    bpf_log_level: Annotated[
+        Literal["", "Off", "Info", "Debug"], any_case("Off", "Info", "Debug")
+    ] = ""
+    route_source: (
+        Annotated[Literal["WorkloadIPs", "CalicoIPAM"], any_case("WorkloadIPs", "CalicoIPAM")]
+        | None
+    ) = None
     route_table_ranges: list[RouteTableRange] | None = None
     route_table_range: RouteTableRange | None = None
     route_sync_disabled: bool | None = None
@@ -335,8 +356,13 @@ class FelixConfigurationSpec(Checked):
     wireguard_listening_port: PortNumber | None = None
     wireguard_interface_name: str | None = None
     wireguard_mtu: int | None = Field(default=None, alias="wireguardMTU", ge=0)
-    service_loop_prevention: Literal["Drop", "Reject", "Disabled"] | None = None
-    workload_source_spoofing: Literal["Disabled", "Any"] | None = None
+    service_loop_prevention: (
+        Annotated[Literal["Drop", "Reject", "Disabled"], any_case("Drop", "Reject", "Disabled")]
+        | None
+    ) = None
+    workload_source_spoofing: (
+        Annotated[Literal["Disabled", "Any"], any_case("Disabled", "Any")] | None
+    ) = None
     mtu_iface_pattern: str | None = Field(default=None, alias="mtuIfacePattern")
     floating_i_ps: EnabledDisabled | None = Field(default=None, alias="floatingIPs")
     require_mtu_file: bool | None = Field(default=None, alias="requireMTUFile")
@@ -379,6 +405,12 @@ class FelixConfigurationSpec(Checked):
             low, high = self.route_table_range.min, self.route_table_range.max
             if not 1 <= low <= high <= 250:
                 yield f"{path}.routeTableRange", "must be a range of table indices within 1-250"
+        tables = sum(r.max - r.min + 1 for r in self.route_table_ranges or [])
+        if tables > _MAX_DESIGNATED_TABLES:
+            yield (
+                f"{path}.routeTableRanges",
+                f"targets {tables} tables: at most {_MAX_DESIGNATED_TABLES} are allowed",
+            )
         for index, table_range in enumerate(self.route_table_ranges or []):
             if not 1 <= table_range.min <= table_range.max <= 0xFFFFFFFF:
                 yield (
@@ -396,6 +428,8 @@ class FelixConfigurationSpec(Checked):
             problem = interface_problem(self.wireguard_interface_name)
             if problem:
                 yield f"{path}.wireguardInterfaceName", problem
+        yield from list_issues(path, "healthTimeoutOverrides", self.health_timeout_overrides)
+        yield from felix_field_issues(self.model_dump(by_alias=True, exclude_none=True), path)
 
     @property
     def extra_fields(self) -> dict[str, Any]:
@@ -404,6 +438,7 @@ class FelixConfigurationSpec(Checked):
 
 
 _HOST_RE = re.compile(r"^[a-zA-Z0-9:._+-]{1,64}$")
+_MAX_DESIGNATED_TABLES = 0xFFFF  # Calico caps the tables routeTableRanges may designate
 
 
 class FelixConfiguration(CheckedResource):
@@ -434,9 +469,14 @@ class HostEndpointTemplate(Checked):
     interface_cidrs: list[str] | None = Field(default=None, alias="interfaceCIDRs")
     interface_pattern: str | None = None
     labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
     node_selector: str | None = None
 
     def issues(self, path: str) -> Iterator[Issue]:
+        for key in self.annotations or {}:
+            problem = qualified_name_problem(key.lower())
+            if problem:
+                yield f"{path}.annotations", problem
         if self.generate_name:
             problem = name_problem(self.generate_name)
             if problem:

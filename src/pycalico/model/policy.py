@@ -39,6 +39,11 @@ PolicyType = Literal["Ingress", "Egress"]
 MAX_RULES = 1024
 DEFAULT_TIER = "default"
 DEFAULT_TIER_ORDER = 1_000_000.0
+BUILTIN_TIER_ACTIONS: dict[str, str] = {
+    "kube-admin": "Pass",
+    DEFAULT_TIER: "Deny",
+    "kube-baseline": "Pass",
+}
 BUILTIN_TIER_ORDERS: dict[str, float] = {
     "kube-admin": 1_000.0,
     DEFAULT_TIER: DEFAULT_TIER_ORDER,
@@ -88,6 +93,9 @@ class NetworkPolicySpec(Checked):
                 yield join(path, wire), "global() can only be used in a rule's namespaceSelector"
         if self.types and len(set(self.types)) != len(self.types):
             yield join(path, "types"), "a type is listed more than once"
+        hints = self.performance_hints or []
+        if len(set(hints)) != len(hints):
+            yield join(path, "performanceHints"), "a hint is listed more than once"
         for direction in ("ingress", "egress"):
             rules: list[Rule] = getattr(self, direction) or []
             if len(rules) > MAX_RULES:
@@ -246,6 +254,12 @@ class Tier(CheckedResource):
         fixed = BUILTIN_TIER_ORDERS.get(self.metadata.name)
         if fixed is not None and self.spec.order != fixed:
             yield "spec.order", f"the {self.metadata.name} tier's order must be {fixed:.0f}"
+        action = BUILTIN_TIER_ACTIONS.get(self.metadata.name)
+        if action is not None and self.spec.default_action != action:
+            yield (
+                "spec.defaultAction",
+                f"the {self.metadata.name} tier's default action must be {action}",
+            )
 
     def with_defaults(self, *, namespace: str = "default") -> Self:
         # Calico's client (DefaultTierFields): an unset order becomes the default tier's

@@ -126,6 +126,8 @@ class EntityRule(Checked):
         for field in ("nets", "not_nets"):
             for index, net in enumerate(getattr(self, field) or ()):
                 problem = network_problem(net)
+                if not problem and field == "not_nets" and _is_catch_all(net):
+                    problem = "a catch-all network in notNets matches no traffic at all"
                 if problem:
                     yield f"{join(path, wire_name(field))}[{index}]", problem
         for field in ("selector", "not_selector", "namespace_selector"):
@@ -166,6 +168,18 @@ class EntityRule(Checked):
                 )
 
 
+def _is_named(port: int | str) -> bool:
+    return isinstance(port, str) and ":" not in port
+
+
+def _is_catch_all(net: str) -> bool:
+    # Calico compares the IPv4 text exactly ("0.0.0.0/0") but any spelling of ::/0.
+    network = network_of(net)
+    if network is None or network.prefixlen != 0:
+        return False
+    return net == "0.0.0.0/0" if network.version == 4 else not int(network.network_address)
+
+
 class Rule(Checked):
     """One policy rule (Go field order: action, ipVersion, protocol, icmp, notProtocol, ...)."""
 
@@ -189,12 +203,17 @@ class Rule(Checked):
         yield from child_issues(path, "metadata", self.metadata)
 
         if not protocol_supports_ports(self.protocol):
+            # With no protocol, named ports are allowed (they match any protocol the port is
+            # declared with); numbers and ranges need TCP, UDP or SCTP, as in Calico.
             for side in ("source", "destination"):
                 entity: EntityRule | None = getattr(self, side)
                 if entity is None:
                     continue
                 for field, wire in (("ports", "ports"), ("not_ports", "notPorts")):
-                    if getattr(entity, field):
+                    ports = getattr(entity, field) or ()
+                    if self.protocol is None:
+                        ports = [port for port in ports if not _is_named(port)]
+                    if ports:
                         yield f"{path}.{side}.{wire}", _PORTS_NEED_PROTOCOL
 
         if (

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from typing import ClassVar, Literal, Self, TypeVar
+from typing import Annotated, ClassVar, Literal, Self, TypeVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from pycalico.model.fields import (
     GLOBAL_NETWORK_POLICY_NAME_RE,
@@ -56,6 +56,10 @@ from pycalico.model.validation import (
 )
 
 StagedAction = Literal["Set", "Delete", "Learn", "Ignore"]
+# Calico's field is a plain string with omitempty: "" is the same as not set (the default, Set).
+OptionalStagedAction = Annotated[
+    StagedAction | None, BeforeValidator(lambda value: None if value == "" else value)
+]
 DEFAULT_STAGED_ACTION: StagedAction = "Set"
 _DELETE_KEEPS = frozenset({"staged_action", "tier", "types"})
 _R = TypeVar("_R", bound=CheckedResource)
@@ -102,7 +106,7 @@ def _staged_defaults(
 
 
 class StagedNetworkPolicySpec(NetworkPolicySpec):
-    staged_action: StagedAction | None = None
+    staged_action: OptionalStagedAction = None
 
     def issues(self, path: str) -> Iterator[Issue]:
         if self.staged_action == "Delete":
@@ -116,7 +120,7 @@ class StagedNetworkPolicySpec(NetworkPolicySpec):
 
 
 class StagedGlobalNetworkPolicySpec(GlobalNetworkPolicySpec):
-    staged_action: StagedAction | None = None
+    staged_action: OptionalStagedAction = None
 
     def issues(self, path: str) -> Iterator[Issue]:
         if self.staged_action == "Delete":
@@ -302,7 +306,7 @@ class StagedKubernetesNetworkPolicySpec(Checked):
     # podSelector has no omitempty in Calico's API: it is always written, ``{}`` when empty.
     ALWAYS_EMIT: ClassVar[frozenset[str]] = frozenset({"pod_selector"})
 
-    staged_action: StagedAction | None = None
+    staged_action: OptionalStagedAction = None
     pod_selector: LabelSelector = Field(default_factory=LabelSelector)
     ingress: list[NetworkPolicyIngressRule] | None = None
     egress: list[NetworkPolicyEgressRule] | None = None

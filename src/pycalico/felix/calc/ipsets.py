@@ -53,10 +53,12 @@ class Contribution:
         if spec.named_port is None:
             return self.addresses
         protocol, name = spec.named_port
+        # Each member carries the protocol the endpoint declares the port with: "any" (a rule
+        # without a protocol) takes the port under every protocol it is declared with.
         return frozenset(
-            f"{address},{protocol}:{number}"
+            f"{address},{port_protocol}:{number}"
             for (port_protocol, port_name, number) in self.named_ports
-            if port_protocol == protocol and port_name == name
+            if protocol in ("any", port_protocol) and port_name == name
             for address in self.addresses
         )
 

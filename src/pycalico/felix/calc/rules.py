@@ -68,7 +68,8 @@ def selector_ip_set(selector: Selector) -> IPSetSpec:
 
 
 def named_port_ip_set(selector: Selector, protocol: str, port_name: str) -> IPSetSpec:
-    set_id = _hash_id("n", f"{selector.unique_id},{protocol}:{port_name}")
+    # Calico's rule scanner hashes "<selector id>,<protocol>,<port name>" (IPSetData.UniqueID).
+    set_id = _hash_id("n", f"{selector.unique_id},{protocol},{port_name}")
     return IPSetSpec(set_id, selector, IPSetType.IP_AND_PORT, (protocol, port_name))
 
 
@@ -81,10 +82,11 @@ def normalise_protocol(protocol: str | int | None) -> str | int | None:
 
 
 def _port_protocol(protocol: str | int | None) -> str:
-    """The protocol a named port is looked up under (only TCP, UDP, SCTP have ports)."""
+    """The protocol a named port is looked up under (only TCP, UDP, SCTP have ports); a rule
+    without a protocol looks it up under every protocol ("any", Calico's ProtocolAny)."""
     if isinstance(protocol, int):
         return _PROTOCOL_NAMES_BY_NUMBER.get(protocol, str(protocol))
-    return (protocol or "tcp").lower()
+    return (protocol or "any").lower()
 
 
 def normalise_net(net: str) -> str:
