@@ -13,10 +13,13 @@ connection (the plugin must not fall back to in-process work for a request alrea
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import stat
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -128,6 +131,32 @@ class _Connection(asyncio.Protocol):
         self._start(self.server._reply_frame(frame, problem, self.transport))
 
 
+class SocketPathError(Exception):
+    """The agent socket's path cannot be used; the message names the path and the problem."""
+
+
+def check_socket_path(path: str) -> None:
+    """Refuse a path the agent must not listen on.  Its directory is never created here (a typo
+    would otherwise leave directories anywhere), and only a socket is ever replaced."""
+    if not path:
+        raise SocketPathError("socket path is empty")
+    if path.startswith("-"):
+        raise SocketPathError(f"socket path {path!r} starts with '-' (an option was meant?)")
+    parent = os.path.dirname(path) or "."
+    if not os.path.exists(parent):
+        raise SocketPathError(f"socket {path}: directory {parent} does not exist")
+    if not os.path.isdir(parent):
+        raise SocketPathError(f"socket {path}: {parent} is not a directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise SocketPathError(f"socket {path}: is a directory")
+    if not stat.S_ISSOCK(mode):
+        raise SocketPathError(f"socket {path}: exists and is not a socket; not replacing it")
+
+
 class AgentServer:
     def __init__(self, path: str, handlers: Mapping[str, Handler]) -> None:
         self.path = path
@@ -136,9 +165,11 @@ class AgentServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Listen on ``path``: SocketPathError (before anything is touched) if its directory
+        is missing or the path holds something other than a socket; a stale socket is replaced."""
+        check_socket_path(self.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), self.path)
         os.chmod(self.path, 0o600)
@@ -224,15 +255,38 @@ async def serve_forever(path: str, env: Mapping[str, str]) -> None:
         await kv.close()
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from pycalico.cni.agent_protocol import DEFAULT_SOCKET, SOCKET_ENV, socket_path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pycalico.cni.agent_server",
+        description=(
+            "Serve the CNI plugins (calico, calico-ipam) on a unix socket, without the rest of "
+            "calico-node, until SIGTERM or SIGINT.  The datastore comes from ETCD_ENDPOINTS "
+            "and the other ETCD_* variables."
+        ),
+    )
+    parser.add_argument(
+        "--socket",
+        default=socket_path(os.environ),
+        metavar="PATH",
+        help=(
+            f"the socket to listen on (default: ${SOCKET_ENV}, else {DEFAULT_SOCKET}); its "
+            "directory must exist, and an existing file there must be a socket"
+        ),
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pycalico.cni.agent_server [SOCKET]`` (default ``CALICO_AGENT_SOCKET``)."""
-    import sys
-
-    from pycalico.cni.agent_protocol import socket_path
-
-    args = sys.argv[1:] if argv is None else argv
-    path = args[0] if args else socket_path(os.environ)
-    asyncio.run(serve_forever(path, dict(os.environ)))
+    """``python -m pycalico.cni.agent_server [--socket PATH]``."""
+    args = parse_args(argv)
+    try:
+        check_socket_path(args.socket)
+        asyncio.run(serve_forever(args.socket, dict(os.environ)))
+    except (SocketPathError, OSError) as exc:
+        print(f"agent_server: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
