@@ -26,6 +26,7 @@ from typing import Any
 from pycalico.cni import thin_client
 from pycalico.cni.agent_protocol import MAX_MESSAGE, ProtocolError, Request, Response
 from pycalico.datastore.api import KVStore
+from pycalico.ipam.allocator import IPAM
 
 Handler = Callable[[Mapping[str, str], str], Awaitable[Response]]
 
@@ -35,7 +36,9 @@ def _error(message: str) -> Response:
     return Response(1, json.dumps(body), message + "\n")
 
 
-def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
+def ipam_handler(
+    kv: KVStore, *, cache_seconds: float = 1.0, allocator: IPAM | None = None
+) -> Handler:
     """``calico-ipam`` served by one long-lived allocator on the agent's datastore connection.
 
     The allocator reuses IPAM config, pools and node labels for ``cache_seconds`` (changes
@@ -43,33 +46,39 @@ def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
     write; it replaces the plugins' host file lock.
     """
     from pycalico.cni import ipam_handler as module
-    from pycalico.ipam.allocator import IPAM
 
-    allocator = IPAM(kv, cache_seconds=cache_seconds)
+    ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=cache_seconds)
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, ipam=allocator, lock=module.no_lock)
+        return await module.handle(env, stdin, ipam=ipam, lock=module.no_lock)
 
     return serve
 
 
-def calico_handler(kv: KVStore, *, ipam_cache_seconds: float = 1.0) -> Handler:
+def calico_handler(
+    kv: KVStore, *, ipam_cache_seconds: float = 1.0, allocator: IPAM | None = None
+) -> Handler:
     """``calico`` served with the agent's datastore connection and one long-lived allocator
     (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock)."""
     from pycalico.cni import handler as module
-    from pycalico.ipam.allocator import IPAM
 
-    allocator = IPAM(kv, cache_seconds=ipam_cache_seconds)
+    ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=ipam_cache_seconds)
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv, ipam=allocator)
+        return await module.handle(env, stdin, kv=kv, ipam=ipam)
 
     return serve
 
 
-def default_handlers(kv: KVStore) -> dict[str, Handler]:
-    """Every plugin the node agent serves (``calico-node`` looks this up)."""
-    return {"calico": calico_handler(kv), "calico-ipam": ipam_handler(kv)}
+def default_handlers(kv: KVStore, *, cache_seconds: float = 1.0) -> dict[str, Handler]:
+    """Every plugin the node agent serves (``calico-node`` looks this up), sharing ONE
+    long-lived allocator: its hot blocks, handle cache and per-node batching cover both the
+    ``calico`` plugin's IPAM step and direct ``calico-ipam`` calls."""
+    allocator = IPAM(kv, cache_seconds=cache_seconds)
+    return {
+        "calico": calico_handler(kv, allocator=allocator),
+        "calico-ipam": ipam_handler(kv, allocator=allocator),
+    }
 
 
 class _Connection(asyncio.Protocol):
