@@ -63,8 +63,9 @@ from pycalico.cni.workload import (
     valid_attachments,
     workload_endpoint,
 )
-from pycalico.datastore.api import DatastoreError, KeyNotFound, KVStore, RevisionConflict
+from pycalico.datastore.api import DatastoreError, KeyNotFound, KVStore
 from pycalico.datastore.resources import ResourceStore
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.ipam.allocator import IPAM
 from pycalico.ipam.keys import HANDLES_PREFIX
 from pycalico.lib.sysctls import workload_sysctls
@@ -370,8 +371,9 @@ async def cmd_del(ctx: Context) -> None:
 
 
 async def _delete_endpoint(ctx: Context, workload: Workload) -> None:
-    """Delete the endpoint if it is this container's, at the revision read (5 tries)."""
-    for _ in range(5):
+    """Delete the endpoint if it is this container's, at the revision read (retried on a race)."""
+
+    async def step(last: DatastoreError | None) -> None:
         endpoint = await _endpoint(ctx, workload)
         if endpoint is None:
             return
@@ -382,18 +384,16 @@ async def _delete_endpoint(ctx: Context, workload: Workload) -> None:
                 endpoint.spec.container_id,
             )
             return
-        try:
+        with contextlib.suppress(KeyNotFound):
             await ctx.store.delete(
                 WorkloadEndpoint,
                 workload.name,
                 workload.namespace,
                 revision=endpoint.metadata.resource_version,
             )
-            return
-        except KeyNotFound:
-            return
-        except RevisionConflict:
-            continue
+
+    with contextlib.suppress(RetriesExhausted):
+        await read_modify_write(step, what=f"delete endpoint {workload.name}", attempts=5)
 
 
 async def cmd_check(ctx: Context) -> None:
