@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 
-from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict
+from pycalico.datastore.api import DatastoreError, KeyNotFound, KeyValue, RevisionConflict
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
     AddressInUse,
@@ -260,49 +260,78 @@ class Allocator:
             cidr = remaining_affine.pop(0)
             if reservations and reservations.matches_whole(cidr):
                 continue
-            affinity: KeyValue | None = listed.get(cidr)
-            for attempt in range(self.store.retries):
-                if attempt > 0 or affinity is None:
-                    affinity = await self.store.kv.get(keys.affinity_key(host, cidr, affinity_type))
-                if affinity is None:
-                    break
-                try:
-                    revision, block = await self.store.block_from_affinity(
-                        affinity, host, cidr, affinity_type
-                    )
-                except (RevisionConflict, KeyNotFound):
-                    continue
-                except (_StaleAffinity, _ClaimConflict):
-                    break
-                self.store.collect(block, config)
-                if block.num_free(reservations.reserved_in(cidr)) > 0:
-                    return revision, block, False
-                break
+            found = await self._affine_block(
+                host, cidr, listed.get(cidr), config, affinity_type, plan
+            )
+            if found is not None:
+                return found[0], found[1], False
         if not allow_claim:
             raise _BlockLimit()
         if not config.auto_allocate_blocks:
             raise _NoFreeBlocks()
+        # Each round finds another candidate block: one claimed by another node meanwhile,
+        # or whose free addresses are all reserved, sends us to the next.
         for _ in range(self.store.retries):
             cidr = await self.store.find_usable_block(
                 host, plan.version, plan.pools, affinity_type, reservations
             )
-            for _ in range(self.store.retries):
-                try:
-                    affinity = await self.store.pending_affinity(host, cidr, affinity_type)
-                    revision, block = await self.store.block_from_affinity(
-                        affinity, host, cidr, affinity_type
-                    )
-                except (RevisionConflict, KeyNotFound):
-                    continue
-                except (_StaleAffinity, _ClaimConflict):
-                    break
-                self.store.collect(block, config)
-                if block.num_free(reservations.reserved_in(cidr)) > 0:
-                    return revision, block, True
-                # Every free address is reserved (possible only when the block already
-                # existed): like Calico, look for another block.
-                break
+            found = await self._claim(host, cidr, config, affinity_type, plan)
+            if found is not None:
+                return found[0], found[1], True
         raise TooManyRetries()
+
+    async def _affine_block(
+        self,
+        host: str,
+        cidr: IPNetwork,
+        affinity: KeyValue | None,
+        config: IPAMConfig,
+        affinity_type: str,
+        plan: FamilyPlan,
+    ) -> tuple[int, AllocationBlock] | None:
+        """The block of one of our affinities, if it has room (None: try the next one)."""
+
+        async def step(last: DatastoreError | None) -> tuple[int, AllocationBlock] | None:
+            nonlocal affinity
+            if last is not None or affinity is None:
+                affinity = await self.store.kv.get(keys.affinity_key(host, cidr, affinity_type))
+            if affinity is None:
+                return None
+            try:
+                got = await self.store.block_from_affinity(affinity, host, cidr, affinity_type)
+            except (_StaleAffinity, _ClaimConflict):
+                return None
+            return self._with_room(got, config, plan)
+
+        try:
+            return await self.store.retried(step, f"affine block {cidr} of {host}")
+        except TooManyRetries:
+            return None  # kept changing under us: the next affine block, as Calico
+
+    async def _claim(
+        self, host: str, cidr: IPNetwork, config: IPAMConfig, affinity_type: str, plan: FamilyPlan
+    ) -> tuple[int, AllocationBlock] | None:
+        """Claim ``cidr`` for ``host`` (two-phase, in the store); None if another node won it,
+        or it has no unreserved room (possible only when it already existed)."""
+
+        async def step(last: DatastoreError | None) -> tuple[int, AllocationBlock] | None:
+            affinity = await self.store.pending_affinity(host, cidr, affinity_type)
+            try:
+                got = await self.store.block_from_affinity(affinity, host, cidr, affinity_type)
+            except (_StaleAffinity, _ClaimConflict):
+                return None
+            return self._with_room(got, config, plan)
+
+        try:
+            return await self.store.retried(step, f"claim of block {cidr} by {host}")
+        except TooManyRetries:
+            return None
+
+    def _with_room(
+        self, got: tuple[int, AllocationBlock], config: IPAMConfig, plan: FamilyPlan
+    ) -> tuple[int, AllocationBlock] | None:
+        self.store.collect(got[1], config)
+        return got if got[1].num_free(plan.reservations.reserved_in(got[1].cidr)) > 0 else None
 
     async def _assign_from_block(
         self,
@@ -322,37 +351,38 @@ class Allocator:
         committed = False
         cidr = block.cidr
         reserved = reservations.reserved_in(cidr)
+        got: tuple[int, AllocationBlock] | None = (revision, block)
+
+        async def step(last: DatastoreError | None) -> list[IPInterface]:
+            nonlocal got, counted, committed
+            if last is not None:
+                got = await self.store.block_after(cidr, last)
+            if got is None:
+                return []
+            revision, block = got
+            self.store.collect(block, config)
+            try:
+                taken = block.auto_assign(
+                    num,
+                    handle,
+                    request.attrs,
+                    strict_host=strict_host,
+                    affinity_type=affinity_type,
+                    reserved=reserved,
+                )
+            except BlockError:
+                return []
+            if not taken:
+                return []
+            if handle is not None and counted != len(taken):
+                await self.store.adjust_handle(handle, cidr, len(taken) - counted)
+                counted = len(taken)
+            await self.store.write_block(revision, block, remember=True)
+            committed = True
+            return taken
+
         try:
-            for _ in range(self.store.retries):
-                self.store.collect(block, config)
-                try:
-                    taken = block.auto_assign(
-                        num,
-                        handle,
-                        request.attrs,
-                        strict_host=strict_host,
-                        affinity_type=affinity_type,
-                        reserved=reserved,
-                    )
-                except BlockError:
-                    return []
-                if not taken:
-                    return []
-                if handle is not None and counted != len(taken):
-                    await self.store.adjust_handle(handle, cidr, len(taken) - counted)
-                    counted = len(taken)
-                try:
-                    await self.store.write_block(revision, block, remember=True)
-                    committed = True
-                    return taken
-                except RevisionConflict as exc:
-                    got = await self.store.reread_block(cidr, exc)
-                except KeyNotFound:
-                    got = None
-                if got is None:
-                    return []
-                revision, block = got
-            raise TooManyRetries()
+            return await self.store.retried(step, f"assignment in block {cidr}")
         finally:
             if not committed and counted and handle is not None:
                 await asyncio.shield(self.store.adjust_handle(handle, cidr, -counted))
@@ -418,39 +448,34 @@ class Allocator:
         cidr = pool.block_for(address)
         counted = False
         committed = False
+
+        async def step(last: DatastoreError | None) -> IPInterface:
+            nonlocal counted, committed
+            got = await self.store.get_block(cidr)
+            if got is None:
+                affinity = await self.store.pending_affinity(node, cidr, affinity_type)
+                got = await self.store.claim_block(affinity, node, cidr, affinity_type)
+            revision, block = got
+            self.store.collect(block, config)
+            try:
+                block.assign(
+                    address, handle_id, attrs, strict_host=strict_host, affinity_type=affinity_type
+                )
+            except BlockError as exc:
+                if "already assigned" in str(exc):
+                    raise AddressInUse(f"IP address {address} is already in use") from None
+                raise IPAMError(str(exc)) from None
+            if handle_id is not None and not counted:
+                await self.store.adjust_handle(handle_id, cidr, 1)
+                counted = True
+            await self.store.write_block(revision, block)
+            committed = True
+            return block.interface(block.ordinal(address))
+
         try:
-            for _ in range(self.store.retries):
-                got = await self.store.get_block(cidr)
-                if got is None:
-                    try:
-                        affinity = await self.store.pending_affinity(node, cidr, affinity_type)
-                        got = await self.store.claim_block(affinity, node, cidr, affinity_type)
-                    except (RevisionConflict, KeyNotFound, _ClaimConflict):
-                        continue
-                revision, block = got
-                self.store.collect(block, config)
-                try:
-                    block.assign(
-                        address,
-                        handle_id,
-                        attrs,
-                        strict_host=strict_host,
-                        affinity_type=affinity_type,
-                    )
-                except BlockError as exc:
-                    if "already assigned" in str(exc):
-                        raise AddressInUse(f"IP address {address} is already in use") from None
-                    raise IPAMError(str(exc)) from None
-                if handle_id is not None and not counted:
-                    await self.store.adjust_handle(handle_id, cidr, 1)
-                    counted = True
-                try:
-                    await self.store.write_block(revision, block)
-                    committed = True
-                    return block.interface(block.ordinal(address))
-                except (RevisionConflict, KeyNotFound):
-                    continue
-            raise TooManyRetries()
+            return await self.store.retried(
+                step, f"assignment of {address}", (RevisionConflict, KeyNotFound, _ClaimConflict)
+            )
         finally:
             if counted and not committed and handle_id is not None:
                 await asyncio.shield(self.store.adjust_handle(handle_id, cidr, -1))

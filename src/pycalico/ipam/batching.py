@@ -19,13 +19,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from pycalico.datastore.api import KeyValue, TxnConflict
+from pycalico.datastore.api import DatastoreError, KeyValue, TxnConflict
 from pycalico.ipam import keys
-from pycalico.ipam.api import Assignments, AutoAssignRequest, IPAMError, TooManyRetries
+from pycalico.ipam.api import Assignments, AutoAssignRequest, IPAMError
 from pycalico.ipam.blocks import AllocationBlock, ReleaseOption
 from pycalico.ipam.planner import plan_family
 from pycalico.ipam.pools import USE_LOAD_BALANCER, pool_for_address
-from pycalico.ipam.records import AFFINITY_TYPE_HOST, IPAddress
+from pycalico.ipam.records import AFFINITY_TYPE_HOST, IPAddress, IPInterface
 from pycalico.ipam.store import BlockStore, handle_counted
 
 Pair = tuple[Assignments, Assignments]
@@ -133,16 +133,14 @@ class NodeBatcher:
         hot = self.store.take_node_block(node, version, AFFINITY_TYPE_HOST)
         if hot is None:
             return False
-        revision, block = hot
+        cidr = hot[1].cidr
         for waiter in items:
             try:
                 plan = plan_family(waiter.request, version, 1, pools, labels)
             except IPAMError:
                 return False
-            if pool_for_address(plan.pools, block.cidr.network_address) is None:
+            if pool_for_address(plan.pools, cidr.network_address) is None:
                 return False
-        cidr = block.cidr
-        block_key = keys.block_key(cidr)
         # The hot path must skip reserved addresses exactly as the ordinary path does.
         reserved = reservations.reserved_in(cidr)
         wanted: dict[str, int] = {}  # addresses per handle (a handle may come twice)
@@ -152,10 +150,21 @@ class NodeBatcher:
         # What each handle holds now, as far as we know: new handles are the usual case, and a
         # wrong guess only costs a failed transaction that reports the real value.
         handles: dict[str, KeyValue | None] = dict.fromkeys(wanted)
-        for _ in range(self.store.retries):
+        current: tuple[int, AllocationBlock] | None = hot
+
+        async def step(last: DatastoreError | None) -> list[IPInterface] | None:
+            nonlocal current
+            if isinstance(last, TxnConflict):
+                for handle_id in wanted:
+                    handles[handle_id] = last.current.get(keys.handle_key(handle_id))
+                # ``block`` was changed in memory: start again from the stored one.
+                current = await self.store.block_after(cidr, last)
+            if current is None:
+                return None
+            revision, block = current
             self.store.collect(block, config)
             if not block.affine_to(node) or block.num_free(reserved) < len(items):
-                return False
+                return None
             taken = [
                 block.auto_assign(1, w.request.handle_id, w.request.attrs, reserved=reserved)[0]
                 for w in items
@@ -164,19 +173,12 @@ class NodeBatcher:
                 handle_counted(handle_id, handles[handle_id], cidr, count)
                 for handle_id, count in wanted.items()
             ]
-            try:
-                await self.store.commit_block(revision, block, counts, remember=True)
-                break
-            except TxnConflict as exc:
-                for handle_id in wanted:
-                    handles[handle_id] = exc.current.get(keys.handle_key(handle_id))
-                # ``block`` was changed in memory: start again from the stored one.
-                stored = exc.current.get(block_key)
-                if stored is None:
-                    return False
-                revision, block = stored.revision, AllocationBlock.from_json(stored.value)
-        else:
-            raise TooManyRetries()
+            await self.store.commit_block(revision, block, counts, remember=True)
+            return taken
+
+        taken = await self.store.retried(step, f"batch in block {cidr}", (TxnConflict,))
+        if taken is None:
+            return False
         for waiter, address in zip(items, taken, strict=True):
             empty = Assignments(version=10 - version, requested=0)
             mine = Assignments(version=version, requested=1, addresses=(address,))

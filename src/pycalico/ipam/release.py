@@ -25,10 +25,17 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
-from pycalico.datastore.api import KeyNotFound, KeyValue, RevisionConflict, TxnConflict, TxnDelete
+from pycalico.datastore.api import (
+    DatastoreError,
+    KeyNotFound,
+    KeyValue,
+    RevisionConflict,
+    TxnConflict,
+    TxnDelete,
+)
 from pycalico.ipam import keys
-from pycalico.ipam.api import AllocationInfo, HandleNotFound, ReleaseConflict, TooManyRetries
-from pycalico.ipam.blocks import AllocationAttribute, AllocationBlock, ReleaseOption, StaleRelease
+from pycalico.ipam.api import AllocationInfo, HandleNotFound, ReleaseConflict
+from pycalico.ipam.blocks import AllocationAttribute, ReleaseOption, StaleRelease
 from pycalico.ipam.pools import Pool, pool_for_address
 from pycalico.ipam.records import IPAddress, IPAMConfig, IPAMHandle, IPNetwork, sanitize_handle
 from pycalico.ipam.store import BlockStore
@@ -80,7 +87,11 @@ class Releaser:
         self, cidr: IPNetwork, options: list[ReleaseOption], config: IPAMConfig
     ) -> list[IPAddress]:
         got = await self.store.get_block(cidr)
-        for _ in range(self.store.retries):
+
+        async def step(last: DatastoreError | None) -> list[IPAddress]:
+            nonlocal got
+            if last is not None:
+                got = await self.store.block_after(cidr, last)
             if got is None:
                 return [o.address for o in options]
             revision, block = got
@@ -94,22 +105,16 @@ class Releaser:
                 raise ReleaseConflict(str(exc)) from None
             if not outcome.released:
                 return list(outcome.not_allocated)
-            try:
-                if block.empty() and block.affinity is None:
-                    await self.store.kv.delete(keys.block_key(cidr), revision=revision)
-                else:
-                    await self.store.write_block(revision, block)
-            except RevisionConflict as exc:
-                got = await self.store.reread_block(cidr, exc)
-                continue
-            except KeyNotFound:
-                got = None
-                continue
+            if block.empty() and block.affinity is None:
+                await self.store.kv.delete(keys.block_key(cidr), revision=revision)
+            else:
+                await self.store.write_block(revision, block)
             log.debug("released %d addresses in block %s", len(outcome.released), cidr)
             for handle_id, count in outcome.released_by_handle.items():
                 await self.store.adjust_handle(handle_id, cidr, -count)
             return list(outcome.not_allocated)
-        raise TooManyRetries()
+
+        return await self.store.retried(step, f"release in block {cidr}")
 
     async def release_by_handle(self, handle_id: str, *, sequence_number: int | None = None) -> int:
         """Release every address held by ``handle_id``; HandleNotFound if there is none.
@@ -176,54 +181,56 @@ class Releaser:
         cached = got is not None
         if got is None:
             got = await self.store.get_block(cidr)
-        for _ in range(self.store.retries):
-            if got is None:
-                return 0, False
-            revision, block = got
-            now = self.store.clock()
-            block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=now)
-            released = block.release_by_handle(
-                handle_id,
-                sequence_number=sequence_number,
-                cooldown_seconds=config.ip_cooldown_seconds,
-                now=now,
-            )
-            if not released:
-                if cached:
-                    cached = False
-                    got = await self.store.get_block(cidr)
-                    continue
-                return 0, False
-            cached = False
-            drop_block = block.empty() and block.affinity is None
-            try:
-                if handle is not None:
-                    others = [TxnDelete(handle.key, handle.revision)]
-                    await self.store.commit_block(
-                        revision, block, others, delete=drop_block, remember=True
-                    )
-                elif drop_block:
-                    await self.store.kv.delete(keys.block_key(cidr), revision=revision)
-                else:
-                    # Back into the hot cache: the node's next assignment needs no read.
-                    await self.store.write_block(revision, block, remember=True)
-                log.debug("released %d addresses of %s in block %s", len(released), handle_id, cidr)
-                return len(released), handle is not None
-            except TxnConflict as exc:
-                if handle is not None and handle.key in exc.stale:
+
+        async def step(last: DatastoreError | None) -> tuple[int, bool]:
+            nonlocal got, cached, handle
+            if last is not None:
+                if (
+                    isinstance(last, TxnConflict)
+                    and handle is not None
+                    and handle.key in last.stale
+                ):
                     handle = None  # changed meanwhile: the caller counts it down
                 # ``block`` was changed in memory: start again from the stored one.
-                stored = exc.current.get(keys.block_key(cidr))
-                got = (
-                    None
-                    if stored is None
-                    else (stored.revision, AllocationBlock.from_json(stored.value))
+                got = await self.store.block_after(cidr, last)
+            while True:
+                if got is None:
+                    return 0, False
+                revision, block = got
+                now = self.store.clock()
+                block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=now)
+                released = block.release_by_handle(
+                    handle_id,
+                    sequence_number=sequence_number,
+                    cooldown_seconds=config.ip_cooldown_seconds,
+                    now=now,
                 )
-            except RevisionConflict as exc:
-                got = await self.store.reread_block(cidr, exc)
-            except KeyNotFound:
-                got = None
-        raise TooManyRetries()
+                if released:
+                    break
+                if not cached:
+                    return 0, False
+                cached = False
+                got = await self.store.get_block(cidr)
+            cached = False
+            drop_block = block.empty() and block.affinity is None
+            if handle is not None:
+                others = [TxnDelete(handle.key, handle.revision)]
+                await self.store.commit_block(
+                    revision, block, others, delete=drop_block, remember=True
+                )
+            elif drop_block:
+                await self.store.kv.delete(keys.block_key(cidr), revision=revision)
+            else:
+                # Back into the hot cache: the node's next assignment needs no read.
+                await self.store.write_block(revision, block, remember=True)
+            log.debug("released %d addresses of %s in block %s", len(released), handle_id, cidr)
+            return len(released), handle is not None
+
+        return await self.store.retried(
+            step,
+            f"release of {handle_id} in block {cidr}",
+            (TxnConflict, RevisionConflict, KeyNotFound),
+        )
 
     # -- queries --
 

@@ -28,19 +28,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pycalico.datastore.api import (
+    DatastoreError,
     KeyAlreadyExists,
     KeyNotFound,
     KeyValue,
     KVStore,
     RevisionConflict,
+    TxnConflict,
     TxnDelete,
     TxnOp,
     TxnPut,
 )
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
     IPAMError,
@@ -70,6 +74,7 @@ from pycalico.ipam.records import (
 from pycalico.ipam.reservations import Reservations
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRIES = 100
 EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)
@@ -304,6 +309,22 @@ class BlockStore:
             return conflict.current.revision, AllocationBlock.from_json(conflict.current.value)
         return await self.get_block(cidr)
 
+    async def block_after(
+        self, cidr: IPNetwork, lost: DatastoreError
+    ) -> tuple[int, AllocationBlock] | None:
+        """The block as it is after a write of it was lost (None if it is gone): from the
+        failed transaction or compare-and-swap when it reports the value, else read."""
+        if isinstance(lost, TxnConflict):
+            stored = lost.current.get(keys.block_key(cidr))
+            return (
+                None
+                if stored is None
+                else (stored.revision, AllocationBlock.from_json(stored.value))
+            )
+        if isinstance(lost, KeyNotFound):
+            return None
+        return await self.reread_block(cidr, lost if isinstance(lost, RevisionConflict) else None)
+
     async def block_summaries(self, version: int | None = None) -> list[BlockSummary]:
         listed = await self.kv.list(keys.blocks_prefix(version))
         return [BlockSummary.from_json(kv.value) for kv in listed.items]
@@ -317,42 +338,47 @@ class BlockStore:
         if delta == 0:
             return
         key = keys.handle_key(handle_id)
-        current: KeyValue | None = None
-        if delta > 0:
-            try:
-                await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
-                return
-            except KeyAlreadyExists as exc:
-                current = exc.current
-        for _ in range(self.retries):
-            if current is None:
+
+        async def step(last: DatastoreError | None) -> None:
+            # A lost write reports the current value; a new handle (delta > 0) is just created.
+            current = (
+                last.current if isinstance(last, (RevisionConflict, KeyAlreadyExists)) else None
+            )
+            if current is None and (last is not None or delta < 0):
                 current = await self.kv.get(key)
             if current is None:
-                if delta < 0:
-                    return
-                try:
+                if delta > 0:
                     await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
-                    return
-                except KeyAlreadyExists as exc:
-                    current = exc.current
-                    continue
+                return
             handle = IPAMHandle.from_json(current.value)
             changed = (
                 handle.incremented(str(cidr), delta)
                 if delta > 0
                 else handle.decremented(str(cidr), -delta)
             )
-            try:
-                if changed.empty:
-                    await self.kv.delete(key, revision=current.revision)
-                else:
-                    await self.kv.update(key, changed.to_json(), revision=current.revision)
-                return
-            except RevisionConflict as exc:
-                current = exc.current
-            except KeyNotFound:
-                current = None
-        raise TooManyRetries()
+            if changed.empty:
+                await self.kv.delete(key, revision=current.revision)
+            else:
+                await self.kv.update(key, changed.to_json(), revision=current.revision)
+
+        await self.retried(
+            step, f"handle {handle_id}", (RevisionConflict, KeyAlreadyExists, KeyNotFound)
+        )
+
+    async def retried(
+        self,
+        step: Callable[[DatastoreError | None], Awaitable[T]],
+        what: str,
+        conflicts: tuple[type[DatastoreError], ...] = (RevisionConflict, KeyNotFound),
+    ) -> T:
+        """``read_modify_write`` with IPAM's bound (``retries``, Calico's 100) and IPAM's error
+        (``TooManyRetries``) when every attempt lost."""
+        try:
+            return await read_modify_write(
+                step, what=what, attempts=self.retries, conflicts=conflicts
+            )
+        except RetriesExhausted:
+            raise TooManyRetries() from None
 
     async def delete_quietly(self, key: str, revision: int) -> None:
         with contextlib.suppress(KeyNotFound, RevisionConflict):
@@ -546,13 +572,13 @@ class BlockStore:
         released = 0
         for version in (4, 6):
             for cidr in list(await self.affine_blocks(host, version, AFFINITY_TYPE_HOST)):
-                for _ in range(self.retries):
-                    try:
-                        await self.release_block_affinity(host, cidr, require_empty=require_empty)
-                        released += 1
-                    except (RevisionConflict, KeyNotFound):
-                        continue
-                    except IPAMError:
-                        pass
-                    break
+
+                async def step(last: DatastoreError | None, cidr: IPNetwork = cidr) -> None:
+                    await self.release_block_affinity(host, cidr, require_empty=require_empty)
+
+                try:
+                    await self.retried(step, f"affinity of {host} for {cidr}")
+                    released += 1
+                except IPAMError:
+                    pass  # not empty, or claimed by another node meanwhile: keep going
         return released
