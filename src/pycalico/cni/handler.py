@@ -260,7 +260,7 @@ async def _cluster_ready(ctx: Context) -> None:
         info = await ctx.store.get(ClusterInformation, "default")
     except KeyNotFound:
         return
-    if isinstance(info, ClusterInformation) and info.spec.datastore_ready is False:
+    if isinstance(info, ClusterInformation) and info.datastore_locked:
         raise CniError(
             "Calico is currently not ready to process requests (ClusterInformation "
             "datastoreReady is false)",

@@ -63,6 +63,7 @@ from pycalico.ipam.records import (
     sanitize_handle,
 )
 from pycalico.lib.addresses import address_order
+from pycalico.model.node import ClusterInformation
 
 WORKLOADENDPOINTS_PREFIX = paths.resource_prefix("workloadendpoints")
 CLUSTER_INFORMATION_KEY = paths.resource_key("clusterinformations", "default")
@@ -245,12 +246,17 @@ async def load_cluster_stamp(kv: KVStore) -> ClusterStamp | None:
         spec = json.loads(cluster.value).get("spec") or {}
     except (ValueError, AttributeError):
         spec = {}
-    ready = spec.get("datastoreReady")
+    try:
+        locked = ClusterInformation.model_validate(
+            {"metadata": {"name": "default"}, "spec": spec}
+        ).datastore_locked
+    except ValueError:
+        locked = False  # unreadable: not an explicit lock
     return ClusterStamp(
         guid=str(spec.get("clusterGUID") or ""),
         revision=str(cluster.revision),
         cluster_type=str(spec.get("clusterType") or ""),
-        datastore_ready=ready if isinstance(ready, bool) else None,
+        locked=locked,
     )
 
 
