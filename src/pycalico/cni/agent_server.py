@@ -1,9 +1,9 @@
 """The node agent's side of the CNI socket (``agent_protocol``): accept, dispatch, answer.
 
 An asyncio unix-socket server that reads one request per connection (a ``CNI2`` frame, see
-``thin_client``, or a protocol-1 JSON line, see ``agent_protocol``), hands it to the
+``thin_client``: the socket's only protocol), hands it to the
 handler registered for its plugin (``calico-ipam`` -> ``ipam_handler.handle`` bound to the
-agent's live ``KVStore``), and writes back one response in the request's form.
+agent's live ``KVStore``), and writes back one response frame.
 ``calico-node`` runs it; tests and benchmarks run it directly.  It does no CNI or IPAM work itself.
 
 Invariants: the socket file is created with mode 0600 (only root may hand the agent work) and
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from pycalico.cni import thin_client
-from pycalico.cni.agent_protocol import MAX_MESSAGE, ProtocolError, Request, Response
+from pycalico.cni.agent_protocol import Response
 from pycalico.datastore.api import KVStore
 from pycalico.ipam.allocator import IPAM
 
@@ -82,10 +82,9 @@ def default_handlers(kv: KVStore, *, cache_seconds: float = 1.0) -> dict[str, Ha
 
 
 class _Connection(asyncio.Protocol):
-    """One plugin call: collect the request (a ``CNI2`` frame from the installed executables,
-    or a JSON line, protocol 1, from older ones and in-process callers), answer it in the same
-    form, close.  A bare protocol rather than asyncio streams: no reader, writer or task until
-    the request is in (this sits on every pod's ADD and DEL)."""
+    """One plugin call: collect the request (a ``CNI2`` frame), answer it with one, close.
+    A bare protocol rather than asyncio streams: no reader, writer or task until the request
+    is in (this sits on every pod's ADD and DEL)."""
 
     def __init__(self, server: AgentServer) -> None:
         self.server = server
@@ -101,23 +100,21 @@ class _Connection(asyncio.Protocol):
         if self.answering:
             return  # one request per connection: anything after it is ignored
         self.buffer += data
-        if self.buffer.startswith(thin_client.MAGIC):
-            try:
-                needed = thin_client.frame_length(bytes(self.buffer))
-            except thin_client.FrameError as exc:
-                self._answer_frame(None, str(exc))
-                return
-            if needed is not None and len(self.buffer) >= needed:
-                self._answer_frame(bytes(self.buffer[:needed]), "")
-        elif b"\n" in data or len(self.buffer) > MAX_MESSAGE:
-            self._answer()
+        if not thin_client.MAGIC.startswith(bytes(self.buffer[:4])):
+            self._answer_frame(None, "not a CNI2 frame (the agent speaks only protocol 2)")
+            return
+        try:
+            needed = thin_client.frame_length(bytes(self.buffer))
+        except thin_client.FrameError as exc:
+            self._answer_frame(None, str(exc))
+            return
+        if needed is not None and len(self.buffer) >= needed:
+            self._answer_frame(bytes(self.buffer[:needed]), "")
 
     def eof_received(self) -> bool:
         if not self.answering:
-            if self.buffer.startswith(thin_client.MAGIC):
+            if self.buffer:
                 self._answer_frame(None, "request frame is truncated")
-            elif self.buffer.strip():
-                self._answer()  # a last line without its newline, as readline returns it
             elif self.transport is not None:
                 self.transport.close()
         return True  # keep the write side open for the answer
@@ -129,11 +126,6 @@ class _Connection(asyncio.Protocol):
         task = asyncio.get_running_loop().create_task(reply)
         self.server._tasks.add(task)
         task.add_done_callback(self.server._tasks.discard)
-
-    def _answer(self) -> None:
-        assert self.transport is not None
-        line = bytes(self.buffer).split(b"\n", 1)[0] + b"\n"
-        self._start(self.server._reply(line, self.transport))
 
     def _answer_frame(self, frame: bytes | None, problem: str) -> None:
         assert self.transport is not None
@@ -191,15 +183,6 @@ class AgentServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    async def _respond(self, line: bytes) -> Response:
-        if len(line) > MAX_MESSAGE:
-            return _error(f"bad request on the agent socket: longer than {MAX_MESSAGE} bytes")
-        try:
-            request = Request.decode(line)
-        except ProtocolError as exc:
-            return _error(f"bad request on the agent socket: {exc}")
-        return await self._handle(request.plugin, request.env, request.stdin)
-
     async def _handle(self, plugin: str, env: Mapping[str, str], stdin: str) -> Response:
         handler = self.handlers.get(plugin)
         if handler is None:
@@ -230,14 +213,6 @@ class AgentServer:
                         response.stderr.encode("utf-8", "surrogateescape"),
                     )
                 )
-        finally:
-            transport.close()  # also when cancelled: the agent is stopping
-
-    async def _reply(self, line: bytes, transport: asyncio.Transport) -> None:
-        try:
-            response = await self._respond(line)
-            if not transport.is_closing():
-                transport.write(response.encode())  # the plugin stops reading at the newline
         finally:
             transport.close()  # also when cancelled: the agent is stopping
 
