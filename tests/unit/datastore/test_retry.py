@@ -89,3 +89,26 @@ def test_backoff_is_jittered_and_bounded() -> None:
     assert len(set(waits)) > 100
     with pytest.raises(ValueError, match="attempts"):
         asyncio.run(read_modify_write(lambda last: asyncio.sleep(0), what="x", attempts=0))
+
+
+async def test_first_retry_is_immediate_later_ones_back_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    calls = 0
+
+    async def conflicts_three_times(last: DatastoreError | None) -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise RevisionConflict("/k", 1)
+        return "ok"
+
+    assert await read_modify_write(conflicts_three_times, what="x", base_delay=1.0) == "ok"
+    assert calls == 4 and len(waits) == 2  # no wait before the 2nd attempt
+    assert 0 <= waits[0] <= 1.0 and 0 <= waits[1] <= 2.0
