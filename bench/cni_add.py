@@ -145,6 +145,7 @@ async def main(sequential: int, concurrent: int) -> None:
                     sys.executable,
                     "-m",
                     "pycalico.cni.agent_server",
+                    "--socket",
                     socket_path,
                 ],
                 env={**os.environ, "ETCD_ENDPOINTS": "http://127.0.0.1:2379"},

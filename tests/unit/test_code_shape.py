@@ -26,20 +26,12 @@ MODULES_KEPT: set[str] = set()
 
 # "path::qualified name".  The goal is an empty set; the lead removes entries at merge.
 FUNCTIONS_KEPT: set[str] = {
-    "ipam/check.py::analyse",  # being split on branch arch-ipam
-    "ctl/ipam_check.py::summary_lines",  # being split on branch arch-ipam
-    "cni/config.py::NetConf.parse",  # being split on branch arch-ipam
     "felix/rules/endpoints.py::static_chains",  # being split on branch arch-stream
     "lab/cluster.py::up",  # being split on branch docs
 }
 
 # "path::qualified name of the enclosing function".
-HEDGES_KEPT: set[str] = {
-    "node/agent.py::felix_command",  # being removed on branch arch-ipam
-    "node/agent.py::NodeAgent._start_agent_server",  # being removed on branch arch-ipam
-    "ctl/main.py::_lazy_available",  # being removed on branch arch-ipam
-    "ctl/main.py::_load_lazy",  # being removed on branch arch-ipam
-}
+HEDGES_KEPT: set[str] = set()
 
 ALL_FILES = sorted(PACKAGE.rglob("*.py"))
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}

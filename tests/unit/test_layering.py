@@ -190,10 +190,7 @@ def test_pure_list_has_no_duplicates_or_nesting() -> None:
 # --- no import cycles ------------------------------------------------------------------------
 
 # Cycles that exist on main and are being removed elsewhere.  The goal is an empty set.
-CYCLES_KEPT: set[frozenset[str]] = {
-    # being removed on branch arch-ipam (NodeBatcher behind one narrow method)
-    frozenset({"pycalico.ipam.allocator", "pycalico.ipam.batching"}),
-}
+CYCLES_KEPT: set[frozenset[str]] = set()
 
 
 def import_cycles(graph: grimp.ImportGraph) -> set[frozenset[str]]:

@@ -1,9 +1,9 @@
 """The node agent's side of the CNI socket (``agent_protocol``): accept, dispatch, answer.
 
 An asyncio unix-socket server that reads one request per connection (a ``CNI2`` frame, see
-``thin_client``, or a protocol-1 JSON line, see ``agent_protocol``), hands it to the
+``thin_client``: the socket's only protocol), hands it to the
 handler registered for its plugin (``calico-ipam`` -> ``ipam_handler.handle`` bound to the
-agent's live ``KVStore``), and writes back one response in the request's form.
+agent's live ``KVStore``), and writes back one response frame.
 ``calico-node`` runs it; tests and benchmarks run it directly.  It does no CNI or IPAM work itself.
 
 Invariants: the socket file is created with mode 0600 (only root may hand the agent work) and
@@ -13,16 +13,20 @@ connection (the plugin must not fall back to in-process work for a request alrea
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import stat
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from pycalico.cni import thin_client
-from pycalico.cni.agent_protocol import MAX_MESSAGE, ProtocolError, Request, Response
+from pycalico.cni.agent_protocol import Response
 from pycalico.datastore.api import KVStore
+from pycalico.ipam.allocator import IPAM
 
 Handler = Callable[[Mapping[str, str], str], Awaitable[Response]]
 
@@ -32,7 +36,9 @@ def _error(message: str) -> Response:
     return Response(1, json.dumps(body), message + "\n")
 
 
-def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
+def ipam_handler(
+    kv: KVStore, *, cache_seconds: float = 1.0, allocator: IPAM | None = None
+) -> Handler:
     """``calico-ipam`` served by one long-lived allocator on the agent's datastore connection.
 
     The allocator reuses IPAM config, pools and node labels for ``cache_seconds`` (changes
@@ -40,40 +46,45 @@ def ipam_handler(kv: KVStore, *, cache_seconds: float = 1.0) -> Handler:
     write; it replaces the plugins' host file lock.
     """
     from pycalico.cni import ipam_handler as module
-    from pycalico.ipam.allocator import IPAM
 
-    allocator = IPAM(kv, cache_seconds=cache_seconds)
+    ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=cache_seconds)
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, ipam=allocator, lock=module.no_lock)
+        return await module.handle(env, stdin, ipam=ipam, lock=module.no_lock)
 
     return serve
 
 
-def calico_handler(kv: KVStore, *, ipam_cache_seconds: float = 1.0) -> Handler:
+def calico_handler(
+    kv: KVStore, *, ipam_cache_seconds: float = 1.0, allocator: IPAM | None = None
+) -> Handler:
     """``calico`` served with the agent's datastore connection and one long-lived allocator
     (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock)."""
     from pycalico.cni import handler as module
-    from pycalico.ipam.allocator import IPAM
 
-    allocator = IPAM(kv, cache_seconds=ipam_cache_seconds)
+    ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=ipam_cache_seconds)
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv, ipam=allocator)
+        return await module.handle(env, stdin, kv=kv, ipam=ipam)
 
     return serve
 
 
-def default_handlers(kv: KVStore) -> dict[str, Handler]:
-    """Every plugin the node agent serves (``calico-node`` looks this up)."""
-    return {"calico": calico_handler(kv), "calico-ipam": ipam_handler(kv)}
+def default_handlers(kv: KVStore, *, cache_seconds: float = 1.0) -> dict[str, Handler]:
+    """Every plugin the node agent serves (``calico-node`` looks this up), sharing ONE
+    long-lived allocator: its hot blocks, handle cache and per-node batching cover both the
+    ``calico`` plugin's IPAM step and direct ``calico-ipam`` calls."""
+    allocator = IPAM(kv, cache_seconds=cache_seconds)
+    return {
+        "calico": calico_handler(kv, allocator=allocator),
+        "calico-ipam": ipam_handler(kv, allocator=allocator),
+    }
 
 
 class _Connection(asyncio.Protocol):
-    """One plugin call: collect the request (a ``CNI2`` frame from the installed executables,
-    or a JSON line, protocol 1, from older ones and in-process callers), answer it in the same
-    form, close.  A bare protocol rather than asyncio streams: no reader, writer or task until
-    the request is in (this sits on every pod's ADD and DEL)."""
+    """One plugin call: collect the request (a ``CNI2`` frame), answer it with one, close.
+    A bare protocol rather than asyncio streams: no reader, writer or task until the request
+    is in (this sits on every pod's ADD and DEL)."""
 
     def __init__(self, server: AgentServer) -> None:
         self.server = server
@@ -89,23 +100,21 @@ class _Connection(asyncio.Protocol):
         if self.answering:
             return  # one request per connection: anything after it is ignored
         self.buffer += data
-        if self.buffer.startswith(thin_client.MAGIC):
-            try:
-                needed = thin_client.frame_length(bytes(self.buffer))
-            except thin_client.FrameError as exc:
-                self._answer_frame(None, str(exc))
-                return
-            if needed is not None and len(self.buffer) >= needed:
-                self._answer_frame(bytes(self.buffer[:needed]), "")
-        elif b"\n" in data or len(self.buffer) > MAX_MESSAGE:
-            self._answer()
+        if not thin_client.MAGIC.startswith(bytes(self.buffer[:4])):
+            self._answer_frame(None, "not a CNI2 frame (the agent speaks only protocol 2)")
+            return
+        try:
+            needed = thin_client.frame_length(bytes(self.buffer))
+        except thin_client.FrameError as exc:
+            self._answer_frame(None, str(exc))
+            return
+        if needed is not None and len(self.buffer) >= needed:
+            self._answer_frame(bytes(self.buffer[:needed]), "")
 
     def eof_received(self) -> bool:
         if not self.answering:
-            if self.buffer.startswith(thin_client.MAGIC):
+            if self.buffer:
                 self._answer_frame(None, "request frame is truncated")
-            elif self.buffer.strip():
-                self._answer()  # a last line without its newline, as readline returns it
             elif self.transport is not None:
                 self.transport.close()
         return True  # keep the write side open for the answer
@@ -118,14 +127,35 @@ class _Connection(asyncio.Protocol):
         self.server._tasks.add(task)
         task.add_done_callback(self.server._tasks.discard)
 
-    def _answer(self) -> None:
-        assert self.transport is not None
-        line = bytes(self.buffer).split(b"\n", 1)[0] + b"\n"
-        self._start(self.server._reply(line, self.transport))
-
     def _answer_frame(self, frame: bytes | None, problem: str) -> None:
         assert self.transport is not None
         self._start(self.server._reply_frame(frame, problem, self.transport))
+
+
+class SocketPathError(Exception):
+    """The agent socket's path cannot be used; the message names the path and the problem."""
+
+
+def check_socket_path(path: str) -> None:
+    """Refuse a path the agent must not listen on.  Its directory is never created here (a typo
+    would otherwise leave directories anywhere), and only a socket is ever replaced."""
+    if not path:
+        raise SocketPathError("socket path is empty")
+    if path.startswith("-"):
+        raise SocketPathError(f"socket path {path!r} starts with '-' (an option was meant?)")
+    parent = os.path.dirname(path) or "."
+    if not os.path.exists(parent):
+        raise SocketPathError(f"socket {path}: directory {parent} does not exist")
+    if not os.path.isdir(parent):
+        raise SocketPathError(f"socket {path}: {parent} is not a directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise SocketPathError(f"socket {path}: is a directory")
+    if not stat.S_ISSOCK(mode):
+        raise SocketPathError(f"socket {path}: exists and is not a socket; not replacing it")
 
 
 class AgentServer:
@@ -136,9 +166,11 @@ class AgentServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Listen on ``path``: SocketPathError (before anything is touched) if its directory
+        is missing or the path holds something other than a socket; a stale socket is replaced."""
+        check_socket_path(self.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), self.path)
         os.chmod(self.path, 0o600)
@@ -150,15 +182,6 @@ class AgentServer:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-
-    async def _respond(self, line: bytes) -> Response:
-        if len(line) > MAX_MESSAGE:
-            return _error(f"bad request on the agent socket: longer than {MAX_MESSAGE} bytes")
-        try:
-            request = Request.decode(line)
-        except ProtocolError as exc:
-            return _error(f"bad request on the agent socket: {exc}")
-        return await self._handle(request.plugin, request.env, request.stdin)
 
     async def _handle(self, plugin: str, env: Mapping[str, str], stdin: str) -> Response:
         handler = self.handlers.get(plugin)
@@ -193,14 +216,6 @@ class AgentServer:
         finally:
             transport.close()  # also when cancelled: the agent is stopping
 
-    async def _reply(self, line: bytes, transport: asyncio.Transport) -> None:
-        try:
-            response = await self._respond(line)
-            if not transport.is_closing():
-                transport.write(response.encode())  # the plugin stops reading at the newline
-        finally:
-            transport.close()  # also when cancelled: the agent is stopping
-
 
 async def serve_forever(path: str, env: Mapping[str, str]) -> None:
     """A CNI agent alone (no BIRD, confd or Felix) until SIGTERM/SIGINT: for tests, benchmarks
@@ -224,15 +239,38 @@ async def serve_forever(path: str, env: Mapping[str, str]) -> None:
         await kv.close()
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from pycalico.cni.agent_protocol import DEFAULT_SOCKET, SOCKET_ENV, socket_path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pycalico.cni.agent_server",
+        description=(
+            "Serve the CNI plugins (calico, calico-ipam) on a unix socket, without the rest of "
+            "calico-node, until SIGTERM or SIGINT.  The datastore comes from ETCD_ENDPOINTS "
+            "and the other ETCD_* variables."
+        ),
+    )
+    parser.add_argument(
+        "--socket",
+        default=socket_path(os.environ),
+        metavar="PATH",
+        help=(
+            f"the socket to listen on (default: ${SOCKET_ENV}, else {DEFAULT_SOCKET}); its "
+            "directory must exist, and an existing file there must be a socket"
+        ),
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pycalico.cni.agent_server [SOCKET]`` (default ``CALICO_AGENT_SOCKET``)."""
-    import sys
-
-    from pycalico.cni.agent_protocol import socket_path
-
-    args = sys.argv[1:] if argv is None else argv
-    path = args[0] if args else socket_path(os.environ)
-    asyncio.run(serve_forever(path, dict(os.environ)))
+    """``python -m pycalico.cni.agent_server [--socket PATH]``."""
+    args = parse_args(argv)
+    try:
+        check_socket_path(args.socket)
+        asyncio.run(serve_forever(args.socket, dict(os.environ)))
+    except (SocketPathError, OSError) as exc:
+        print(f"agent_server: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -175,37 +175,9 @@ class NetConf:
         name = _string(raw, "name")
         if not name:
             raise _invalid("name", "the network configuration needs a name")
-        ipam_raw = _section(raw, "ipam")
-        ipam_type = _string(ipam_raw, "type", "ipam.")
-        if not ipam_type:
-            raise _invalid("ipam.type", "no IPAM plugin named (e.g. 'calico-ipam', 'host-local')")
-        if "/" in ipam_type or ipam_type in (".", ".."):
-            raise _invalid("ipam.type", f"{ipam_type!r} is not a plugin name")
-        ipam = IPAMSettings(
-            type=ipam_type,
-            assign_ipv4=config_flag(_flag_text(ipam_raw, "assign_ipv4"), True),
-            assign_ipv6=config_flag(_flag_text(ipam_raw, "assign_ipv6"), False),
-            ipv4_pools=_strings(ipam_raw, "ipv4_pools", "ipam."),
-            ipv6_pools=_strings(ipam_raw, "ipv6_pools", "ipam."),
-            subnet=_string(ipam_raw, "subnet", "ipam."),
-            raw=dict(ipam_raw),
-        )
-        if ipam_type == CALICO_IPAM and not (ipam.assign_ipv4 or ipam.assign_ipv6):
-            raise _invalid("ipam.assign_ipv4", "assign_ipv4 and assign_ipv6 are both false")
-        mtu = _integer(raw, "mtu")
-        if mtu != 0 and not 68 <= mtu <= 65535:
-            raise _invalid("mtu", f"{mtu} is not a valid MTU (68-65535, or 0 for the MTU file)")
-        datastore_type = _string(raw, "datastore_type")
-        if datastore_type not in DATASTORE_TYPES:
-            raise _invalid(
-                "datastore_type", f"{datastore_type!r} is not supported (pycalico uses 'etcdv3')"
-            )
-        device_type = _string(raw, "device_type", default="veth") or "veth"
-        if device_type not in DEVICE_TYPES:
-            raise _invalid("device_type", f"{device_type!r} is not supported (only 'veth')")
-        log_level = _string(raw, "log_level", default=DEFAULT_LOG_LEVEL) or DEFAULT_LOG_LEVEL
-        if log_level.lower() not in LOG_LEVELS:
-            raise _invalid("log_level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        ipam = _parse_ipam(_section(raw, "ipam"))
+        mtu, datastore_type, device_type = _checked_choices(raw)
+        log = _parse_log(raw)
         policy_raw = _section(raw, "policy")
         kubernetes_raw = _section(raw, "kubernetes")
         features = _section(raw, "feature_control")
@@ -239,13 +211,7 @@ class NetConf:
             etcd_cert_file=_string(raw, "etcd_cert_file"),
             etcd_ca_cert_file=_string(raw, "etcd_ca_cert_file"),
             ipam_lock_file=_string(raw, "ipam_lock_file"),
-            log=LogSettings(
-                level=log_level.lower(),
-                file_path=_string(raw, "log_file_path", default=DEFAULT_LOG_FILE),
-                max_size_mb=_integer(raw, "log_file_max_size", default=100),
-                max_age_days=_integer(raw, "log_file_max_age", default=30),
-                max_count=_integer(raw, "log_file_max_count", default=10),
-            ),
+            log=log,
             policy=PolicySettings(
                 **{
                     key: _string(policy_raw, key, "policy.")
@@ -297,6 +263,55 @@ class NetConf:
                 raise _invalid(f"args.cni.labels[{index}]", "expected {key: string, value: string}")
             labels[entry["key"]] = entry["value"]
         return labels
+
+
+def _parse_ipam(ipam_raw: Mapping[str, Any]) -> IPAMSettings:
+    ipam_type = _string(ipam_raw, "type", "ipam.")
+    if not ipam_type:
+        raise _invalid("ipam.type", "no IPAM plugin named (e.g. 'calico-ipam', 'host-local')")
+    if "/" in ipam_type or ipam_type in (".", ".."):
+        raise _invalid("ipam.type", f"{ipam_type!r} is not a plugin name")
+    ipam = IPAMSettings(
+        type=ipam_type,
+        assign_ipv4=config_flag(_flag_text(ipam_raw, "assign_ipv4"), True),
+        assign_ipv6=config_flag(_flag_text(ipam_raw, "assign_ipv6"), False),
+        ipv4_pools=_strings(ipam_raw, "ipv4_pools", "ipam."),
+        ipv6_pools=_strings(ipam_raw, "ipv6_pools", "ipam."),
+        subnet=_string(ipam_raw, "subnet", "ipam."),
+        raw=dict(ipam_raw),
+    )
+    if ipam_type == CALICO_IPAM and not (ipam.assign_ipv4 or ipam.assign_ipv6):
+        raise _invalid("ipam.assign_ipv4", "assign_ipv4 and assign_ipv6 are both false")
+    return ipam
+
+
+def _checked_choices(raw: Mapping[str, Any]) -> tuple[int, str, str]:
+    """(mtu, datastore_type, device_type), each checked against what pycalico supports."""
+    mtu = _integer(raw, "mtu")
+    if mtu != 0 and not 68 <= mtu <= 65535:
+        raise _invalid("mtu", f"{mtu} is not a valid MTU (68-65535, or 0 for the MTU file)")
+    datastore_type = _string(raw, "datastore_type")
+    if datastore_type not in DATASTORE_TYPES:
+        raise _invalid(
+            "datastore_type", f"{datastore_type!r} is not supported (pycalico uses 'etcdv3')"
+        )
+    device_type = _string(raw, "device_type", default="veth") or "veth"
+    if device_type not in DEVICE_TYPES:
+        raise _invalid("device_type", f"{device_type!r} is not supported (only 'veth')")
+    return mtu, datastore_type, device_type
+
+
+def _parse_log(raw: Mapping[str, Any]) -> LogSettings:
+    log_level = _string(raw, "log_level", default=DEFAULT_LOG_LEVEL) or DEFAULT_LOG_LEVEL
+    if log_level.lower() not in LOG_LEVELS:
+        raise _invalid("log_level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return LogSettings(
+        level=log_level.lower(),
+        file_path=_string(raw, "log_file_path", default=DEFAULT_LOG_FILE),
+        max_size_mb=_integer(raw, "log_file_max_size", default=100),
+        max_age_days=_integer(raw, "log_file_max_age", default=30),
+        max_count=_integer(raw, "log_file_max_count", default=10),
+    )
 
 
 def _flag_text(raw: Mapping[str, Any], key: str) -> Any:

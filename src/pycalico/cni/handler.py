@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import logging.handlers
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,8 +39,8 @@ from pycalico.cni.agent_protocol import Response
 from pycalico.cni.config import CALICO_IPAM, DEFAULT_MTU, DEFAULT_MTU_FILE, NetConf
 from pycalico.cni.delegation import checked as _checked
 from pycalico.cni.delegation import exec_plugin
+from pycalico.cni.nodename import node_name
 from pycalico.cni.spec import (
-    DEFAULT_NODENAME_FILE,
     ERR_INCOMPATIBLE_VERSION,
     ERR_INVALID_ENVIRONMENT,
     ERR_INVALID_NETWORK_CONFIG,
@@ -48,7 +48,6 @@ from pycalico.cni.spec import (
     CniError,
     Invocation,
     Result,
-    determine_nodename,
     error_result,
     parse_invocation,
     render_result,
@@ -63,9 +62,10 @@ from pycalico.cni.workload import (
     valid_attachments,
     workload_endpoint,
 )
-from pycalico.datastore.api import DatastoreError, KeyNotFound, KVStore, RevisionConflict
+from pycalico.datastore.api import DatastoreError, KeyNotFound, KVStore
 from pycalico.datastore.resources import ResourceStore
-from pycalico.ipam.allocator import IPAM
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
+from pycalico.ipam.allocator import IPAM, IPAMError
 from pycalico.ipam.keys import HANDLES_PREFIX
 from pycalico.lib.sysctls import workload_sysctls
 from pycalico.model.endpoints import WorkloadEndpoint
@@ -125,24 +125,10 @@ def _version_allows(command: str, version: str) -> None:
 # --- node, MTU, logging ----------------------------------------------------------------------
 
 
-def node_name(conf: NetConf, env: Mapping[str, str]) -> str:
-    if conf.nodename:
-        return conf.nodename
-    path = conf.nodename_file or DEFAULT_NODENAME_FILE
-    try:
-        with open(path) as handle:
-            text: str | None = handle.read()
-    except OSError:
-        text = None
-        if not conf.nodename_file_optional:
-            raise CniError(
-                f"nodename_file: {path} is missing: check that the calico/node container is "
-                "running and has mounted /var/lib/calico/ (or set nodename, or "
-                "nodename_file_optional)"
-            ) from None
-    raw = {"hostname": conf.hostname}
-    hostname = env.get("KUBERNETES_NODE_NAME") or socket.gethostname()
-    return determine_nodename(raw, text, hostname)
+def workload_node(invocation: Invocation, conf: NetConf, env: Mapping[str, str]) -> str:
+    """The node of this call (``pycalico.cni.nodename``: the file must exist unless
+    ``nodename_file_optional``)."""
+    return node_name(invocation.config, env, file_required=not conf.nodename_file_optional)
 
 
 def resolve_mtu(conf: NetConf, env: Mapping[str, str]) -> int:
@@ -215,7 +201,7 @@ class Context:
     def workload(self) -> Workload:
         if self._workload is None:
             self._workload = identify(
-                node_name(self.conf, self.env),
+                workload_node(self.invocation, self.conf, self.env),
                 self.conf.name,
                 self.invocation.container_id,
                 self.invocation.ifname,
@@ -224,29 +210,43 @@ class Context:
             )
         return self._workload
 
-    async def delegate_ipam(self, command: str, stdin: str | None = None) -> Response:
-        env = {**self.env, "CNI_COMMAND": command}
-        text = self.invocation.raw_config if stdin is None else stdin
+    async def delegate_ipam(self, command: str) -> Result | None:
+        """Run the IPAM plugin's ``command``: ``calico-ipam`` in this process (and, in the
+        agent, on the same allocator: no exec, no new etcd connection, the plugin's node name
+        and a typed result), any other plugin by exec."""
         if self.conf.ipam.type == CALICO_IPAM:
-            # The same process (and, in the agent, the same allocator): no exec, no new etcd
-            # connection.  The node's name is the plugin's, whatever the IPAM section says.
-            config = dict(self.invocation.config)
-            config["nodename"] = self.workload.node
-            text = json.dumps(config)
-            if self.ipam is not None:
-                return await ipam_handler.handle(
-                    env, text, ipam=self.ipam, lock=ipam_handler.no_lock
+            invocation = dataclasses.replace(self.invocation, command=command)
+            try:
+                if self.ipam is not None:
+                    return await ipam_handler.serve(
+                        invocation,
+                        self.env,
+                        self.workload.node,
+                        ipam=self.ipam,
+                        lock=ipam_handler.no_lock,
+                    )
+                return await ipam_handler.serve(
+                    invocation, self.env, self.workload.node, kv=self.kv
                 )
-            return await ipam_handler.handle(env, text, kv=self.kv)
-        return await exec_plugin(self.conf.ipam.type, env, text)
+            except (CniError, IPAMError, DatastoreError, ValueError, TimeoutError) as exc:
+                error = ipam_handler.cni_error(exc)
+                raise CniError(
+                    f"{CALICO_IPAM}: {error.msg}", code=error.code, details=error.details
+                ) from None
+        env = {**self.env, "CNI_COMMAND": command}
+        body = _checked(
+            self.conf.ipam.type,
+            await exec_plugin(self.conf.ipam.type, env, self.invocation.raw_config),
+        )
+        return Result.from_json(body) if command == "ADD" else None
 
     async def ipam_add(self) -> Result:
-        response = await self.delegate_ipam("ADD")
-        body = _checked(self.conf.ipam.type, response)
-        return Result.from_json(body)
+        result = await self.delegate_ipam("ADD")
+        assert result is not None
+        return result
 
     async def ipam_del(self) -> None:
-        _checked(self.conf.ipam.type, await self.delegate_ipam("DEL"))
+        await self.delegate_ipam("DEL")
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -259,7 +259,7 @@ async def _cluster_ready(ctx: Context) -> None:
         info = await ctx.store.get(ClusterInformation, "default")
     except KeyNotFound:
         return
-    if isinstance(info, ClusterInformation) and info.spec.datastore_ready is False:
+    if isinstance(info, ClusterInformation) and info.datastore_locked:
         raise CniError(
             "Calico is currently not ready to process requests (ClusterInformation "
             "datastoreReady is false)",
@@ -370,8 +370,9 @@ async def cmd_del(ctx: Context) -> None:
 
 
 async def _delete_endpoint(ctx: Context, workload: Workload) -> None:
-    """Delete the endpoint if it is this container's, at the revision read (5 tries)."""
-    for _ in range(5):
+    """Delete the endpoint if it is this container's, at the revision read (retried on a race)."""
+
+    async def step(last: DatastoreError | None) -> None:
         endpoint = await _endpoint(ctx, workload)
         if endpoint is None:
             return
@@ -382,18 +383,16 @@ async def _delete_endpoint(ctx: Context, workload: Workload) -> None:
                 endpoint.spec.container_id,
             )
             return
-        try:
+        with contextlib.suppress(KeyNotFound):
             await ctx.store.delete(
                 WorkloadEndpoint,
                 workload.name,
                 workload.namespace,
                 revision=endpoint.metadata.resource_version,
             )
-            return
-        except KeyNotFound:
-            return
-        except RevisionConflict:
-            continue
+
+    with contextlib.suppress(RetriesExhausted):
+        await read_modify_write(step, what=f"delete endpoint {workload.name}", attempts=5)
 
 
 async def cmd_check(ctx: Context) -> None:
@@ -435,7 +434,7 @@ async def cmd_check(ctx: Context) -> None:
         raise CniError(f"no default route via {netns.IPV4_GATEWAY} in {invocation.netns}")
     if any(":" in a for a in expected) and netns.IPV6_GATEWAY not in observed.container_gateways:
         raise CniError(f"no default route via {netns.IPV6_GATEWAY} in {invocation.netns}")
-    _checked(conf.ipam.type, await ctx.delegate_ipam("CHECK"))
+    await ctx.delegate_ipam("CHECK")
 
 
 async def cmd_gc(ctx: Context) -> None:
@@ -443,9 +442,9 @@ async def cmd_gc(ctx: Context) -> None:
     ``cni.dev/valid-attachments``: IPAM handles ``<network>.<containerID>`` and their
     WorkloadEndpoints.  Other nodes' allocations are left alone."""
     keep = {container for container, _ in valid_attachments(ctx.invocation.config)}
-    node = node_name(ctx.conf, ctx.env)
+    node = workload_node(ctx.invocation, ctx.conf, ctx.env)
     if ctx.conf.ipam.type != CALICO_IPAM:
-        _checked(ctx.conf.ipam.type, await ctx.delegate_ipam("GC"))
+        await ctx.delegate_ipam("GC")
     allocator = ctx.ipam or IPAM(ctx.kv)
     prefix = f"{HANDLES_PREFIX}{ctx.conf.name}."
     stale = []

@@ -24,22 +24,20 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pycalico.cni.agent_protocol import Response
+from pycalico.cni.nodename import node_name
 from pycalico.cni.spec import (
-    DEFAULT_NODENAME_FILE,
     ERR_INVALID_NETWORK_CONFIG,
     CniError,
     Invocation,
     IPConfig,
     Result,
     config_flag,
-    determine_nodename,
     error_result,
     parse_invocation,
     render_result,
@@ -80,21 +78,8 @@ def go_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f") + "000 +0000 UTC"
 
 
-def _read_nodename_file(config: Mapping[str, Any]) -> str | None:
-    path = str(config.get("nodename_file") or DEFAULT_NODENAME_FILE)
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def identify(invocation: Invocation) -> Identity:
-    config = invocation.config
-    if config.get("nodename"):
-        node = determine_nodename(config, None, "")  # the usual case: no file, no system call
-    else:
-        node = determine_nodename(config, _read_nodename_file(config), socket.gethostname())
+def identify(invocation: Invocation, node: str) -> Identity:
+    """The handles and attributes of this call's addresses, for ``node``."""
     if not invocation.network_name:
         raise CniError(
             "name: the network configuration has no name", code=ERR_INVALID_NETWORK_CONFIG
@@ -250,6 +235,9 @@ async def _check(invocation: Invocation, ipam: IPAM, who: Identity) -> None:
                 )
 
 
+Lock = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
+
+
 async def handle(
     env: Mapping[str, str],
     stdin: str,
@@ -257,7 +245,7 @@ async def handle(
     kv: KVStore | None = None,
     ipam: IPAM | None = None,
     kv_factory: KVFactory = etcd_store,
-    lock: Callable[[str], contextlib.AbstractAsyncContextManager[None]] = host_lock,
+    lock: Lock = host_lock,
 ) -> Response:
     """Serve one plugin call; never raises, the failure is in the response.
 
@@ -272,42 +260,72 @@ async def handle(
             return Response(0, json.dumps(version_result(invocation.config)))
         if invocation.command in ("GC", "STATUS"):
             return Response(0)
-        who = identify(invocation)
-        settings = datastore_settings(invocation.config, env)
-        datastore_type = settings.get("CALICO_DATASTORE_TYPE") or settings.get("DATASTORE_TYPE")
-        if datastore_type not in (None, "", "etcdv3"):
-            raise CniError(
-                f"datastore_type: {datastore_type!r} is not supported (pycalico uses etcdv3)",
-                code=ERR_INVALID_NETWORK_CONFIG,
-            )
-        if ipam is not None:
-            kv = ipam.kv
-        own_store = kv is None
-        store = kv if kv is not None else kv_factory(invocation.config, env)
-        allocator = ipam if ipam is not None else IPAM(store)
-        lock_file = str(invocation.config.get("ipam_lock_file") or DEFAULT_LOCK_FILE)
-        try:
-            # Calico starts its 90 s clock once the host lock is held.
-            async with lock(lock_file), asyncio.timeout(TIMEOUT_SECONDS):
-                if invocation.command == "ADD":
-                    result = await _add(invocation, allocator, who)
-                    return Response(0, json.dumps(render_result(result, version)))
-                if invocation.command == "DEL":
-                    await _del(allocator, who)
-                    return Response(0)
+        node = node_name(invocation.config, env, file_required=False)
+        result = await serve(
+            invocation, env, node, kv=kv, ipam=ipam, kv_factory=kv_factory, lock=lock
+        )
+    except (CniError, IPAMError, DatastoreError, ValueError, TimeoutError) as exc:
+        error = cni_error(exc)
+        return Response(
+            1, json.dumps(error_result(error, version)), f"{PLUGIN_NAME}: {error.msg}\n"
+        )
+    if result is None:
+        return Response(0)
+    return Response(0, json.dumps(render_result(result, version)))
+
+
+def cni_error(exc: Exception) -> CniError:
+    """How a failure of this plugin is reported (CNI error code 999 unless it says otherwise)."""
+    if isinstance(exc, CniError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return CniError(f"timed out after {TIMEOUT_SECONDS:.0f}s waiting for the datastore")
+    return CniError(str(exc))
+
+
+async def serve(
+    invocation: Invocation,
+    env: Mapping[str, str],
+    node: str,
+    *,
+    kv: KVStore | None = None,
+    ipam: IPAM | None = None,
+    kv_factory: KVFactory = etcd_store,
+    lock: Lock = host_lock,
+) -> Result | None:
+    """ADD (the typed result), DEL or CHECK (None) for ``node``; raises on failure.
+
+    The ``calico`` plugin calls this directly (same process, same allocator in the agent): no
+    JSON round trip and no second node-name resolution."""
+    who = identify(invocation, node)
+    settings = datastore_settings(invocation.config, env)
+    datastore_type = settings.get("CALICO_DATASTORE_TYPE") or settings.get("DATASTORE_TYPE")
+    if datastore_type not in (None, "", "etcdv3"):
+        raise CniError(
+            f"datastore_type: {datastore_type!r} is not supported (pycalico uses etcdv3)",
+            code=ERR_INVALID_NETWORK_CONFIG,
+        )
+    if ipam is not None:
+        kv = ipam.kv
+    own_store = kv is None
+    store = kv if kv is not None else kv_factory(invocation.config, env)
+    allocator = ipam if ipam is not None else IPAM(store)
+    lock_file = str(invocation.config.get("ipam_lock_file") or DEFAULT_LOCK_FILE)
+    try:
+        # Calico starts its 90 s clock once the host lock is held.
+        async with lock(lock_file), asyncio.timeout(TIMEOUT_SECONDS):
+            if invocation.command == "ADD":
+                return await _add(invocation, allocator, who)
+            if invocation.command == "DEL":
+                await _del(allocator, who)
+                return None
+            if invocation.command == "CHECK":
                 await _check(invocation, allocator, who)
-                return Response(0)
-        finally:
-            if own_store:
-                await store.close()
-    except CniError as exc:
-        return Response(1, json.dumps(error_result(exc, version)), f"{PLUGIN_NAME}: {exc.msg}\n")
-    except (IPAMError, DatastoreError, ValueError) as exc:
-        error = CniError(str(exc))
-        return Response(1, json.dumps(error_result(error, version)), f"{PLUGIN_NAME}: {exc}\n")
-    except TimeoutError:
-        error = CniError(f"timed out after {TIMEOUT_SECONDS:.0f}s waiting for the datastore")
-        return Response(1, json.dumps(error_result(error, version)), f"{PLUGIN_NAME}: {error}\n")
+                return None
+            raise CniError(f"CNI_COMMAND: {invocation.command!r} is not served by {PLUGIN_NAME}")
+    finally:
+        if own_store:
+            await store.close()
 
 
 @contextlib.asynccontextmanager

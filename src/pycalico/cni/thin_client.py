@@ -7,8 +7,8 @@ few milliseconds and a third of a millisecond of imports is a measurable share o
 The executables ``pycalico.cni.install`` writes import it first (and nothing else unless the
 call must be served in-process); the node agent imports it for the frame format.
 
-What it is not: a CNI implementation (the handlers behind the agent) or the JSON-line protocol
-(``agent_protocol``, version 1, still served for older executables and in-process callers).
+What it is not: a CNI implementation (the handlers behind the agent).  This frame is the agent
+socket's only protocol; ``agent_protocol.forward`` speaks it for callers holding text.
 
 Frame format (protocol version 2), one request and one response per connection:
 
@@ -127,7 +127,8 @@ def _read_stdin() -> bytes:
         chunks.append(chunk)
 
 
-def _receive(connection: "_socket.socket") -> bytes:
+def receive(connection: "_socket.socket") -> bytes:
+    """One whole frame from ``connection`` (less if it closes early)."""
     data = b""
     needed = None
     while needed is None or len(data) < needed:
@@ -170,7 +171,7 @@ def forward(plugin: bytes) -> "int | None":
             sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
             return None
         try:
-            received = _receive(connection)
+            received = receive(connection)
             if not received:
                 raise OSError("it closed the connection without an answer")
             code, stdout, stderr = decode_response(received)

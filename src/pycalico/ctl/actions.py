@@ -21,7 +21,6 @@ Semantics follow calicoctl's resource manager:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,13 +47,14 @@ from pycalico.datastore.api import (
     RevisionConflict,
 )
 from pycalico.datastore.resources import ResourceStore
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.model.codec import encode_resource
 from pycalico.model.kinds import KindInfo
 from pycalico.model.meta import Resource
 from pycalico.model.validation import Problem
 
 UPDATE_ATTEMPTS = 5
-CONFLICT_BACKOFF = 1.0  # seconds, as calicoctl waits between update attempts
+CONFLICT_BACKOFF = 1.0  # seconds: calicoctl waits this long between update attempts (at most)
 
 
 def _single_kind(resources: Sequence[Resource]) -> str:
@@ -136,17 +136,24 @@ async def update_one(store: ResourceStore, resource: Resource) -> Resource:
         if stored.metadata.resource_version != wanted:
             raise RevisionConflict(resource.name, int(wanted) if wanted.isdigit() else 0)
         return await store.update(_merged(stored, resource))
-    for attempt in range(UPDATE_ATTEMPTS):
+
+    async def step(last: DatastoreError | None) -> Resource:
         stored = await store.get(resource.kind, resource.name, namespace=resource.namespace)
-        try:
-            return await store.update(_merged(stored, resource))
-        except RevisionConflict:
-            if attempt + 1 < UPDATE_ATTEMPTS:
-                await asyncio.sleep(CONFLICT_BACKOFF)
-    raise DatastoreError(
-        f"failed to update the resource: too many conflicting updates of "
-        f"{resource.kind}({resource.name})"
-    )
+        return await store.update(_merged(stored, resource))
+
+    try:
+        return await read_modify_write(
+            step,
+            what=f"update {resource.kind}({resource.name})",
+            attempts=UPDATE_ATTEMPTS,
+            base_delay=CONFLICT_BACKOFF,
+            max_delay=CONFLICT_BACKOFF,
+        )
+    except RetriesExhausted as exc:
+        raise DatastoreError(
+            f"failed to update the resource: too many conflicting updates of "
+            f"{resource.kind}({resource.name})"
+        ) from exc
 
 
 async def apply_one(store: ResourceStore, resource: Resource) -> Resource:

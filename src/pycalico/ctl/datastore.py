@@ -25,6 +25,7 @@ import click
 
 from pycalico.datastore.api import DatastoreError, KeyAlreadyExists, KeyNotFound, RevisionConflict
 from pycalico.datastore.resources import ResourceStore
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.model.node import ClusterInformation
 
 WRITE_ATTEMPTS = 5
@@ -39,7 +40,8 @@ class DatastoreFailure(click.ClickException):
 
 async def set_datastore_ready(store: ResourceStore, ready: bool) -> ClusterInformation:
     """Set ``datastoreReady`` on the ClusterInformation ``default``; create it when missing."""
-    for _ in range(WRITE_ATTEMPTS):
+
+    async def step(last: DatastoreError | None) -> ClusterInformation:
         try:
             current = await store.get(ClusterInformation, "default")
         except KeyNotFound:
@@ -49,10 +51,7 @@ async def set_datastore_ready(store: ResourceStore, ready: bool) -> ClusterInfor
                     "spec": {"clusterGUID": uuid.uuid4().hex, "datastoreReady": ready},
                 }
             )
-            try:
-                created = await store.create(fresh)
-            except KeyAlreadyExists:
-                continue
+            created = await store.create(fresh)
             assert isinstance(created, ClusterInformation)
             return created
         assert isinstance(current, ClusterInformation)
@@ -61,15 +60,21 @@ async def set_datastore_ready(store: ResourceStore, ready: bool) -> ClusterInfor
         changed = current.model_copy(
             update={"spec": current.spec.model_copy(update={"datastore_ready": ready})}
         )
-        try:
-            updated = await store.update(changed)
-        except RevisionConflict:
-            continue
+        updated = await store.update(changed)
         assert isinstance(updated, ClusterInformation)
         return updated
-    raise DatastoreError(
-        f"ClusterInformation default kept changing: gave up after {WRITE_ATTEMPTS} attempts"
-    )
+
+    try:
+        return await read_modify_write(
+            step,
+            what="ClusterInformation default",
+            attempts=WRITE_ATTEMPTS,
+            conflicts=(RevisionConflict, KeyAlreadyExists),
+        )
+    except RetriesExhausted as exc:
+        raise DatastoreError(
+            f"ClusterInformation default kept changing: gave up after {WRITE_ATTEMPTS} attempts"
+        ) from exc
 
 
 def _run_ready(ctx: click.Context, config_file: str | None, ready: bool) -> None:

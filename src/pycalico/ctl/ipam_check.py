@@ -50,7 +50,18 @@ def summary_lines(
     owners or without allocation, handles without addresses, handles named by blocks that do
     not exist).  The problem count is pycalico's findings; leaks are counted on their own lines.
     """
-    show_problem_ips = show_problem_ips or show_all_ips
+    problems = show_problem_ips or show_all_ips
+    return [
+        *_inventory_lines(report, show_all_ips),
+        *_leak_lines(report, problems),
+        *_unallocated_lines(report, problems),
+        *_handle_lines(report, problems),
+        *_verdict_lines(report),
+    ]
+
+
+def _inventory_lines(report: Report, show_all_ips: bool) -> list[str]:
+    """Blocks, allocations, handles, pools and the addresses in use."""
     lines = [f"Found {report.blocks} IPAM blocks."]
     if show_all_ips:
         by_block: dict[str, list[ReportAllocation]] = {}
@@ -72,20 +83,28 @@ def summary_lines(
             for address, owners in report.in_use.items()
             for owner in owners
         )
-    lines += [
+    return [
+        *lines,
         f"Found {report.node_ips} node tunnel IPs.",
         f"Found {report.workload_ips} workload IPs.",
         f"Workloads and nodes are using {len(report.in_use)} IPs.",
-        "Scanning for IPs that are allocated but not actually in use...",
     ]
+
+
+def _leak_lines(report: Report, show_problem_ips: bool) -> list[str]:
+    lines = ["Scanning for IPs that are allocated but not actually in use..."]
     leaked = report.leaked
     if show_problem_ips:
         lines.extend(f"  {a.ip} leaked; attrs {a.attributes}" for a in leaked)
-    lines += [
+    lines.append(
         f"Found {len({a.ip for a in leaked})} IPs that are allocated in IPAM but not actually "
-        "in use.",
-        "Scanning for IPs that are in use by a workload or node but not allocated in IPAM...",
-    ]
+        "in use."
+    )
+    return lines
+
+
+def _unallocated_lines(report: Report, show_problem_ips: bool) -> list[str]:
+    lines = ["Scanning for IPs that are in use by a workload or node but not allocated in IPAM..."]
     outside, inside = report.unallocated_in_use()
     if show_problem_ips:
         for address, owners in report.in_use.items():
@@ -100,12 +119,16 @@ def summary_lines(
                     f"  {address} in use by {o} and in active IPAM pool but has no IPAM allocation."
                     for o in owners
                 )
-    lines += [
+    return [
+        *lines,
         f"Found {len(outside)} in-use IPs that are not in active IP pools.",
         f"Found {len(inside)} in-use IPs that are in active IP pools but have no corresponding "
         "IPAM allocation.",
-        "Scanning for IPAM handles with no matching IPs...",
     ]
+
+
+def _handle_lines(report: Report, show_problem_ips: bool) -> list[str]:
+    lines = ["Scanning for IPAM handles with no matching IPs..."]
     if show_problem_ips:
         lines.extend(f"  {h.id} doesn't have any active IPs." for h in report.leaked_handles)
     matched = report.handles - len(report.leaked_handles)
@@ -122,7 +145,12 @@ def summary_lines(
         f"Found {len(report.missing_handles)} handles mentioned in blocks with no matching handle "
         "resource."
     )
-    if leaked or report.leaked_handles:
+    return lines
+
+
+def _verdict_lines(report: Report) -> list[str]:
+    lines = []
+    if report.leaked or report.leaked_handles:
         lines.append(
             "Leaked IPs and handles are not counted as problems (a workload being set up looks "
             "the same). To release them while no workloads are being set up: write a report "

@@ -7,8 +7,8 @@ stdout, errors on stderr, exit status 1 on any failure (also for a bad option, a
 Commands: ``create``, ``apply``, ``replace``, ``delete``, ``get``, ``label``, ``validate``,
 ``version``, and subcommand groups loaded lazily from other modules (``ipam`` from
 ``pycalico.ctl.ipam``, ``node`` from ``pycalico.ctl.node``, ``patch`` from
-``pycalico.ctl.patch``, ``datastore`` from ``pycalico.ctl.datastore``, each when that module
-exists), so a missing or broken optional group never breaks the rest.
+``pycalico.ctl.patch``, ``datastore`` from ``pycalico.ctl.datastore``), imported only when
+used; a group that fails to import fails loudly.
 
 Not here: datastore logic (``actions``), formatting (``output``, ``columns``, ``results``),
 reading manifests (``loading``).
@@ -17,7 +17,6 @@ reading manifests (``loading``).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -95,11 +94,10 @@ def _calicoctl_usage(error: click.UsageError, typed_args: Sequence[str]) -> Cali
 
 
 class CalicoctlGroup(click.Group):
-    """A group that loads optional subcommand groups lazily and exits 1 on usage errors."""
+    """A group that loads its subcommand groups lazily and exits 1 on usage errors."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        lazy = [name for name, target in LAZY_GROUPS.items() if _lazy_available(target)]
-        return sorted({*super().list_commands(ctx), *lazy})
+        return sorted({*super().list_commands(ctx), *LAZY_GROUPS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -129,25 +127,14 @@ class CalicoctlGroup(click.Group):
             raise _calicoctl_usage(error, self.typed_args) from error
 
 
-def _lazy_available(target: str) -> bool:
-    module_name = target.partition(":")[0]
-    try:
-        return importlib.util.find_spec(module_name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _load_lazy(target: str) -> click.Command | None:
+def _load_lazy(target: str) -> click.Command:
+    """Import a subcommand group when it is first used (keeps ``calicoctl get`` from importing
+    IPAM).  Every group ships with calicoctl: a failed import is a bug and raises."""
     module_name, _, attribute = target.partition(":")
-    if not _lazy_available(target):
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        logging.getLogger(__name__).exception("cannot load calicoctl %s", module_name)
-        return None
-    command = getattr(module, attribute, None)
-    return command if isinstance(command, click.Command) else None
+    command = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{target} is not a click command")
+    return command
 
 
 # --- shared options -------------------------------------------------------------------------

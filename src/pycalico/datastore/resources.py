@@ -24,8 +24,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -45,6 +43,7 @@ from pycalico.datastore.api import (
     RevisionConflict,
     WatchEventType,
 )
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.model.codec import (
     ValidationFailure,
     apply_defaults,
@@ -293,33 +292,34 @@ class ResourceStore:
         (a stale one raises ``RevisionConflict``)."""
         given = resource.metadata.resource_version
         unversioned = resource.with_metadata(resource_version=None)
-        last_error: DatastoreError | None = None
-        for _ in range(APPLY_ATTEMPTS):
+
+        async def step(last: DatastoreError | None) -> Resource:
             try:
                 return await self.create(unversioned)
             except KeyAlreadyExists as error:
-                last_error = error
                 current = error.current_resource
                 if current is None:
-                    continue
-            version = given or current.metadata.resource_version
-            try:
-                return await self.update(
-                    unversioned.with_metadata(
-                        resource_version=version,
-                        uid=current.metadata.uid,
-                        creation_timestamp=current.metadata.creation_timestamp,
-                    )
-                )
-            except RevisionConflict as error:
-                if given:
                     raise
-                last_error = error
-            except KeyNotFound as error:
-                last_error = error
-            await asyncio.sleep(random.uniform(0, 0.01))
-        assert last_error is not None
-        raise last_error
+            return await self.update(
+                unversioned.with_metadata(
+                    resource_version=given or current.metadata.resource_version,
+                    uid=current.metadata.uid,
+                    creation_timestamp=current.metadata.creation_timestamp,
+                )
+            )
+
+        # A stale resourceVersion the caller gave is final; a lost race is retried.
+        conflicts: tuple[type[DatastoreError], ...] = (KeyAlreadyExists, KeyNotFound)
+        try:
+            return await read_modify_write(
+                step,
+                what=f"apply {resource.kind}({resource.name})",
+                attempts=APPLY_ATTEMPTS,
+                conflicts=conflicts if given else (*conflicts, RevisionConflict),
+                max_delay=0.01,
+            )
+        except RetriesExhausted as exc:
+            raise exc.last from None
 
     async def delete(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pycalico.datastore.api import DatastoreError
 from pycalico.ipam.pools import USE_WORKLOAD
 from pycalico.ipam.records import IPAddress, IPInterface, IPNetwork
 
@@ -71,8 +72,8 @@ class _BlockLimit(Exception):
     pass
 
 
-class _ClaimConflict(Exception):
-    pass
+class _ClaimConflict(DatastoreError):
+    """Another node claimed the block first: a lost race, retried like a lost CAS."""
 
 
 class _StaleAffinity(Exception):

@@ -1,11 +1,12 @@
 """Combining concurrent single-address requests of one node into one block write.
 
-Used by long-lived allocators (``IPAM(cache_seconds > 0)``, i.e. the node agent).  Requests for
+Used by long-lived allocators (``IPAM(cache_seconds > 0)``, i.e. the node agent), through one
+method: ``submit``.  Requests for
 one node queue up; one leader task per node serves the queue: one etcd transaction
 compare-and-swaps the node's hot block (an address for every waiting request) together with
 each request's handle (created, or its count raised), so a request costs one etcd round trip
 and its handle and address are written together.  Anything the hot block cannot serve goes
-through ``IPAM``'s ordinary path, one request at a time.  Not used by the in-process CNI path,
+through the allocator's ordinary path (``serve_one``), one request at a time.  Not used by the in-process CNI path,
 where each process makes one request.
 
 Invariant: a caller that gives up (cancellation) while its request is being served never leaks
@@ -15,24 +16,25 @@ its address: the leader releases what it cannot deliver.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pycalico.datastore.api import KeyValue, TxnConflict
+from pycalico.datastore.api import DatastoreError, KeyValue, TxnConflict
 from pycalico.ipam import keys
-from pycalico.ipam.api import Assignments, AutoAssignRequest, IPAMError, TooManyRetries
+from pycalico.ipam.api import Assignments, AutoAssignRequest, IPAMError
 from pycalico.ipam.blocks import AllocationBlock, ReleaseOption
+from pycalico.ipam.planner import plan_family
 from pycalico.ipam.pools import USE_LOAD_BALANCER, pool_for_address
-from pycalico.ipam.records import AFFINITY_TYPE_HOST
+from pycalico.ipam.records import AFFINITY_TYPE_HOST, IPAddress, IPInterface
+from pycalico.ipam.store import BlockStore, handle_counted
 
-if TYPE_CHECKING:
-    from pycalico.ipam.allocator import IPAM
+Pair = tuple[Assignments, Assignments]
 
 
 @dataclass(slots=True)
 class _Waiter:
     request: AutoAssignRequest
-    future: asyncio.Future[tuple[Assignments, Assignments]]
+    future: asyncio.Future[Pair]
 
 
 def batchable(request: AutoAssignRequest) -> bool:
@@ -45,12 +47,23 @@ def batchable(request: AutoAssignRequest) -> bool:
 
 
 class NodeBatcher:
-    def __init__(self, ipam: IPAM) -> None:
-        self.ipam = ipam
+    """Per-node request queues served by one leader task each, over a ``BlockStore``."""
+
+    def __init__(
+        self,
+        store: BlockStore,
+        serve_one: Callable[[AutoAssignRequest], Awaitable[Pair]],
+        release: Callable[[Sequence[ReleaseOption]], Awaitable[list[IPAddress]]],
+    ) -> None:
+        """``serve_one`` assigns one request the ordinary way (called under the node's lock);
+        ``release`` gives back what a caller that gave up cannot take."""
+        self.store = store
+        self.serve_one = serve_one
+        self.release = release
         self._queues: dict[str, list[_Waiter]] = {}
         self._leaders: dict[str, asyncio.Task[None]] = {}
 
-    async def submit(self, request: AutoAssignRequest) -> tuple[Assignments, Assignments]:
+    async def submit(self, request: AutoAssignRequest) -> Pair:
         """Queue the request; one leader task per node serves the queue in batches."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(request, loop.create_future())
@@ -61,7 +74,7 @@ class NodeBatcher:
 
     async def _lead(self, node: str) -> None:
         queue = self._queues[node]
-        lock = self.ipam._node_locks.setdefault(node, asyncio.Lock())
+        lock = self.store.node_lock(node)
         try:
             while queue:
                 # Let callers just answered by the previous batch submit their next request.
@@ -91,7 +104,7 @@ class NodeBatcher:
                 if waiter.future.done():
                     continue
                 try:
-                    result = await self.ipam._auto_assign_locked(waiter.request)
+                    result = await self.serve_one(waiter.request)
                 except Exception as exc:
                     waiter.future.set_exception(exc)
                     continue
@@ -99,8 +112,8 @@ class NodeBatcher:
 
     async def _deliver(
         self,
-        future: asyncio.Future[tuple[Assignments, Assignments]],
-        result: tuple[Assignments, Assignments],
+        future: asyncio.Future[Pair],
+        result: Pair,
     ) -> None:
         if not future.done():
             future.set_result(result)
@@ -108,7 +121,7 @@ class NodeBatcher:
         # The caller gave up while we worked: give its addresses back rather than leak them.
         taken = [a for r in result for a in r.addresses]
         if taken:
-            await self.ipam.release_ips([ReleaseOption(address=a.ip) for a in taken])
+            await self.release([ReleaseOption(address=a.ip) for a in taken])
 
     async def _assign_batch_from_hot(self, node: str, version: int, items: list[_Waiter]) -> bool:
         """Serve every waiting request from the node's hot block in one transaction; False if
@@ -116,20 +129,18 @@ class NodeBatcher:
         items = [w for w in items if not w.future.done()]
         if not items:
             return True
-        config, pools, labels, reservations = await self.ipam._plan_inputs(node, False)
-        hot = self.ipam._hot.pop((node, version, AFFINITY_TYPE_HOST), None)
+        config, pools, labels, reservations = await self.store.plan_inputs(node, False)
+        hot = self.store.take_node_block(node, version, AFFINITY_TYPE_HOST)
         if hot is None:
             return False
-        revision, block = hot
+        cidr = hot[1].cidr
         for waiter in items:
             try:
-                plan = await self.ipam._plan(waiter.request, version, 1, pools, labels)
+                plan = plan_family(waiter.request, version, 1, pools, labels)
             except IPAMError:
                 return False
-            if pool_for_address(plan.pools, block.cidr.network_address) is None:
+            if pool_for_address(plan.pools, cidr.network_address) is None:
                 return False
-        cidr = block.cidr
-        block_key = keys.block_key(cidr)
         # The hot path must skip reserved addresses exactly as the ordinary path does.
         reserved = reservations.reserved_in(cidr)
         wanted: dict[str, int] = {}  # addresses per handle (a handle may come twice)
@@ -139,31 +150,35 @@ class NodeBatcher:
         # What each handle holds now, as far as we know: new handles are the usual case, and a
         # wrong guess only costs a failed transaction that reports the real value.
         handles: dict[str, KeyValue | None] = dict.fromkeys(wanted)
-        for _ in range(self.ipam.retries):
-            self.ipam._collect(block, config)
+        current: tuple[int, AllocationBlock] | None = hot
+
+        async def step(last: DatastoreError | None) -> list[IPInterface] | None:
+            nonlocal current
+            if isinstance(last, TxnConflict):
+                for handle_id in wanted:
+                    handles[handle_id] = last.current.get(keys.handle_key(handle_id))
+                # ``block`` was changed in memory: start again from the stored one.
+                current = await self.store.block_after(cidr, last)
+            if current is None:
+                return None
+            revision, block = current
+            self.store.collect(block, config)
             if not block.affine_to(node) or block.num_free(reserved) < len(items):
-                return False
+                return None
             taken = [
                 block.auto_assign(1, w.request.handle_id, w.request.attrs, reserved=reserved)[0]
                 for w in items
             ]
             counts = [
-                self.ipam._handle_counted(handle_id, handles[handle_id], cidr, count)
+                handle_counted(handle_id, handles[handle_id], cidr, count)
                 for handle_id, count in wanted.items()
             ]
-            try:
-                await self.ipam._commit_block(revision, block, counts, remember=True)
-                break
-            except TxnConflict as exc:
-                for handle_id in wanted:
-                    handles[handle_id] = exc.current.get(keys.handle_key(handle_id))
-                # ``block`` was changed in memory: start again from the stored one.
-                stored = exc.current.get(block_key)
-                if stored is None:
-                    return False
-                revision, block = stored.revision, AllocationBlock.from_json(stored.value)
-        else:
-            raise TooManyRetries()
+            await self.store.commit_block(revision, block, counts, remember=True)
+            return taken
+
+        taken = await self.store.retried(step, f"batch in block {cidr}", (TxnConflict,))
+        if taken is None:
+            return False
         for waiter, address in zip(items, taken, strict=True):
             empty = Assignments(version=10 - version, requested=0)
             mine = Assignments(version=version, requested=1, addresses=(address,))

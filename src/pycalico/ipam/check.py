@@ -63,6 +63,7 @@ from pycalico.ipam.records import (
     sanitize_handle,
 )
 from pycalico.lib.addresses import address_order
+from pycalico.model.node import ClusterInformation
 
 WORKLOADENDPOINTS_PREFIX = paths.resource_prefix("workloadendpoints")
 CLUSTER_INFORMATION_KEY = paths.resource_key("clusterinformations", "default")
@@ -245,87 +246,132 @@ async def load_cluster_stamp(kv: KVStore) -> ClusterStamp | None:
         spec = json.loads(cluster.value).get("spec") or {}
     except (ValueError, AttributeError):
         spec = {}
-    ready = spec.get("datastoreReady")
+    try:
+        locked = ClusterInformation.model_validate(
+            {"metadata": {"name": "default"}, "spec": spec}
+        ).datastore_locked
+    except ValueError:
+        locked = False  # unreadable: not an explicit lock
     return ClusterStamp(
         guid=str(spec.get("clusterGUID") or ""),
         revision=str(cluster.revision),
         cluster_type=str(spec.get("clusterType") or ""),
-        datastore_ready=ready if isinstance(ready, bool) else None,
+        locked=locked,
     )
 
 
 def analyse(snapshot: Snapshot) -> Report:
+    """Every finding of the consistency check over one snapshot of the IPAM data."""
     findings: list[Finding] = []
     allocations = 0
     counted: dict[tuple[str, str], int] = {}  # (handle, block cidr) -> addresses in the block
     owners: dict[IPAddress, list[str]] = {}
-    blocks_by_cidr = {b.cidr: b for b in snapshot.blocks}
     affinity_by_block: dict[IPNetwork, list[AffinityEntry]] = {}
     for entry in snapshot.affinities:
         affinity_by_block.setdefault(entry.cidr, []).append(entry)
 
     for key, problem in snapshot.corrupt_blocks:
         findings.append(Finding("corrupt-block", f"block at {key} cannot be read: {problem}"))
-
     for block in snapshot.blocks:
-        cidr = str(block.cidr)
-        for problem in block.validate():
-            findings.append(Finding("corrupt-block", problem, block=cidr))
-        if block.validate():
+        problems = block.validate()
+        for problem in problems:
+            findings.append(Finding("corrupt-block", problem, block=str(block.cidr)))
+        if problems:
             continue
-        host = block.host
-        if host is not None and host not in snapshot.nodes:
-            findings.append(
-                Finding(
-                    "block-affine-to-missing-node",
-                    f"block {cidr} is affine to node {host}, which does not exist; release it "
-                    f"with the node's other IPAM data once its workloads are gone",
-                    block=cidr,
-                    node=host,
-                )
-            )
-        if host is not None and not any(
-            e.host == host and e.affinity_type == "host"
-            for e in affinity_by_block.get(block.cidr, [])
-        ):
-            findings.append(
-                Finding(
-                    "block-without-affinity",
-                    f"block {cidr} names node {host} but that node has no affinity key for it "
-                    "(an affinity release was interrupted)",
-                    block=cidr,
-                    node=host,
-                )
-            )
-        outside = pool_for_address(snapshot.pools, block.cidr.network_address) is None
-        if snapshot.pools and outside and block.in_use_ordinals():
-            findings.append(
-                Finding(
-                    "allocation-outside-pools",
-                    f"block {cidr} holds {len(block.in_use_ordinals())} address(es) but lies "
-                    "in no IP pool (was its pool deleted?)",
-                    block=cidr,
-                )
-            )
-        for ordinal in block.in_use_ordinals():
-            allocations += 1
-            address = block.address(ordinal)
-            owners.setdefault(address, []).append(cidr)
-            attribute = block.attributes[block.allocations[ordinal]]  # type: ignore[index]
-            if attribute.handle_id is None:
-                findings.append(
-                    Finding(
-                        "allocation-without-handle",
-                        f"address {address} in block {cidr} is allocated without a handle; "
-                        f"release it with 'calicoctl ipam release --ip={address}'",
-                        block=cidr,
-                        address=str(address),
-                    )
-                )
-                continue
-            handle = sanitize_handle(attribute.handle_id)
-            counted[(handle, cidr)] = counted.get((handle, cidr), 0) + 1
+        findings.extend(_block_shape_findings(block, snapshot, affinity_by_block))
+        allocations += len(block.in_use_ordinals())
+        findings.extend(_allocation_findings(block, counted, owners))
+    findings.extend(_handle_findings(snapshot, counted))
+    findings.extend(_affinity_findings(snapshot))
+    findings.extend(_owner_findings(snapshot, owners))
+    return _cross_reference(
+        snapshot,
+        Report(
+            findings=findings,
+            blocks=len(snapshot.blocks),
+            allocations=allocations,
+            handles=len(snapshot.handles),
+        ),
+    )
 
+
+def _block_shape_findings(
+    block: AllocationBlock,
+    snapshot: Snapshot,
+    affinity_by_block: Mapping[IPNetwork, list[AffinityEntry]],
+) -> list[Finding]:
+    """What is wrong with one (readable) block itself: its owner, its affinity, its pool."""
+    findings: list[Finding] = []
+    cidr = str(block.cidr)
+    host = block.host
+    if host is not None and host not in snapshot.nodes:
+        findings.append(
+            Finding(
+                "block-affine-to-missing-node",
+                f"block {cidr} is affine to node {host}, which does not exist; release it "
+                f"with the node's other IPAM data once its workloads are gone",
+                block=cidr,
+                node=host,
+            )
+        )
+    if host is not None and not any(
+        e.host == host and e.affinity_type == "host" for e in affinity_by_block.get(block.cidr, [])
+    ):
+        findings.append(
+            Finding(
+                "block-without-affinity",
+                f"block {cidr} names node {host} but that node has no affinity key for it "
+                "(an affinity release was interrupted)",
+                block=cidr,
+                node=host,
+            )
+        )
+    outside = pool_for_address(snapshot.pools, block.cidr.network_address) is None
+    if snapshot.pools and outside and block.in_use_ordinals():
+        findings.append(
+            Finding(
+                "allocation-outside-pools",
+                f"block {cidr} holds {len(block.in_use_ordinals())} address(es) but lies "
+                "in no IP pool (was its pool deleted?)",
+                block=cidr,
+            )
+        )
+    return findings
+
+
+def _allocation_findings(
+    block: AllocationBlock,
+    counted: dict[tuple[str, str], int],
+    owners: dict[IPAddress, list[str]],
+) -> list[Finding]:
+    """Allocations without a handle; counts each handle's addresses and each address's blocks
+    into ``counted`` and ``owners``."""
+    findings: list[Finding] = []
+    cidr = str(block.cidr)
+    for ordinal in block.in_use_ordinals():
+        address = block.address(ordinal)
+        owners.setdefault(address, []).append(cidr)
+        attribute = block.attributes[block.allocations[ordinal]]  # type: ignore[index]
+        if attribute.handle_id is None:
+            findings.append(
+                Finding(
+                    "allocation-without-handle",
+                    f"address {address} in block {cidr} is allocated without a handle; "
+                    f"release it with 'calicoctl ipam release --ip={address}'",
+                    block=cidr,
+                    address=str(address),
+                )
+            )
+            continue
+        handle = sanitize_handle(attribute.handle_id)
+        counted[(handle, cidr)] = counted.get((handle, cidr), 0) + 1
+    return findings
+
+
+def _handle_findings(snapshot: Snapshot, counted: Mapping[tuple[str, str], int]) -> list[Finding]:
+    """Addresses their handle does not count, and handle counts without addresses."""
+    findings: list[Finding] = []
+    blocks_by_cidr = {b.cidr: b for b in snapshot.blocks}
     for (handle, cidr), count in sorted(counted.items()):
         recorded = snapshot.handles.get(handle)
         held = 0 if recorded is None else recorded.block.get(cidr, 0)
@@ -358,7 +404,13 @@ def analyse(snapshot: Snapshot) -> Report:
                         handle=handle,
                     )
                 )
+    return findings
 
+
+def _affinity_findings(snapshot: Snapshot) -> list[Finding]:
+    """Affinities of missing nodes, without a block, stale or left pending."""
+    findings: list[Finding] = []
+    blocks_by_cidr = {b.cidr: b for b in snapshot.blocks}
     for entry in snapshot.affinities:
         cidr = str(entry.cidr)
         claimed = blocks_by_cidr.get(entry.cidr)
@@ -406,7 +458,12 @@ def analyse(snapshot: Snapshot) -> Report:
                     node=entry.host,
                 )
             )
+    return findings
 
+
+def _owner_findings(snapshot: Snapshot, owners: Mapping[IPAddress, list[str]]) -> list[Finding]:
+    """Addresses held twice, and addresses endpoints use that IPAM has not allocated."""
+    findings: list[Finding] = []
     for address, blocks in sorted(owners.items(), key=lambda item: address_order(item[0])):
         if len(blocks) > 1:
             findings.append(
@@ -439,15 +496,7 @@ def analyse(snapshot: Snapshot) -> Report:
                     address=address_text,
                 )
             )
-    return _cross_reference(
-        snapshot,
-        Report(
-            findings=findings,
-            blocks=len(snapshot.blocks),
-            allocations=allocations,
-            handles=len(snapshot.handles),
-        ),
-    )
+    return findings
 
 
 def attributes_text(attribute: AllocationAttribute | None) -> str:

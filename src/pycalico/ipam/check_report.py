@@ -76,12 +76,8 @@ class ClusterStamp:
     guid: str = ""
     revision: str = ""
     cluster_type: str = ""
-    datastore_ready: bool | None = None
-
-    @property
-    def locked(self) -> bool:
-        # calicoctl's rule: only an explicit datastoreReady=false is a lock.
-        return self.datastore_ready is False
+    # ``ClusterInformation.datastore_locked`` when the report was written.
+    locked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +212,7 @@ def parse_report(text: str | bytes, name: str) -> CheckReport:
         guid=_string(raw, "clusterGUID", name, required=True),
         revision=_string(raw, "clusterInformationRevision", name, required=True),
         cluster_type=_string(raw, "clusterType", name),
-        datastore_ready=False if raw.get("datastoreLocked") is True else None,
+        locked=raw.get("datastoreLocked") is True,
     )
     allocations: list[ReportAllocation] = []
     for address, entries in raw["allocations"].items():

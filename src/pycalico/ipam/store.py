@@ -1,6 +1,7 @@
-"""IPAM's datastore primitives and Calico's block claim protocol, over a ``KVStore``.
+"""IPAM's block store: datastore primitives and Calico's block claim protocol, over a ``KVStore``.
 
-The base of ``pycalico.ipam.allocator.IPAM``: reading IPAM config, pools and node labels;
+One part of ``pycalico.ipam.allocator.IPAM``, shared by its allocator, releaser and batcher:
+reading IPAM config, pools and node labels;
 reading and compare-and-swap writing blocks, affinities and handles; claiming a block
 (two-phase) and releasing a block affinity.  Not here: choosing which block serves a request
 (``allocator``) or the per-block algorithms (``blocks``).
@@ -25,20 +26,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pycalico.datastore.api import (
+    DatastoreError,
     KeyAlreadyExists,
     KeyNotFound,
     KeyValue,
     KVStore,
     RevisionConflict,
+    TxnConflict,
     TxnDelete,
     TxnOp,
     TxnPut,
 )
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.ipam import keys
 from pycalico.ipam.api import (
     IPAMError,
@@ -49,6 +55,7 @@ from pycalico.ipam.api import (
     _StaleAffinity,
 )
 from pycalico.ipam.blocks import AllocationBlock
+from pycalico.ipam.planner import NO_RESERVATIONS
 from pycalico.ipam.pools import Pool, block_walk
 from pycalico.ipam.records import (
     AFFINITY_TYPE_HOST,
@@ -62,18 +69,30 @@ from pycalico.ipam.records import (
     IPNetwork,
     affinity_string,
     parse_time,
+    sanitize_handle,
 )
 from pycalico.ipam.reservations import Reservations
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 RETRIES = 100
-NO_RESERVATIONS = Reservations()
 EMPTY_BLOCK_MIN_RECLAIM_AGE = timedelta(minutes=1)
 # Handles a long-lived allocator remembers (about 200 bytes each): more than a node's pods.
 HANDLE_CACHE_SIZE = 4096
 
 
-class IPAMStore:
-    """Datastore access and the claim protocol; ``IPAM`` adds the assignment policy."""
+def handle_counted(handle_id: str, current: KeyValue | None, cidr: IPNetwork, count: int) -> TxnPut:
+    """The compare-and-swap that adds ``count`` to a handle whose value is ``current``."""
+    key = keys.handle_key(handle_id)
+    if current is None:
+        return TxnPut(key, IPAMHandle({str(cidr): count}).to_json(), 0)
+    counted = IPAMHandle.from_json(current.value).incremented(str(cidr), count)
+    return TxnPut(key, counted.to_json(), current.revision)
+
+
+class BlockStore:
+    """Datastore access, the caches of a long-lived allocator, and the claim protocol."""
 
     def __init__(
         self,
@@ -82,8 +101,12 @@ class IPAMStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retries: int = RETRIES,
         cache_seconds: float = 0.0,
+        after_block_claimed: Callable[[IPNetwork], None] = lambda cidr: None,
     ) -> None:
         self.kv = kv
+        # Called between creating a claimed block and confirming its affinity: tests kill the
+        # process at exactly this point.
+        self.after_block_claimed = after_block_claimed
         self.clock = clock
         self.retries = retries
         # A long-lived caller (the node agent) may reuse config, pools, reservations and node
@@ -114,6 +137,26 @@ class IPAMStore:
                 self._handles[handle_id] = KeyValue(op.key, op.value, revision)
         while len(self._handles) > HANDLE_CACHE_SIZE:
             del self._handles[next(iter(self._handles))]
+
+    def wrote_handle(self, handle_id: str) -> bool:
+        """Whether this allocator itself last wrote ``handle_id`` (it is in the handle cache): then
+        the addresses a CNI DEL must free are under this handle, not under a legacy one."""
+        return sanitize_handle(handle_id) in self._handles
+
+    def forget_handle(self, handle_id: str) -> KeyValue | None:
+        """Take ``handle_id`` out of the handle cache: the handle as last written, if cached."""
+        return self._handles.pop(handle_id, None)
+
+    def node_lock(self, node: str) -> asyncio.Lock:
+        """Assignments for one node are serialised in this process under this lock."""
+        return self._node_locks.setdefault(node, asyncio.Lock())
+
+    def take_node_block(
+        self, host: str, version: int, affinity_type: str
+    ) -> tuple[int, AllocationBlock] | None:
+        """Take the node's most recently written block out of the hot cache (None if there is
+        none): out of the cache while in use, so nothing else sees a half-changed block."""
+        return self._hot.pop((host, version, affinity_type), None)
 
     # -- reads of config, pools and nodes --
 
@@ -160,15 +203,46 @@ class IPAMStore:
         metadata = json.loads(kv.value).get("metadata") or {}
         return dict(metadata.get("labels") or {})
 
+    async def plan_inputs(
+        self, node: str, virtual: bool
+    ) -> tuple[IPAMConfig, list[Pool], dict[str, str], Reservations]:
+        """Config, pools, node labels (none for a virtual, load-balancer, request) and
+        reservations: read afresh, or reused for ``cache_seconds`` by a long-lived allocator."""
+        now = time.monotonic()
+        cached = self._inputs.get(node)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1], cached[2], cached[3], cached[4]
+        # Reservations are read with the pools (Calico lists them on every auto-assign), so a
+        # cached allocator sees a new IPReservation at most ``cache_seconds`` late.
+        config, pools, labels, reservations = await asyncio.gather(
+            self.get_config(),
+            self.list_pools(),
+            self._labels_for(node, virtual),
+            self.list_reservations(),
+        )
+        if self.cache_seconds > 0:
+            self._inputs[node] = (now, config, pools, labels, reservations)
+        return config, pools, labels, reservations
+
+    async def _labels_for(self, node: str, virtual: bool) -> dict[str, str]:
+        return {} if virtual else await self.node_labels(node)
+
+    async def config_for_release(self) -> IPAMConfig:
+        """The IPAM config, from the assignment inputs' cache while it is fresh."""
+        cached = next(iter(self._inputs.values()), None)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
+        return await self.get_config()
+
     # -- low-level block, affinity and handle access --
 
-    async def _get_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
+    async def get_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
         kv = await self.kv.get(keys.block_key(cidr))
         if kv is None:
             return None
         return kv.revision, AllocationBlock.from_json(kv.value)
 
-    async def _write_block(
+    async def write_block(
         self, revision: int, block: AllocationBlock, *, remember: bool = False
     ) -> int:
         """CAS-write a block.  ``remember`` hands the object to the hot cache: only for callers
@@ -186,7 +260,7 @@ class IPAMStore:
             self._hot[hot_key] = (new_revision, block)
         return new_revision
 
-    async def _commit_block(
+    async def commit_block(
         self,
         revision: int,
         block: AllocationBlock,
@@ -199,7 +273,7 @@ class IPAMStore:
         writes) in one transaction: one etcd round trip instead of one per key, and the
         handle and its addresses change together.  TxnConflict if any key moved; then nothing
         was written and ``block`` must be thrown away (its sequence number was bumped).
-        ``remember`` as for ``_write_block``."""
+        ``remember`` as for ``write_block``."""
         hot_key = None
         if block.affinity:
             affinity_type, _, host = block.affinity.partition(":")
@@ -218,18 +292,7 @@ class IPAMStore:
         self._remember_handles(others, new_revision)
         return new_revision
 
-    @staticmethod
-    def _handle_counted(
-        handle_id: str, current: KeyValue | None, cidr: IPNetwork, count: int
-    ) -> TxnPut:
-        """The compare-and-swap that adds ``count`` to a handle whose value is ``current``."""
-        key = keys.handle_key(handle_id)
-        if current is None:
-            return TxnPut(key, IPAMHandle({str(cidr): count}).to_json(), 0)
-        counted = IPAMHandle.from_json(current.value).incremented(str(cidr), count)
-        return TxnPut(key, counted.to_json(), current.revision)
-
-    def _take_hot_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
+    def take_hot_block(self, cidr: IPNetwork) -> tuple[int, AllocationBlock] | None:
         """Take ``cidr``'s block out of the hot cache (None if it is not there).  The revision
         may be stale: a compare-and-swap on it fails and returns the current value, and a
         caller that finds nothing to do in it must read the block before concluding so."""
@@ -239,14 +302,30 @@ class IPAMStore:
                 return revision, block
         return None
 
-    async def _reread_block(
+    async def reread_block(
         self, cidr: IPNetwork, conflict: RevisionConflict | None
     ) -> tuple[int, AllocationBlock] | None:
         if conflict is not None and conflict.current is not None:
             return conflict.current.revision, AllocationBlock.from_json(conflict.current.value)
-        return await self._get_block(cidr)
+        return await self.get_block(cidr)
 
-    async def _block_summaries(self, version: int | None = None) -> list[BlockSummary]:
+    async def block_after(
+        self, cidr: IPNetwork, lost: DatastoreError
+    ) -> tuple[int, AllocationBlock] | None:
+        """The block as it is after a write of it was lost (None if it is gone): from the
+        failed transaction or compare-and-swap when it reports the value, else read."""
+        if isinstance(lost, TxnConflict):
+            stored = lost.current.get(keys.block_key(cidr))
+            return (
+                None
+                if stored is None
+                else (stored.revision, AllocationBlock.from_json(stored.value))
+            )
+        if isinstance(lost, KeyNotFound):
+            return None
+        return await self.reread_block(cidr, lost if isinstance(lost, RevisionConflict) else None)
+
+    async def block_summaries(self, version: int | None = None) -> list[BlockSummary]:
         listed = await self.kv.list(keys.blocks_prefix(version))
         return [BlockSummary.from_json(kv.value) for kv in listed.items]
 
@@ -254,61 +333,60 @@ class IPAMStore:
         listed = await self.kv.list(keys.blocks_prefix(version))
         return [(kv.revision, AllocationBlock.from_json(kv.value)) for kv in listed.items]
 
-    async def _adjust_handle(self, handle_id: str, cidr: IPNetwork, delta: int) -> None:
+    async def adjust_handle(self, handle_id: str, cidr: IPNetwork, delta: int) -> None:
         """Add ``delta`` to the handle's count for ``cidr`` (CAS; the handle goes at zero)."""
         if delta == 0:
             return
         key = keys.handle_key(handle_id)
-        current: KeyValue | None = None
-        if delta > 0:
-            try:
-                await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
-                return
-            except KeyAlreadyExists as exc:
-                current = exc.current
-        for _ in range(self.retries):
-            if current is None:
+
+        async def step(last: DatastoreError | None) -> None:
+            # A lost write reports the current value; a new handle (delta > 0) is just created.
+            current = (
+                last.current if isinstance(last, (RevisionConflict, KeyAlreadyExists)) else None
+            )
+            if current is None and (last is not None or delta < 0):
                 current = await self.kv.get(key)
             if current is None:
-                if delta < 0:
-                    return
-                try:
+                if delta > 0:
                     await self.kv.create(key, IPAMHandle({str(cidr): delta}).to_json())
-                    return
-                except KeyAlreadyExists as exc:
-                    current = exc.current
-                    continue
+                return
             handle = IPAMHandle.from_json(current.value)
             changed = (
                 handle.incremented(str(cidr), delta)
                 if delta > 0
                 else handle.decremented(str(cidr), -delta)
             )
-            try:
-                if changed.empty:
-                    await self.kv.delete(key, revision=current.revision)
-                else:
-                    await self.kv.update(key, changed.to_json(), revision=current.revision)
-                return
-            except RevisionConflict as exc:
-                current = exc.current
-            except KeyNotFound:
-                current = None
-        raise TooManyRetries()
+            if changed.empty:
+                await self.kv.delete(key, revision=current.revision)
+            else:
+                await self.kv.update(key, changed.to_json(), revision=current.revision)
 
-    async def _delete_quietly(self, key: str, revision: int) -> None:
+        await self.retried(
+            step, f"handle {handle_id}", (RevisionConflict, KeyAlreadyExists, KeyNotFound)
+        )
+
+    async def retried(
+        self,
+        step: Callable[[DatastoreError | None], Awaitable[T]],
+        what: str,
+        conflicts: tuple[type[DatastoreError], ...] = (RevisionConflict, KeyNotFound),
+    ) -> T:
+        """``read_modify_write`` with IPAM's bound (``retries``, Calico's 100) and IPAM's error
+        (``TooManyRetries``) when every attempt lost."""
+        try:
+            return await read_modify_write(
+                step, what=what, attempts=self.retries, conflicts=conflicts
+            )
+        except RetriesExhausted:
+            raise TooManyRetries() from None
+
+    async def delete_quietly(self, key: str, revision: int) -> None:
         with contextlib.suppress(KeyNotFound, RevisionConflict):
             await self.kv.delete(key, revision=revision)
 
     # -- the block claim protocol --
 
-    def _after_block_claimed(self, cidr: IPNetwork) -> None:
-        """Called between creating a claimed block and confirming its affinity.
-
-        A no-op; tests override it to kill the process at exactly this point.
-        """
-
-    async def _pending_affinity(self, host: str, cidr: IPNetwork, affinity_type: str) -> KeyValue:
+    async def pending_affinity(self, host: str, cidr: IPNetwork, affinity_type: str) -> KeyValue:
         """Create our affinity as ``pending``; an existing unconfirmed one is marked pending."""
         key = keys.affinity_key(host, cidr, affinity_type)
         pending = BlockAffinity(state=STATE_PENDING).to_json()
@@ -334,7 +412,7 @@ class IPAMStore:
             if now is None or not BlockAffinity.from_json(now.value).confirmed:
                 raise
 
-    async def _claim_block(
+    async def claim_block(
         self, affinity: KeyValue, host: str, cidr: IPNetwork, affinity_type: str
     ) -> tuple[int, AllocationBlock]:
         """Create the block for a pending affinity, then confirm the affinity."""
@@ -354,37 +432,38 @@ class IPAMStore:
                 if existing.affine_to(host, affinity_type):
                     await self._confirm_affinity(affinity)
                     return current.revision, existing
-            await self._delete_quietly(affinity.key, affinity.revision)
+            await self.delete_quietly(affinity.key, affinity.revision)
             raise _ClaimConflict() from None
-        self._after_block_claimed(cidr)
+        self.after_block_claimed(cidr)
         await self._confirm_affinity(affinity)
+        log.debug("%s claimed block %s (%s)", host, cidr, affinity_type)
         return revision, block
 
-    async def _block_from_affinity(
+    async def block_from_affinity(
         self, affinity: KeyValue, host: str, cidr: IPNetwork, affinity_type: str
     ) -> tuple[int, AllocationBlock]:
         """The block an affinity of ours names, creating or confirming as needed."""
         state = BlockAffinity.from_json(affinity.value)
-        got = await self._get_block(cidr)
+        got = await self.get_block(cidr)
         if got is None:
             if state.state != STATE_PENDING:
                 pending = BlockAffinity(state=STATE_PENDING).to_json()
                 revision = await self.kv.update(affinity.key, pending, revision=affinity.revision)
                 affinity = KeyValue(affinity.key, pending, revision)
-            return await self._claim_block(affinity, host, cidr, affinity_type)
+            return await self.claim_block(affinity, host, cidr, affinity_type)
         revision, block = got
         if not block.affine_to(host, affinity_type):
-            await self._delete_quietly(affinity.key, affinity.revision)
+            await self.delete_quietly(affinity.key, affinity.revision)
             raise _StaleAffinity()
         if not state.confirmed:
             pending = BlockAffinity(state=STATE_PENDING).to_json()
             aff_revision = await self.kv.update(affinity.key, pending, revision=affinity.revision)
             # A write to the block invalidates any other process working from an older read.
-            revision = await self._write_block(revision, block)
+            revision = await self.write_block(revision, block)
             await self._confirm_affinity(KeyValue(affinity.key, pending, aff_revision))
         return revision, block
 
-    async def _find_usable_block(
+    async def find_usable_block(
         self,
         host: str,
         version: int,
@@ -394,7 +473,7 @@ class IPAMStore:
     ) -> IPNetwork:
         """A block CIDR that does not exist yet, or ours with room, or an old empty one;
         wholly reserved CIDRs are passed over and reserved addresses are not room."""
-        existing = {s.cidr: s for s in await self._block_summaries(version)}
+        existing = {s.cidr: s for s in await self.block_summaries(version)}
         ours = affinity_string(host, affinity_type)
         now = self.clock()
         empty_candidates: list[BlockSummary] = []
@@ -430,7 +509,7 @@ class IPAMStore:
             return block.cidr
         raise _NoFreeBlocks()
 
-    async def _affine_blocks(
+    async def affine_blocks(
         self, host: str, version: int, affinity_type: str
     ) -> dict[IPNetwork, KeyValue]:
         listed = await self.kv.list(keys.host_affinities_prefix(host, version, affinity_type))
@@ -441,7 +520,7 @@ class IPAMStore:
                 out[parsed.cidr] = item
         return out
 
-    def _collect(self, block: AllocationBlock, config: IPAMConfig) -> None:
+    def collect(self, block: AllocationBlock, config: IPAMConfig) -> None:
         block.collect_cooled(cooldown_seconds=config.ip_cooldown_seconds, now=self.clock())
 
     async def release_block_affinity(
@@ -464,15 +543,15 @@ class IPAMStore:
         affinity = await self.kv.get(key)
         if affinity is None:
             raise IPAMError(f"no affinity for {host} on block {cidr}")
-        got = await self._get_block(cidr)
+        got = await self.get_block(cidr)
         if got is None:
-            await self._delete_quietly(key, affinity.revision)
+            await self.delete_quietly(key, affinity.revision)
             return
         revision, block = got
         if required_sequence is not None and block.sequence_number != required_sequence:
             raise IPAMError("IPAM block updated since we last read it")
         if block.affinity is not None and not block.affine_to(host, affinity_type):
-            await self._delete_quietly(key, affinity.revision)
+            await self.delete_quietly(key, affinity.revision)
             raise IPAMError(f"block {cidr} is claimed by {block.affinity}, not {host}")
         if require_empty and not block.empty():
             raise IPAMError(f"block {cidr} is not empty; refusing to release its affinity")
@@ -484,21 +563,22 @@ class IPAMStore:
         else:
             block.affinity = None
             block.affinity_claim_time = None
-            await self._write_block(revision, block)
-        await self._delete_quietly(key, aff_revision)
+            await self.write_block(revision, block)
+        await self.delete_quietly(key, aff_revision)
+        log.debug("%s released its affinity for block %s", host, cidr)
 
     async def release_host_affinities(self, host: str, *, require_empty: bool = True) -> int:
         """Release ``host``'s affinity for all its (empty, by default) blocks; returns how many."""
         released = 0
         for version in (4, 6):
-            for cidr in list(await self._affine_blocks(host, version, AFFINITY_TYPE_HOST)):
-                for _ in range(self.retries):
-                    try:
-                        await self.release_block_affinity(host, cidr, require_empty=require_empty)
-                        released += 1
-                    except (RevisionConflict, KeyNotFound):
-                        continue
-                    except IPAMError:
-                        pass
-                    break
+            for cidr in list(await self.affine_blocks(host, version, AFFINITY_TYPE_HOST)):
+
+                async def step(last: DatastoreError | None, cidr: IPNetwork = cidr) -> None:
+                    await self.release_block_affinity(host, cidr, require_empty=require_empty)
+
+                try:
+                    await self.retried(step, f"affinity of {host} for {cidr}")
+                    released += 1
+                except IPAMError:
+                    pass  # not empty, or claimed by another node meanwhile: keep going
         return released

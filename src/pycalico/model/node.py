@@ -181,6 +181,14 @@ class ClusterInformation(CheckedResource):
     kind: str = "ClusterInformation"
     spec: ClusterInformationSpec = Field(default_factory=ClusterInformationSpec)
 
+    @property
+    def datastore_locked(self) -> bool:
+        """Whether the datastore is locked for maintenance (``calicoctl datastore migrate
+        lock``): Calico's one rule, used by the CNI plugin, Felix and ``calicoctl ipam``.  Only
+        an explicit ``datastoreReady: false`` locks; unset means ready, as does having no
+        ClusterInformation at all (callers treat a missing one as unlocked)."""
+        return self.spec.datastore_ready is False
+
     def name_issue(self) -> str | None:
         return _singleton_name_issue(self.KIND, self.metadata.name)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib.util
 import logging
 import os
 import shutil
@@ -44,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from pycalico.bgp.bird import bird_command
+from pycalico.cni import agent_server
+from pycalico.datastore.api import KVStore
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +183,6 @@ def felix_command(env: Mapping[str, str]) -> list[str] | None:
     executable = env.get("CALICO_FELIX_BINARY") or shutil.which("calico-felix")
     if not executable:
         return None
-    # Our own entry point may be declared before its module is written.
-    if os.path.dirname(executable) == os.path.dirname(sys.executable):
-        with contextlib.suppress(ModuleNotFoundError):
-            if importlib.util.find_spec("pycalico.felix.daemon") is None:
-                return None
     return [executable]
 
 
@@ -216,7 +212,7 @@ class NodeAgent:
         self.env.setdefault("FELIX_FELIXHOSTNAME", node_name)
         self.kv = kv
         self.supervisor = Supervisor(paths.log_dir)
-        self.agent_server: object | None = None
+        self.agent_server: agent_server.AgentServer | None = None
         self._stop = asyncio.Event()
 
     def children(self) -> list[ChildSpec]:
@@ -248,7 +244,6 @@ class NodeAgent:
         same backoff as a child when it fails."""
         from pycalico.bgp.bird import BirdControl
         from pycalico.bgp.confd import Confd
-        from pycalico.datastore.api import KVStore
 
         backoff: float | None = None
         while True:
@@ -274,19 +269,9 @@ class NodeAgent:
     async def _start_agent_server(self) -> None:
         if self.kv is None:
             return
-        try:
-            if importlib.util.find_spec("pycalico.cni.agent_server") is None:
-                return
-        except ModuleNotFoundError:
-            return
-        from pycalico.cni import agent_server
-
-        factory = getattr(agent_server, "default_handlers", None)
-        if callable(factory):
-            handlers = factory(self.kv)
-        else:
-            handlers = {"calico-ipam": agent_server.ipam_handler(self.kv)}  # type: ignore[arg-type]
-        server = agent_server.AgentServer(self.paths.agent_socket, handlers)
+        server = agent_server.AgentServer(
+            self.paths.agent_socket, agent_server.default_handlers(cast(KVStore, self.kv))
+        )
         await server.start()
         self.agent_server = server
         log.info("CNI agent socket at %s", self.paths.agent_socket)
@@ -314,4 +299,4 @@ class NodeAgent:
             await asyncio.gather(*tasks, return_exceptions=True)
             server = self.agent_server
             if server is not None:
-                await server.close()  # type: ignore[attr-defined]
+                await server.close()

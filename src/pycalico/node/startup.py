@@ -22,7 +22,6 @@ overwrite each other; an existing object's fields that startup does not own are 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -35,8 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 
-from pycalico.datastore.api import KeyAlreadyExists, KeyNotFound, RevisionConflict
+from pycalico.datastore.api import DatastoreError, KeyAlreadyExists, KeyNotFound, RevisionConflict
 from pycalico.datastore.resources import ResourceStore
+from pycalico.datastore.retry import RetriesExhausted, read_modify_write
 from pycalico.model.fields import parse_cidr_or_ip
 from pycalico.model.ipam import IPPool
 from pycalico.model.node import ClusterInformation, FelixConfiguration, Node, NodeBGPSpec
@@ -227,38 +227,51 @@ async def register_node(
                     f"IP: address {mine} is already in use by node {other.name!r} "
                     "(set DISABLE_NODE_IP_CHECK=true to allow it)"
                 )
-    for _ in range(WRITE_ATTEMPTS):
+
+    async def step(last: DatastoreError | None) -> Node:
         try:
-            current = await store.get(Node, name)
+            current: Node | None = _as_node(await store.get(Node, name))
         except KeyNotFound:
             current = None
-        base = (
-            current
-            if isinstance(current, Node)
-            else Node.model_validate({"metadata": {"name": name}})
-        )
-        old = base.spec.bgp or NodeBGPSpec()
-        update: dict[str, object] = {"ipv4_address": ipv4, "ipv6_address": ipv6}
-        if as_number:
-            update["as_number"] = NodeBGPSpec.model_validate({"asNumber": as_number}).as_number
-        bgp = old.model_copy(update=update)
-        if not any(getattr(bgp, f) is not None for f in type(bgp).model_fields):
-            spec = base.spec.model_copy(update={"bgp": None})
-        else:
-            spec = base.spec.model_copy(update={"bgp": bgp})
-        node = base.model_copy(update={"spec": spec})
+        node = _with_bgp(current, name, ipv4, ipv6, as_number)
         if current is not None and node == current:
             return node
-        try:
-            if current is None:
-                result = await store.create(node)
-            else:
-                result = await store.update(node)
-            assert isinstance(result, Node)
-            return result
-        except (KeyAlreadyExists, RevisionConflict, KeyNotFound):
-            await asyncio.sleep(0.01)
-    raise StartupError(f"node {name!r}: could not write the Node after {WRITE_ATTEMPTS} attempts")
+        result = await (store.create(node) if current is None else store.update(node))
+        return _as_node(result)
+
+    try:
+        return await read_modify_write(
+            step,
+            what=f"node {name!r}",
+            attempts=WRITE_ATTEMPTS,
+            conflicts=(KeyAlreadyExists, RevisionConflict, KeyNotFound),
+        )
+    except RetriesExhausted as exc:
+        raise StartupError(
+            f"node {name!r}: could not write the Node after {WRITE_ATTEMPTS} attempts"
+        ) from exc
+
+
+def _as_node(resource: object) -> Node:
+    assert isinstance(resource, Node)
+    return resource
+
+
+def _with_bgp(
+    current: Node | None, name: str, ipv4: str | None, ipv6: str | None, as_number: str | None
+) -> Node:
+    """``current`` (or a new Node) with its BGP spec's addresses and AS set."""
+    base = current if current is not None else Node.model_validate({"metadata": {"name": name}})
+    old = base.spec.bgp or NodeBGPSpec()
+    update: dict[str, object] = {"ipv4_address": ipv4, "ipv6_address": ipv6}
+    if as_number:
+        update["as_number"] = NodeBGPSpec.model_validate({"asNumber": as_number}).as_number
+    bgp = old.model_copy(update=update)
+    if not any(getattr(bgp, f) is not None for f in type(bgp).model_fields):
+        spec = base.spec.model_copy(update={"bgp": None})
+    else:
+        spec = base.spec.model_copy(update={"bgp": bgp})
+    return base.model_copy(update={"spec": spec})
 
 
 async def ensure_default_pools(store: ResourceStore, settings: StartupSettings) -> list[str]:
@@ -328,51 +341,65 @@ async def ensure_initialized(store: ResourceStore, cluster_type: str = "bgp") ->
     )
     with contextlib.suppress(KeyAlreadyExists):
         await store.create(felix)
-    for _ in range(WRITE_ATTEMPTS):
+
+    async def step(last: DatastoreError | None) -> ClusterInformation:
         try:
             current = await store.get(ClusterInformation, "default")
         except KeyNotFound:
             current = None
         if not isinstance(current, ClusterInformation):
-            info = ClusterInformation.model_validate(
-                {
-                    "metadata": {"name": "default"},
-                    "spec": {
-                        "clusterGUID": uuid.uuid4().hex,
-                        "clusterType": cluster_type,
-                        "calicoVersion": calico_version(),
-                        "datastoreReady": True,
-                    },
-                }
-            )
-            try:
-                result = await store.create(info)
-            except KeyAlreadyExists:
-                continue
+            result = await store.create(_new_cluster_information(cluster_type))
         else:
-            spec = current.spec
-            update: dict[str, object] = {}
-            if not spec.cluster_guid:
-                update["cluster_guid"] = uuid.uuid4().hex
-            if not spec.cluster_type:
-                update["cluster_type"] = cluster_type
-            elif cluster_type and cluster_type not in spec.cluster_type.split(","):
-                update["cluster_type"] = f"{spec.cluster_type},{cluster_type}"
-            if spec.calico_version != calico_version():
-                update["calico_version"] = calico_version()
-            if spec.datastore_ready is None:  # false means locked by an operator: keep it
-                update["datastore_ready"] = True
+            update = _cluster_information_update(current, cluster_type)
             if not update:
                 return current
-            try:
-                result = await store.update(
-                    current.model_copy(update={"spec": spec.model_copy(update=update)})
-                )
-            except (RevisionConflict, KeyNotFound):
-                continue
+            spec = current.spec.model_copy(update=update)
+            result = await store.update(current.model_copy(update={"spec": spec}))
         assert isinstance(result, ClusterInformation)
         return result
-    raise StartupError("ClusterInformation: could not write it after several attempts")
+
+    try:
+        return await read_modify_write(
+            step,
+            what="ClusterInformation default",
+            attempts=WRITE_ATTEMPTS,
+            conflicts=(KeyAlreadyExists, RevisionConflict, KeyNotFound),
+        )
+    except RetriesExhausted as exc:
+        raise StartupError("ClusterInformation: could not write it after several attempts") from exc
+
+
+def _new_cluster_information(cluster_type: str) -> ClusterInformation:
+    return ClusterInformation.model_validate(
+        {
+            "metadata": {"name": "default"},
+            "spec": {
+                "clusterGUID": uuid.uuid4().hex,
+                "clusterType": cluster_type,
+                "calicoVersion": calico_version(),
+                "datastoreReady": True,
+            },
+        }
+    )
+
+
+def _cluster_information_update(
+    current: ClusterInformation, cluster_type: str
+) -> dict[str, object]:
+    """What calico-node fills in on an existing ClusterInformation (nothing if it is complete)."""
+    spec = current.spec
+    update: dict[str, object] = {}
+    if not spec.cluster_guid:
+        update["cluster_guid"] = uuid.uuid4().hex
+    if not spec.cluster_type:
+        update["cluster_type"] = cluster_type
+    elif cluster_type and cluster_type not in spec.cluster_type.split(","):
+        update["cluster_type"] = f"{spec.cluster_type},{cluster_type}"
+    if spec.calico_version != calico_version():
+        update["calico_version"] = calico_version()
+    if spec.datastore_ready is None:  # false means locked by an operator: keep it
+        update["datastore_ready"] = True
+    return update
 
 
 @dataclass(frozen=True)

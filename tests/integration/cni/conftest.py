@@ -174,6 +174,7 @@ class CniNode:
                 sys.executable,
                 "-m",
                 "pycalico.cni.agent_server",
+                "--socket",
                 self.socket,
             ],
             env=env,

@@ -115,13 +115,12 @@ import asyncio, os, signal, sys
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.ipam.allocator import IPAM, AutoAssignRequest
 
-class Killed(IPAM):
-    def _after_block_claimed(self, cidr):
-        os.kill(os.getpid(), signal.SIGKILL)
+def killed(cidr):
+    os.kill(os.getpid(), signal.SIGKILL)
 
 async def main():
     kv = EtcdKVStore([sys.argv[1]])
-    await Killed(kv).auto_assign(AutoAssignRequest(node="node-0", handle_id="doomed",
+    await IPAM(kv, after_block_claimed=killed).auto_assign(AutoAssignRequest(node="node-0", handle_id="doomed",
                                                     attrs={"node": "node-0"}))
 
 asyncio.run(main())

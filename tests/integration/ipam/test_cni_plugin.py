@@ -146,7 +146,8 @@ async def test_200_concurrent_adds_then_dels_twice(
         results = await run_all(
             [run_plugin("DEL", c, netconf(etcd, tmp_path, node_of[c]), agent) for c in containers]
         )
-        assert all(code == 0 and out == "" for code, out, _ in results), results[:3]
+        failed = [(c, r) for c, r in zip(containers, results, strict=True) if r[0] or r[1]]
+        assert failed == [], failed[:3]
     report = await check(seeded)
     assert report.clean, report.findings
     assert report.allocations == 0

@@ -56,7 +56,7 @@ async def stored_blocks(kv: KVStore) -> dict[ipaddress.IPv4Network, AllocationBl
 
 def count_hot_batches(allocator: IPAM) -> list[int]:
     """Wrap the batcher's hot-block path and record how many requests each batch served."""
-    batcher = allocator._batcher
+    batcher = allocator.allocator.batcher
     original = batcher._assign_batch_from_hot
     served: list[int] = []
 

@@ -1,6 +1,6 @@
-"""The node agent's socket serves both request forms: CNI2 frames (the installed executables)
-and protocol-1 JSON lines (``entry.run`` and in-process callers), each answered in its own form;
-a malformed frame gets CNI error JSON, never a dropped connection."""
+"""The node agent's socket speaks one protocol, the CNI2 frame (the installed executables, and
+``entry.run`` through ``agent_protocol.forward``); anything else, or a malformed frame, gets CNI
+error JSON in a frame, never a dropped connection."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.cni import agent_protocol, thin_client
-from pycalico.cni.agent_protocol import Request, Response
+from pycalico.cni.agent_protocol import Response
 from pycalico.cni.agent_server import AgentServer
 
 seen: list[tuple[Mapping[str, str], str]] = []
@@ -61,14 +61,17 @@ async def test_a_frame_is_answered_with_a_frame(socket_path: str, chunk: int) ->
     assert seen == [({"CNI_COMMAND": "ADD", "CNI_ARGS": "K8S_POD_NAME=p\u00e9"}, stdin)]
 
 
-async def test_a_json_line_is_answered_with_a_json_line(socket_path: str) -> None:
-    line = Request("calico-ipam", {"CNI_COMMAND": "DEL"}, "{}").encode()
-    answer = Response.decode(await exchange(socket_path, line))
-    assert (answer.exit_code, json.loads(answer.stdout)["command"]) == (7, "DEL")
+async def test_agent_protocol_forward_speaks_frames(socket_path: str) -> None:
     forwarded = await asyncio.to_thread(
-        agent_protocol.forward, "calico-ipam", {"CNI_COMMAND": "CHECK"}, "{}", socket_path
+        agent_protocol.forward,
+        "calico-ipam",
+        {"CNI_COMMAND": "CHECK", "HOME": "/root"},
+        "{}",
+        socket_path,
     )
     assert forwarded is not None and json.loads(forwarded.stdout)["command"] == "CHECK"
+    assert (forwarded.exit_code, forwarded.stderr) == (7, "note\n")
+    assert seen == [({"CNI_COMMAND": "CHECK"}, "{}")]
 
 
 @pytest.mark.parametrize(
@@ -78,6 +81,7 @@ async def test_a_json_line_is_answered_with_a_json_line(socket_path: str) -> Non
         (b"CNI2 calico-ipam x 0\n", "not numbers"),
         (b"CNI2 calico-ipam 3 0\nABC", "without '='"),
         (thin_client.encode_request(b"frobnicate", [], b"{}"), "does not serve plugin"),
+        (b'{"protocol": 1, "plugin": "calico-ipam", "env": {}, "stdin": ""}\n', "not a CNI2"),
     ],
 )
 async def test_a_bad_frame_gets_cni_error_json(socket_path: str, data: bytes, problem: str) -> None:

@@ -288,15 +288,14 @@ class Crash(Exception):
     pass
 
 
-class CrashingIPAM(IPAM):
-    def _after_block_claimed(self, cidr: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        raise Crash(str(cidr))
+def crash(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+    raise Crash(str(cidr))
 
 
 async def test_interrupted_claim_is_confirmed_by_the_next_assignment() -> None:
     kv, ipam, _ = await setup()
     with pytest.raises(Crash):
-        await CrashingIPAM(kv).auto_assign(request(handle="dead"))
+        await IPAM(kv, after_block_claimed=crash).auto_assign(request(handle="dead"))
     (affinity_key,) = [k for k in await ipam_keys(kv) if "/host/" in k]
     affinity = await kv.get(affinity_key)
     assert affinity is not None and BlockAffinity.from_json(affinity.value).state == "pending"

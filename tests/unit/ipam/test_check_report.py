@@ -23,7 +23,7 @@ from pycalico.ipam.pools import Pool
 from pycalico.ipam.records import IPAMHandle
 
 CIDR = ipaddress.ip_network("10.65.0.0/29")
-STAMP = ClusterStamp(guid="g", revision="7", cluster_type="bgp", datastore_ready=False)
+STAMP = ClusterStamp(guid="g", revision="7", cluster_type="bgp", locked=True)
 
 
 def snapshot() -> Snapshot:
@@ -102,9 +102,9 @@ def test_several_reports_release_only_what_all_agree_on() -> None:
     [
         (None, "1", True, "ClusterInformation 'default' does not exist"),
         (ClusterStamp(guid="other", revision="7"), "1", True, "mismatched cluster GUID"),
-        (ClusterStamp(guid="g", revision="8", datastore_ready=False), "1", True, "all stale"),
+        (ClusterStamp(guid="g", revision="8", locked=True), "1", True, "all stale"),
         (STAMP, "2", False, r"different version \(1\) of calicoctl"),
-        (ClusterStamp(guid="g", revision="7", datastore_ready=True), "1", False, "not locked"),
+        (ClusterStamp(guid="g", revision="7", locked=False), "1", False, "not locked"),
     ],
 )
 def test_vet_refuses(stamp: ClusterStamp | None, version: str, force: bool, problem: str) -> None:
@@ -116,7 +116,7 @@ def test_vet_refuses(stamp: ClusterStamp | None, version: str, force: bool, prob
 def test_vet_warns_when_forced() -> None:
     report = parse_report(analyse(snapshot()).to_json(version="1"), "r.json")
     assert vet_reports([("r.json", report)], STAMP, "1", False) == []
-    unlocked = ClusterStamp(guid="g", revision="7", datastore_ready=None)
+    unlocked = ClusterStamp(guid="g", revision="7", locked=False)
     assert vet_reports([("r.json", report)], unlocked, "2", True) == [
         "WARNING: Report was produced using a different version of calicoctl. Ignoring due to "
         "--force option",
