@@ -37,15 +37,17 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import cast
 
-from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
-from pycalico.datastore.syncer import Syncer, SyncerBatch, SyncStatus
+from pycalico.datastore.resource_syncer import ResourceBatch, ResourceSyncer
+from pycalico.datastore.syncer import SyncStatus
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
 from pycalico.felix.status import HttpServer, Metrics, StatusReporter
+from pycalico.model.node import ClusterInformation
 
 log = logging.getLogger("pycalico.felix")
 
@@ -139,6 +141,9 @@ class Felix:
         self._pending: list[Message] = []
         self._dataplane_task: asyncio.Task[None] | None = None
         self.datastore_locked = False  # waiting at start for datastoreReady to turn true
+        self._cluster_information = ResourceKey(
+            "ClusterInformation", ready_flag.CLUSTER_INFORMATION_NAME
+        )
 
     # --- health ------------------------------------------------------------------------------
 
@@ -194,14 +199,11 @@ class Felix:
             tasks.append(asyncio.ensure_future(self._ticker()))
             await self._wait_for_datastore_ready()
             tasks.append(asyncio.ensure_future(self._report_loop()))
-            syncer = Syncer(self.kv, [paths.RESOURCE_ROOT])
-            async for batch in syncer:
+            # The one typed stream, following exactly the kinds the graph has handlers for.
+            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds))
+            async for batch in stream:
                 start = time.perf_counter()
-                for update in batch.updates:
-                    self.graph.on_update(update.key, update.value)
-                if batch.in_sync:
-                    self.graph.on_in_sync()
-                messages = self.graph.flush()
+                messages = self.graph.on_batch(batch.updates, batch.in_sync)
                 self.metrics.calc_time.observe(time.perf_counter() - start)
                 if messages and isinstance(messages[0], DatastoreNotReady):
                     # Nothing from this flush on reaches the kernel; the next Felix waits.
@@ -236,20 +238,21 @@ class Felix:
         Go Felix polls the flag every second before it creates its syncer; here a syncer on
         that one key answers as soon as ``calicoctl datastore migrate unlock`` writes it.
         """
-        syncer = Syncer(self.kv, [ready_flag.CLUSTER_INFORMATION_KEY])
-        value: bytes | None = None
+        syncer = ResourceSyncer(self.kv, ["ClusterInformation"])
+        info: ClusterInformation | None = None
         reminder: asyncio.Task[None] | None = None
         try:
             # batches() is an async generator: close it so its watch ends with the wait.
-            stream = cast(AsyncGenerator[SyncerBatch, None], syncer.batches())
+            stream = cast(AsyncGenerator[ResourceBatch, None], syncer.batches())
             async with contextlib.aclosing(stream) as batches:
                 async for batch in batches:
                     for update in batch.updates:
-                        if update.key == ready_flag.CLUSTER_INFORMATION_KEY:
-                            value = update.value
+                        if update.key == self._cluster_information:
+                            resource = update.resource
+                            info = resource if isinstance(resource, ClusterInformation) else None
                     if syncer.status is not SyncStatus.IN_SYNC:
                         continue
-                    if ready_flag.datastore_ready_from_value(value):
+                    if ready_flag.datastore_ready(info):
                         if self.datastore_locked:
                             log.info("Datastore is ready (unlocked): starting to sync")
                         self.datastore_locked = False

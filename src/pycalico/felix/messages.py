@@ -254,20 +254,6 @@ class IPPoolRemove:
     id: str
 
 
-@dataclass(frozen=True, slots=True)
-class HostMetadataUpdate:
-    """A Calico node's addresses (from its Node resource), e.g. for the all-hosts set."""
-
-    hostname: str
-    ipv4_address: str = ""  # bare address, "" if none
-    ipv6_address: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HostMetadataRemove:
-    hostname: str
-
-
 Message = (
     ConfigUpdate
     | InSync
@@ -287,6 +273,4 @@ Message = (
     | RouteRemove
     | IPPoolUpdate
     | IPPoolRemove
-    | HostMetadataUpdate
-    | HostMetadataRemove
 )
