@@ -71,15 +71,15 @@ def setup_logging(config: felix_config.FelixConfig) -> None:
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s [%(levelname)s] felix %(name)s: %(message)s")
     screen = logging.StreamHandler(sys.stderr)
-    screen.setLevel(_LEVELS[config["logSeverityScreen"]])
+    screen.setLevel(_LEVELS[config.log_severity_screen])
     screen.setFormatter(fmt)
     root.addHandler(screen)
-    path = config["logFilePath"]
+    path = config.log_file_path
     if path and path.lower() != "none":
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             file_handler = logging.FileHandler(path)
-            file_handler.setLevel(_LEVELS[config["logSeverityFile"]])
+            file_handler.setLevel(_LEVELS[config.log_severity_file])
             file_handler.setFormatter(fmt)
             root.addHandler(file_handler)
     root.setLevel(logging.DEBUG)
@@ -103,10 +103,11 @@ def _real_dataplane(options: DataplaneOptions) -> Dataplane:
 def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
     return DataplaneOptions(
         render=config.render(),
-        route_protocol=config["deviceRouteProtocol"],
-        ipv6_support=config["ipv6Support"],
-        route_refresh_interval=config["routeRefreshInterval"] or 90.0,
-        nft_refresh_interval=config["iptablesRefreshInterval"] or 180.0,
+        route_protocol=config.device_route_protocol,
+        ipv6_support=config.ipv6_support,
+        ip_forwarding=config.ip_forwarding == "Enabled",
+        route_refresh_interval=config.route_refresh_interval or 90.0,
+        nft_refresh_interval=config.iptables_refresh_interval or 180.0,
     )
 
 
@@ -129,7 +130,7 @@ class Felix:
         self.dataplane: Dataplane | None = None
         self.queue: asyncio.Queue[list[Message]] = asyncio.Queue()
         self.reporter = StatusReporter(
-            kv, self.hostname, bootstrap["openstackRegion"], bootstrap["reportingTTL"]
+            kv, self.hostname, bootstrap.openstack_region, bootstrap.reporting_ttl
         )
         self._datastore_config: dict[str, str] = {}
         self._tick = time.monotonic()
@@ -187,8 +188,8 @@ class Felix:
         self.config = new
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                handler.setLevel(_LEVELS[new["logSeverityScreen"]])
-        self.reporter.ttl = max(1, int(new["reportingTTL"]))
+                handler.setLevel(_LEVELS[new.log_severity_screen])
+        self.reporter.ttl = max(1, int(new.reporting_ttl))
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -288,7 +289,7 @@ class Felix:
         from pycalico.felix.drivers.interfaces import LinkWatcher
 
         loop = asyncio.get_running_loop()
-        prefixes = tuple(self.config["interfacePrefix"])
+        prefixes = tuple(self.config.interface_prefix)
 
         def on_link(name: str, present: bool) -> None:
             if name.startswith(prefixes):
@@ -318,31 +319,31 @@ class Felix:
         next_heartbeat = 0.0
         while True:
             now = time.monotonic()
-            interval = self.config["reportingInterval"]
+            interval = self.config.reporting_interval
             if interval > 0 and now >= next_heartbeat:
                 await self.reporter.report()
                 next_heartbeat = now + interval
             if self.dataplane is not None and self.dataplane.last_report is not None:
-                if self.config["endpointReportingEnabled"]:
+                if self.config.endpoint_reporting_enabled:
                     await self.reporter.report_endpoints(self.dataplane.endpoint_statuses())
                 else:
                     await self.reporter.clear_endpoints()
-            await asyncio.sleep(max(0.2, min(self.config["endpointReportingDelaySecs"], 5.0)))
+            await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))
 
     async def _start_servers(self) -> None:
-        if self.config["healthEnabled"]:
+        if self.config.health_enabled:
             server = HttpServer(
-                self.config["healthHost"],
-                self.config["healthPort"],
+                self.config.health_host,
+                self.config.health_port,
                 self._health_routes(),
             )
             self.health_port = await server.start()
             self._servers.append(server)
             log.info("Health endpoints on %s:%d", server.host, self.health_port)
-        if self.config["prometheusMetricsEnabled"]:
+        if self.config.prometheus_metrics_enabled:
             server = HttpServer(
-                self.config["prometheusMetricsHost"],
-                self.config["prometheusMetricsPort"],
+                self.config.prometheus_metrics_host,
+                self.config.prometheus_metrics_port,
                 {"/metrics": self.metrics.exposition},
             )
             self.metrics_port = await server.start()
@@ -361,12 +362,12 @@ def _datastore_kv(config: felix_config.FelixConfig) -> KVStore:
     from pycalico.datastore.etcd import EtcdKVStore, TLSFiles
 
     tls = None
-    if config["etcdCaFile"] or config["etcdCertFile"] or config["etcdKeyFile"]:
+    if config.etcd_ca_file or config.etcd_cert_file or config.etcd_key_file:
         tls = TLSFiles(
-            config["etcdCaFile"] or None, config["etcdCertFile"] or None,
-            config["etcdKeyFile"] or None,
+            config.etcd_ca_file or None, config.etcd_cert_file or None,
+            config.etcd_key_file or None,
         )  # fmt: skip
-    return EtcdKVStore(list(config["etcdEndpoints"]), tls=tls)
+    return EtcdKVStore(list(config.etcd_endpoints), tls=tls)
 
 
 async def _amain(config_file: str) -> int:

@@ -10,9 +10,10 @@ times a second, retries failures, and resyncs periodically.
 
 Invariants:
 
-* Nothing touches the kernel before the first ``InSync``; the first apply after it replaces the
-  ``calico`` table atomically and resyncs Felix's routes (mark and sweep of stale state from a
-  previous run, without interrupting established flows).
+* Nothing touches the kernel before the first ``InSync``.  The first apply writes the host-wide
+  forwarding sysctls (``ipForwarding: Enabled``, Calico's default; ``Disabled`` leaves them
+  untouched), replaces the ``calico`` table atomically and resyncs Felix's routes (mark and
+  sweep of stale state from a previous run, without interrupting established flows).
 * A failed apply leaves the dirty state dirty; the next apply retries (nft: as a full atomic
   resync).
 * Flowtable offload (``render.flowtable_offload``) is probed once, at the first apply: on a
@@ -58,6 +59,7 @@ class DataplaneOptions:
     render: RenderConfig = field(default_factory=RenderConfig)
     route_protocol: int = 80
     ipv6_support: bool = True
+    ip_forwarding: bool = True  # FelixConfiguration ipForwarding: Enabled
     max_applies_per_second: float = 10.0
     retry_interval: float = 1.0
     route_refresh_interval: float = 90.0
@@ -73,6 +75,14 @@ class ApplyReport:
     routes_pending: int
     interfaces_missing: int
     conntrack_flushed: int
+
+
+def host_sysctls(ipv6: bool) -> list[tuple[str, str]]:
+    """The namespace-wide forwarding sysctls Felix writes when ``ipForwarding`` is Enabled."""
+    values = [("net/ipv4/ip_forward", "1")]
+    if ipv6:
+        values.append(("net/ipv6/conf/all/forwarding", "1"))
+    return values
 
 
 class Dataplane:
@@ -103,6 +113,7 @@ class Dataplane:
         self.flowtable_offload: bool | None = None if options.render.flowtable_offload else False
         self.apply_count = 0
         self.failures = 0
+        self._static_done = False
         self._wake = asyncio.Event()
         self.on_applied: list[Callable[[ApplyReport], None]] = []
 
@@ -143,6 +154,8 @@ class Dataplane:
         if not self.in_sync:
             return None
         start = time.perf_counter()
+        if not self._static_done:
+            self._static_config()
         if self.flowtable_offload is None:
             self._start_flowtable_offload()
         for manager in self.managers:
@@ -170,6 +183,15 @@ class Dataplane:
         for callback in self.on_applied:
             callback(report)
         return report
+
+    def _static_config(self) -> None:
+        """Host-wide kernel settings, once, at the first apply (Go Felix's static config):
+        with ``ipForwarding: Enabled`` the node forwards (IPv6 too when IPv6 is on); with
+        ``Disabled`` the sysctls are left as they are."""
+        if self.options.ip_forwarding:
+            for path, value in host_sysctls(self.options.ipv6_support):
+                self.interfaces.backend.write(path, value)
+        self._static_done = True
 
     def _start_flowtable_offload(self) -> None:
         self.flowtable_offload = flowtable_supported(self.nft.backend)

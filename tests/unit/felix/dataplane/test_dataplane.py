@@ -72,6 +72,25 @@ def test_nothing_touches_the_kernel_before_in_sync(
     assert kernel.sysctls.values["net/ipv6/conf/calia/accept_ra"] == "0"
 
 
+@pytest.mark.parametrize(
+    ("ip_forwarding", "ipv6", "expected"),
+    [
+        (True, True, {"net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1"}),
+        (True, False, {"net/ipv4/ip_forward": "1"}),
+        (False, True, {}),
+    ],
+)
+def test_ip_forwarding_is_written_at_the_first_apply_unless_disabled(
+    kernel: FakeKernel, ip_forwarding: bool, ipv6: bool, expected: dict[str, str]
+) -> None:
+    options = DataplaneOptions(ip_forwarding=ip_forwarding, ipv6_support=ipv6)
+    dataplane = Dataplane(options, kernel.nft, kernel.routes, kernel.sysctls, kernel.conntrack)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    written = {k: v for k, v in kernel.sysctls.values.items() if "/all/" in k or "ip_forward" in k}
+    assert written == expected
+
+
 def test_incremental_apply_sends_only_what_changed(
     dataplane: Dataplane, kernel: FakeKernel
 ) -> None:
