@@ -323,9 +323,14 @@ class Felix:
             if interval > 0 and now >= next_heartbeat:
                 await self.reporter.report()
                 next_heartbeat = now + interval
-            if self.dataplane is not None and self.dataplane.last_report is not None:
+            dataplane = self.dataplane
+            if (
+                dataplane is not None
+                and dataplane.last_report is not None
+                and not dataplane.applying
+            ):
                 if self.config.endpoint_reporting_enabled:
-                    await self.reporter.report_endpoints(self.dataplane.endpoint_statuses())
+                    await self.reporter.report_endpoints(dataplane.endpoint_statuses())
                 else:
                     await self.reporter.clear_endpoints()
             await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))

@@ -15,6 +15,7 @@ import pytest
 from pycalico.felix import messages as m
 from pycalico.felix.dataplane.loop import DataplaneOptions
 from pycalico.felix.drivers.errors import NftError
+from pycalico.felix.drivers.routes import Route
 from pycalico.felix.rules.model import Chain, RenderConfig
 from pycalico.testing import netns
 from pycalico.testing.connectivity import ConnectivityChecker, Endpoint, Probe
@@ -375,13 +376,19 @@ def test_route_resync_in_bulk_sweeps_stale_and_keeps_foreign_routes(
         topology.node, "ip", "route", "add", "blackhole", "10.78.0.0/24", "proto", "static"
     )
     try:
-        blocks = [m.RouteUpdate(f"10.79.{i}.0/26", "blackhole") for i in range(20)]
-        node.start(*blocks)
+        # Felix's own routes of a previous run (proto 80) are desired again before the first
+        # apply, whose resync must keep them, sweep the rest of proto 80, and leave others.
+        for i in range(20):
+            node.dataplane.route_table.set_route(
+                Route(f"10.79.{i}.0/26", type="blackhole", protocol=80)
+            )
+        node.start()
         routes = netns.netns_run(topology.node, "ip", "route", "show", "proto", "80")
         assert all(f"blackhole 10.79.{i}.0/26" in routes for i in range(20)), routes
         assert "10.77." not in routes
         assert "10.78.0.0/24" in netns.netns_run(topology.node, "ip", "route")
-        node.send(m.RouteRemove("10.79.0.0/26"))
+        node.dataplane.route_table.remove_route("10.79.0.0/26")
+        node.send()
         assert "10.79.0.0/26" not in netns.netns_run(topology.node, "ip", "route")
     finally:
         netns.netns_run(

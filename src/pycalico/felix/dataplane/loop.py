@@ -6,7 +6,9 @@ program the kernel — interface sysctls, ONE nft transaction, routes, conntrack
 departed addresses — in that order, so a new workload is policed before it is reachable.
 ``Dataplane.run(queue)`` is the asyncio loop the daemon uses: it drains every queued batch
 before applying (coalescing is the back-pressure), applies at most ``max_applies_per_second``
-times a second, retries failures, and resyncs periodically.
+times a second, retries failures, and resyncs periodically.  ``run`` does each apply — the
+blocking kernel I/O: nft, netlink, /proc/sys, conntrack — on its own apply thread, so the event
+loop keeps serving health checks, the syncer and status while the kernel works.
 
 Invariants:
 
@@ -16,6 +18,11 @@ Invariants:
   sweep of stale state from a previous run, without interrupting established flows).
 * A failed apply leaves the dirty state dirty; the next apply retries (nft: as a full atomic
   resync).
+* While an apply runs on the apply thread (``applying``), the loop thread touches none of the
+  state it uses: ``run`` is suspended waiting for it, queued messages wait in the queue, link
+  events are held and replayed after it, and readers (``endpoint_statuses``) wait for the next
+  report.  The apply thread is created by ``run``, so it is in the network namespace ``run``
+  was started in (``/proc/sys/net`` follows the calling thread's namespace).
 * Flowtable offload (``render.flowtable_offload``) is probed once, at the first apply: on a
   kernel without flowtables Felix logs a warning and runs without offload (policy unchanged)
   rather than failing every transaction.  When on, the flowtable's devices are exactly the
@@ -25,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -114,6 +122,8 @@ class Dataplane:
         self.apply_count = 0
         self.failures = 0
         self._static_done = False
+        self.applying = False  # an apply runs on the apply thread (see the invariants)
+        self._held_links: list[tuple[str, bool]] = []
         self._wake = asyncio.Event()
         self.on_applied: list[Callable[[ApplyReport], None]] = []
 
@@ -134,7 +144,10 @@ class Dataplane:
             self.on_update(message)
 
     def on_link(self, interface: str, present: bool) -> None:
-        """A netlink link event (called on the loop's thread)."""
+        """A netlink link event (called on the loop's thread; held while an apply runs)."""
+        if self.applying:
+            self._held_links.append((interface, present))
+            return
         if present:
             self.interfaces.link_added(interface)
             self.route_table.interface_changed(interface)
@@ -236,6 +249,8 @@ class Dataplane:
         last_route_refresh = last_nft_refresh = time.monotonic()
         getter: asyncio.Task[list[Message]] | None = None
         waker: asyncio.Task[bool] | None = None
+        # One thread, created here so that it shares this thread's network namespace.
+        kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="felix-apply")
         try:
             while True:
                 if getter is None:
@@ -269,17 +284,27 @@ class Dataplane:
                     while not queue.empty():
                         self.on_updates(queue.get_nowait())
                 last_apply = time.monotonic()
-                try:
-                    # On the loop's thread: managers are not thread-safe, and an apply is short.
-                    self.apply()
-                except DataplaneError as error:
-                    self.failures += 1
-                    self.healthy = False
-                    log.error("dataplane apply failed (will retry): %s", error)
+                await self._apply_off_loop(kernel)
         finally:
             for task in (getter, waker):
                 if task is not None:
                     task.cancel()
+            kernel.shutdown(wait=False)
+
+    async def _apply_off_loop(self, kernel: concurrent.futures.Executor) -> None:
+        """``apply`` on the apply thread; the loop stays free meanwhile (see the invariants)."""
+        self.applying = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(kernel, self.apply)
+        except DataplaneError as error:
+            self.failures += 1
+            self.healthy = False
+            log.error("dataplane apply failed (will retry): %s", error)
+        finally:
+            self.applying = False
+            held, self._held_links = self._held_links, []
+            for interface, present in held:
+                self.on_link(interface, present)
 
     def _has_work(self) -> bool:
         return self.dirty or any(manager.dirty for manager in self.managers)

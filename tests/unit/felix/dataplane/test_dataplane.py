@@ -248,3 +248,44 @@ def test_host_endpoints_named_and_wildcard(dataplane: Dataplane, kernel: FakeKer
         f"iifname vmap @{names.MAP_FROM_HEP}"
     ]
     assert "cali-fh-all" not in kernel.nft.table().chains
+
+
+async def test_the_kernel_apply_runs_off_the_event_loop_thread(kernel: FakeKernel) -> None:
+    """The nft transaction blocks until a coroutine on the loop releases it: an apply on the
+    loop's own thread would never see the release (and the wait would time out)."""
+    import asyncio
+    import threading
+
+    release = threading.Event()
+    applied_on: list[str] = []
+    real_run = kernel.nft.run
+
+    def blocking_run(text: str) -> None:
+        applied_on.append(threading.current_thread().name)
+        assert release.wait(5), "the loop was blocked while the kernel was programmed"
+        real_run(text)
+
+    kernel.nft.run = blocking_run  # type: ignore[method-assign]
+    dataplane = Dataplane(
+        DataplaneOptions(), kernel.nft, kernel.routes, kernel.sysctls, kernel.conntrack
+    )
+    applied = asyncio.Event()
+    dataplane.on_applied.append(lambda _report: applied.set())
+    queue: asyncio.Queue[list[m.Message]] = asyncio.Queue()
+    queue.put_nowait([m.ActiveProfileUpdate(PROFILE, (ALLOW,), (ALLOW,)), m.InSync()])
+    task = asyncio.ensure_future(dataplane.run(queue))
+    try:
+        while not applied_on:
+            await asyncio.sleep(0.01)
+        assert dataplane.applying
+        dataplane.on_link("calia", True)  # a link event meanwhile is held, not applied
+        assert dataplane._held_links == [("calia", True)]
+        release.set()
+        await asyncio.wait_for(applied.wait(), 5)
+        assert applied_on[0].startswith("felix-apply")
+        await asyncio.sleep(0)
+        assert not dataplane.applying and dataplane.last_report is not None
+        assert dataplane._held_links == []  # replayed after the apply
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
