@@ -55,6 +55,8 @@ _LEVELS = {"Debug": 10, "Info": 20, "Warning": 30, "Error": 40, "Fatal": 50}
 
 # Go Felix ends with log.Fatal (status 1) on "datastore became unready"; calico-node restarts it.
 EXIT_DATASTORE_NOT_READY = 1
+# Logged once, when the first apply after in-sync has programmed the kernel.
+PROGRAMMED_MESSAGE = "Dataplane programmed"
 # Go Felix logs its waiting line on every 1 s poll; a watch does not poll, so repeat it this often.
 WAITING_LOG_INTERVAL = 10.0
 
@@ -142,6 +144,7 @@ class Felix:
         self._pending: list[Message] = []
         self._dataplane_task: asyncio.Task[None] | None = None
         self.datastore_locked = False  # waiting at start for datastoreReady to turn true
+        self._programmed = False  # the first apply has completed
         self._cluster_information = ResourceKey(
             "ClusterInformation", ready_flag.CLUSTER_INFORMATION_NAME
         )
@@ -301,6 +304,16 @@ class Felix:
             log.warning("link watcher unavailable: %s", error)
 
     def _on_applied(self, report: ApplyReport) -> None:
+        if not self._programmed:
+            self._programmed = True
+            # Operators (and bench.felix_cold_start) read this line: the dataplane is programmed.
+            log.info(
+                "%s: first apply %.3f s, %d nft bytes, %d routes pending",
+                PROGRAMMED_MESSAGE,
+                report.seconds,
+                report.nft_bytes,
+                report.routes_pending,
+            )
         self.metrics.apply_time.observe(report.seconds)
         if report.nft_bytes:
             self.metrics.nft_bytes.observe(report.nft_bytes)

@@ -34,15 +34,18 @@ async def test_initial_state_then_changes_as_decoded_resources() -> None:
     first = await store.create(pool("p1", "10.65.0.0/16"))
     await kv.put("/calico/ipam/v2/config", b"{}")  # outside the watched kinds
     batches: list[ResourceBatch] = []
+    in_sync = asyncio.Event()
 
     async def consume() -> None:
         async for batch in ResourceSyncer(kv, ["IPPool", "tiers"]):
             batches.append(batch)
+            if batch.in_sync:
+                in_sync.set()
             if sum(len(b.updates) for b in batches) == 3:
                 return
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(in_sync.wait(), 5)  # the snapshot is listed: changes come by watch
     second = await store.create(pool("p2", "10.66.0.0/16"))
     await store.delete("IPPool", "p1")
     await asyncio.wait_for(task, 5)
