@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pycalico.datastore import paths
 from pycalico.datastore.paths import AffinityKey
@@ -35,9 +36,12 @@ log = logging.getLogger(__name__)
 _BY_PLURAL: dict[str, KindInfo] = {info.plural: info for info in KINDS.values()}
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceKey:
-    """A v3 resource's identity: ``kind`` is the Kind (``"WorkloadEndpoint"``)."""
+class ResourceKey(NamedTuple):
+    """A v3 resource's identity: ``kind`` is the Kind (``"WorkloadEndpoint"``).
+
+    A named tuple, not a dataclass: the calculation graph hashes and compares keys in its inner
+    loops, and a tuple does both in C (a dataclass's ``__eq__`` is Python code).
+    """
 
     kind: str
     name: str
