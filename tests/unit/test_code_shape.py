@@ -29,7 +29,6 @@ FUNCTIONS_KEPT: set[str] = {
     "ipam/check.py::analyse",  # being split on branch arch-ipam
     "ctl/ipam_check.py::summary_lines",  # being split on branch arch-ipam
     "cni/config.py::NetConf.parse",  # being split on branch arch-ipam
-    "felix/rules/endpoints.py::static_chains",  # being split on branch arch-stream
     "lab/cluster.py::up",  # being split on branch docs
 }
 
