@@ -26,7 +26,6 @@ MODULES_KEPT: set[str] = set()
 
 # "path::qualified name".  The goal is an empty set; the lead removes entries at merge.
 FUNCTIONS_KEPT: set[str] = {
-    "felix/rules/endpoints.py::static_chains",  # being split on branch arch-stream
     "lab/cluster.py::up",  # being split on branch docs
 }
 

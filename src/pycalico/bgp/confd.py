@@ -1,8 +1,9 @@
 """confd: watch the BGP view of the datastore, render BIRD's configuration, reload BIRD.
 
-What it is: the I/O around ``processor`` and ``render``.  One ``Syncer`` per prefix it needs
-(BGPConfigurations, Nodes, BGPPeers, IPPools, and this node's IPAM affinities under
-``/calico/ipam/v2/host/<node>/``), so a busy cluster's workload-endpoint churn never reaches it.
+What it is: the I/O around ``processor`` and ``render``.  It consumes the typed update stream
+(``datastore.resource_syncer``; decoding happens there, not here): one ``ResourceSyncer`` per kind
+it needs (BGPConfigurations, Nodes, BGPPeers, IPPools, BGPFilters) and one for this node's IPAM
+affinities, so a busy cluster's workload-endpoint churn never reaches it.
 After every change (coalesced: whatever arrived while a render ran is handled by the next one)
 it builds the configuration, renders it, and only if the text differs from what is on disk:
 writes it to a temporary file; when BIRD runs, has it load that file (``configure "<file>"``
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 from pycalico.bgp.bird import BirdControl, BirdError, check_config
 from pycalico.bgp.processor import BgpInputs, BirdConfig, build, password_refs
 from pycalico.bgp.render import render
-from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
-from pycalico.datastore.syncer import Syncer, SyncerUpdate, SyncStatus
+from pycalico.datastore.paths import AffinityKey
+from pycalico.datastore.resource_syncer import ResourceSyncer
+from pycalico.datastore.updates import BlockAffinity, ResourceUpdate
 from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
 from pycalico.model.bgpfilter import BGPFilter
-from pycalico.model.codec import ValidationFailure, decode_value
 from pycalico.model.ipam import IPPool
 from pycalico.model.meta import Resource
 from pycalico.model.node import Node
@@ -103,36 +103,22 @@ class ConfdState:
     )
     affinities: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, update: SyncerUpdate) -> bool:
-        """Apply one update; True if it is one confd cares about."""
-        key = update.key
-        if key.startswith(paths.RESOURCE_ROOT):
-            try:
-                plural, _, name = paths.parse_resource_key(key)
-            except paths.InvalidKey:
-                return False
-            model = _KINDS.get(plural)
-            if model is None:
-                return False
-            if update.value is None:
-                return self.resources[plural].pop(name, None) is not None
-            try:
-                self.resources[plural][name] = decode_value(update.value, kind=model)
-            except ValidationFailure as error:
-                log.warning("confd: ignoring unreadable %s: %s", key, error)
-                return self.resources[plural].pop(name, None) is not None
+    def apply(self, update: ResourceUpdate) -> bool:
+        """Apply one typed update of the stream; True if it is one confd cares about."""
+        key, value = update.key, update.resource
+        if isinstance(key, AffinityKey):
+            if not isinstance(value, BlockAffinity):
+                return self.affinities.pop(key.cidr, None) is not None
+            self.affinities[key.cidr] = value.state
             return True
-        if key.startswith(paths.IPAM_ROOT):
-            try:
-                affinity = paths.parse_affinity_key(key)
-            except (paths.InvalidKey, ValueError):
-                return False
-            state = _affinity_state(update.value)
-            if state is None:
-                return self.affinities.pop(affinity.cidr, None) is not None
-            self.affinities[affinity.cidr] = state
-            return True
-        return False
+        plural = key.info.plural
+        if plural not in self.resources:
+            return False
+        if value is None:
+            return self.resources[plural].pop(key.name, None) is not None
+        assert isinstance(value, Resource)
+        self.resources[plural][key.name] = value
+        return True
 
     def inputs(
         self, node_name: str, passwords: Mapping[tuple[str | None, str], str], router_id: str | None
@@ -163,22 +149,6 @@ class ConfdState:
     @property
     def peers(self) -> list[BGPPeer]:
         return [r for r in self.resources["bgppeers"].values() if isinstance(r, BGPPeer)]
-
-
-def _affinity_state(value: bytes | None) -> str | None:
-    """The affinity state, "" for the legacy empty value, None if absent or deleted."""
-    if value is None:
-        return None
-    if not value.strip():
-        return ""
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return ""
-    if not isinstance(data, dict) or data.get("deleted"):
-        return None if isinstance(data, dict) else ""
-    state = data.get("state", "")
-    return state if isinstance(state, str) else ""
 
 
 def _write_temporary(path: str, text: str) -> str:
@@ -242,10 +212,12 @@ class Confd:
         self.on_render = on_render
         self.state = ConfdState()
         self.stats = ConfdStats()
-        self.prefixes = [paths.resource_prefix(plural) for plural in _KINDS] + [
-            paths.affinity_prefix(node_name)
+        # One stream per kind (and one for this node's affinities), so that a busy cluster's
+        # endpoint churn under the same key prefix never reaches confd.
+        self.streams = [ResourceSyncer(kv, [plural]) for plural in _KINDS] + [
+            ResourceSyncer(kv, [], affinities_of=node_name)
         ]
-        self._in_sync: set[str] = set()
+        self._in_sync: set[int] = set()
         self._dirty = asyncio.Event()
         self._text: str | None = None
         # A file was written that BIRD was not told about (it was not running yet, or did not
@@ -258,14 +230,13 @@ class Confd:
                 self._text = file.read()
         return self._text
 
-    async def _follow(self, prefix: str) -> None:
-        syncer = Syncer(self.kv, prefix)
-        async for batch in syncer:
+    async def _follow(self, index: int) -> None:
+        async for batch in self.streams[index]:
             changed = False
             for update in batch.updates:
                 changed |= self.state.apply(update)
-            if batch.status is SyncStatus.IN_SYNC and prefix not in self._in_sync:
-                self._in_sync.add(prefix)
+            if batch.in_sync and index not in self._in_sync:
+                self._in_sync.add(index)
                 changed = True
             if changed:
                 self._dirty.set()
@@ -367,12 +338,12 @@ class Confd:
 
     async def run(self) -> None:
         """Follow the datastore and keep the configuration current; runs until cancelled."""
-        tasks = [asyncio.create_task(self._follow(prefix)) for prefix in self.prefixes]
+        tasks = [asyncio.create_task(self._follow(i)) for i in range(len(self.streams))]
         try:
             while True:
                 await self._next_change()
                 self._dirty.clear()
-                if len(self._in_sync) < len(self.prefixes):
+                if len(self._in_sync) < len(self.streams):
                     continue
                 try:
                     await self.render_once()

@@ -26,6 +26,7 @@ its routes by protocol alone (see ``felix.drivers.routes``).
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import re
 import socket
@@ -107,6 +108,11 @@ def _str(text: str) -> str:
     return text.strip()
 
 
+_FAILSAFE_IN = "tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
+_FAILSAFE_OUT = "udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
+_SEVERITIES = _choice("Debug", "Info", "Warning", "Error", "Fatal")
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     name: str  # FelixConfiguration JSON name
@@ -115,54 +121,119 @@ class Field:
     restart: bool = True
 
 
-_FAILSAFE_IN = "tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
-_FAILSAFE_OUT = "udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
+def _setting(name: str, parse: Callable[[str], Any], default: str, restart: bool = True) -> Any:
+    """A typed attribute of ``FelixConfig``, read from the Calico field ``name``."""
+    return dataclasses.field(metadata={"felix": Field(name, parse, default, restart)})
 
-FIELDS: tuple[Field, ...] = (
-    Field("felixHostname", _str, ""),
-    Field("datastoreType", _choice("etcdv3"), "etcdv3"),
-    Field("etcdEndpoints", _list, "http://127.0.0.1:2379"),
-    Field("etcdCaFile", _str, ""),
-    Field("etcdCertFile", _str, ""),
-    Field("etcdKeyFile", _str, ""),
-    Field("interfacePrefix", _list, "cali"),
-    Field("interfaceExclude", _list, "kube-ipvs0"),
-    Field("defaultEndpointToHostAction", _choice("Drop", "Accept", "Return"), "Drop"),
-    Field("iptablesFilterDenyAction", _choice("Drop", "Reject"), "Drop"),
-    Field("logPrefix", _str, "calico-packet"),
-    Field(
-        "logSeverityScreen",
-        _choice("Debug", "Info", "Warning", "Error", "Fatal"),
-        "Info",
-        restart=False,
-    ),
-    Field("logFilePath", _str, "/var/log/calico/felix.log"),
-    Field("logSeverityFile", _choice("Debug", "Info", "Warning", "Error", "Fatal"), "Info"),
-    Field("reportingInterval", parse_duration, "30s", restart=False),
-    Field("reportingTTL", parse_duration, "90s", restart=False),
-    Field("routeRefreshInterval", parse_duration, "90s"),
-    Field("iptablesRefreshInterval", parse_duration, "180s"),
-    Field("deviceRouteProtocol", int, "80"),
-    Field("removeExternalRoutes", parse_bool, "true"),
-    Field("vxlanPort", int, "4789"),
-    Field("failsafeInboundHostPorts", parse_ports, _FAILSAFE_IN),
-    Field("failsafeOutboundHostPorts", parse_ports, _FAILSAFE_OUT),
-    Field("healthEnabled", parse_bool, "false"),
-    Field("healthHost", _str, "localhost"),
-    Field("healthPort", int, "9099"),
-    Field("prometheusMetricsEnabled", parse_bool, "false"),
-    Field("prometheusMetricsHost", _str, ""),
-    Field("prometheusMetricsPort", int, "9091"),
-    Field("endpointReportingEnabled", parse_bool, "false", restart=False),
-    Field("endpointReportingDelaySecs", parse_duration, "1", restart=False),
-    Field("endpointStatusPathPrefix", _str, "/var/run/calico"),
-    Field("disableConntrackInvalidCheck", parse_bool, "false"),
-    Field("ipv6Support", parse_bool, "true"),
-    Field("allowVXLANPacketsFromWorkloads", parse_bool, "false"),
-    Field("allowIPIPPacketsFromWorkloads", parse_bool, "false"),
-    Field("openstackRegion", _str, ""),
-    Field("maxIpsetSize", int, "1048576"),
-    Field("nftablesFlowTableOffload", _choice("Enabled", "Disabled"), "Disabled"),
+
+@dataclass(frozen=True, slots=True)
+class FelixConfig:
+    """The effective Felix settings, typed (kopf's style: one attribute per parameter).
+
+    Each attribute's metadata names its Calico field, parser, built-in default and whether a
+    change needs a restart; ``load`` builds it, ``sources`` says where each value came from.
+    """
+
+    felix_hostname: str = _setting("felixHostname", _str, "")
+    datastore_type: str = _setting("datastoreType", _choice("etcdv3"), "etcdv3")
+    etcd_endpoints: tuple[str, ...] = _setting("etcdEndpoints", _list, "http://127.0.0.1:2379")
+    etcd_ca_file: str = _setting("etcdCaFile", _str, "")
+    etcd_cert_file: str = _setting("etcdCertFile", _str, "")
+    etcd_key_file: str = _setting("etcdKeyFile", _str, "")
+    interface_prefix: tuple[str, ...] = _setting("interfacePrefix", _list, "cali")
+    interface_exclude: tuple[str, ...] = _setting("interfaceExclude", _list, "kube-ipvs0")
+    default_endpoint_to_host_action: str = _setting(
+        "defaultEndpointToHostAction", _choice("Drop", "Accept", "Return"), "Drop"
+    )
+    iptables_filter_deny_action: str = _setting(
+        "iptablesFilterDenyAction", _choice("Drop", "Reject"), "Drop"
+    )
+    log_prefix: str = _setting("logPrefix", _str, "calico-packet")
+    log_severity_screen: str = _setting("logSeverityScreen", _SEVERITIES, "Info", restart=False)
+    log_file_path: str = _setting("logFilePath", _str, "/var/log/calico/felix.log")
+    log_severity_file: str = _setting("logSeverityFile", _SEVERITIES, "Info")
+    reporting_interval: float = _setting("reportingInterval", parse_duration, "30s", False)
+    reporting_ttl: float = _setting("reportingTTL", parse_duration, "90s", restart=False)
+    route_refresh_interval: float = _setting("routeRefreshInterval", parse_duration, "90s")
+    iptables_refresh_interval: float = _setting("iptablesRefreshInterval", parse_duration, "180s")
+    device_route_protocol: int = _setting("deviceRouteProtocol", int, "80")
+    remove_external_routes: bool = _setting("removeExternalRoutes", parse_bool, "true")
+    vxlan_port: int = _setting("vxlanPort", int, "4789")
+    failsafe_inbound_host_ports: tuple[FailsafePort, ...] = _setting(
+        "failsafeInboundHostPorts", parse_ports, _FAILSAFE_IN
+    )
+    failsafe_outbound_host_ports: tuple[FailsafePort, ...] = _setting(
+        "failsafeOutboundHostPorts", parse_ports, _FAILSAFE_OUT
+    )
+    health_enabled: bool = _setting("healthEnabled", parse_bool, "false")
+    health_host: str = _setting("healthHost", _str, "localhost")
+    health_port: int = _setting("healthPort", int, "9099")
+    prometheus_metrics_enabled: bool = _setting("prometheusMetricsEnabled", parse_bool, "false")
+    prometheus_metrics_host: str = _setting("prometheusMetricsHost", _str, "")
+    prometheus_metrics_port: int = _setting("prometheusMetricsPort", int, "9091")
+    endpoint_reporting_enabled: bool = _setting(
+        "endpointReportingEnabled", parse_bool, "false", restart=False
+    )
+    endpoint_reporting_delay_secs: float = _setting(
+        "endpointReportingDelaySecs", parse_duration, "1", restart=False
+    )
+    endpoint_status_path_prefix: str = _setting("endpointStatusPathPrefix", _str, "/var/run/calico")
+    disable_conntrack_invalid_check: bool = _setting(
+        "disableConntrackInvalidCheck", parse_bool, "false"
+    )
+    ipv6_support: bool = _setting("ipv6Support", parse_bool, "true")
+    ip_forwarding: str = _setting("ipForwarding", _choice("Enabled", "Disabled"), "Enabled")
+    allow_vxlan_packets_from_workloads: bool = _setting(
+        "allowVXLANPacketsFromWorkloads", parse_bool, "false"
+    )
+    allow_ipip_packets_from_workloads: bool = _setting(
+        "allowIPIPPacketsFromWorkloads", parse_bool, "false"
+    )
+    openstack_region: str = _setting("openstackRegion", _str, "")
+    max_ipset_size: int = _setting("maxIpsetSize", int, "1048576")
+    nftables_flow_table_offload: str = _setting(
+        "nftablesFlowTableOffload", _choice("Enabled", "Disabled"), "Disabled"
+    )
+    # By Calico field name: "default", "datastore", "file" or "env".
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def hostname(self) -> str:
+        return self.felix_hostname
+
+    def render(self) -> RenderConfig:
+        return RenderConfig(
+            interface_prefixes=self.interface_prefix,
+            default_endpoint_to_host_action=self.default_endpoint_to_host_action,  # type: ignore[arg-type]
+            disable_conntrack_invalid_check=self.disable_conntrack_invalid_check,
+            deny_action=self.iptables_filter_deny_action,  # type: ignore[arg-type]
+            log_prefix=self.log_prefix,
+            allow_vxlan_packets_from_workloads=self.allow_vxlan_packets_from_workloads,
+            allow_ipip_packets_from_workloads=self.allow_ipip_packets_from_workloads,
+            vxlan_port=self.vxlan_port,
+            ipv6_support=self.ipv6_support,
+            failsafe_inbound=self.failsafe_inbound_host_ports,
+            failsafe_outbound=self.failsafe_outbound_host_ports,
+            flowtable_offload=self.nftables_flow_table_offload == "Enabled",
+        )
+
+    def status_region(self) -> str:
+        return f"region-{self.openstack_region}" if self.openstack_region else "no-region"
+
+    def value(self, name: str) -> Any:
+        """The parsed value of the Calico field ``name`` (any spelling; for tests and logs)."""
+        field = _field(name)
+        if field is None:
+            raise KeyError(name)
+        return getattr(self, _ATTRIBUTES[field.name])
+
+
+# Calico field name -> attribute, and the fields in declaration order.
+_ATTRIBUTES: dict[str, str] = {
+    f.metadata["felix"].name: f.name for f in dataclasses.fields(FelixConfig) if f.metadata
+}
+FIELDS: tuple[Field, ...] = tuple(
+    f.metadata["felix"] for f in dataclasses.fields(FelixConfig) if f.metadata
 )
 _BY_LOWER = {field.name.lower(): field for field in FIELDS}
 # Calico's older/alternative spellings of the same fields.
@@ -177,39 +248,6 @@ _ALIASES = {
 def _field(name: str) -> Field | None:
     lowered = name.lower()
     return _BY_LOWER.get(_ALIASES.get(lowered, lowered))
-
-
-@dataclass(frozen=True)
-class FelixConfig:
-    values: Mapping[str, Any]  # by FelixConfiguration name, parsed
-    sources: Mapping[str, str]  # by name: "default", "datastore", "file", "env"
-
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
-
-    @property
-    def hostname(self) -> str:
-        return str(self.values["felixHostname"])
-
-    def render(self) -> RenderConfig:
-        return RenderConfig(
-            interface_prefixes=tuple(self.values["interfacePrefix"]),
-            default_endpoint_to_host_action=self.values["defaultEndpointToHostAction"],
-            disable_conntrack_invalid_check=self.values["disableConntrackInvalidCheck"],
-            deny_action=self.values["iptablesFilterDenyAction"],
-            log_prefix=self.values["logPrefix"],
-            allow_vxlan_packets_from_workloads=self.values["allowVXLANPacketsFromWorkloads"],
-            allow_ipip_packets_from_workloads=self.values["allowIPIPPacketsFromWorkloads"],
-            vxlan_port=self.values["vxlanPort"],
-            ipv6_support=self.values["ipv6Support"],
-            failsafe_inbound=self.values["failsafeInboundHostPorts"],
-            failsafe_outbound=self.values["failsafeOutboundHostPorts"],
-            flowtable_offload=self.values["nftablesFlowTableOffload"] == "Enabled",
-        )
-
-    def status_region(self) -> str:
-        region = self.values["openstackRegion"]
-        return f"region-{region}" if region else "no-region"
 
 
 def read_config_file(path: str) -> dict[str, str]:
@@ -267,15 +305,19 @@ def load(
     for field in FIELDS:
         text, source = raw[field.name]
         try:
-            parsed[field.name] = field.parse(text)
+            parsed[_ATTRIBUTES[field.name]] = field.parse(text)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"config {field.name} (from {source}): {error}") from None
-    if not parsed["felixHostname"]:
+    if not parsed["felix_hostname"]:
         hostname = default_hostname or os.environ.get("NODENAME") or socket.gethostname()
-        parsed["felixHostname"] = hostname
-    return FelixConfig(parsed, {name: source for name, (_, source) in raw.items()})
+        parsed["felix_hostname"] = hostname
+    return FelixConfig(**parsed, sources={name: source for name, (_, source) in raw.items()})
 
 
 def restart_needed(old: FelixConfig, new: FelixConfig) -> list[str]:
     """The restart-only fields whose values differ (empty: no restart)."""
-    return [f.name for f in FIELDS if f.restart and old.values[f.name] != new.values[f.name]]
+    return [
+        f.name
+        for f in FIELDS
+        if f.restart and getattr(old, _ATTRIBUTES[f.name]) != getattr(new, _ATTRIBUTES[f.name])
+    ]

@@ -37,15 +37,17 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import cast
 
-from pycalico.datastore import paths
 from pycalico.datastore.api import KVStore
-from pycalico.datastore.syncer import Syncer, SyncerBatch, SyncStatus
+from pycalico.datastore.resource_syncer import ResourceBatch, ResourceSyncer
+from pycalico.datastore.syncer import SyncStatus
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
 from pycalico.felix.status import HttpServer, Metrics, StatusReporter
+from pycalico.model.node import ClusterInformation
 
 log = logging.getLogger("pycalico.felix")
 
@@ -53,6 +55,8 @@ _LEVELS = {"Debug": 10, "Info": 20, "Warning": 30, "Error": 40, "Fatal": 50}
 
 # Go Felix ends with log.Fatal (status 1) on "datastore became unready"; calico-node restarts it.
 EXIT_DATASTORE_NOT_READY = 1
+# Logged once, when the first apply after in-sync has programmed the kernel.
+PROGRAMMED_MESSAGE = "Dataplane programmed"
 # Go Felix logs its waiting line on every 1 s poll; a watch does not poll, so repeat it this often.
 WAITING_LOG_INTERVAL = 10.0
 
@@ -69,15 +73,15 @@ def setup_logging(config: felix_config.FelixConfig) -> None:
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s [%(levelname)s] felix %(name)s: %(message)s")
     screen = logging.StreamHandler(sys.stderr)
-    screen.setLevel(_LEVELS[config["logSeverityScreen"]])
+    screen.setLevel(_LEVELS[config.log_severity_screen])
     screen.setFormatter(fmt)
     root.addHandler(screen)
-    path = config["logFilePath"]
+    path = config.log_file_path
     if path and path.lower() != "none":
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             file_handler = logging.FileHandler(path)
-            file_handler.setLevel(_LEVELS[config["logSeverityFile"]])
+            file_handler.setLevel(_LEVELS[config.log_severity_file])
             file_handler.setFormatter(fmt)
             root.addHandler(file_handler)
     root.setLevel(logging.DEBUG)
@@ -101,10 +105,11 @@ def _real_dataplane(options: DataplaneOptions) -> Dataplane:
 def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
     return DataplaneOptions(
         render=config.render(),
-        route_protocol=config["deviceRouteProtocol"],
-        ipv6_support=config["ipv6Support"],
-        route_refresh_interval=config["routeRefreshInterval"] or 90.0,
-        nft_refresh_interval=config["iptablesRefreshInterval"] or 180.0,
+        route_protocol=config.device_route_protocol,
+        ipv6_support=config.ipv6_support,
+        ip_forwarding=config.ip_forwarding == "Enabled",
+        route_refresh_interval=config.route_refresh_interval or 90.0,
+        nft_refresh_interval=config.iptables_refresh_interval or 180.0,
     )
 
 
@@ -127,7 +132,7 @@ class Felix:
         self.dataplane: Dataplane | None = None
         self.queue: asyncio.Queue[list[Message]] = asyncio.Queue()
         self.reporter = StatusReporter(
-            kv, self.hostname, bootstrap["openstackRegion"], bootstrap["reportingTTL"]
+            kv, self.hostname, bootstrap.openstack_region, bootstrap.reporting_ttl
         )
         self._datastore_config: dict[str, str] = {}
         self._tick = time.monotonic()
@@ -139,6 +144,10 @@ class Felix:
         self._pending: list[Message] = []
         self._dataplane_task: asyncio.Task[None] | None = None
         self.datastore_locked = False  # waiting at start for datastoreReady to turn true
+        self._programmed = False  # the first apply has completed
+        self._cluster_information = ResourceKey(
+            "ClusterInformation", ready_flag.CLUSTER_INFORMATION_NAME
+        )
 
     # --- health ------------------------------------------------------------------------------
 
@@ -182,8 +191,8 @@ class Felix:
         self.config = new
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                handler.setLevel(_LEVELS[new["logSeverityScreen"]])
-        self.reporter.ttl = max(1, int(new["reportingTTL"]))
+                handler.setLevel(_LEVELS[new.log_severity_screen])
+        self.reporter.ttl = max(1, int(new.reporting_ttl))
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -194,14 +203,11 @@ class Felix:
             tasks.append(asyncio.ensure_future(self._ticker()))
             await self._wait_for_datastore_ready()
             tasks.append(asyncio.ensure_future(self._report_loop()))
-            syncer = Syncer(self.kv, [paths.RESOURCE_ROOT])
-            async for batch in syncer:
+            # The one typed stream, following exactly the kinds the graph has handlers for.
+            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds))
+            async for batch in stream:
                 start = time.perf_counter()
-                for update in batch.updates:
-                    self.graph.on_update(update.key, update.value)
-                if batch.in_sync:
-                    self.graph.on_in_sync()
-                messages = self.graph.flush()
+                messages = self.graph.on_batch(batch.updates, batch.in_sync)
                 self.metrics.calc_time.observe(time.perf_counter() - start)
                 if messages and isinstance(messages[0], DatastoreNotReady):
                     # Nothing from this flush on reaches the kernel; the next Felix waits.
@@ -236,20 +242,21 @@ class Felix:
         Go Felix polls the flag every second before it creates its syncer; here a syncer on
         that one key answers as soon as ``calicoctl datastore migrate unlock`` writes it.
         """
-        syncer = Syncer(self.kv, [ready_flag.CLUSTER_INFORMATION_KEY])
-        value: bytes | None = None
+        syncer = ResourceSyncer(self.kv, ["ClusterInformation"])
+        info: ClusterInformation | None = None
         reminder: asyncio.Task[None] | None = None
         try:
             # batches() is an async generator: close it so its watch ends with the wait.
-            stream = cast(AsyncGenerator[SyncerBatch, None], syncer.batches())
+            stream = cast(AsyncGenerator[ResourceBatch, None], syncer.batches())
             async with contextlib.aclosing(stream) as batches:
                 async for batch in batches:
                     for update in batch.updates:
-                        if update.key == ready_flag.CLUSTER_INFORMATION_KEY:
-                            value = update.value
+                        if update.key == self._cluster_information:
+                            resource = update.resource
+                            info = resource if isinstance(resource, ClusterInformation) else None
                     if syncer.status is not SyncStatus.IN_SYNC:
                         continue
-                    if ready_flag.datastore_ready_from_value(value):
+                    if ready_flag.datastore_ready(info):
                         if self.datastore_locked:
                             log.info("Datastore is ready (unlocked): starting to sync")
                         self.datastore_locked = False
@@ -285,7 +292,7 @@ class Felix:
         from pycalico.felix.drivers.interfaces import LinkWatcher
 
         loop = asyncio.get_running_loop()
-        prefixes = tuple(self.config["interfacePrefix"])
+        prefixes = tuple(self.config.interface_prefix)
 
         def on_link(name: str, present: bool) -> None:
             if name.startswith(prefixes):
@@ -297,6 +304,16 @@ class Felix:
             log.warning("link watcher unavailable: %s", error)
 
     def _on_applied(self, report: ApplyReport) -> None:
+        if not self._programmed:
+            self._programmed = True
+            # Operators (and bench.felix_cold_start) read this line: the dataplane is programmed.
+            log.info(
+                "%s: first apply %.3f s, %d nft bytes, %d routes pending",
+                PROGRAMMED_MESSAGE,
+                report.seconds,
+                report.nft_bytes,
+                report.routes_pending,
+            )
         self.metrics.apply_time.observe(report.seconds)
         if report.nft_bytes:
             self.metrics.nft_bytes.observe(report.nft_bytes)
@@ -315,31 +332,36 @@ class Felix:
         next_heartbeat = 0.0
         while True:
             now = time.monotonic()
-            interval = self.config["reportingInterval"]
+            interval = self.config.reporting_interval
             if interval > 0 and now >= next_heartbeat:
                 await self.reporter.report()
                 next_heartbeat = now + interval
-            if self.dataplane is not None and self.dataplane.last_report is not None:
-                if self.config["endpointReportingEnabled"]:
-                    await self.reporter.report_endpoints(self.dataplane.endpoint_statuses())
+            dataplane = self.dataplane
+            if (
+                dataplane is not None
+                and dataplane.last_report is not None
+                and not dataplane.applying
+            ):
+                if self.config.endpoint_reporting_enabled:
+                    await self.reporter.report_endpoints(dataplane.endpoint_statuses())
                 else:
                     await self.reporter.clear_endpoints()
-            await asyncio.sleep(max(0.2, min(self.config["endpointReportingDelaySecs"], 5.0)))
+            await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))
 
     async def _start_servers(self) -> None:
-        if self.config["healthEnabled"]:
+        if self.config.health_enabled:
             server = HttpServer(
-                self.config["healthHost"],
-                self.config["healthPort"],
+                self.config.health_host,
+                self.config.health_port,
                 self._health_routes(),
             )
             self.health_port = await server.start()
             self._servers.append(server)
             log.info("Health endpoints on %s:%d", server.host, self.health_port)
-        if self.config["prometheusMetricsEnabled"]:
+        if self.config.prometheus_metrics_enabled:
             server = HttpServer(
-                self.config["prometheusMetricsHost"],
-                self.config["prometheusMetricsPort"],
+                self.config.prometheus_metrics_host,
+                self.config.prometheus_metrics_port,
                 {"/metrics": self.metrics.exposition},
             )
             self.metrics_port = await server.start()
@@ -358,12 +380,12 @@ def _datastore_kv(config: felix_config.FelixConfig) -> KVStore:
     from pycalico.datastore.etcd import EtcdKVStore, TLSFiles
 
     tls = None
-    if config["etcdCaFile"] or config["etcdCertFile"] or config["etcdKeyFile"]:
+    if config.etcd_ca_file or config.etcd_cert_file or config.etcd_key_file:
         tls = TLSFiles(
-            config["etcdCaFile"] or None, config["etcdCertFile"] or None,
-            config["etcdKeyFile"] or None,
+            config.etcd_ca_file or None, config.etcd_cert_file or None,
+            config.etcd_key_file or None,
         )  # fmt: skip
-    return EtcdKVStore(list(config["etcdEndpoints"]), tls=tls)
+    return EtcdKVStore(list(config.etcd_endpoints), tls=tls)
 
 
 async def _amain(config_file: str) -> int:

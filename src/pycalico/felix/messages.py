@@ -222,21 +222,6 @@ class HostEndpointRemove:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteUpdate:
-    """A route Felix should program (e.g. a blackhole for a local IPAM block when BIRD does not)."""
-
-    destination: str
-    type: Literal["local-workload", "blackhole", "remote-block"]
-    interface_name: str = ""
-    next_hop: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RouteRemove:
-    destination: str
-
-
-@dataclass(frozen=True, slots=True)
 class IPPoolUpdate:
     """An IP pool, for NAT outgoing and the all-pools sets (Go Felix's ``IPAMPoolUpdate``)."""
 
@@ -254,20 +239,6 @@ class IPPoolRemove:
     id: str
 
 
-@dataclass(frozen=True, slots=True)
-class HostMetadataUpdate:
-    """A Calico node's addresses (from its Node resource), e.g. for the all-hosts set."""
-
-    hostname: str
-    ipv4_address: str = ""  # bare address, "" if none
-    ipv6_address: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HostMetadataRemove:
-    hostname: str
-
-
 Message = (
     ConfigUpdate
     | InSync
@@ -283,10 +254,6 @@ Message = (
     | WorkloadEndpointRemove
     | HostEndpointUpdate
     | HostEndpointRemove
-    | RouteUpdate
-    | RouteRemove
     | IPPoolUpdate
     | IPPoolRemove
-    | HostMetadataUpdate
-    | HostMetadataRemove
 )

@@ -171,7 +171,9 @@ def _build_node(lab: LabState, node: NodeState, index: int) -> None:
     kernel.attach_to_bridge(lab.fabric_namespace, node.namespace, f"n{index}")
     kernel.ip(node.namespace, "addr", "add", f"{node.address}/24", "dev", "eth0")
     kernel.ip(node.namespace, "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET}.254")
-    settings = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
+    # No ip_forward here: Felix writes it at start (FelixConfiguration ipForwarding: Enabled),
+    # as on a real node; a fresh namespace starts with forwarding off.
+    settings: dict[str, str] = {}
     if lab.ipv6:
         settings["net.ipv6.conf.default.accept_dad"] = "0"
         settings["net.ipv6.conf.all.accept_dad"] = "0"
@@ -179,7 +181,8 @@ def _build_node(lab: LabState, node: NodeState, index: int) -> None:
         kernel.ip(
             node.namespace, "-6", "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET6}fe"
         )
-    kernel.sysctls(node.namespace, settings)
+    if settings:
+        kernel.sysctls(node.namespace, settings)
     for sub in ("run", "log", "confd"):
         os.makedirs(os.path.join(node.directory, sub), exist_ok=True)
 

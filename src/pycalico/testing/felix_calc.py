@@ -20,7 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycalico.felix.calc import CalcGraph, key_of
+from pycalico.datastore.resource_syncer import decode_updates
+from pycalico.datastore.syncer import SyncerUpdate
+from pycalico.datastore.updates import ResourceKey, ResourceUpdate
+from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc.labels import entity_selector
 from pycalico.felix.messages import (
     ActivePolicyRemove,
@@ -31,8 +34,6 @@ from pycalico.felix.messages import (
     HostEndpointID,
     HostEndpointRemove,
     HostEndpointUpdate,
-    HostMetadataRemove,
-    HostMetadataUpdate,
     InSync,
     IPPoolRemove,
     IPPoolUpdate,
@@ -244,7 +245,6 @@ class DataplaneModel:
     workloads: dict[WorkloadEndpointID, WorkloadEndpointUpdate] = field(default_factory=dict)
     hosts: dict[HostEndpointID, HostEndpointUpdate] = field(default_factory=dict)
     pools: dict[str, IPPoolUpdate] = field(default_factory=dict)
-    host_metadata: dict[str, HostMetadataUpdate] = field(default_factory=dict)
 
     def apply(self, messages: Iterable[Message]) -> None:
         for message in messages:
@@ -353,10 +353,6 @@ class DataplaneModel:
                 self.pools[message.id] = message
             case IPPoolRemove(pool_id):
                 self.pools.pop(pool_id, None)
-            case HostMetadataUpdate():
-                self.host_metadata[message.hostname] = message
-            case HostMetadataRemove(hostname):
-                self.host_metadata.pop(hostname, None)
             case _:
                 pass
 
@@ -370,11 +366,20 @@ class DataplaneModel:
             "workloads": dict(self.workloads),
             "hosts": dict(self.hosts),
             "pools": dict(self.pools),
-            "host_metadata": dict(self.host_metadata),
         }
 
 
 # --- a graph driven into a checking dataplane ----------------------------------------------
+
+
+def stored(*items: tuple[str, bytes | str | None]) -> tuple[ResourceUpdate, ...]:
+    """Raw ``(etcd key, stored value)`` pairs through the typed stream's decoder, as the
+    daemon's ``ResourceSyncer`` delivers them (revisions 1, 2, ...)."""
+    raw = [
+        SyncerUpdate(key, value.encode() if isinstance(value, str) else value, revision)
+        for revision, (key, value) in enumerate(items, start=1)
+    ]
+    return decode_updates(raw)
 
 
 class Harness:
@@ -392,7 +397,7 @@ class Harness:
 
     def delete(self, *resources: Resource) -> list[Message]:
         for resource in resources:
-            self.graph.on_resource(None, key_of(resource))
+            self.graph.on_delete(ResourceKey.of(resource))
         return self.sync()
 
     def sync(self) -> list[Message]:

@@ -201,12 +201,16 @@ class Fabric:
         subnet: str = "10.213.0",
         subnet6: str | None = None,
         etcd_endpoint: str | None = None,
+        felix: bool = False,
     ) -> None:
+        """``felix``: run Felix in each calico-node (then Felix, not the fabric, turns on the
+        nodes' IP forwarding, as on a real node)."""
         if len(prefix) > 8:
             raise ValueError("prefix: at most 8 characters (interface names are short)")
         self.prefix = prefix
         self.subnet = subnet
         self.subnet6 = subnet6
+        self.felix = felix
         self.fabric = f"{prefix}-fab"
         self.directory = tempfile.mkdtemp(prefix=f"pycalico-{prefix}-")
         self.namespaces: list[str] = []
@@ -253,8 +257,11 @@ class Fabric:
         if self.subnet6:
             address6 = f"{self.subnet6}::{index:x}/64"
             ip(namespace, "addr", "add", address6, "dev", "eth0", "nodad")
-        netns_exec(namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        netns_exec(namespace, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+        if not self.felix:
+            # Only for fabrics whose calico-node runs without Felix (CALICO_DISABLE_FELIX): the
+            # fabric stands in for what Felix writes at start (ipForwarding: Enabled).
+            netns_exec(namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+            netns_exec(namespace, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
         directory = os.path.join(self.directory, f"node{index}")
         os.makedirs(directory)
         self._ensure_neighbour_capacity(len(self.nodes) + 2)
@@ -298,6 +305,8 @@ class Fabric:
     ) -> subprocess.Popen[bytes]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("ETCD_")}
         env.update(node.env())
+        if self.felix:
+            env.pop("CALICO_DISABLE_FELIX")
         env.update(extra_env or {})
         executable = shutil.which("calico-node") or os.path.join(
             os.path.dirname(sys.executable), "calico-node"

@@ -208,7 +208,7 @@ DENY_ATTACKER = build.global_policy(
 ATTACKER_BLOCKED = {("a", "b"), ("a", "c")}
 
 
-async def test_policy_from_etcd_enforced_within_a_second_and_status_reported(
+async def test_policy_from_etcd_enforced_and_status_reported(
     kv: EtcdKVStore,
     world: tuple[netns.Topology, EtcdRelay],
     felix: FelixProcess,
@@ -220,15 +220,12 @@ async def test_policy_from_etcd_enforced_within_a_second_and_status_reported(
     await asyncio.to_thread(felix.wait_ready)
     await check(felix, matrix, matrix_of())
 
-    start = time.monotonic()
+    # How fast is bench's business (bench.felix_e2e, bench.felix_cold_start); here: that it is.
     await put(kv, DENY_ATTACKER)
-    took = await check(felix, matrix, matrix_of(ATTACKER_BLOCKED), 1.0)
-    assert time.monotonic() - start < 1.5, took
+    await check(felix, matrix, matrix_of(ATTACKER_BLOCKED), 10.0)
 
-    start = time.monotonic()
     await kv.delete(key_of(DENY_ATTACKER))
-    await check(felix, matrix, matrix_of(), 1.0)
-    assert time.monotonic() - start < 1.5
+    await check(felix, matrix, matrix_of(), 10.0)
 
     # A label change moves c into the attacker selector and back out.
     await put(kv, DENY_ATTACKER)
@@ -261,6 +258,17 @@ async def test_policy_from_etcd_enforced_within_a_second_and_status_reported(
     assert felix.stop() == 0, felix.tail()
 
 
+async def wait_listening(namespace: str, port: int, timeout: float = 10.0) -> None:
+    """Until a TCP socket listens on ``port`` in ``namespace`` (a server that just started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = netns.netns_run(namespace, "ss", "-Hltn", f"sport = :{port}", check=False)
+        if listening.strip():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing listens on port {port} in {namespace} after {timeout}s")
+
+
 async def test_restart_during_flow_keeps_it_and_sweeps_policy_deleted_while_down(
     kv: EtcdKVStore,
     world: tuple[netns.Topology, EtcdRelay],
@@ -279,7 +287,7 @@ async def test_restart_during_flow_keeps_it_and_sweeps_policy_deleted_while_down
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        time.sleep(0.3)
+        await wait_listening(topo.pods["b"].name, 5201)
         client = subprocess.Popen(
             ["ip", "netns", "exec", topo.pods["c"].name, "iperf3", "-c", PODS["b"], "-p", "5201",
              "-u", "-b", "20M", "-t", "6", "-J"],
@@ -288,7 +296,6 @@ async def test_restart_during_flow_keeps_it_and_sweeps_policy_deleted_while_down
         await asyncio.sleep(1.5)
         felix.kill()
         await kv.delete(key_of(DENY_ATTACKER))  # deleted while Felix is down
-        await asyncio.sleep(0.5)
         felix.start()
         await asyncio.to_thread(felix.wait_ready)
         out, err = await asyncio.to_thread(client.communicate, timeout=30)

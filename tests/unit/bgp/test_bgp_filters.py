@@ -22,7 +22,7 @@ from pycalico.bgp.filters import (
 from pycalico.bgp.processor import BgpInputs, build
 from pycalico.bgp.render import render
 from pycalico.datastore import paths
-from pycalico.datastore.syncer import SyncerUpdate
+from pycalico.datastore.updates import decode_update
 from pycalico.model.bgpfilter import BGPFilter, BGPFilterRule
 from pycalico.model.codec import encode_value
 
@@ -298,11 +298,11 @@ def test_confd_reads_filters_under_calicos_key_and_follows_deletes() -> None:
     key = paths.resource_key("bgpfilters", "reject-b")
     assert key == "/calico/resources/v3/projectcalico.org/BGPFilters/reject-b"
     resource = bgp_filter("reject-b", exportV4=[{"action": "Reject"}])
-    assert state.apply(SyncerUpdate(key, encode_value(resource), 1))
+    assert state.apply(decode_update(key, encode_value(resource), 1))  # type: ignore[arg-type]
     inputs = state.inputs("node1", {}, None)
     assert list(inputs.filters) == ["reject-b"]
     # confd follows one prefix per kind it reads, so BGPFilters are watched.
     assert paths.resource_prefix("bgpfilters").endswith("/BGPFilters/")
     assert "bgpfilters" in confd_module._KINDS
-    assert state.apply(SyncerUpdate(key, None, 2))
+    assert state.apply(decode_update(key, None, 2))  # type: ignore[arg-type]
     assert state.inputs("node1", {}, None).filters == {}

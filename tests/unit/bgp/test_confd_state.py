@@ -1,4 +1,4 @@
-"""confd's decoded view (keys and values as the syncer delivers them), the secret resolver and
+"""confd's decoded view (keys and values through the typed stream's decoder), the secret resolver and
 the atomic write.  Pure inputs, a temporary directory for files."""
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from pathlib import Path
 
 from pycalico.bgp.confd import ConfdState, SecretResolver, write_atomically
 from pycalico.datastore import paths
-from pycalico.datastore.syncer import SyncerUpdate
+from pycalico.datastore.updates import ResourceUpdate, decode_update
 from pycalico.model.bgp import SecretKeyRef
 from pycalico.model.codec import encode_value
 
 from .scenarios import node, peer
 
 
-def update(key: str, value: bytes | None) -> SyncerUpdate:
-    return SyncerUpdate(key, value, 1)
+def update(key: str, value: bytes | None) -> ResourceUpdate:
+    typed = decode_update(key, value, 1)
+    assert typed is not None
+    return typed
 
 
 def test_resources_and_deletes() -> None:

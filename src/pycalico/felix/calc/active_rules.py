@@ -28,6 +28,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.endpoints import DEFAULT_ALLOW_PROFILE
 from pycalico.felix.calc.index import InheritIndex, SelectorIndex
 from pycalico.felix.calc.ipsets import IPSetMemberIndex
@@ -86,19 +87,19 @@ class ActiveRulesCalculator:
         self,
         sequencer: EventSequencer,
         members: IPSetMemberIndex,
-        dirty_endpoints: set[str],
+        dirty_endpoints: set[ResourceKey],
         stats: GraphStats,
     ) -> None:
         self._sequencer = sequencer
         self._members = members
         self._dirty = dirty_endpoints
         self._stats = stats
-        self.local_index: SelectorIndex[PolicyID, str] = SelectorIndex(
+        self.local_index: SelectorIndex[PolicyID, ResourceKey] = SelectorIndex(
             self._on_match_started, self._on_match_stopped
         )
-        self._inherit: InheritIndex[PolicyID, str] = InheritIndex(self.local_index)
-        self._endpoint_profiles: dict[str, tuple[str, ...]] = {}
-        self._policy_ids_by_key: dict[str, PolicyID] = {}
+        self._inherit: InheritIndex[PolicyID, ResourceKey] = InheritIndex(self.local_index)
+        self._endpoint_profiles: dict[ResourceKey, tuple[str, ...]] = {}
+        self._policy_ids_by_key: dict[ResourceKey, PolicyID] = {}
         self._policy_infos: dict[PolicyID, PolicyInfo] = {}
         self._policy_rules: dict[PolicyID, ResolvedRules] = {}
         self.active_policies: dict[PolicyID, ResolvedRules] = {}
@@ -110,11 +111,11 @@ class ActiveRulesCalculator:
 
     # --- queries ------------------------------------------------------------------------------
 
-    def policies_for(self, endpoint_key: str) -> list[PolicyInfo]:
+    def policies_for(self, endpoint_key: ResourceKey) -> list[PolicyInfo]:
         """The policies whose selectors match a local endpoint (unordered)."""
         return [self._policy_infos[p] for p in self.local_index.selectors_matching(endpoint_key)]
 
-    def endpoints_of_tier(self, tier: str) -> set[str]:
+    def endpoints_of_tier(self, tier: str) -> set[ResourceKey]:
         return {
             endpoint
             for policy in self._policy_infos
@@ -128,7 +129,9 @@ class ActiveRulesCalculator:
 
     # --- local endpoints ----------------------------------------------------------------------
 
-    def update_endpoint(self, key: str, labels: dict[str, str], profiles: Iterable[str]) -> None:
+    def update_endpoint(
+        self, key: ResourceKey, labels: dict[str, str], profiles: Iterable[str]
+    ) -> None:
         new_profiles = tuple(profiles)
         for profile in new_profiles:
             self._reference_profile(profile)
@@ -138,7 +141,7 @@ class ActiveRulesCalculator:
         self._inherit.update_item(key, labels, new_profiles)
         self._dirty.add(key)
 
-    def delete_endpoint(self, key: str) -> None:
+    def delete_endpoint(self, key: ResourceKey) -> None:
         profiles = self._endpoint_profiles.pop(key, None)
         if profiles is None:
             return
@@ -149,7 +152,9 @@ class ActiveRulesCalculator:
 
     # --- policies -----------------------------------------------------------------------------
 
-    def update_policy(self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy | None) -> None:
+    def update_policy(
+        self, key: ResourceKey, resource: NetworkPolicy | GlobalNetworkPolicy | None
+    ) -> None:
         old_id = self._policy_ids_by_key.get(key)
         parsed = None if resource is None else self._parse_policy(key, resource)
         if resource is None or parsed is None:
@@ -183,7 +188,7 @@ class ActiveRulesCalculator:
         return policy in self._needed_everywhere or self.local_index.has_matches(policy)
 
     def _parse_policy(
-        self, key: str, resource: NetworkPolicy | GlobalNetworkPolicy
+        self, key: ResourceKey, resource: NetworkPolicy | GlobalNetworkPolicy
     ) -> tuple[PolicyInfo, Selector, ResolvedRules] | None:
         info = policy_info(resource)
         namespace = resource.metadata.namespace if isinstance(resource, NetworkPolicy) else None
@@ -202,7 +207,7 @@ class ActiveRulesCalculator:
             return None
         return info, selector, rules
 
-    def _delete_policy(self, key: str, policy: PolicyID) -> None:
+    def _delete_policy(self, key: ResourceKey, policy: PolicyID) -> None:
         del self._policy_ids_by_key[key]
         self._needed_everywhere.discard(policy)
         self.local_index.delete_selector(policy)  # deactivates it via the callbacks
@@ -211,12 +216,12 @@ class ActiveRulesCalculator:
         self._policy_rules.pop(policy, None)
         self._policy_infos.pop(policy, None)
 
-    def _on_match_started(self, policy: PolicyID, endpoint_key: str) -> None:
+    def _on_match_started(self, policy: PolicyID, endpoint_key: ResourceKey) -> None:
         self._dirty.add(endpoint_key)
         if policy not in self.active_policies:
             self._activate_policy(policy)
 
-    def _on_match_stopped(self, policy: PolicyID, endpoint_key: str) -> None:
+    def _on_match_stopped(self, policy: PolicyID, endpoint_key: ResourceKey) -> None:
         self._dirty.add(endpoint_key)
         if policy in self.active_policies and not self._keeps_active(policy):
             self._deactivate_policy(policy)

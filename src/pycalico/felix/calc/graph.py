@@ -1,23 +1,24 @@
-"""``CalcGraph``: datastore updates in, ordered dataplane messages out (Felix's calculation graph).
+"""``CalcGraph``: typed datastore updates in, ordered dataplane messages out (Felix's calc graph).
 
-What it is: the wiring of Go Felix's calc graph for one host.  ``on_update(key, value)`` takes the
-syncer's raw ``(key, bytes | None)`` pairs for v3 resources, decodes them (the trusted codec
-path; an undecodable value counts as a delete, like Go's validation filter) and dispatches by
-kind:
+What it is: the wiring of Go Felix's calc graph for one host.  ``on_updates`` takes the typed
+stream's ``ResourceUpdate`` s (``datastore.resource_syncer``: decoding and validation happen
+there, once) and dispatches each to the handler registered for its kind (as Go Felix's
+dispatcher does; kinds with no handler are ignored):
 
 * endpoints and network sets → the IP-set member index (every one in the cluster); endpoints on
   this host (the local-endpoint filter: ``spec.node`` is the hostname) also → the active-rules
   calculator (``active_rules``), whose label index matches them against policy selectors;
 * policies and profiles → the active-rules calculator, which sends the active ones with their
   ``ResolvedRule`` s and reference-counts their IP sets in the member index;
-* tiers, FelixConfiguration, IPPools, Nodes → the sorter, the config, pools and host metadata;
+* tiers, FelixConfiguration, IPPools → the sorter, the config and the pools;
 * ClusterInformation ``default`` → the datastore ready flag (``ready``): when it turns to
   not-ready (``datastoreReady: false``, ``calicoctl datastore migrate lock``) the next flush
   starts with ``DatastoreNotReady``.
 
-Everything goes to the ``EventSequencer``; endpoint messages are computed lazily at ``flush``
-for the endpoints that changed.  What it is not: I/O of any kind (the daemon feeds it and hands
-``flush()`` to the dataplane) or kernel rendering.
+Endpoints, policies and items of the member index are keyed by ``ResourceKey``.  Everything
+goes to the ``EventSequencer``; endpoint messages are computed lazily at ``flush`` for the
+endpoints that changed.  What it is not: I/O or decoding of any kind (the daemon feeds it and
+hands ``flush()`` to the dataplane) or kernel rendering.
 
 Invariants (tested as properties): after any sequence of updates, the messages flushed so far
 describe exactly what a fresh graph computes from the final datastore state, and no message
@@ -31,9 +32,9 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from pycalico.datastore.paths import RESOURCE_ROOT, InvalidKey, parse_resource_key, resource_key
+from pycalico.datastore.updates import ResourceKey, ResourceUpdate
 from pycalico.felix.calc.active_rules import ActiveRulesCalculator
 from pycalico.felix.calc.config import GLOBAL_CONFIG_NAME, effective_config, node_config_name
 from pycalico.felix.calc.endpoints import (
@@ -65,13 +66,11 @@ from pycalico.felix.calc.sequencer import EventSequencer
 from pycalico.felix.calc.stats import GraphStats, GraphSummary
 from pycalico.felix.messages import (
     HostEndpointID,
-    HostMetadataUpdate,
     IPPoolUpdate,
     Message,
     PolicyID,
     WorkloadEndpointID,
 )
-from pycalico.model.codec import decode_value
 from pycalico.model.endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
@@ -80,31 +79,11 @@ from pycalico.model.endpoints import (
     WorkloadEndpoint,
 )
 from pycalico.model.ipam import IPPool
-from pycalico.model.kinds import KINDS, KindInfo
 from pycalico.model.meta import Resource
-from pycalico.model.node import ClusterInformation, FelixConfiguration, Node
+from pycalico.model.node import ClusterInformation, FelixConfiguration
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
-from pycalico.model.validation import ValidationFailure
 
 log = logging.getLogger(__name__)
-
-_KINDS_BY_PLURAL: dict[str, KindInfo] = {info.plural: info for info in KINDS.values()}
-_HANDLED_PLURALS = frozenset(
-    {
-        "workloadendpoints",
-        "hostendpoints",
-        "networkpolicies",
-        "globalnetworkpolicies",
-        "tiers",
-        "profiles",
-        "networksets",
-        "globalnetworksets",
-        "felixconfigurations",
-        "ippools",
-        "nodes",
-        "clusterinformations",
-    }
-)
 
 
 def _endpoint_id(resource: WorkloadEndpoint | HostEndpoint) -> WorkloadEndpointID | HostEndpointID:
@@ -115,16 +94,19 @@ def _endpoint_id(resource: WorkloadEndpoint | HostEndpoint) -> WorkloadEndpointI
 
 def key_of(resource: Resource) -> str:
     """The etcd key of ``resource`` (what the syncer would report it under)."""
-    info = KINDS[resource.kind or type(resource).KIND]
-    return resource_key(info, resource.metadata.name, resource.metadata.namespace)
+    return ResourceKey.of(resource).path
+
+
+Handler = Callable[[ResourceKey, Resource | None], None]
 
 
 class CalcGraph:
     """Felix's calculation graph for the host ``hostname``.
 
-    Use: feed every syncer batch with ``on_updates([(key, value), ...])`` (or ``on_update``),
-    call ``on_in_sync()`` when the syncer reports in-sync, and hand ``flush()`` to the
-    dataplane after each batch.  ``summary()`` and ``stats`` feed the metrics.
+    Use: feed every batch of the typed stream with ``on_updates`` (``on_resource`` and
+    ``on_delete`` for one resource), call ``on_in_sync()`` when the stream reports in-sync, and
+    hand ``flush()`` to the dataplane after each batch.  ``summary()`` and ``stats`` feed the
+    metrics.
     """
 
     def __init__(self, hostname: str) -> None:
@@ -132,42 +114,52 @@ class CalcGraph:
         self.stats = GraphStats()
         self.sequencer = EventSequencer()
         self.members = IPSetMemberIndex(self.sequencer)
-        self._dirty_endpoints: set[str] = set()
+        self._dirty_endpoints: set[ResourceKey] = set()
         self.rules = ActiveRulesCalculator(
             self.sequencer, self.members, self._dirty_endpoints, self.stats
         )
         self._tier_resources: dict[str, Tier] = {}
         self._tiers: dict[str, TierSettings] = {}
-        self._local: dict[str, WorkloadEndpoint | HostEndpoint] = {}
+        self._local: dict[ResourceKey, WorkloadEndpoint | HostEndpoint] = {}
         self._felix_configs: dict[str, FelixConfiguration] = {}
-        self._pool_ids_by_key: dict[str, str] = {}
-        self._node_names: set[str] = set()
+        self._pool_ids_by_key: dict[ResourceKey, str] = {}
         self._config_dirty = True
         self.datastore_ready = True  # until ClusterInformation default says otherwise
+        self._handlers: dict[str, Handler] = {
+            "WorkloadEndpoint": self._on_endpoint,
+            "HostEndpoint": self._on_endpoint,
+            "NetworkPolicy": self._on_policy,
+            "GlobalNetworkPolicy": self._on_policy,
+            "Profile": self._on_profile,
+            "NetworkSet": self._on_network_set,
+            "GlobalNetworkSet": self._on_network_set,
+            "Tier": self._on_tier,
+            "FelixConfiguration": self._on_felix_configuration,
+            "IPPool": self._on_pool,
+            "ClusterInformation": self._on_cluster_information,
+        }
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds this graph reads: the daemon's stream follows exactly these."""
+        return frozenset(self._handlers)
 
     # --- input --------------------------------------------------------------------------------
 
-    def on_update(self, key: str, value: bytes | str | None) -> None:
-        """One syncer update; keys outside the v3 resources this graph uses are ignored."""
-        if not key.startswith(RESOURCE_ROOT):
+    def on_update(self, update: ResourceUpdate) -> None:
+        """One typed update; keys of kinds without a handler (and affinities) are ignored."""
+        key = update.key
+        if not isinstance(key, ResourceKey):
             return
-        try:
-            plural, _, _ = parse_resource_key(key)
-        except InvalidKey:
+        handler = self._handlers.get(key.kind)
+        if handler is None:
             return
-        if plural not in _HANDLED_PLURALS:
-            return
-        resource: Resource | None = None
-        if value is not None:
-            try:
-                resource = decode_value(value, kind=_KINDS_BY_PLURAL[plural])
-            except ValidationFailure as error:
-                self.stats.decode_failures += 1
-                log.warning("Treating %s as deleted: its value does not decode: %s", key, error)
-        self.on_resource(resource, key)
+        self.stats.updates += 1
+        resource = update.resource
+        handler(key, resource if isinstance(resource, Resource) else None)
 
-    def on_updates(self, updates: Iterable[tuple[str, bytes | str | None]]) -> None:
-        """``on_update`` for a whole syncer batch, with the cyclic garbage collector paused.
+    def on_updates(self, updates: Iterable[ResourceUpdate]) -> None:
+        """``on_update`` for a whole batch, with the cyclic garbage collector paused.
 
         A snapshot of thousands of resources allocates many objects and no cyclic garbage; left
         running, the collector rescans the growing heap again and again (about a third of a
@@ -177,43 +169,31 @@ class CalcGraph:
         if paused:
             gc.disable()
         try:
-            for key, value in updates:
-                self.on_update(key, value)
+            for update in updates:
+                self.on_update(update)
         finally:
             if paused:
                 gc.enable()
 
+    def on_batch(self, updates: Iterable[ResourceUpdate], in_sync: bool) -> list[Message]:
+        """One batch of the stream, then the flush: what the daemon does with every batch (and
+        what ``bench.felix_calc`` times).  ``in_sync``: the batch's status is in-sync."""
+        self.on_updates(updates)
+        if in_sync:
+            self.on_in_sync()
+        return self.flush()
+
     def on_in_sync(self) -> None:
-        """The syncer has delivered its whole snapshot: the next flush ends with ``InSync``."""
+        """The stream has delivered its whole snapshot: the next flush ends with ``InSync``."""
         self.sequencer.on_in_sync()
 
-    def on_resource(self, resource: Resource | None, key: str | None = None) -> None:
-        """A decoded resource (None: deleted; then ``key`` is required)."""
-        if key is None:
-            if resource is None:
-                raise ValueError("on_resource: a deletion needs the resource's key")
-            key = key_of(resource)
-        self.stats.updates += 1
-        plural, _, name = parse_resource_key(key)
-        if plural in ("workloadendpoints", "hostendpoints"):
-            self._on_endpoint(key, resource)
-        elif plural in ("networkpolicies", "globalnetworkpolicies"):
-            policy = resource if isinstance(resource, NetworkPolicy | GlobalNetworkPolicy) else None
-            self.rules.update_policy(key, policy)
-        elif plural == "profiles":
-            self.rules.update_profile(name, resource if isinstance(resource, Profile) else None)
-        elif plural in ("networksets", "globalnetworksets"):
-            self._on_network_set(key, resource)
-        elif plural == "tiers":
-            self._on_tier(name, resource)
-        elif plural == "felixconfigurations":
-            self._on_felix_configuration(name, resource)
-        elif plural == "ippools":
-            self._on_pool(key, resource)
-        elif plural == "nodes":
-            self._on_node(name, resource)
-        elif plural == "clusterinformations":
-            self._on_cluster_information(name, resource)
+    def on_resource(self, resource: Resource) -> None:
+        """One resource created or changed (tests and benchmarks: the stream's update)."""
+        self.on_update(ResourceUpdate(ResourceKey.of(resource), resource, 0))
+
+    def on_delete(self, key: ResourceKey) -> None:
+        """One resource deleted."""
+        self.on_update(ResourceUpdate(key, None, 0))
 
     # --- output -------------------------------------------------------------------------------
 
@@ -233,7 +213,7 @@ class CalcGraph:
         return self.sequencer.flush()
 
     @property
-    def local_index(self) -> SelectorIndex[PolicyID, str]:
+    def local_index(self) -> SelectorIndex[PolicyID, ResourceKey]:
         """The label index of local endpoints against policy selectors (for tests/metrics)."""
         return self.rules.local_index
 
@@ -249,7 +229,7 @@ class CalcGraph:
 
     # --- endpoints ----------------------------------------------------------------------------
 
-    def _on_endpoint(self, key: str, resource: Resource | None) -> None:
+    def _on_endpoint(self, key: ResourceKey, resource: Resource | None) -> None:
         if isinstance(resource, WorkloadEndpoint) and not resource.spec.ip_networks:
             # Like Go's processor: a workload without addresses yet is not an endpoint yet
             # (rules cannot be rendered for it), so it is treated as absent.
@@ -277,7 +257,7 @@ class CalcGraph:
         self._local[key] = resource
         self.rules.update_endpoint(key, labels, profiles)
 
-    def _remove_local_endpoint(self, key: str) -> None:
+    def _remove_local_endpoint(self, key: ResourceKey) -> None:
         previous = self._local.pop(key, None)
         if previous is None:
             return
@@ -288,7 +268,7 @@ class CalcGraph:
             self.sequencer.on_host_endpoint_remove(endpoint_id)
         self.rules.delete_endpoint(key)
 
-    def _send_endpoint(self, key: str) -> None:
+    def _send_endpoint(self, key: ResourceKey) -> None:
         endpoint = self._local.get(key)
         if endpoint is None:
             return
@@ -303,7 +283,14 @@ class CalcGraph:
                 host_endpoint_update(endpoint, host_tiers(infos, self._tiers))
             )
 
-    def _on_network_set(self, key: str, resource: Resource | None) -> None:
+    def _on_policy(self, key: ResourceKey, resource: Resource | None) -> None:
+        policy = resource if isinstance(resource, NetworkPolicy | GlobalNetworkPolicy) else None
+        self.rules.update_policy(key, policy)
+
+    def _on_profile(self, key: ResourceKey, resource: Resource | None) -> None:
+        self.rules.update_profile(key.name, resource if isinstance(resource, Profile) else None)
+
+    def _on_network_set(self, key: ResourceKey, resource: Resource | None) -> None:
         if isinstance(resource, NetworkSet | GlobalNetworkSet):
             self.members.update_item(
                 key,
@@ -314,9 +301,10 @@ class CalcGraph:
         else:
             self.members.delete_item(key)
 
-    # --- tiers, configuration, pools, nodes ---------------------------------------------------
+    # --- tiers, configuration, pools ---------------------------------------------------
 
-    def _on_tier(self, name: str, resource: Resource | None) -> None:
+    def _on_tier(self, key: ResourceKey, resource: Resource | None) -> None:
+        name = key.name
         if isinstance(resource, Tier):
             self._tier_resources[name] = resource
         else:
@@ -330,7 +318,8 @@ class CalcGraph:
             self._tiers[name] = settings
         self._dirty_endpoints.update(self.rules.endpoints_of_tier(name))
 
-    def _on_felix_configuration(self, name: str, resource: Resource | None) -> None:
+    def _on_felix_configuration(self, key: ResourceKey, resource: Resource | None) -> None:
+        name = key.name
         if name not in (GLOBAL_CONFIG_NAME, node_config_name(self.hostname)):
             return
         if isinstance(resource, FelixConfiguration):
@@ -339,8 +328,8 @@ class CalcGraph:
             self._felix_configs.pop(name, None)
         self._config_dirty = True
 
-    def _on_cluster_information(self, name: str, resource: Resource | None) -> None:
-        if name != CLUSTER_INFORMATION_NAME:
+    def _on_cluster_information(self, key: ResourceKey, resource: Resource | None) -> None:
+        if key.name != CLUSTER_INFORMATION_NAME:
             return
         info = resource if isinstance(resource, ClusterInformation) else None
         ready = datastore_ready(info)
@@ -351,7 +340,7 @@ class CalcGraph:
             log.info("Ready flag updated: the datastore is ready again")
         self.datastore_ready = ready
 
-    def _on_pool(self, key: str, resource: Resource | None) -> None:
+    def _on_pool(self, key: ResourceKey, resource: Resource | None) -> None:
         old = self._pool_ids_by_key.pop(key, None)
         if isinstance(resource, IPPool):
             spec = resource.spec
@@ -377,15 +366,3 @@ class CalcGraph:
                 return
         if old is not None:
             self.sequencer.on_pool_remove(old)
-
-    def _on_node(self, name: str, resource: Resource | None) -> None:
-        if not isinstance(resource, Node):
-            if name in self._node_names:
-                self._node_names.discard(name)
-                self.sequencer.on_host_metadata_remove(name)
-            return
-        bgp = resource.spec.bgp
-        ipv4 = (bgp.ipv4_address or "").split("/")[0] if bgp is not None else ""
-        ipv6 = (bgp.ipv6_address or "").split("/")[0] if bgp is not None else ""
-        self._node_names.add(name)
-        self.sequencer.on_host_metadata_update(HostMetadataUpdate(name, ipv4, ipv6))

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.index import InheritIndex, SelectorIndex
 from pycalico.felix.calc.rules import IPSetSpec
 from pycalico.felix.messages import IPSetType
@@ -69,11 +70,11 @@ _NOTHING = Contribution()
 class IPSetMemberIndex:
     def __init__(self, sink: IPSetSink) -> None:
         self._sink = sink
-        self.selector_index: SelectorIndex[str, str] = SelectorIndex(
+        self.selector_index: SelectorIndex[str, ResourceKey] = SelectorIndex(
             self._on_match_started, self._on_match_stopped
         )
-        self._inherit: InheritIndex[str, str] = InheritIndex(self.selector_index)
-        self._contributions: dict[str, Contribution] = {}
+        self._inherit: InheritIndex[str, ResourceKey] = InheritIndex(self.selector_index)
+        self._contributions: dict[ResourceKey, Contribution] = {}
         self._specs: dict[str, IPSetSpec] = {}
         self._references: dict[str, int] = {}
         self._sets_by_selector: dict[str, set[str]] = {}
@@ -136,7 +137,7 @@ class IPSetMemberIndex:
 
     def update_item(
         self,
-        key: str,
+        key: ResourceKey,
         labels: Mapping[str, str],
         parents: Iterable[str],
         contribution: Contribution,
@@ -154,7 +155,7 @@ class IPSetMemberIndex:
         self._contributions[key] = contribution
         self._contribute(key, contribution, add=True)
 
-    def delete_item(self, key: str) -> None:
+    def delete_item(self, key: ResourceKey) -> None:
         if key not in self._contributions:
             return
         self._inherit.delete_item(key)
@@ -165,7 +166,7 @@ class IPSetMemberIndex:
 
     # --- member counting ----------------------------------------------------------------------
 
-    def _contribute(self, key: str, contribution: Contribution, *, add: bool) -> None:
+    def _contribute(self, key: ResourceKey, contribution: Contribution, *, add: bool) -> None:
         for selector_id in self.selector_index.selectors_matching(key):
             for set_id in self._sets_by_selector.get(selector_id, ()):
                 members = contribution.members(self._specs[set_id])
@@ -174,12 +175,12 @@ class IPSetMemberIndex:
                 else:
                     self._remove(set_id, members)
 
-    def _on_match_started(self, selector_id: str, key: str) -> None:
+    def _on_match_started(self, selector_id: str, key: ResourceKey) -> None:
         contribution = self._contributions.get(key, _NOTHING)
         for set_id in self._sets_by_selector.get(selector_id, ()):
             self._add(set_id, contribution.members(self._specs[set_id]))
 
-    def _on_match_stopped(self, selector_id: str, key: str) -> None:
+    def _on_match_stopped(self, selector_id: str, key: ResourceKey) -> None:
         contribution = self._contributions.get(key, _NOTHING)
         for set_id in self._sets_by_selector.get(selector_id, ()):
             self._remove(set_id, contribution.members(self._specs[set_id]))

@@ -7,7 +7,8 @@ lock`` sets the flag false, ``unlock`` sets it true.  What it is not: the reacti
 exits for a restart while running, as Go Felix does).
 
 Invariants: only an explicit ``datastoreReady: false`` is "not ready".  A missing
-ClusterInformation, a missing field or a value that does not decode counts as ready: pycalico's
+ClusterInformation, a missing field or a value that does not decode (the stream delivers it as
+a delete) counts as ready: pycalico's
 Felix also runs where calico-node has not written a ClusterInformation (Go Felix, which always
 runs behind calico-node's ``EnsureInitialized``, waits for an explicit ``true`` at start).
 """
@@ -16,16 +17,11 @@ from __future__ import annotations
 
 import logging
 
-from pycalico.datastore.paths import resource_key
-from pycalico.model.codec import decode_value
-from pycalico.model.kinds import KINDS
 from pycalico.model.node import ClusterInformation
-from pycalico.model.validation import ValidationFailure
 
 log = logging.getLogger(__name__)
 
 CLUSTER_INFORMATION_NAME = "default"
-CLUSTER_INFORMATION_KEY = resource_key(KINDS["ClusterInformation"], CLUSTER_INFORMATION_NAME)
 
 # Go Felix's log lines, so operators grepping for them find ours too.
 WAITING_MESSAGE = "Waiting for datastore to be initialized (or migrated)"
@@ -35,16 +31,4 @@ NOT_READY_STATUS = "datastore not ready (locked: ClusterInformation default data
 
 def datastore_ready(info: ClusterInformation | None) -> bool:
     """False only when ``info`` exists and says ``datastoreReady: false``."""
-    return info is None or info.spec.datastore_ready is not False
-
-
-def datastore_ready_from_value(value: bytes | str | None) -> bool:
-    """``datastore_ready`` of the stored ClusterInformation ``default`` (None: no such key)."""
-    if value is None:
-        return True
-    try:
-        info = decode_value(value, kind=KINDS["ClusterInformation"])
-    except ValidationFailure as error:
-        log.warning("ClusterInformation default does not decode (%s): treating it as ready", error)
-        return True
-    return datastore_ready(info if isinstance(info, ClusterInformation) else None)
+    return info is None or not info.datastore_locked

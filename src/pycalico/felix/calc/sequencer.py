@@ -32,8 +32,6 @@ from pycalico.felix.messages import (
     HostEndpointID,
     HostEndpointRemove,
     HostEndpointUpdate,
-    HostMetadataRemove,
-    HostMetadataUpdate,
     InSync,
     IPPoolRemove,
     IPPoolUpdate,
@@ -104,7 +102,6 @@ class EventSequencer:
         self._config: ConfigUpdate | None = None
         self._sent_config: ConfigUpdate | None = None
         self._pools: _Channel[str, IPPoolUpdate] = _Channel()
-        self._hosts_metadata: _Channel[str, HostMetadataUpdate] = _Channel()
         self._sets: dict[str, _PendingSet] = {}
         self._sent_sets: set[str] = set()
         self._policies: _Channel[PolicyID, ActivePolicyUpdate] = _Channel()
@@ -133,12 +130,6 @@ class EventSequencer:
 
     def on_pool_remove(self, pool_id: str) -> None:
         self._pools.remove(pool_id)
-
-    def on_host_metadata_update(self, message: HostMetadataUpdate) -> None:
-        self._hosts_metadata.update(message.hostname, message)
-
-    def on_host_metadata_remove(self, hostname: str) -> None:
-        self._hosts_metadata.remove(hostname)
 
     def on_ipset_update(self, set_id: str, set_type: IPSetType, members: frozenset[str]) -> None:
         self._sets[set_id] = _PendingSet(full=set(members), set_type=set_type)
@@ -206,7 +197,6 @@ class EventSequencer:
             self._sent_config = self._config
         self._config = None
         out.extend(self._pools.take_updates())
-        out.extend(self._hosts_metadata.take_updates())
         set_removes: list[str] = []
         for set_id, pending in self._sets.items():
             if pending.remove:
@@ -231,7 +221,6 @@ class EventSequencer:
             self._sent_sets.discard(set_id)
             out.append(IPSetRemove(set_id))
         out.extend(IPPoolRemove(key) for key in self._pools.take_removes())
-        out.extend(HostMetadataRemove(key) for key in self._hosts_metadata.take_removes())
         if self._in_sync and not self._in_sync_sent:
             out.append(InSync())
             self._in_sync_sent = True

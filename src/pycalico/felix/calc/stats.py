@@ -14,7 +14,6 @@ class GraphStats:
     """Running counters (monotonic)."""
 
     updates: int = 0
-    decode_failures: int = 0
     invalid_resources: int = 0
     policy_activations: int = 0
     endpoint_computations: int = 0

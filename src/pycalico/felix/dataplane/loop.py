@@ -6,15 +6,23 @@ program the kernel — interface sysctls, ONE nft transaction, routes, conntrack
 departed addresses — in that order, so a new workload is policed before it is reachable.
 ``Dataplane.run(queue)`` is the asyncio loop the daemon uses: it drains every queued batch
 before applying (coalescing is the back-pressure), applies at most ``max_applies_per_second``
-times a second, retries failures, and resyncs periodically.
+times a second, retries failures, and resyncs periodically.  ``run`` does each apply — the
+blocking kernel I/O: nft, netlink, /proc/sys, conntrack — on its own apply thread, so the event
+loop keeps serving health checks, the syncer and status while the kernel works.
 
 Invariants:
 
-* Nothing touches the kernel before the first ``InSync``; the first apply after it replaces the
-  ``calico`` table atomically and resyncs Felix's routes (mark and sweep of stale state from a
-  previous run, without interrupting established flows).
+* Nothing touches the kernel before the first ``InSync``.  The first apply writes the host-wide
+  forwarding sysctls (``ipForwarding: Enabled``, Calico's default; ``Disabled`` leaves them
+  untouched), replaces the ``calico`` table atomically and resyncs Felix's routes (mark and
+  sweep of stale state from a previous run, without interrupting established flows).
 * A failed apply leaves the dirty state dirty; the next apply retries (nft: as a full atomic
   resync).
+* While an apply runs on the apply thread (``applying``), the loop thread touches none of the
+  state it uses: ``run`` is suspended waiting for it, queued messages wait in the queue, link
+  events are held and replayed after it, and readers (``endpoint_statuses``) wait for the next
+  report.  The apply thread is created by ``run``, so it is in the network namespace ``run``
+  was started in (``/proc/sys/net`` follows the calling thread's namespace).
 * Flowtable offload (``render.flowtable_offload``) is probed once, at the first apply: on a
   kernel without flowtables Felix logs a warning and runs without offload (policy unchanged)
   rather than failing every transaction.  When on, the flowtable's devices are exactly the
@@ -24,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +67,7 @@ class DataplaneOptions:
     render: RenderConfig = field(default_factory=RenderConfig)
     route_protocol: int = 80
     ipv6_support: bool = True
+    ip_forwarding: bool = True  # FelixConfiguration ipForwarding: Enabled
     max_applies_per_second: float = 10.0
     retry_interval: float = 1.0
     route_refresh_interval: float = 90.0
@@ -73,6 +83,14 @@ class ApplyReport:
     routes_pending: int
     interfaces_missing: int
     conntrack_flushed: int
+
+
+def host_sysctls(ipv6: bool) -> list[tuple[str, str]]:
+    """The namespace-wide forwarding sysctls Felix writes when ``ipForwarding`` is Enabled."""
+    values = [("net/ipv4/ip_forward", "1")]
+    if ipv6:
+        values.append(("net/ipv6/conf/all/forwarding", "1"))
+    return values
 
 
 class Dataplane:
@@ -103,6 +121,9 @@ class Dataplane:
         self.flowtable_offload: bool | None = None if options.render.flowtable_offload else False
         self.apply_count = 0
         self.failures = 0
+        self._static_done = False
+        self.applying = False  # an apply runs on the apply thread (see the invariants)
+        self._held_links: list[tuple[str, bool]] = []
         self._wake = asyncio.Event()
         self.on_applied: list[Callable[[ApplyReport], None]] = []
 
@@ -123,7 +144,10 @@ class Dataplane:
             self.on_update(message)
 
     def on_link(self, interface: str, present: bool) -> None:
-        """A netlink link event (called on the loop's thread)."""
+        """A netlink link event (called on the loop's thread; held while an apply runs)."""
+        if self.applying:
+            self._held_links.append((interface, present))
+            return
         if present:
             self.interfaces.link_added(interface)
             self.route_table.interface_changed(interface)
@@ -143,6 +167,8 @@ class Dataplane:
         if not self.in_sync:
             return None
         start = time.perf_counter()
+        if not self._static_done:
+            self._static_config()
         if self.flowtable_offload is None:
             self._start_flowtable_offload()
         for manager in self.managers:
@@ -170,6 +196,15 @@ class Dataplane:
         for callback in self.on_applied:
             callback(report)
         return report
+
+    def _static_config(self) -> None:
+        """Host-wide kernel settings, once, at the first apply (Go Felix's static config):
+        with ``ipForwarding: Enabled`` the node forwards (IPv6 too when IPv6 is on); with
+        ``Disabled`` the sysctls are left as they are."""
+        if self.options.ip_forwarding:
+            for path, value in host_sysctls(self.options.ipv6_support):
+                self.interfaces.backend.write(path, value)
+        self._static_done = True
 
     def _start_flowtable_offload(self) -> None:
         self.flowtable_offload = flowtable_supported(self.nft.backend)
@@ -214,6 +249,8 @@ class Dataplane:
         last_route_refresh = last_nft_refresh = time.monotonic()
         getter: asyncio.Task[list[Message]] | None = None
         waker: asyncio.Task[bool] | None = None
+        # One thread, created here so that it shares this thread's network namespace.
+        kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="felix-apply")
         try:
             while True:
                 if getter is None:
@@ -247,17 +284,27 @@ class Dataplane:
                     while not queue.empty():
                         self.on_updates(queue.get_nowait())
                 last_apply = time.monotonic()
-                try:
-                    # On the loop's thread: managers are not thread-safe, and an apply is short.
-                    self.apply()
-                except DataplaneError as error:
-                    self.failures += 1
-                    self.healthy = False
-                    log.error("dataplane apply failed (will retry): %s", error)
+                await self._apply_off_loop(kernel)
         finally:
             for task in (getter, waker):
                 if task is not None:
                     task.cancel()
+            kernel.shutdown(wait=False)
+
+    async def _apply_off_loop(self, kernel: concurrent.futures.Executor) -> None:
+        """``apply`` on the apply thread; the loop stays free meanwhile (see the invariants)."""
+        self.applying = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(kernel, self.apply)
+        except DataplaneError as error:
+            self.failures += 1
+            self.healthy = False
+            log.error("dataplane apply failed (will retry): %s", error)
+        finally:
+            self.applying = False
+            held, self._held_links = self._held_links, []
+            for interface, present in held:
+                self.on_link(interface, present)
 
     def _has_work(self) -> bool:
         return self.dirty or any(manager.dirty for manager in self.managers)

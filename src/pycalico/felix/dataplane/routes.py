@@ -1,10 +1,10 @@
-"""The route manager: local workload addresses (and graph-sent routes) → the route driver.
+"""The route manager: local workload addresses → the route driver.
 
 What it is: ``/32``/``/128`` routes to each local workload's interface (and, for IPv4
-workloads with a MAC, Calico's static ARP entry), plus the blackhole and
-remote-block routes of ``RouteUpdate`` messages, and the list of addresses whose conntrack
-entries must go because they left this node.  What it is not: netlink I/O (the route driver)
-or conntrack I/O (the conntrack driver; the apply loop hands it ``take_departed()``).
+workloads with a MAC, Calico's static ARP entry), and the list of addresses whose conntrack
+entries must go because they left this node.  What it is not: netlink I/O (the route driver),
+conntrack I/O (the conntrack driver; the apply loop hands it ``take_departed()``), or block
+routes (BIRD programs those from BGP and confd's static blackholes).
 
 Invariant: an address is reported departed only when no local endpoint holds it any more, so a
 workload moving between interfaces keeps its flows' state only if it keeps its address here.
@@ -17,8 +17,6 @@ import ipaddress
 from pycalico.felix.drivers.routes import Neighbor, Route, RouteTable, normalise
 from pycalico.felix.messages import (
     Message,
-    RouteRemove,
-    RouteUpdate,
     WorkloadEndpointID,
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
@@ -29,7 +27,6 @@ class RouteManager:
     def __init__(self, routes: RouteTable) -> None:
         self.routes = routes
         self._endpoint_routes: dict[WorkloadEndpointID, dict[str, Route]] = {}
-        self._extra: dict[str, Route] = {}
         self._dirty: set[str] = set()
         self._departed: set[str] = set()
         self._endpoint_neighbors: dict[WorkloadEndpointID, dict[str, Neighbor]] = {}
@@ -55,21 +52,6 @@ class RouteManager:
             self._update_neighbors(message.id, {})
             old = self._endpoint_routes.pop(message.id, {})
             self._dirty.update(old.keys())
-        elif isinstance(message, RouteUpdate):
-            destination = normalise(message.destination)
-            route_type = "blackhole" if message.type == "blackhole" else "unicast"
-            self._extra[destination] = Route(
-                destination,
-                message.interface_name,
-                route_type,
-                message.next_hop,
-                self.routes.protocol,
-            )
-            self._dirty.add(destination)
-        elif isinstance(message, RouteRemove):
-            destination = normalise(message.destination)
-            if self._extra.pop(destination, None) is not None:
-                self._dirty.add(destination)
 
     def _update_neighbors(self, endpoint: WorkloadEndpointID, new: dict[str, Neighbor]) -> None:
         # Neighbours are cheap and independent: hand them to the driver at once (no I/O here).
@@ -89,7 +71,7 @@ class RouteManager:
         if not self._dirty:
             return
         # Index once: a burst of endpoint changes must not be quadratic.
-        by_destination: dict[str, Route] = dict(self._extra)
+        by_destination: dict[str, Route] = {}
         for routes in self._endpoint_routes.values():
             by_destination.update(routes)
         for destination in self._dirty:

@@ -252,6 +252,95 @@ def not_workload(config: RenderConfig, direction: str) -> str:
     return " ".join(f'{direction}name != "{prefix}*"' for prefix in config.interface_prefixes)
 
 
+def _forward_chain(config: RenderConfig, prefilter: PrefilterUse) -> Chain:
+    rules = [CLEAR_ALL_BUT_ACCEPT if prefilter.ingress else CLEAR_ALL]
+    if config.flowtable_offload:
+        rules.append(OFFLOAD_RULE)
+    not_accepted = f"{ACCEPT_CLEAR} " if prefilter.ingress else ""
+    rules.append(
+        f"{not_accepted}{not_workload(config, 'iif')} jump {names.CHAIN_FROM_HEP_FORWARD_DISPATCH}"
+    )
+    rules += _prefix_rules(config, "iif", f"jump {names.CHAIN_FROM_WL_DISPATCH}")
+    rules += _prefix_rules(config, "oif", f"jump {names.CHAIN_TO_WL_DISPATCH}")
+    rules.append(f"{not_workload(config, 'oif')} jump {names.CHAIN_TO_HEP_FORWARD_DISPATCH}")
+    rules.append(ACCEPT_IF_ACCEPTED)
+    return Chain(
+        names.CHAIN_FORWARD,
+        tuple(rules),
+        "type filter hook forward priority filter; policy accept;",
+    )
+
+
+def _input_chain(config: RenderConfig, prefilter: PrefilterUse) -> Chain:
+    rules = []
+    if prefilter.ingress:
+        rules.append(
+            f"{not_workload(config, 'iif')} {ACCEPT_IF_ACCEPTED} "
+            'comment "Accepted by untracked or pre-DNAT policy"'
+        )
+    rules.append(CLEAR_ALL)
+    rules += _prefix_rules(config, "iif", f"goto {names.CHAIN_WL_TO_HOST}")
+    rules.append(f'iifname != "lo" jump {names.CHAIN_FROM_HEP_DISPATCH}')
+    rules.append(ACCEPT_IF_ACCEPTED)
+    return Chain(
+        names.CHAIN_INPUT, tuple(rules), "type filter hook input priority filter; policy accept;"
+    )
+
+
+def _output_chain(config: RenderConfig, prefilter: PrefilterUse) -> Chain:
+    rules = []
+    if prefilter.raw_output:
+        rules.append(f'{ACCEPT_IF_ACCEPTED} comment "Accepted by untracked policy"')
+    rules.append(CLEAR_ALL)
+    rules += _prefix_rules(config, "oif", 'accept comment "Host to local workload"')
+    rules.append(f'oifname != "lo" jump {names.CHAIN_TO_HEP_DISPATCH}')
+    rules.append(ACCEPT_IF_ACCEPTED)
+    return Chain(
+        names.CHAIN_OUTPUT, tuple(rules), "type filter hook output priority filter; policy accept;"
+    )
+
+
+def _workload_chains(config: RenderConfig) -> tuple[Chain, ...]:
+    """The workload dispatch chains (fail closed on unknown interfaces) and
+    ``cali-wl-to-host``."""
+    action = {"Drop": "drop", "Accept": "accept", "Return": "return"}[
+        config.default_endpoint_to_host_action
+    ]
+    wl_to_host = (
+        # Neighbour discovery and router solicitation must reach the fake gateway.
+        "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
+        f"jump {names.CHAIN_FROM_WL_DISPATCH}",
+        f'{action} comment "Configured DefaultEndpointToHostAction"',
+    )
+    return (
+        Chain(
+            names.CHAIN_FROM_WL_DISPATCH,
+            (f"iifname vmap @{names.MAP_FROM_WL}", 'drop comment "Unknown interface"'),
+        ),
+        Chain(
+            names.CHAIN_TO_WL_DISPATCH,
+            (f"oifname vmap @{names.MAP_TO_WL}", 'drop comment "Unknown interface"'),
+        ),
+        Chain(names.CHAIN_WL_TO_HOST, wl_to_host),
+    )
+
+
+def _host_endpoint_dispatch(wildcard_host_endpoint: str) -> tuple[Chain, ...]:
+    chains: list[Chain] = []
+    for chain_name, map_name, direction, index in (
+        (names.CHAIN_FROM_HEP_DISPATCH, names.MAP_FROM_HEP, "iif", 0),
+        (names.CHAIN_TO_HEP_DISPATCH, names.MAP_TO_HEP, "oif", 1),
+        (names.CHAIN_FROM_HEP_FORWARD_DISPATCH, names.MAP_FROM_HEP_FORWARD, "iif", 2),
+        (names.CHAIN_TO_HEP_FORWARD_DISPATCH, names.MAP_TO_HEP_FORWARD, "oif", 3),
+    ):
+        rules = [f"{direction}name vmap @{map_name}"]
+        if wildcard_host_endpoint:
+            target = names.host_endpoint_chains(HostEndpointID(wildcard_host_endpoint))[index]
+            rules.append(f"goto {target}")
+        chains.append(Chain(chain_name, tuple(rules)))
+    return tuple(chains)
+
+
 def static_chains(
     config: RenderConfig,
     wildcard_host_endpoint: str = "",
@@ -265,90 +354,10 @@ def static_chains(
     bit, and is accepted here too (input, output) or skips the ingress host endpoint's forward
     policy (forward), as in Calico.  With none in use the chains are exactly as before.
     """
-    forward = [CLEAR_ALL_BUT_ACCEPT if prefilter.ingress else CLEAR_ALL]
-    if config.flowtable_offload:
-        forward.append(OFFLOAD_RULE)
-    not_accepted = f"{ACCEPT_CLEAR} " if prefilter.ingress else ""
-    forward.append(
-        f"{not_accepted}{not_workload(config, 'iif')} jump {names.CHAIN_FROM_HEP_FORWARD_DISPATCH}"
-    )
-    forward += _prefix_rules(config, "iif", f"jump {names.CHAIN_FROM_WL_DISPATCH}")
-    forward += _prefix_rules(config, "oif", f"jump {names.CHAIN_TO_WL_DISPATCH}")
-    forward.append(f"{not_workload(config, 'oif')} jump {names.CHAIN_TO_HEP_FORWARD_DISPATCH}")
-    forward.append(ACCEPT_IF_ACCEPTED)
-
-    input_rules = []
-    if prefilter.ingress:
-        input_rules.append(
-            f"{not_workload(config, 'iif')} {ACCEPT_IF_ACCEPTED} "
-            'comment "Accepted by untracked or pre-DNAT policy"'
-        )
-    input_rules.append(CLEAR_ALL)
-    input_rules += _prefix_rules(config, "iif", f"goto {names.CHAIN_WL_TO_HOST}")
-    input_rules.append(f'iifname != "lo" jump {names.CHAIN_FROM_HEP_DISPATCH}')
-    input_rules.append(ACCEPT_IF_ACCEPTED)
-
-    output_rules = []
-    if prefilter.raw_output:
-        output_rules.append(f'{ACCEPT_IF_ACCEPTED} comment "Accepted by untracked policy"')
-    output_rules.append(CLEAR_ALL)
-    output_rules += _prefix_rules(config, "oif", 'accept comment "Host to local workload"')
-    output_rules.append(f'oifname != "lo" jump {names.CHAIN_TO_HEP_DISPATCH}')
-    output_rules.append(ACCEPT_IF_ACCEPTED)
-
-    action = {"Drop": "drop", "Accept": "accept", "Return": "return"}[
-        config.default_endpoint_to_host_action
-    ]
-    wl_to_host = [
-        # Neighbour discovery and router solicitation must reach the fake gateway.
-        "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
-        f"jump {names.CHAIN_FROM_WL_DISPATCH}",
-        f'{action} comment "Configured DefaultEndpointToHostAction"',
-    ]
-
-    hep_chains: list[Chain] = []
-    for chain_name, map_name, direction, index in (
-        (names.CHAIN_FROM_HEP_DISPATCH, names.MAP_FROM_HEP, "iif", 0),
-        (names.CHAIN_TO_HEP_DISPATCH, names.MAP_TO_HEP, "oif", 1),
-        (names.CHAIN_FROM_HEP_FORWARD_DISPATCH, names.MAP_FROM_HEP_FORWARD, "iif", 2),
-        (names.CHAIN_TO_HEP_FORWARD_DISPATCH, names.MAP_TO_HEP_FORWARD, "oif", 3),
-    ):
-        rules = [f"{direction}name vmap @{map_name}"]
-        if wildcard_host_endpoint:
-            target = names.host_endpoint_chains(HostEndpointID(wildcard_host_endpoint))[index]
-            rules.append(f"goto {target}")
-        hep_chains.append(Chain(chain_name, tuple(rules)))
-
     return (
-        Chain(
-            names.CHAIN_FORWARD,
-            tuple(forward),
-            "type filter hook forward priority filter; policy accept;",
-        ),
-        Chain(
-            names.CHAIN_INPUT,
-            tuple(input_rules),
-            "type filter hook input priority filter; policy accept;",
-        ),
-        Chain(
-            names.CHAIN_OUTPUT,
-            tuple(output_rules),
-            "type filter hook output priority filter; policy accept;",
-        ),
-        Chain(
-            names.CHAIN_FROM_WL_DISPATCH,
-            (
-                f"iifname vmap @{names.MAP_FROM_WL}",
-                'drop comment "Unknown interface"',
-            ),
-        ),
-        Chain(
-            names.CHAIN_TO_WL_DISPATCH,
-            (
-                f"oifname vmap @{names.MAP_TO_WL}",
-                'drop comment "Unknown interface"',
-            ),
-        ),
-        Chain(names.CHAIN_WL_TO_HOST, tuple(wl_to_host)),
-        *hep_chains,
+        _forward_chain(config, prefilter),
+        _input_chain(config, prefilter),
+        _output_chain(config, prefilter),
+        *_workload_chains(config),
+        *_host_endpoint_dispatch(wildcard_host_endpoint),
     )

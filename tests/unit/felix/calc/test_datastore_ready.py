@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc import CalcGraph, key_of
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.messages import (
@@ -19,7 +20,9 @@ from pycalico.felix.messages import (
 )
 from pycalico.model.codec import encode_value
 from pycalico.model.node import ClusterInformation
-from pycalico.testing.felix_calc import HOSTNAME, global_policy, workload
+from pycalico.testing.felix_calc import HOSTNAME, global_policy, stored, workload
+
+INFO_PATH = ResourceKey("ClusterInformation", ready_flag.CLUSTER_INFORMATION_NAME).path
 
 
 def _info(name: str = "default", **spec: Any) -> ClusterInformation:
@@ -28,9 +31,9 @@ def _info(name: str = "default", **spec: Any) -> ClusterInformation:
 
 def _set(graph: CalcGraph, info: ClusterInformation | None) -> None:
     if info is None:
-        graph.on_update(ready_flag.CLUSTER_INFORMATION_KEY, None)
+        graph.on_updates(stored((INFO_PATH, None)))
     else:
-        graph.on_update(key_of(info), encode_value(info))
+        graph.on_updates(stored((key_of(info), encode_value(info))))
 
 
 def _synced_graph() -> CalcGraph:
@@ -51,10 +54,12 @@ def test_only_an_explicit_false_is_not_ready() -> None:
     assert ready_flag.datastore_ready(_info())
     assert ready_flag.datastore_ready(_info(datastoreReady=True))
     assert not ready_flag.datastore_ready(_info(datastoreReady=False))
-    assert ready_flag.datastore_ready_from_value(None)
-    assert ready_flag.datastore_ready_from_value(b"not json")
-    assert not ready_flag.datastore_ready_from_value(encode_value(_info(datastoreReady=False)))
-    assert ready_flag.datastore_ready_from_value(encode_value(_info(datastoreReady=True)))
+    # A value that does not decode arrives from the stream as a delete: ready.
+    graph = _synced_graph()
+    _set(graph, _info(datastoreReady=False))
+    graph.flush()
+    graph.on_updates(stored((INFO_PATH, b"not json")))
+    assert graph.datastore_ready
 
 
 def test_lock_is_sent_first_in_the_flush_ahead_of_updates_in_the_same_batch() -> None:

@@ -1,12 +1,11 @@
-"""Raw syncer input, configuration, pools and nodes, in-sync, and the sequencer's coalescing."""
+"""Typed stream input, configuration, pools, in-sync, and the sequencer's coalescing."""
 
 from __future__ import annotations
 
-from pycalico.datastore.paths import resource_key
+from pycalico.datastore.updates import ResourceKey, ResourceUpdate
 from pycalico.felix.calc import CalcGraph, EventSequencer, key_of
 from pycalico.felix.messages import (
     ConfigUpdate,
-    HostMetadataUpdate,
     InSync,
     IPPoolRemove,
     IPPoolUpdate,
@@ -18,20 +17,25 @@ from pycalico.felix.messages import (
 )
 from pycalico.model.codec import encode_value
 from pycalico.model.ipam import IPPool
-from pycalico.model.node import FelixConfiguration, Node
-from pycalico.testing.felix_calc import HOSTNAME, global_policy, workload
+from pycalico.model.node import FelixConfiguration
+from pycalico.testing.felix_calc import HOSTNAME, global_policy, stored, workload
 
 
 def _config(name: str, **spec: object) -> FelixConfiguration:
     return FelixConfiguration.model_validate({"metadata": {"name": name}, "spec": spec})
 
 
-def test_on_update_decodes_values_and_treats_garbage_as_deleted() -> None:
+def test_stream_updates_dispatch_by_kind_and_garbage_counts_as_deleted() -> None:
     graph = CalcGraph(HOSTNAME)
     pod = workload("w", labels={"app": "x"}, ips=["10.0.0.1"])
-    graph.on_update(key_of(pod), encode_value(pod))
-    graph.on_update("/calico/ipam/v2/handle/whatever", b"{}")  # not a v3 resource: ignored
-    graph.on_update(resource_key("bgppeers", "peer"), b"{}")  # a kind Felix does not use
+    graph.on_updates(
+        stored(
+            (key_of(pod), encode_value(pod)),
+            ("/calico/ipam/v2/handle/whatever", b"{}"),  # not a v3 resource: not in the stream
+            ("/calico/resources/v3/projectcalico.org/bgppeers/peer", b"{}"),  # no handler
+        )
+    )
+    assert graph.stats.updates == 1
     graph.on_in_sync()
     messages = graph.flush()
     assert [type(m) for m in messages] == [
@@ -40,8 +44,9 @@ def test_on_update_decodes_values_and_treats_garbage_as_deleted() -> None:
         WorkloadEndpointUpdate,
         InSync,
     ]
-    graph.on_update(key_of(pod), b'{"kind": "WorkloadEndpoint", "spec": {"bogus": 1}}')
-    assert graph.stats.decode_failures == 1
+    (garbage,) = stored((key_of(pod), b'{"kind": "WorkloadEndpoint", "spec": {"bogus": 1}}'))
+    assert garbage.key == ResourceKey.of(pod) and garbage.resource is None
+    graph.on_update(garbage)
     removed = graph.flush()
     assert [type(m).__name__ for m in removed] == ["WorkloadEndpointRemove", "ActiveProfileRemove"]
     assert graph.flush() == []  # InSync is sent once
@@ -78,33 +83,28 @@ def test_effective_felix_configuration_node_overrides_default() -> None:
         "reportingInterval": "30s",
     }
     assert graph.flush() == []
-    graph.on_resource(None, resource_key("felixconfigurations", f"node.{HOSTNAME}"))
+    graph.on_delete(ResourceKey("FelixConfiguration", f"node.{HOSTNAME}"))
     (config,) = graph.flush()
     assert isinstance(config, ConfigUpdate) and dict(config.values)["logSeverityScreen"] == "Info"
 
 
 def test_configuration_read_from_stored_values_drops_go_zero_values() -> None:
     graph = CalcGraph(HOSTNAME)
-    stored = _config("default", interfacePrefix="cali")
-    graph.on_update(key_of(stored), encode_value(stored))
+    value = _config("default", interfacePrefix="cali")
+    graph.on_updates(stored((key_of(value), encode_value(value))))
     (config,) = graph.flush()
     assert isinstance(config, ConfigUpdate) and config.values == (("interfacePrefix", "cali"),)
 
 
-def test_pools_and_nodes() -> None:
+def test_pools() -> None:
     graph = CalcGraph(HOSTNAME)
     pool = IPPool.model_validate(
         {"metadata": {"name": "p"}, "spec": {"cidr": "10.65.0.0/16", "natOutgoing": True}}
     )
-    node = Node.model_validate(
-        {"metadata": {"name": "node-b"}, "spec": {"bgp": {"ipv4Address": "192.168.1.2/24"}}}
-    )
     graph.on_resource(pool)
-    graph.on_resource(node)
     messages = graph.flush()
     assert IPPoolUpdate("10.65.0.0/16", "10.65.0.0/16", True) in messages
-    assert HostMetadataUpdate("node-b", "192.168.1.2", "") in messages
-    graph.on_resource(None, key_of(pool))
+    graph.on_delete(ResourceKey.of(pool))
     assert IPPoolRemove("10.65.0.0/16") in graph.flush()
 
 
@@ -139,17 +139,19 @@ def test_a_policy_that_stops_parsing_counts_as_deleted() -> None:
     pod = workload("w", labels={"app": "x"}, ips=["10.0.0.1"])
     good = global_policy("p", selector="app == 'x'", ingress=[{"action": "Allow"}])
     graph.on_resource(pod)
-    graph.on_update(key_of(good), encode_value(good))
+    graph.on_updates(stored((key_of(good), encode_value(good))))
     assert any(type(m).__name__ == "ActivePolicyUpdate" for m in graph.flush())
     bad_selector = encode_value(good).replace(b"app == 'x'", b"app === 'x'")
-    graph.on_update(key_of(good), bad_selector)
+    graph.on_updates(stored((key_of(good), bad_selector)))
     assert "ActivePolicyRemove" in [type(m).__name__ for m in graph.flush()]
     bad_rule = global_policy(
         "p",
         selector="app == 'x'",
         ingress=[{"action": "Allow", "source": {"selector": "role == 'db'"}}],
     )
-    graph.on_update(key_of(bad_rule), encode_value(bad_rule).replace(b"role ==", b"role =!"))
+    graph.on_updates(
+        stored((key_of(bad_rule), encode_value(bad_rule).replace(b"role ==", b"role =!")))
+    )
     assert graph.flush() == []  # still absent: an invalid rule does not bring it back
     assert graph.stats.invalid_resources == 2
 
@@ -178,11 +180,11 @@ def test_on_updates_pauses_the_collector_and_restores_it() -> None:
     seen: list[bool] = []
     original = graph.on_update
 
-    def spy(key: str, value: bytes | str | None) -> None:
+    def spy(update: ResourceUpdate) -> None:
         seen.append(gc.isenabled())
-        original(key, value)
+        original(update)
 
     graph.on_update = spy  # type: ignore[method-assign]
     assert gc.isenabled()
-    graph.on_updates([(key_of(pod), encode_value(pod))])
+    graph.on_updates(stored((key_of(pod), encode_value(pod))))
     assert seen == [False] and gc.isenabled()

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc import CalcGraph, key_of
 from pycalico.model.meta import Resource
 from pycalico.model.node import FelixConfiguration
@@ -152,7 +153,7 @@ STEPS = st.lists(st.sampled_from(["put", "put", "put", "delete", "flush"]), min_
 def _from_scratch(state: dict[str, Resource], order: list[str]) -> DataplaneModel:
     graph = CalcGraph(HOSTNAME)
     for key in order:
-        graph.on_resource(state[key], key)
+        graph.on_resource(state[key])
     graph.on_in_sync()
     dataplane = DataplaneModel()
     dataplane.apply(graph.flush())
@@ -176,8 +177,7 @@ def test_incremental_equals_from_scratch_and_ordering_holds(
             dataplane.apply(graph.flush())
         elif step == "delete" and state:
             key = data.draw(st.sampled_from(sorted(state)))
-            del state[key]
-            graph.on_resource(None, key)
+            graph.on_delete(ResourceKey.of(state.pop(key)))
         else:
             resource = data.draw(RESOURCES)
             state[key_of(resource)] = resource

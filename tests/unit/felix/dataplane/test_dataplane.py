@@ -72,6 +72,25 @@ def test_nothing_touches_the_kernel_before_in_sync(
     assert kernel.sysctls.values["net/ipv6/conf/calia/accept_ra"] == "0"
 
 
+@pytest.mark.parametrize(
+    ("ip_forwarding", "ipv6", "expected"),
+    [
+        (True, True, {"net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1"}),
+        (True, False, {"net/ipv4/ip_forward": "1"}),
+        (False, True, {}),
+    ],
+)
+def test_ip_forwarding_is_written_at_the_first_apply_unless_disabled(
+    kernel: FakeKernel, ip_forwarding: bool, ipv6: bool, expected: dict[str, str]
+) -> None:
+    options = DataplaneOptions(ip_forwarding=ip_forwarding, ipv6_support=ipv6)
+    dataplane = Dataplane(options, kernel.nft, kernel.routes, kernel.sysctls, kernel.conntrack)
+    dataplane.on_update(m.InSync())
+    dataplane.apply()
+    written = {k: v for k, v in kernel.sysctls.values.items() if "/all/" in k or "ip_forward" in k}
+    assert written == expected
+
+
 def test_incremental_apply_sends_only_what_changed(
     dataplane: Dataplane, kernel: FakeKernel
 ) -> None:
@@ -229,3 +248,44 @@ def test_host_endpoints_named_and_wildcard(dataplane: Dataplane, kernel: FakeKer
         f"iifname vmap @{names.MAP_FROM_HEP}"
     ]
     assert "cali-fh-all" not in kernel.nft.table().chains
+
+
+async def test_the_kernel_apply_runs_off_the_event_loop_thread(kernel: FakeKernel) -> None:
+    """The nft transaction blocks until a coroutine on the loop releases it: an apply on the
+    loop's own thread would never see the release (and the wait would time out)."""
+    import asyncio
+    import threading
+
+    release = threading.Event()
+    applied_on: list[str] = []
+    real_run = kernel.nft.run
+
+    def blocking_run(text: str) -> None:
+        applied_on.append(threading.current_thread().name)
+        assert release.wait(5), "the loop was blocked while the kernel was programmed"
+        real_run(text)
+
+    kernel.nft.run = blocking_run  # type: ignore[method-assign]
+    dataplane = Dataplane(
+        DataplaneOptions(), kernel.nft, kernel.routes, kernel.sysctls, kernel.conntrack
+    )
+    applied = asyncio.Event()
+    dataplane.on_applied.append(lambda _report: applied.set())
+    queue: asyncio.Queue[list[m.Message]] = asyncio.Queue()
+    queue.put_nowait([m.ActiveProfileUpdate(PROFILE, (ALLOW,), (ALLOW,)), m.InSync()])
+    task = asyncio.ensure_future(dataplane.run(queue))
+    try:
+        while not applied_on:
+            await asyncio.sleep(0.01)
+        assert dataplane.applying
+        dataplane.on_link("calia", True)  # a link event meanwhile is held, not applied
+        assert dataplane._held_links == [("calia", True)]
+        release.set()
+        await asyncio.wait_for(applied.wait(), 5)
+        assert applied_on[0].startswith("felix-apply")
+        await asyncio.sleep(0)
+        assert not dataplane.applying and dataplane.last_report is not None
+        assert dataplane._held_links == []  # replayed after the apply
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

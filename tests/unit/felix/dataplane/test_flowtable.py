@@ -6,6 +6,8 @@ flowtables); ``FakeSysctls`` says which interfaces exist.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pycalico.felix import config as felix_config
@@ -231,12 +233,12 @@ def test_config_field(source: dict[str, str], expected: bool) -> None:
 
 def test_config_env_and_bad_value() -> None:
     config = felix_config.load(environ={"FELIX_NFTABLESFLOWTABLEOFFLOAD": "enabled"})
-    assert config["nftablesFlowTableOffload"] == "Enabled"
+    assert config.nftables_flow_table_offload == "Enabled"
     with pytest.raises(felix_config.ConfigError, match="nftablesFlowTableOffload"):
         felix_config.load(environ={"FELIX_NFTABLESFLOWTABLEOFFLOAD": "sometimes"})
     old = felix_config.load(default_hostname="h")
     assert felix_config.restart_needed(
-        old, config.__class__({**old.values, "nftablesFlowTableOffload": "Enabled"}, old.sources)
+        old, dataclasses.replace(old, nftables_flow_table_offload="Enabled")
     ) == ["nftablesFlowTableOffload"]
 
 
