@@ -257,6 +257,9 @@ def main(argv: list[str]) -> int:
             print(f"\n{size} nodes: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
             ref_dir = os.path.join(work, f"ref{size}")
             os.makedirs(ref_dir)
+            # The same room in the kernel's shared neighbour table as `calico-lab up` makes
+            # (a full mesh of N needs about N^2 entries; the default limit is 1,024).
+            neighbours = kernel.raise_neighbour_limits(size + 3)
             try:
                 ref_seconds, bird_pids = reference_bringup(size, ref_prefix, ref_dir)
                 bird_pss = statistics.mean(pss_kib(pid) for pid in bird_pids)
@@ -264,6 +267,7 @@ def main(argv: list[str]) -> int:
                 ref_pod_seconds = reference_pods(ref_prefix, pod_count, args.parallel)
             finally:
                 remove(ref_prefix, ref_dir)
+                kernel.restore_neighbour_limits(neighbours)
             try:
                 phases = Phases()
                 cluster.up(
