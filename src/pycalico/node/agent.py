@@ -260,7 +260,6 @@ class NodeAgent:
     async def _run_confd_in_process(self) -> None:
         """confd as a task of this process (sharing its etcd connection), restarted with the
         same backoff as a child when it fails."""
-        from pycalico.bgp.bird import BirdControl
         from pycalico.bgp.confd import Confd
 
         backoff: float | None = None
