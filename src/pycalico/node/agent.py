@@ -44,7 +44,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -123,10 +123,12 @@ class Supervisor:
     def __init__(self, log_dir: str) -> None:
         self.log_dir = log_dir
         self.children: dict[str, ChildState] = {}
+        self._asks: dict[str, Callable[[asyncio.subprocess.Process], Awaitable[None]] | None] = {}
         self._stopping = False
 
     async def supervise(self, spec: ChildSpec) -> None:
         state = self.children.setdefault(spec.name, ChildState())
+        self._asks[spec.name] = spec.ask_to_stop
         backoff: float | None = None
         os.makedirs(self.log_dir, exist_ok=True)
         while not self._stopping:
@@ -181,12 +183,11 @@ class Supervisor:
                 process.kill()
             await process.wait()
 
-    async def stop_all(self, specs: Sequence[ChildSpec] = ()) -> None:
+    async def stop_all(self) -> None:
         self._stopping = True
-        asks = {spec.name: spec.ask_to_stop for spec in specs}
         await asyncio.gather(
             *(
-                self._stop_process(state.process, asks.get(name))
+                self._stop_process(state.process, self._asks.get(name))
                 for name, state in self.children.items()
                 if state.process is not None
             )
@@ -311,9 +312,9 @@ class NodeAgent:
         """Run until ``request_stop`` (or SIGTERM/SIGINT when installed by ``main``)."""
         os.makedirs(self.paths.run_dir, exist_ok=True)
         await self._start_agent_server()
-        specs = self.children()
         tasks = [
-            asyncio.create_task(self.supervisor.supervise(spec), name=spec.name) for spec in specs
+            asyncio.create_task(self.supervisor.supervise(spec), name=spec.name)
+            for spec in self.children()
         ]
         backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
         if backend == "bird" and self.confd_in_process and self.kv is not None:
@@ -321,7 +322,7 @@ class NodeAgent:
         try:
             await self._stop.wait()
         finally:
-            await self.supervisor.stop_all(specs)
+            await self.supervisor.stop_all()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
