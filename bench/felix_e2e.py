@@ -186,7 +186,7 @@ def main() -> int:
     b, s = results["big"], results["small"]
     print(f"Felix end to end ({big[0]} endpoints, {big[0] // big[2]} local, {big[1]} policies):")
     print(
-        f"  cold start to fully programmed : {b['cold']:.2f} s  ({b['endpoints']:.0f} local "
+        f"  graph + first apply (decoded)  : {b['cold']:.2f} s  ({b['endpoints']:.0f} local "
         f"endpoints, {b['rules']:.0f} nft rules, {b['full_bytes'] / 1e6:.2f} MB transaction)"
     )
     print(f"  peak RSS of the process        : {peak_mb:.0f} MB")
