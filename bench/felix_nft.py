@@ -21,12 +21,17 @@ What this measures, in one run, inside a private network namespace (needs root):
 
 Routes and sysctls go to the fake kernel (1,000 real veths would measure ``ip link``, not us).
 
+Each section prints the 1-minute load average at its start and end beside its figures: the
+ratios compare runs made seconds apart, but a busy machine slows the full apply (the reference)
+more than the small ones, so figures are to be recorded from a quiet machine.
+
 Run: ``.venv/bin/python -m bench.felix_nft`` (``--quick`` for 200 endpoints).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -247,10 +252,13 @@ def main() -> int:
     endpoints, policies, sets, rounds = (200, 200, 40, 3) if quick else (1000, 1000, 200, 5)
     name = f"fxbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
+    loads = [os.getloadavg()[0]]
     try:
         with netns.enter(name):
             lib = run_backend(LibNftablesBackend, endpoints, policies, sets, rounds)
+            loads.append(os.getloadavg()[0])
             cmd = run_backend(NftCommandBackend, endpoints, policies, sets, rounds)
+            loads.append(os.getloadavg()[0])
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
@@ -264,6 +272,8 @@ def main() -> int:
     _, rules, chains = lib["_counts"][0]
     print(f"Felix nft: {endpoints} endpoints, {policies} policies x 3 rules, {sets} IP sets "
           f"-> {chains} chains, {rules} rules (median of {rounds})")  # fmt: skip
+    print(f"  [load average (1 min) {loads[0]:.2f} -> {loads[1]:.2f} during the libnftables "
+          f"timings, -> {loads[2]:.2f} during the `nft -f -` ones]")  # fmt: skip
     full_t, full_b, full_l = median(lib["full"][1:])
     first_t, _, _ = lib["full"][0]
     print(f"  first apply (render + transaction): {first_t * 1000:8.1f} ms")
@@ -285,6 +295,7 @@ def main() -> int:
         f"(ratio to libnftables {cmd_full / full_t:.2f})"
     )
     rates = throughput(endpoints, policies, sets, 3 if quick else 5)
+    print(f"  [load average (1 min) {loads[-1]:.2f} -> {os.getloadavg()[0]:.2f} during iperf3]")
     with_rules, no_policy = rates["rules"], rates["no-policy"]
     conntrack, without = rates["conntrack"], rates["none"]
     print(f"  iperf3 TCP pod->pod, whole ruleset   : {with_rules / 1e9:6.2f} Gbit/s  "

@@ -1,9 +1,18 @@
-"""calico-lab at scale: bring-up time for 10 and 30 nodes, pods per second across the lab, and
-memory per node (calico-node + confd + Felix + BIRD) at 30 nodes.
+"""calico-lab at scale: bring-up time for 10, 30 and 50 nodes and where it goes, pods per second
+across the lab, and memory per node (calico-node + confd + Felix + BIRD).
 
-Run as root: ``.venv/bin/python -m bench.lab_scale [--sizes 10,30] [--pods-per-node 2]
+Run as root: ``.venv/bin/python -m bench.lab_scale [--sizes 10,30,50] [--pods-per-node 2]
 [--quick]``.  Each lab has its own state directory and namespace prefix, and is removed at the
-end (also on failure).
+end (also on failure).  The load average is printed before each size.
+
+Where the bring-up time goes, two views of the same ``calico-lab up``:
+
+* **phases** (wall clock, from ``up``'s own progress lines): fabric + etcd healthy + datastore
+  written; node namespaces built and every calico-node spawned; then until Felix is ready on
+  every node, and until every BGP session is Established (both end at "ready");
+* **CPU** spent by each kind of process of every node until ready (utime + stime from
+  ``/proc``; calico-node includes its startup), against the wall clock times the machine's CPUs:
+  when the sum is close to that product, bring-up is CPU-bound and grows with N times per-node CPU.
 
 Reference, measured in the same run on the same machine:
 
@@ -162,22 +171,73 @@ def lab_memory(lab_dir: str) -> dict[str, list[int]]:
         assert root is not None
         for pid in descendants(root):
             words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            text = b" ".join(words).decode(errors="replace")
-            if "-confd" in text:
-                name = "confd"
-            elif "calico-felix" in text:
-                name = "felix"
-            elif os.path.basename(words[0].decode()) == "bird":
-                name = "bird"
-            else:
-                name = "calico-node"
-            found[name].append(pss_kib(pid))
+            found[component(words)].append(pss_kib(pid))
     return found
+
+
+def component(words: list[bytes]) -> str:
+    text = b" ".join(words).decode(errors="replace")
+    if "-confd" in text:
+        return "confd"
+    if "calico-felix" in text:
+        return "felix"
+    if os.path.basename(words[0].decode()) == "bird":
+        return "bird"
+    return "calico-node"
+
+
+def lab_cpu(lab_dir: str) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by each kind of process, summed over nodes."""
+    lab = cluster.require(lab_dir)
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {"calico-node": 0.0, "confd": 0.0, "felix": 0.0, "bird": 0.0}
+    for node in lab.nodes:
+        root = kernel.read_pid(cluster.pid_file(node))
+        assert root is not None
+        for pid in descendants(root):
+            try:
+                words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            found[component(words)] += (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+class Phases:
+    """Timestamps of ``up``'s progress lines, turned into phases."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+
+    def __call__(self, message: str) -> None:
+        self.lines.append((time.monotonic() - self.start, message))
+
+    def first(self, predicate: str) -> float:
+        return next(t for t, line in self.lines if predicate in line)
+
+    def all_of(self, what: str, size: int) -> float:
+        """When ``what`` (Felix ready / BGP complete) first reached every node."""
+        mark = f"{what} on {size}/{size}"
+        return next((t for t, line in self.lines if mark in line), self.lines[-1][0])
+
+    def summary(self, size: int) -> str:
+        nodes = self.first("nodes:")
+        spawned = self.first("Felix ready on")
+        ready = self.lines[-1][0]
+        return (
+            f"fabric + etcd + datastore {nodes:.1f}s; namespaces + spawn {spawned - nodes:.1f}s; "
+            f"then Felix ready everywhere at +{self.all_of('Felix ready', size) - spawned:.1f}s, "
+            f"BGP complete everywhere at +{self.all_of('BGP complete', size) - spawned:.1f}s "
+            f"(ready at {ready:.1f}s)"
+        )
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lab_scale")
-    parser.add_argument("--sizes", default="10,30")
+    parser.add_argument("--sizes", default="10,30,50")
     parser.add_argument("--pods-per-node", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="sizes 3,5")
@@ -193,8 +253,13 @@ def main(argv: list[str]) -> int:
     results: dict[int, dict[str, float]] = {}
     try:
         for size in sizes:
+            load = os.getloadavg()
+            print(f"\n{size} nodes: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
             ref_dir = os.path.join(work, f"ref{size}")
             os.makedirs(ref_dir)
+            # The same room in the kernel's shared neighbour table as `calico-lab up` makes
+            # (a full mesh of N needs about N^2 entries; the default limit is 1,024).
+            neighbours = kernel.raise_neighbour_limits(size + 3)
             try:
                 ref_seconds, bird_pids = reference_bringup(size, ref_prefix, ref_dir)
                 bird_pss = statistics.mean(pss_kib(pid) for pid in bird_pids)
@@ -202,10 +267,14 @@ def main(argv: list[str]) -> int:
                 ref_pod_seconds = reference_pods(ref_prefix, pod_count, args.parallel)
             finally:
                 remove(ref_prefix, ref_dir)
+                kernel.restore_neighbour_limits(neighbours)
             try:
-                started = time.monotonic()
-                cluster.up(state_dir=lab_dir, prefix=lab_prefix, nodes=size, timeout=600)
-                lab_seconds = time.monotonic() - started
+                phases = Phases()
+                cluster.up(
+                    state_dir=lab_dir, prefix=lab_prefix, nodes=size, timeout=600, progress=phases
+                )
+                lab_seconds = time.monotonic() - phases.start
+                cpu = lab_cpu(lab_dir)
                 memory = lab_memory(lab_dir)
                 specs = [
                     pods.PodSpec(f"p{i}", f"node{i % size + 1}", f"ns{i % 3}")
@@ -219,10 +288,16 @@ def main(argv: list[str]) -> int:
             per_node = {name: statistics.mean(values) for name, values in memory.items()}
             total = sum(per_node.values())
             results[size] = {"lab": lab_seconds, "ref": ref_seconds}
-            print(f"\n{size} nodes:")
             print(
                 f"  bring-up: lab {lab_seconds:.1f}s, reference (namespaces + BIRD mesh) "
                 f"{ref_seconds:.1f}s  -> ratio {lab_seconds / ref_seconds:.1f}x"
+            )
+            print(f"  phases: {phases.summary(size)}")
+            cpus = os.cpu_count() or 1
+            print(
+                f"  CPU until ready: {sum(cpu.values()):.1f}s of {lab_seconds * cpus:.1f}s "
+                f"({cpus} CPUs x wall) -- "
+                + ", ".join(f"{k} {v:.1f}s ({v / size:.2f}s/node)" for k, v in cpu.items())
             )
             print(
                 f"  pods: {pod_count} in {pod_seconds:.1f}s = {pod_count / pod_seconds:.1f} "
@@ -242,9 +317,12 @@ def main(argv: list[str]) -> int:
         remove(ref_prefix, work)
         subprocess.run(["rm", "-rf", work], check=False)
     if len(sizes) > 1:
-        first, last = sizes[0], sizes[-1]
-        growth = results[last]["lab"] / results[first]["lab"]
-        print(f"\nbring-up {first} -> {last} nodes: x{growth:.1f} for x{last / first:.0f} nodes")
+        first = sizes[0]
+        for size in sizes[1:]:
+            growth = results[size]["lab"] / results[first]["lab"]
+            print(
+                f"\nbring-up {first} -> {size} nodes: x{growth:.1f} for x{size / first:.0f} nodes"
+            )
     print(
         f"\nreproduce: .venv/bin/python -m bench.lab_scale --sizes {','.join(map(str, sizes))} "
         f"--pods-per-node {args.pods_per_node} --parallel {args.parallel}"

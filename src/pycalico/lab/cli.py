@@ -286,7 +286,11 @@ def _node(context: click.Context, name: str) -> tuple[lab_state.LabState, lab_st
 
 @node.command("stop")
 @click.argument("name")
-@click.option("--kill", is_flag=True, help="SIGKILL calico-node (a crash) instead of SIGTERM.")
+@click.option(
+    "--kill",
+    is_flag=True,
+    help="SIGKILL calico-node's whole process group (a container kill) instead of SIGTERM.",
+)
 @click.pass_context
 def node_stop(context: click.Context, name: str, kill: bool) -> None:
     """Stop NAME's calico-node (Felix, confd and BIRD with it)."""

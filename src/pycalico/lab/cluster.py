@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import urllib.request
@@ -46,6 +47,8 @@ FELIX_HEALTH_PORT = 9099
 NEIGHBOUR_FILE = "neighbour-limits.json"
 LAB_EXECUTABLES = ("etcd", "python", "calico", "bird", "nsenter")
 ETCD_BINARY = "/usr/bin/etcd"
+# `docker stop`'s default: SIGTERM, then SIGKILL after this long.
+STOP_GRACE = 10.0
 
 
 class LabError(RuntimeError):
@@ -203,26 +206,30 @@ def start_node(lab: LabState, node: NodeState) -> int:
 
 
 def stop_node(node: NodeState, *, kill: bool = False) -> None:
-    """Stop the node's calico-node and its children; ``kill`` sends SIGKILL to calico-node
-    alone (a crash: its children get their parent-death signal)."""
+    """Stop the node's calico-node as a container runtime stops its container.
+
+    ``kill``: SIGKILL to the whole process group at once (``docker kill``: calico-node, Felix,
+    confd and BIRD die together, BIRD without telling its peers).  Otherwise (``docker stop``):
+    SIGTERM to calico-node alone, which stops its children its own way; whatever is left after
+    the grace time is killed with the group."""
     pid = kernel.read_pid(pid_file(node))
     if not kernel.alive(pid):
         return
     assert pid is not None
-    if kill:
-        os.kill(pid, 9)
-        deadline = time.monotonic() + 10
+    if not kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
         while kernel.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    else:
-        kernel.kill_tree([pid], grace=8.0)
-    # BIRD needs a moment after SIGTERM; wait until nothing of this node's daemons is left.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # calico-node leads its own group (start_daemon)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
         kernel.command_name(p).split(" ")[0] in ("bird", "python3", "python", "calico-felix")
         for p in kernel.namespace_pids(node.namespace)
     ):
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 # --- readiness -------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ machine, each in its own network namespace: ``CALICO_RUN_DIR`` (default ``/var/r
 (default ``<run dir>/bird.ctl``), ``CALICO_LOG_DIR`` (default ``/var/log/calico``; one
 ``<service>.log`` per child), ``CALICO_AGENT_SOCKET`` (default ``<run dir>/cni.sock``).
 
+A restart of calico-node must not cut traffic between pods that already talk, so nothing here
+tears the dataplane down: when the agent dies its children get SIGKILL (as in a dying container),
+and on a clean stop BIRD is stopped by its ``graceful restart`` command, not SIGTERM — either way
+BIRD sends its peers no Cease, so they keep this node's routes by graceful restart, and its
+kernel routes stay (``persist``).  Felix, told to stop, leaves the dataplane as it is.
+
 Invariants: children die with the agent (``PR_SET_PDEATHSIG``) as well as on a clean stop; the
 agent never restarts a child while its previous instance is still running.
 """
@@ -42,7 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
-from pycalico.bgp.bird import bird_command
+from pycalico.bgp.bird import BirdControl, BirdError, bird_command
 from pycalico.cni import agent_server
 from pycalico.datastore.api import KVStore
 
@@ -85,8 +91,10 @@ class NodePaths:
 
 
 def _die_with_parent() -> None:
+    # SIGKILL, as when a container dies: a child told to terminate would shut down cleanly, and
+    # a cleanly stopping BIRD sends its peers a Cease, which cancels their graceful restart.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -96,6 +104,8 @@ class ChildSpec:
     # Awaited before each start (BIRD waits for confd's first config).
     precondition: Callable[[], Awaitable[None]] | None = None
     env: Mapping[str, str] | None = None
+    # How to ask it to stop (None: SIGTERM); the supervisor kills it if it outlives STOP_TIMEOUT.
+    ask_to_stop: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -113,10 +123,12 @@ class Supervisor:
     def __init__(self, log_dir: str) -> None:
         self.log_dir = log_dir
         self.children: dict[str, ChildState] = {}
+        self._asks: dict[str, Callable[[asyncio.subprocess.Process], Awaitable[None]] | None] = {}
         self._stopping = False
 
     async def supervise(self, spec: ChildSpec) -> None:
         state = self.children.setdefault(spec.name, ChildState())
+        self._asks[spec.name] = spec.ask_to_stop
         backoff: float | None = None
         os.makedirs(self.log_dir, exist_ok=True)
         while not self._stopping:
@@ -144,7 +156,7 @@ class Supervisor:
                 try:
                     state.last_exit = await state.process.wait()
                 except asyncio.CancelledError:
-                    await self._stop_process(state.process)
+                    await self._stop_process(state.process, spec.ask_to_stop)
                     raise
                 if self._stopping:
                     break
@@ -153,11 +165,17 @@ class Supervisor:
             await asyncio.sleep(backoff)
 
     @staticmethod
-    async def _stop_process(process: asyncio.subprocess.Process) -> None:
+    async def _stop_process(
+        process: asyncio.subprocess.Process,
+        ask: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None,
+    ) -> None:
         if process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        if ask is not None:
+            await ask(process)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
         except TimeoutError:
@@ -169,8 +187,8 @@ class Supervisor:
         self._stopping = True
         await asyncio.gather(
             *(
-                self._stop_process(state.process)
-                for state in self.children.values()
+                self._stop_process(state.process, self._asks.get(name))
+                for name, state in self.children.items()
                 if state.process is not None
             )
         )
@@ -226,6 +244,7 @@ class NodeAgent:
                     "bird",
                     bird_command(self.paths.bird_config, self.paths.bird_socket),
                     precondition=self._wait_for_config,
+                    ask_to_stop=self._stop_bird_for_restart,
                 )
             )
         felix = felix_command(self.env)
@@ -242,7 +261,6 @@ class NodeAgent:
     async def _run_confd_in_process(self) -> None:
         """confd as a task of this process (sharing its etcd connection), restarted with the
         same backoff as a child when it fails."""
-        from pycalico.bgp.bird import BirdControl
         from pycalico.bgp.confd import Confd
 
         backoff: float | None = None
@@ -261,6 +279,17 @@ class NodeAgent:
                 log.exception("confd (in process) failed; restarting it")
             backoff = next_backoff(backoff, time.monotonic() - started)
             await asyncio.sleep(backoff)
+
+    async def _stop_bird_for_restart(self, process: asyncio.subprocess.Process) -> None:
+        """Stop BIRD as Calico's stops with its container: without a Cease to its peers (they
+        keep this node's routes by graceful restart) and leaving its kernel routes.  BIRD's
+        ``graceful restart`` command does exactly that; SIGTERM would send the Cease."""
+        try:
+            await BirdControl(self.paths.bird_socket, timeout=2.0).command("graceful restart")
+        except BirdError as error:
+            log.warning("bird: 'graceful restart' refused (%s); killing it", error)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
     async def _wait_for_config(self) -> None:
         while not os.path.exists(self.paths.bird_config):
