@@ -390,3 +390,14 @@ def test_keeps_working_with_one_member_of_three_stopped(
     done = ctl.fails("apply", "-f", ctl.manifest(three))
     assert done.stderr.startswith("Failed to apply any 'IPPool' resources: [")
     assert done.stderr.count("UNAVAILABLE") == 1
+
+
+async def test_refusals_say_why(ctl: Calicoctl, kv: EtcdKVStore) -> None:
+    """A refused label names the problem; `get` without a kind prints one error (issue 20)."""
+    ctl.ok("apply", "-f", ctl.manifest(pool("p", "10.1.0.0/16")))
+    done = ctl.fails("label", "ippools", "p", "bad_key-=x")
+    assert done.stderr.startswith("failed to update ippools p, label not changed: ")
+    assert "metadata.labels: key 'bad_key-' is not valid" in done.stderr
+    done = ctl.fails("get")
+    assert done.stderr.count("Error:") == 1
+    assert "'calicoctl get' needs a KIND" in done.stderr
