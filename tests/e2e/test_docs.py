@@ -83,9 +83,13 @@ class DocSession:
 
         return {"<db's address>": address("db"), "<web's address>": address("web")}
 
-    def fill(self, text: str) -> str:
+    def literal(self, text: str) -> str:
         for literal, value in self.literals().items():
             text = text.replace(literal, value)
+        return text
+
+    def fill(self, text: str) -> str:
+        text = self.literal(text)
         known = self.placeholders()
         for placeholder in doc_blocks.placeholders(text):
             assert placeholder in known, f"unknown placeholder {placeholder} (add it to the test)"
@@ -155,5 +159,5 @@ def test_doc_block(block: DocBlock, session: DocSession) -> None:
     printed = "".join(session.run(block, command) for command in doc_blocks.commands(block))
     expected = OUTPUTS.get(block.name)
     if expected is not None:
-        problem = doc_blocks.output_mismatch(session.fill(expected.text), printed)
+        problem = doc_blocks.output_mismatch(session.literal(expected.text), printed)
         assert problem is None, f"{expected.name}: {problem}\n--- printed:\n{printed}"
