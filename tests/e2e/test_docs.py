@@ -31,7 +31,7 @@ from pycalico.testing.doc_blocks import DocBlock
 from pycalico.testing.etcd_server import EtcdServer
 from tests.e2e.conftest import LabRunner
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
