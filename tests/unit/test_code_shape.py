@@ -26,7 +26,6 @@ MODULES_KEPT: set[str] = set()
 
 # "path::qualified name".  The goal is an empty set; the lead removes entries at merge.
 FUNCTIONS_KEPT: set[str] = {
-    "lab/cluster.py::up",  # being split on branch docs
 }
 
 # "path::qualified name of the enclosing function".
