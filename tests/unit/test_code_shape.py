@@ -25,9 +25,7 @@ MAX_FUNCTION_LINES = 80
 MODULES_KEPT: set[str] = set()
 
 # "path::qualified name".  The goal is an empty set; the lead removes entries at merge.
-FUNCTIONS_KEPT: set[str] = {
-    "lab/cluster.py::up",  # being split on branch docs
-}
+FUNCTIONS_KEPT: set[str] = set()
 
 # "path::qualified name of the enclosing function".
 HEDGES_KEPT: set[str] = set()

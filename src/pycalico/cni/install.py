@@ -266,32 +266,77 @@ def install(options: InstallOptions) -> list[str]:
     return written
 
 
-def options_from(argv: Sequence[str], env: Mapping[str, str]) -> InstallOptions:
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line, every option described; defaults from ``env`` as install-cni's."""
     parser = argparse.ArgumentParser(
         prog="python -m pycalico.cni.install",
         description="Install the calico CNI plugins and a conflist (Calico's install-cni).",
     )
-    parser.add_argument("--bin-dir", default=env.get("CNI_BIN_DIR") or DEFAULT_BIN_DIR)
-    parser.add_argument("--conf-dir", default=env.get("CNI_NET_DIR") or DEFAULT_CONF_DIR)
-    parser.add_argument("--conf-name", default=env.get("CNI_CONF_NAME") or DEFAULT_CONF_NAME)
-    parser.add_argument("--cni-version", default="1.0.0")
-    parser.add_argument("--network-name", default="k8s-pod-network")
-    parser.add_argument("--nodename", default=env.get("KUBERNETES_NODE_NAME") or "")
-    parser.add_argument("--nodename-file", default="")
-    parser.add_argument(
-        "--etcd-endpoints", default=env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
+    option = parser.add_argument
+    option(
+        "--bin-dir",
+        default=env.get("CNI_BIN_DIR") or DEFAULT_BIN_DIR,
+        help="where calico and calico-ipam are written (env CNI_BIN_DIR; default %(default)s)",
     )
-    parser.add_argument("--etcd-key-file", default=env.get("ETCD_KEY_FILE") or "")
-    parser.add_argument("--etcd-cert-file", default=env.get("ETCD_CERT_FILE") or "")
-    parser.add_argument("--etcd-ca-cert-file", default=env.get("ETCD_CA_CERT_FILE") or "")
-    parser.add_argument("--mtu", type=int, default=int(env.get("CNI_MTU") or 0))
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--log-file-path", default="/var/log/calico/cni/cni.log")
-    parser.add_argument("--ipam-lock-file", default="")
-    parser.add_argument("--kubeconfig", default="")
-    parser.add_argument("--agent-socket", default=env.get("CALICO_AGENT_SOCKET") or "")
-    parser.add_argument("--with-reference-plugins", action="store_true")
-    arguments = parser.parse_args(list(argv))
+    option(
+        "--conf-dir",
+        default=env.get("CNI_NET_DIR") or DEFAULT_CONF_DIR,
+        help="where the conflist is written (env CNI_NET_DIR; default %(default)s)",
+    )
+    option(
+        "--conf-name",
+        default=env.get("CNI_CONF_NAME") or DEFAULT_CONF_NAME,
+        help="the conflist's file name (env CNI_CONF_NAME; default %(default)s)",
+    )
+    option("--cni-version", default="1.0.0", help="the conflist's cniVersion (%(default)s)")
+    option("--network-name", default="k8s-pod-network", help="the conflist's name (%(default)s)")
+    option(
+        "--nodename",
+        default=env.get("KUBERNETES_NODE_NAME") or "",
+        help="the node name written into the config (env KUBERNETES_NODE_NAME; empty: the "
+        "plugin reads the nodename file, else the host name)",
+    )
+    option("--nodename-file", default="", help="nodename_file (default /var/lib/calico/nodename)")
+    option(
+        "--etcd-endpoints",
+        default=env.get("ETCD_ENDPOINTS") or "http://127.0.0.1:2379",
+        help="etcd_endpoints, comma-separated URLs (env ETCD_ENDPOINTS; default %(default)s)",
+    )
+    option("--etcd-key-file", default=env.get("ETCD_KEY_FILE") or "", help="etcd client key")
+    option(
+        "--etcd-cert-file", default=env.get("ETCD_CERT_FILE") or "", help="etcd client certificate"
+    )
+    option("--etcd-ca-cert-file", default=env.get("ETCD_CA_CERT_FILE") or "", help="etcd CA bundle")
+    option(
+        "--mtu",
+        type=int,
+        default=int(env.get("CNI_MTU") or 0),
+        help="pod interface MTU (env CNI_MTU; 0: the MTU file, else 1500)",
+    )
+    option("--log-level", default="info", help="the plugin's log_level (%(default)s)")
+    option(
+        "--log-file-path",
+        default="/var/log/calico/cni/cni.log",
+        help="the plugin's log file (%(default)s)",
+    )
+    option("--ipam-lock-file", default="", help="ipam_lock_file (empty: the plugin's default)")
+    option("--kubeconfig", default="", help="kubernetes.kubeconfig (kept, not used yet)")
+    option(
+        "--agent-socket",
+        default=env.get("CALICO_AGENT_SOCKET") or "",
+        help="the node agent's socket, written into the calico script (env "
+        "CALICO_AGENT_SOCKET; empty: /var/run/calico/cni.sock)",
+    )
+    option(
+        "--with-reference-plugins",
+        action="store_true",
+        help="also copy portmap, bandwidth, tuning, host-local and loopback from /usr/lib/cni",
+    )
+    return parser
+
+
+def options_from(argv: Sequence[str], env: Mapping[str, str]) -> InstallOptions:
+    arguments = build_parser(env).parse_args(list(argv))
     return InstallOptions(
         **{key: value for key, value in vars(arguments).items()},
         template=env.get("CNI_NETWORK_CONFIG") or "",

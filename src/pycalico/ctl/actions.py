@@ -405,7 +405,9 @@ async def label(
         # The version read above guards the write: a concurrent change makes it fail, not merge.
         await store.update(resource.with_metadata(labels=labels or None))
     except DatastoreError as error:
-        raise CommandError(f"failed to update {typed_kind} {name}, label not changed") from error
+        raise CommandError(
+            f"failed to update {typed_kind} {name}, label not changed: {error}"
+        ) from error
     if value is None:
         return f"Successfully removed label {key} from {typed_kind} {name}"
     if updated:

@@ -422,7 +422,11 @@ def get(
             return await actions.get_resources(store, resources)
 
     elif kind is None:
-        raise click.UsageError("get needs a KIND or -f FILE")
+        # One message (not click's plus calicoctl's): what is missing, and where help is.
+        raise CalicoctlUsageError(
+            "Invalid option: 'calicoctl get' needs a KIND (e.g. `calicoctl get ippools`) or "
+            "-f FILE. Use flag '--help' to read about a specific subcommand."
+        )
     else:
         try:
             info = _lookup(kind)

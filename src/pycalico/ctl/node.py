@@ -7,7 +7,10 @@ PEER TYPE | STATE | SINCE | INFO`` of the ``Mesh_``/``Global_``/``Node_`` protoc
 ``show protocols`` lists over BIRD's control socket, or "No IPv4 peers found.".  One BIRD 2
 daemon carries both families here, so both tables come from the same socket
 (``--bird-socket``, else ``CALICO_BIRD_SOCKET``, else ``/var/run/calico/bird.ctl`` then
-``/var/run/bird/bird.ctl``); a protocol's family is the family of the address in its name.
+``/var/run/bird/bird.ctl``, else the ``-s`` socket of the BIRD running in calicoctl's own network
+namespace: on a machine running several nodes, one network namespace each, as the lab does,
+``ip netns exec <node> calicoctl node status`` then finds that node's BIRD wherever its socket
+is); a protocol's family is the family of the address in its name.
 
 Not here: BIRD's reply protocol (``pycalico.bgp.bird``).  This module talks to no datastore.
 """
@@ -135,7 +138,31 @@ def calico_running(proc: str = "/proc") -> bool:
     return False
 
 
-def _socket_path(given: str | None) -> str:
+def bird_socket_in_this_namespace(proc: str = "/proc") -> str | None:
+    """The ``-s`` control socket of a BIRD running in this process's network namespace."""
+    try:
+        mine = os.stat(os.path.join(proc, "self", "ns", "net"))
+        entries = os.listdir(proc)
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as file:
+                words = [w.decode(errors="replace") for w in file.read().split(b"\0")]
+            theirs = os.stat(os.path.join(proc, entry, "ns", "net"))
+        except OSError:
+            continue
+        if os.path.basename(words[0]) != "bird" or "-s" not in words[:-1]:
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+            return words[words.index("-s") + 1]
+    return None
+
+
+def socket_path(given: str | None, *, proc: str = "/proc") -> str:
+    """Where to ask BIRD: the option, the environment, the usual places, this namespace's BIRD."""
     if given:
         return given
     from_env = os.environ.get("CALICO_BIRD_SOCKET")
@@ -144,7 +171,7 @@ def _socket_path(given: str | None) -> str:
     for path in DEFAULT_SOCKETS:
         if os.path.exists(path):
             return path
-    return DEFAULT_SOCKETS[0]
+    return bird_socket_in_this_namespace(proc) or DEFAULT_SOCKETS[0]
 
 
 def status_text(socket_path: str, *, running: bool | None = None) -> str:
@@ -156,7 +183,10 @@ def status_text(socket_path: str, *, running: bool | None = None) -> str:
         rows = asyncio.run(BirdControl(socket_path, timeout=2.0).protocols())
     except BirdError as error:
         if not os.path.exists(socket_path):
-            return text + "\nThe BGP backend process (BIRD) is not running.\n\n"
+            return text + (
+                f"\nThe BGP backend process (BIRD) is not running: no BIRD control socket at "
+                f"{socket_path} (give another with --bird-socket or CALICO_BIRD_SOCKET).\n\n"
+            )
         return text + f"\nError querying BIRD: {error}\n\n"
     peers = peer_rows(rows)
     return text + family_section(4, peers) + family_section(6, peers) + "\n"
@@ -172,10 +202,14 @@ def node() -> None:
 @click.option(
     "--bird-socket",
     default=None,
-    help="BIRD's control socket (default $CALICO_BIRD_SOCKET, else /var/run/calico/bird.ctl).",
+    help=(
+        "BIRD's control socket. Default: $CALICO_BIRD_SOCKET, else /var/run/calico/bird.ctl, "
+        "else /var/run/bird/bird.ctl, else the socket of the BIRD running in this network "
+        "namespace (so `ip netns exec <node> calicoctl node status` finds a lab node's BIRD)."
+    ),
 )
 def status(allow_version_mismatch: bool, bird_socket: str | None) -> None:
     """Check the status of the Calico node instance: BGP peering states."""
     if os.geteuid() != 0:
         raise NodeFailure("This command must be run as root.")
-    click.echo(status_text(_socket_path(bird_socket)), nl=False)
+    click.echo(status_text(socket_path(bird_socket)), nl=False)

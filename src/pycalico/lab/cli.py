@@ -84,6 +84,13 @@ def up(
     timeout: float,
 ) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
+    try:
+        cluster.check_request(
+            nodes=nodes, route_reflectors=route_reflectors, etcd_members=int(etcd_members)
+        )
+    except LabError as error:
+        console.print(f"[red]calico-lab up: {error}[/]")
+        sys.exit(1)
     console.print(f"[bold]Bringing up a {nodes}-node Calico lab[/]")
     try:
         lab = cluster.up(
@@ -98,7 +105,7 @@ def up(
         )
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
-        if not isinstance(error, cluster.LabExists):
+        if not isinstance(error, cluster.LabRefused):
             console.print("  (run `calico-lab down` to remove what was started)")
         sys.exit(1)
     except KeyboardInterrupt:
@@ -245,16 +252,30 @@ def status(context: click.Context) -> None:
 
 @main.command()
 @click.option(
-    "--deadline", default=10.0, show_default=True, help="Seconds to keep retrying probes that fail."
+    "--deadline",
+    default=10.0,
+    show_default=True,
+    help="Seconds to keep retrying probes that fail (a new pod may still wait for its routes; "
+    "a pod blocked by policy is retried until then).",
 )
 @click.pass_context
 def check(context: click.Context, deadline: float) -> None:
-    """Connectivity matrix of all pods by all pods (ICMP and TCP)."""
+    """Connectivity matrix of all pods by all pods (ICMP and TCP); blocked cells are retried
+    until --deadline before the table is printed."""
     lab = _require(_state_dir(context))
     if len(lab.pods) < 2:
         console.print("check needs at least two pods (calico-lab pod add ...)")
         sys.exit(1)
-    result = matrix.run(lab.pods, deadline=deadline)
+    said: set[int] = set()
+
+    def progress(message: str) -> None:
+        # Once per second of retrying, not once per 0.2 s round.
+        second = int(time.monotonic() - _started)
+        if second not in said:
+            said.add(second)
+            _progress(message)
+
+    result = matrix.run(lab.pods, deadline=deadline, progress=progress)
     columns = "ICMP/TCP, then ICMP6/TCP6" if lab.ipv6 else "ICMP/TCP"
     console.print(matrix.table(result, f"Connectivity (cell: {columns}; ok = reached)"))
     console.print(matrix.summary(result))
@@ -266,8 +287,7 @@ def check(context: click.Context, deadline: float) -> None:
 def env(context: click.Context) -> None:
     """Print the environment for calicoctl: eval $(calico-lab env)"""
     lab = _require(_state_dir(context))
-    print("export DATASTORE_TYPE=etcdv3")
-    print(f"export ETCD_ENDPOINTS={lab.host_endpoints}")
+    print(f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}")
 
 
 @main.group()

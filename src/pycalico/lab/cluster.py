@@ -55,7 +55,11 @@ class LabError(RuntimeError):
     """The lab cannot do what was asked; the message says what to do instead."""
 
 
-class LabExists(LabError):
+class LabRefused(LabError):
+    """``up`` refused before starting anything: there is nothing to clean up."""
+
+
+class LabExists(LabRefused):
     """``up`` found a lab already there (state file or namespaces with the prefix)."""
 
 
@@ -328,27 +332,24 @@ def wait_ready(
 # --- up / down -------------------------------------------------------------------------------
 
 
-def up(
-    *,
-    state_dir: str = lab_state.DEFAULT_STATE_DIR,
-    prefix: str = lab_state.DEFAULT_PREFIX,
-    nodes: int = 3,
-    route_reflectors: int = 0,
-    etcd_members: int = 1,
-    ipv6: bool = False,
-    progress: Progress = _quiet,
-    timeout: float = 180.0,
-) -> LabState:
+def check_request(*, nodes: int, route_reflectors: int, etcd_members: int) -> None:
+    """Refuse a lab that cannot be built, before anything is started or printed."""
     if not 1 <= nodes <= 200:
-        raise LabError(f"--nodes: {nodes} is out of range (1 to 200)")
+        raise LabRefused(f"--nodes: {nodes} is out of range (1 to 200)")
     if not 0 <= route_reflectors <= nodes:
-        raise LabError(f"--route-reflectors: {route_reflectors} is more than the {nodes} nodes")
+        raise LabRefused(
+            f"--route-reflectors: {route_reflectors} is more than the {nodes} nodes"
+            if route_reflectors > nodes
+            else f"--route-reflectors: {route_reflectors} is negative"
+        )
     if etcd_members not in (1, 3):
-        raise LabError(f"--etcd-members: {etcd_members} (use 1 or 3)")
-    if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
-        raise LabExists(f"a lab is already up ({state_dir}); run `calico-lab down` first")
-    started = time.monotonic()
-    os.makedirs(state_dir, exist_ok=True)
+        raise LabRefused(f"--etcd-members: {etcd_members} (use 1 or 3)")
+
+
+def plan(
+    *, state_dir: str, prefix: str, nodes: int, route_reflectors: int, etcd_members: int, ipv6: bool
+) -> LabState:
+    """The lab's layout: names, namespaces, addresses, directories (nothing is created)."""
     members = tuple(
         EtcdMemberState(
             name=f"etcd{i}",
@@ -369,32 +370,26 @@ def up(
         )
         for i in range(1, nodes + 1)
     )
-    lab = LabState(prefix, state_dir, ipv6, members, node_states)
-    lab_state.save(lab)
+    return LabState(prefix, state_dir, ipv6, members, node_states)
 
-    changed = kernel.raise_neighbour_limits(nodes + etcd_members + 2)
+
+def _build_fabric(lab: LabState, progress: Progress) -> None:
+    changed = kernel.raise_neighbour_limits(len(lab.nodes) + len(lab.etcd) + 2)
     if changed:
-        Path(state_dir, NEIGHBOUR_FILE).write_text(json.dumps(changed))
+        Path(lab.state_dir, NEIGHBOUR_FILE).write_text(json.dumps(changed))
         progress("kernel: neighbour table limits raised for the mesh (put back by `down`)")
     progress(f"fabric: bridge br0 at {lab_state.FABRIC_SUBNET}.254/24 in {lab.fabric_namespace}")
-    kernel.add_namespace(lab.fabric_namespace)
-    kernel.ip(lab.fabric_namespace, "link", "add", "br0", "type", "bridge")
-    kernel.ip(
-        lab.fabric_namespace, "addr", "add", f"{lab_state.FABRIC_SUBNET}.254/24", "dev", "br0"
-    )
-    if ipv6:
-        kernel.ip(
-            lab.fabric_namespace,
-            "addr",
-            "add",
-            f"{lab_state.FABRIC_SUBNET6}fe/64",
-            "dev",
-            "br0",
-            "nodad",
-        )
-    kernel.ip(lab.fabric_namespace, "link", "set", "br0", "up")
+    fabric = lab.fabric_namespace
+    kernel.add_namespace(fabric)
+    kernel.ip(fabric, "link", "add", "br0", "type", "bridge")
+    kernel.ip(fabric, "addr", "add", f"{lab_state.FABRIC_SUBNET}.254/24", "dev", "br0")
+    if lab.ipv6:
+        kernel.ip(fabric, "addr", "add", f"{lab_state.FABRIC_SUBNET6}fe/64", "dev", "br0", "nodad")
+    kernel.ip(fabric, "link", "set", "br0", "up")
 
-    for i, member in enumerate(members):
+
+def _start_etcd(lab: LabState, progress: Progress) -> None:
+    for i, member in enumerate(lab.etcd):
         kernel.add_namespace(member.namespace)
         kernel.attach_to_bridge(lab.fabric_namespace, member.namespace, f"e{i}")
         kernel.ip(member.namespace, "addr", "add", f"{member.address}/24", "dev", "eth0")
@@ -402,26 +397,30 @@ def up(
             _etcd_command(lab, member),
             namespace=member.namespace,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            log_path=os.path.join(state_dir, member.name, "etcd.log"),
-            pid_path=os.path.join(state_dir, f"{member.name}.pid"),
+            log_path=os.path.join(lab.state_dir, member.name, "etcd.log"),
+            pid_path=os.path.join(lab.state_dir, f"{member.name}.pid"),
         )
     kernel.start_daemon(
-        [sys.executable, "-m", "pycalico.lab.relay", state_dir],
+        [sys.executable, "-m", "pycalico.lab.relay", lab.state_dir],
         namespace=None,
         env=dict(os.environ),
-        log_path=os.path.join(state_dir, "relay.log"),
-        pid_path=os.path.join(state_dir, "relay.pid"),
+        log_path=os.path.join(lab.state_dir, "relay.log"),
+        pid_path=os.path.join(lab.state_dir, "relay.pid"),
     )
-    progress(f"etcd: {etcd_members} member(s) in {members[0].namespace}…; waiting for health")
+    progress(f"etcd: {len(lab.etcd)} member(s) in {lab.etcd[0].namespace}…; waiting for health")
     deadline = time.monotonic() + 30
     while not _etcd_healthy(lab):
         if time.monotonic() > deadline:
-            raise LabError(f"etcd did not become healthy in 30s (see {state_dir}/etcd*/etcd.log)")
+            raise LabError(
+                f"etcd did not become healthy in 30s (see {lab.state_dir}/etcd*/etcd.log)"
+            )
         time.sleep(0.1)
 
-    reflectors = [(n.name, n.address) for n in node_states if n.route_reflector]
+
+def _write_datastore(lab: LabState, progress: Progress) -> None:
+    reflectors = [(n.name, n.address) for n in lab.nodes if n.route_reflector]
     manifests = [store.pool_manifest("default-ipv4-ippool", lab_state.IPV4_POOL, 26)]
-    if ipv6:
+    if lab.ipv6:
         manifests.append(store.pool_manifest("default-ipv6-ippool", lab_state.IPV6_POOL, 122))
     manifests += store.topology_manifests(reflectors, lab_state.RR_CLUSTER_ID)
     store.call(lab.host_endpoints, lambda s: store.apply_all(s, manifests))
@@ -430,22 +429,49 @@ def up(
         if reflectors
         else "full node-to-node BGP mesh"
     )
-    progress(
-        f"datastore: IP pool {lab_state.IPV4_POOL}"
-        + (f" and {lab_state.IPV6_POOL}" if ipv6 else "")
-        + f"; {topology}"
-    )
+    pools = lab_state.IPV4_POOL + (f" and {lab_state.IPV6_POOL}" if lab.ipv6 else "")
+    progress(f"datastore: IP pool {pools}; {topology}")
 
-    progress(f"nodes: {nodes} namespaces on the fabric, one calico-node each")
+
+def _start_nodes(lab: LabState, progress: Progress, timeout: float) -> None:
+    progress(f"nodes: {len(lab.nodes)} namespaces on the fabric, one calico-node each")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(
-            pool.map(
-                lambda pair: _build_node(lab, pair[1], pair[0]), enumerate(node_states, start=1)
-            )
-        )
-    for node in node_states:
+        list(pool.map(lambda pair: _build_node(lab, pair[1], pair[0]), enumerate(lab.nodes, 1)))
+    for node in lab.nodes:
         start_node(lab, node)
     wait_ready(lab, timeout=timeout, progress=progress)
+
+
+def up(
+    *,
+    state_dir: str = lab_state.DEFAULT_STATE_DIR,
+    prefix: str = lab_state.DEFAULT_PREFIX,
+    nodes: int = 3,
+    route_reflectors: int = 0,
+    etcd_members: int = 1,
+    ipv6: bool = False,
+    progress: Progress = _quiet,
+    timeout: float = 180.0,
+) -> LabState:
+    """Build the lab and return once it is ready (``check_request`` refusals start nothing)."""
+    check_request(nodes=nodes, route_reflectors=route_reflectors, etcd_members=etcd_members)
+    if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
+        raise LabExists(f"a lab is already up ({state_dir}); run `calico-lab down` first")
+    started = time.monotonic()
+    os.makedirs(state_dir, exist_ok=True)
+    lab = plan(
+        state_dir=state_dir,
+        prefix=prefix,
+        nodes=nodes,
+        route_reflectors=route_reflectors,
+        etcd_members=etcd_members,
+        ipv6=ipv6,
+    )
+    lab_state.save(lab)  # before any process starts: `down` finds everything from here on
+    _build_fabric(lab, progress)
+    _start_etcd(lab, progress)
+    _write_datastore(lab, progress)
+    _start_nodes(lab, progress, timeout)
     progress(f"ready in {time.monotonic() - started:.1f}s")
     return lab
 

@@ -81,11 +81,13 @@ def run(
     *,
     deadline: float = 10.0,
     probe_timeout: float = 0.5,
+    progress: Callable[[str], None] | None = None,
 ) -> MatrixResult:
     """Measure the matrix; with ``expect`` (source, destination, protocol -> reachable; the
     same answer for both address families) retry until it holds or ``deadline`` seconds pass.
     Without, retry only while some cell fails, until ``deadline`` (a freshly added pod may
-    still be waiting for its routes)."""
+    still be waiting for its routes).  ``progress`` hears, after each round that is not yet
+    final, how many cells still differ and how long retrying may go on."""
     pods = tuple(pods)
     endpoints = {pod.name: Endpoint(pod.netns, pod.ipv4) for pod in pods}
     if 6 in _families(pods):
@@ -109,6 +111,13 @@ def run(
                 break
             if time.monotonic() - start > deadline:
                 break
+            if progress is not None:
+                waiting = sum(1 for key, want in wanted.items() if actual[key] != want)
+                left = max(0.0, deadline - (time.monotonic() - start))
+                progress(
+                    f"{waiting} of {len(wanted)} probes not as expected yet; "
+                    f"retrying for up to {left:.0f}s more (--deadline)"
+                )
             time.sleep(0.2)
     finally:
         checker.stop()

@@ -243,6 +243,7 @@ def add(state_dir: str, specs: Sequence[PodSpec], *, parallel: int = 8) -> list[
     seen: set[str] = set()
     for spec in specs:
         lab_state.check_pod_name(spec.name)
+        lab_state.check_namespace_name(spec.namespace)
         lab.node(spec.node)
         if spec.name in seen or any(pod.name == spec.name for pod in lab.pods):
             raise LabError(f"pod {spec.name!r} already exists")

@@ -140,6 +140,17 @@ def check_pod_name(name: str) -> None:
         )
 
 
+def check_namespace_name(name: str) -> None:
+    """A Kubernetes namespace name is a DNS label (1-63 characters); checked before the lab
+    writes the namespace's Profile, so a bad one is blamed on ``--namespace``."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    if not name or len(name) > 63 or not set(name) <= allowed or name[0] == "-" or name[-1] == "-":
+        raise ValueError(
+            f"--namespace {name!r}: a Kubernetes namespace name is 1-63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+
+
 def parse_labels(text: str) -> dict[str, str]:
     """``k=v,k2=v2`` -> a dict; an empty text is no labels."""
     labels: dict[str, str] = {}

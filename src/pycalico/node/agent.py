@@ -7,8 +7,9 @@ until it is told to stop:
   ``CALICO_CONFD_IN_PROCESS=true`` a task of this process sharing its etcd connection (about
   60 MiB less per node, for labs running many nodes on one machine);
 * **BIRD** — ``bird -f -c <config> -s <socket>``, started once confd has written a config;
-* **Felix** — ``calico-felix``, only when that executable exists and ``CALICO_DISABLE_FELIX`` is
-  not true (Felix is optional here);
+* **Felix** — ``calico-felix`` (``CALICO_FELIX_BINARY``, else beside calico-node's own
+  executable, else on PATH), only when it exists and ``CALICO_DISABLE_FELIX`` is not true
+  (Felix is optional here);
 * **the CNI agent socket** — ``pycalico.cni.agent_server``, in this process (it needs the live
   etcd connection), when that module is installed.
 
@@ -194,11 +195,21 @@ class Supervisor:
         )
 
 
+def beside_me(name: str, argv0: str | None = None) -> str | None:
+    """``name`` in the directory of the running calico-node's own executable, so that
+    ``/opt/venv/bin/calico-node`` run by its path finds ``/opt/venv/bin/calico-felix`` even
+    when that directory is not on PATH."""
+    path = os.path.join(os.path.dirname(os.path.abspath(argv0 or sys.argv[0])), name)
+    return path if os.access(path, os.X_OK) and not os.path.isdir(path) else None
+
+
 def felix_command(env: Mapping[str, str]) -> list[str] | None:
     """How to start Felix, or None when it is disabled or not installed."""
     if (env.get("CALICO_DISABLE_FELIX") or "").lower() == "true":
         return None
-    executable = env.get("CALICO_FELIX_BINARY") or shutil.which("calico-felix")
+    executable = (
+        env.get("CALICO_FELIX_BINARY") or beside_me("calico-felix") or shutil.which("calico-felix")
+    )
     if not executable:
         return None
     return [executable]
@@ -251,7 +262,10 @@ class NodeAgent:
         if felix is not None:
             specs.append(ChildSpec("felix", felix, env=self.env))
         else:
-            log.info("Felix not started (not installed, or CALICO_DISABLE_FELIX=true)")
+            log.info(
+                "Felix not started (CALICO_DISABLE_FELIX=true, or no calico-felix beside "
+                "calico-node nor on PATH; CALICO_FELIX_BINARY names another)"
+            )
         return specs
 
     @property

@@ -47,19 +47,15 @@ def documents(*texts: str) -> str:
 # --- one of every kind ------------------------------------------------------------------------
 
 
-def all_kinds_text() -> tuple[str, str]:
-    """all-kinds.yaml split into what calicoctl may write and the ClusterInformation it may not."""
-    text = (REPO / "examples" / "all-kinds.yaml").read_text()
-    writable, readonly = [], []
-    for document in text.split("\n---\n"):
-        (readonly if "kind: ClusterInformation" in document else writable).append(document)
-    return "\n---\n".join(writable), "\n---\n".join(readonly)
+def cluster_information_text() -> str:
+    """The read-only kind calicoctl refuses to write, as calico-node writes it."""
+    return (REPO / "examples" / "clusterinformation.yaml").read_text()
 
 
 async def test_all_kinds_apply_and_read_back(ctl: Calicoctl, kv: EtcdKVStore) -> None:
-    writable, _ = all_kinds_text()
-    path = ctl.manifest(writable)
-    expected = load_documents(writable, "all-kinds")
+    # The example applies as shipped (issue 20 item 4).
+    path = str(REPO / "examples" / "all-kinds.yaml")
+    expected = load_documents(Path(path).read_text(), "all-kinds")
     assert len({r.kind for r in expected}) >= 14
 
     out = ctl.ok("apply", "-f", path)
@@ -105,8 +101,7 @@ async def test_yaml_output_applies_again_unchanged(ctl: Calicoctl, kv: EtcdKVSto
 
 
 async def test_cluster_information_is_refused(ctl: Calicoctl, kv: EtcdKVStore) -> None:
-    _, readonly = all_kinds_text()
-    path = ctl.manifest(documents(pool("p", "10.1.0.0/16"), readonly))
+    path = ctl.manifest(documents(pool("p", "10.1.0.0/16"), cluster_information_text()))
     done = ctl.fails("apply", "-f", path)
     assert "operation apply is not supported on ClusterInformation: resource is readonly" in (
         done.stderr
@@ -354,8 +349,7 @@ async def test_version_reads_cluster_information(
     done = ctl.fails("version")
     assert done.stdout.startswith("Client Version:    v")
     assert "Unable to retrieve Cluster Version or Type" in done.stderr
-    _, readonly = all_kinds_text()
-    (info,) = load_documents(readonly, "info")
+    (info,) = load_documents(cluster_information_text(), "info")
     await ResourceStore(kv).create(info)  # as calico-node would
     # The datastore from a CalicoAPIConfig file this time, not the environment.
     config = tmp_path / "calicoctl.cfg"
@@ -396,3 +390,14 @@ def test_keeps_working_with_one_member_of_three_stopped(
     done = ctl.fails("apply", "-f", ctl.manifest(three))
     assert done.stderr.startswith("Failed to apply any 'IPPool' resources: [")
     assert done.stderr.count("UNAVAILABLE") == 1
+
+
+async def test_refusals_say_why(ctl: Calicoctl, kv: EtcdKVStore) -> None:
+    """A refused label names the problem; `get` without a kind prints one error (issue 20)."""
+    ctl.ok("apply", "-f", ctl.manifest(pool("p", "10.1.0.0/16")))
+    done = ctl.fails("label", "ippools", "p", "bad_key-=x")
+    assert done.stderr.startswith("failed to update ippools p, label not changed: ")
+    assert "metadata.labels: key 'bad_key-' is not valid" in done.stderr
+    done = ctl.fails("get")
+    assert done.stderr.count("Error:") == 1
+    assert "'calicoctl get' needs a KIND" in done.stderr

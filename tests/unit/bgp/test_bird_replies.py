@@ -82,7 +82,9 @@ def test_status_without_calico_or_bird(tmp_path: object) -> None:
         status_text("/nonexistent/bird.ctl", running=False)
     text = status_text("/nonexistent/bird.ctl", running=True)
     assert text == (
-        "Calico process is running.\n\nThe BGP backend process (BIRD) is not running.\n\n"
+        "Calico process is running.\n\nThe BGP backend process (BIRD) is not running: no BIRD "
+        "control socket at /nonexistent/bird.ctl (give another with --bird-socket or "
+        "CALICO_BIRD_SOCKET).\n\n"
     )
 
 

@@ -59,3 +59,13 @@ def test_template_placeholders_and_bad_template(tmp_path: Path) -> None:
 def test_options_from_environment() -> None:
     options = options_from(["--bin-dir", "/x"], {"CNI_MTU": "1400", "CNI_NETWORK_CONFIG": "{}"})
     assert (options.bin_dir, options.mtu, options.template) == ("/x", 1400, "{}")
+
+
+def test_every_option_of_the_help_says_what_it_is() -> None:
+    from pycalico.cni.install import build_parser
+
+    parser = build_parser({})
+    options = [action for action in parser._actions if action.option_strings]
+    assert len(options) >= 19
+    undescribed = [a.option_strings[0] for a in options if not (a.help or "").strip()]
+    assert undescribed == []

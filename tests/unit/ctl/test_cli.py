@@ -100,7 +100,7 @@ def test_unknown_kind(memory: MemoryKVStore) -> None:
         (["delete"], "delete needs -f FILE, or a KIND and at least one NAME"),
         (["delete", "ippool"], "delete needs -f FILE"),
         (["apply"], "Missing option '-f'"),
-        (["get"], "get needs a KIND or -f FILE"),
+        (["get"], "'calicoctl get' needs a KIND"),
         (["get", "ippool", "--bogus"], "--bogus"),
         (["frobnicate"], "No such command 'frobnicate'"),
         (["-l", "loud", "get", "ippool"], "Unknown log level: loud"),

@@ -85,7 +85,10 @@ def test_tabwriter_pads_every_cell_to_at_least_five() -> None:
 
 @pytest.fixture(scope="module")
 def all_kinds() -> dict[str, list[dict[str, Any]]]:
-    text = (REPO / "examples" / "all-kinds.yaml").read_text()
+    text = "\n---\n".join(
+        (REPO / "examples" / name).read_text()
+        for name in ("all-kinds.yaml", "clusterinformation.yaml")
+    )
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for resource in load_documents(text, "all-kinds.yaml"):
         by_kind.setdefault(resource.kind, []).append(encode_resource(resource))

@@ -49,6 +49,13 @@ def test_pod_names_must_be_dns_labels(name: str) -> None:
         lab_state.check_pod_name(name)
 
 
+@pytest.mark.parametrize("name", ["", "Shop", "shop_1", "-shop", "x" * 64])
+def test_namespace_names_must_be_dns_labels(name: str) -> None:
+    with pytest.raises(ValueError, match=r"--namespace .*Kubernetes namespace name"):
+        lab_state.check_namespace_name(name)
+    lab_state.check_namespace_name("shop-2")
+
+
 def test_state_round_trips_through_the_file_and_pods_replace_by_name(tmp_path: Path) -> None:
     lab = make_lab(tmp_path)
     pod = PodState("web", "node1", "shop", "t-pod-web", "c" * 64, {"app": "web"}, "10.65.0.1")

@@ -1,0 +1,46 @@
+"""calico-lab's command line where nothing runs: refusals before anything starts, ``env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tests.unit.lab.test_lab_logic import make_lab
+
+from pycalico.lab import cli, cluster
+from pycalico.lab import state as lab_state
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nodes", "0"], "--nodes: 0 is out of range (1 to 200)"),
+        (["--route-reflectors", "5"], "--route-reflectors: 5 is more than the 3 nodes"),
+        (["--route-reflectors", "-1"], "--route-reflectors: -1 is negative"),
+    ],
+)
+def test_up_refuses_before_it_starts_anything(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    state_dir = tmp_path / "lab"
+    done = CliRunner().invoke(cli.main, ["--state-dir", str(state_dir), "up", *args])
+    assert done.exit_code == 1
+    assert message in done.output
+    assert "Bringing up" not in done.output  # no banner for a lab that is never built
+    assert "calico-lab down" not in done.output  # nothing was started
+    assert not state_dir.exists()
+
+
+def test_refusals_are_lab_refused() -> None:
+    with pytest.raises(cluster.LabRefused):
+        cluster.check_request(nodes=3, route_reflectors=0, etcd_members=2)
+    assert issubclass(cluster.LabExists, cluster.LabRefused)
+
+
+def test_env_prints_the_one_export_line_of_the_docs(tmp_path: Path) -> None:
+    lab = make_lab(tmp_path)
+    lab_state.save(lab)
+    done = CliRunner().invoke(cli.main, ["--state-dir", str(tmp_path), "env"])
+    assert done.exit_code == 0
+    assert done.output == (f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}\n")
