@@ -6,9 +6,9 @@ PY    := $(VENV)/bin/python
 DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping conntrack \
                    iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static
 
-.PHONY: setup system-packages python-env lint unit test demo bench clean clean-lab
+.PHONY: setup system-packages python-env kube lint unit test demo bench clean clean-lab
 
-setup: system-packages python-env
+setup: system-packages python-env kube
 
 # Installs only what is missing, so it costs a dpkg query when everything is there.
 system-packages:
@@ -27,6 +27,33 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1
 	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	@touch $@
+
+# kube-apiserver and kubectl of the Kubernetes release pinned in tools/kube/go.mod, built from
+# Kubernetes' own modules and cached outside the clone, keyed by the pin (so a changed go.mod or
+# go.sum rebuilds); .venv/bin links to the cached copy.  Cold: minutes; warm: a few make lookups.
+KUBE_VERSION := $(shell awk 'NF > 1 && $$(NF-1) == "k8s.io/kubernetes" {print $$NF}' tools/kube/go.mod)
+KUBE_MINOR   := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+CACHE_DIR    := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pycalico
+KUBE_DIR     := $(CACHE_DIR)/kube-$(KUBE_VERSION)-$(shell cat tools/kube/go.mod tools/kube/go.sum | sha256sum | cut -c1-12)
+KUBE_GO_ENV  := GOMODCACHE=$(CACHE_DIR)/go/mod GOCACHE=$(CACHE_DIR)/go/build GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+KUBE_LDFLAGS := -s -w $(foreach pkg,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
+	-X $(pkg).gitVersion=$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(KUBE_MINOR) \
+	-X $(pkg).gitTreeState=clean -X $(pkg).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
+
+kube: $(KUBE_DIR)/kube-apiserver python-env
+	@ln -sfn $(KUBE_DIR)/kube-apiserver $(VENV)/bin/kube-apiserver
+	@ln -sfn $(KUBE_DIR)/kubectl $(VENV)/bin/kubectl
+
+# One `go build` for both commands (shared packages compile once); built into a temporary
+# directory and renamed, so an interrupted build never leaves a half-written cache entry.
+$(KUBE_DIR)/kube-apiserver:
+	@test -n "$(KUBE_VERSION)" || { echo "tools/kube/go.mod pins no k8s.io/kubernetes" >&2; exit 1; }
+	@command -v go >/dev/null || { echo "Go is needed to build kube-apiserver and kubectl" >&2; exit 1; }
+	@echo "Building kube-apiserver and kubectl $(KUBE_VERSION) (cold: several minutes) into $(KUBE_DIR)"
+	@rm -rf $(KUBE_DIR).tmp && mkdir -p $(KUBE_DIR).tmp
+	cd tools/kube && $(KUBE_GO_ENV) go build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $(KUBE_DIR).tmp/ \
+	    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+	@rm -rf $(KUBE_DIR) && mv $(KUBE_DIR).tmp $(KUBE_DIR)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
