@@ -1,5 +1,5 @@
 // Wrapper module: builds kube-apiserver and kubectl of one pinned Kubernetes release
-// from Kubernetes' own published modules (see Makefile target kube-binaries).
+// from Kubernetes' own published modules (see the Makefile target kube).
 module pycalico.invalid/tools/kube
 
 go 1.26.0
