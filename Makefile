@@ -38,7 +38,7 @@ KUBE_DIR     := $(CACHE_DIR)/kube-$(KUBE_VERSION)-$(shell cat tools/kube/go.mod 
 KUBE_GO_ENV  := GOMODCACHE=$(CACHE_DIR)/go/mod GOCACHE=$(CACHE_DIR)/go/build GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 KUBE_LDFLAGS := -s -w $(foreach pkg,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
 	-X $(pkg).gitVersion=$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(KUBE_MINOR) \
-	-X $(pkg).gitTreeState=clean -X $(pkg).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
+	-X $(pkg).gitCommit= -X $(pkg).gitTreeState=clean -X $(pkg).buildDate=$$(date -u +%Y-%m-%dT%H:%M:%SZ))
 
 kube: $(KUBE_DIR)/kube-apiserver python-env
 	@ln -sfn $(KUBE_DIR)/kube-apiserver $(VENV)/bin/kube-apiserver

@@ -12,6 +12,7 @@ from kubernetes_asyncio import client as k8s_client
 
 from pycalico.k8s.client import KubeClient
 from pycalico.k8s.watch import Bookmark, Changed, Listed, ListWatcher, WatchEvent
+from pycalico.testing.kube_server import KubeControlPlane
 
 pytestmark = pytest.mark.root
 
@@ -91,32 +92,71 @@ async def test_resumes_from_a_resource_version_without_listing(
     await events.aclose()
 
 
-async def test_quiet_watch_receives_bookmarks_and_keeps_going(kube: KubeClient, group: str) -> None:
-    # The server sends a bookmark shortly before it ends a watch at its timeout; the watcher
-    # then starts the next watch from the bookmark's version and still sees changes.
-    watcher = ListWatcher(kube.core.list_node, watch_timeout=4, label_selector=f"test={group}")
+async def test_bookmarks_advance_a_watch_that_sees_no_events(kube: KubeClient, group: str) -> None:
+    # Nodes outside the selector change: this watch gets no event for them, but the server's
+    # bookmark (sent shortly before it ends the watch at its timeout) moves the watcher's
+    # resourceVersion past them, and the next watch starts from there and still sees changes.
+    # The server only bookmarks versions newer than what the watch has been through, so the
+    # other node is created once the watch is known to be live (it delivered an event).
+    watcher = ListWatcher(kube.core.list_node, watch_timeout=10, label_selector=f"test={group}")
     events = watcher.events()
     assert isinstance(await next_event(events), Listed)
-    bookmark = await next_event(events, timeout=30)
-    assert isinstance(bookmark, Bookmark)
-    assert watcher.resource_version == bookmark.resource_version
-    await kube.core.create_node(node(f"late-{group}", test=group))
-    added = await next_change(events, timeout=30)
-    assert added.object.metadata.name == f"late-{group}"
-    assert watcher.relists == 0
+    await kube.core.create_node(node(f"first-{group}", test=group))
+    assert (await next_change(events)).object.metadata.name == f"first-{group}"
+    other = await kube.core.create_node(node(f"other-{group}", test=f"{group}-other"))
+    try:
+        bookmark = await next_event(events, timeout=30)
+        assert isinstance(bookmark, Bookmark), bookmark
+        assert int(bookmark.resource_version) >= int(other.metadata.resource_version)
+        assert watcher.resource_version == bookmark.resource_version
+        await kube.core.create_node(node(f"late-{group}", test=group))
+        added = await next_change(events, timeout=30)
+        assert added.object.metadata.name == f"late-{group}"
+        assert watcher.relists == 0
+    finally:
+        await events.aclose()
+        await kube.core.delete_node(f"other-{group}")
+
+
+@pytest.fixture
+async def uncached_kube() -> AsyncIterator[tuple[KubeControlPlane, KubeClient]]:
+    """An API server without a watch cache: watches read etcd, so etcd's compaction (which a
+    real API server runs every few minutes) is what makes an old resourceVersion gone."""
+    plane = KubeControlPlane(api_extra_args=("--watch-cache=false",))
+    try:
+        plane.start()
+        client = await KubeClient.from_kubeconfig(plane.kubeconfig)
+        try:
+            yield plane, client
+        finally:
+            await client.close()
+    finally:
+        plane.close()
+
+
+async def test_a_compacted_resource_version_is_listed_again(
+    uncached_kube: tuple[KubeControlPlane, KubeClient],
+) -> None:
+    plane, kube = uncached_kube
+    await kube.core.create_node(node("before", test="gone"))
+    first = ListWatcher(kube.core.list_node, label_selector="test=gone")
+    events = first.events()
+    listed = await next_event(events)
+    assert isinstance(listed, Listed)
     await events.aclose()
 
+    await kube.core.create_node(node("meanwhile", test="gone"))
+    plane.etcd.compact()  # the history after listed.resource_version is gone
 
-async def test_a_gone_resource_version_is_listed_again(kube: KubeClient, group: str) -> None:
-    await kube.core.create_node(node(f"old-{group}", test=group))
-    # "1" predates everything this API server has kept (its watch cache starts at its start).
-    watcher = ListWatcher(kube.core.list_node, resource_version="1", label_selector=f"test={group}")
-    events = watcher.events()
-    listed = await next_event(events)
-    assert isinstance(listed, Listed), listed
-    assert [n.metadata.name for n in listed.items] == [f"old-{group}"]
-    assert watcher.relists == 1
-    await kube.core.create_node(node(f"new-{group}", test=group))
+    resumed = ListWatcher(
+        kube.core.list_node, resource_version=listed.resource_version, label_selector="test=gone"
+    )
+    events = resumed.events()
+    relisted = await next_event(events)
+    assert isinstance(relisted, Listed), relisted
+    assert sorted(n.metadata.name for n in relisted.items) == ["before", "meanwhile"]
+    assert resumed.relists == 1
+    await kube.core.create_node(node("after", test="gone"))
     added = await next_change(events)
-    assert added.object.metadata.name == f"new-{group}"
+    assert (added.type, added.object.metadata.name) == ("ADDED", "after")
     await events.aclose()
