@@ -52,6 +52,7 @@ BREAKS: dict[str, list[tuple[str, str]]] = {
     # Indirect: graph.py itself imports no I/O module, the dataplane loop does.
     "pure": [("felix/calc/graph.py", "import pycalico.felix.dataplane.loop")],
     "etcd": [("ctl/actions.py", "import aetcd")],
+    "k8s": [("cni/handler.py", "import kubernetes_asyncio")],
     "components": [
         ("model/meta.py", "import pycalico.datastore.etcd"),
         # The import that once put cni above felix (workload_sysctls now lives in lib).
