@@ -146,7 +146,10 @@ async def test_a_compacted_resource_version_is_listed_again(
     await events.aclose()
 
     await kube.core.create_node(node("meanwhile", test="gone"))
-    plane.etcd.compact()  # the history after listed.resource_version is gone
+    # etcd keeps the revision it compacts at: one more write puts "meanwhile" behind it, so
+    # every revision the resumed watch needs is gone.
+    await kube.core.create_node(node("unrelated", test="not-gone"))
+    plane.etcd.compact()
 
     resumed = ListWatcher(
         kube.core.list_node, resource_version=listed.resource_version, label_selector="test=gone"
