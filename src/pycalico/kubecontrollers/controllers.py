@@ -1,4 +1,4 @@
-"""The policy and namespace controllers: Kubernetes objects -> Calico resources, level-triggered.
+"""The policy, namespace and service-account controllers: Kubernetes objects -> Calico resources, level-triggered.
 
 Each controller keeps the latest wire form of every object of one Kubernetes collection (list +
 watch through ``pycalico.k8s.watch``) and reconciles one key at a time (``workers``): it converts
@@ -7,10 +7,11 @@ deletes it so that the datastore matches.  What a reconcile does depends only on
 state, never on the event that triggered it, so a missed or repeated event costs nothing.
 
 * **policy**: NetworkPolicy ``<ns>/<name>`` -> Calico NetworkPolicy ``knp.default.<name>`` in
-  ``<ns>``.  **namespace**: Namespace ``<ns>`` -> Profile ``kns.<ns>``.
+  ``<ns>``.  **namespace**: Namespace ``<ns>`` -> Profile ``kns.<ns>``.  **serviceaccount**:
+  ServiceAccount ``<ns>/<sa>`` -> Profile ``ksa.<ns>.<sa>``.
 * Full reconcile at start, after every re-list and every ``reconciler_period`` (Calico: 5
   minutes): every key Kubernetes has plus every key of a Calico resource this controller owns
-  (name prefix ``knp.default.`` / ``kns.``), so a resource whose object was deleted while the
+  (name prefix ``knp.default.`` / ``kns.`` / ``ksa.``), so a resource whose object was deleted while the
   controller was down is removed.  Calico resources without the prefix are never touched.
 * An update keeps the stored metadata (uid, creation time) and is a compare-and-swap on the
   stored revision; a lost race is retried by the worker.  An unchanged spec is not written.
@@ -43,6 +44,9 @@ from pycalico.k8s.conversion.profiles import (
     namespace_profile,
     namespace_profile_name,
     profile_namespace,
+    profile_service_account,
+    service_account_profile,
+    service_account_profile_name,
 )
 from pycalico.k8s.watch import Bookmark, Changed, Listed, ListMethod, ListWatcher
 from pycalico.kubecontrollers.workers import KeyedWorkers
@@ -98,6 +102,27 @@ NAMESPACE = Binding(
 )
 
 
+def _account_id(key: str) -> tuple[str, str | None]:
+    namespace, _, name = key.partition("/")
+    return service_account_profile_name(namespace, name), None
+
+
+def _account_key(resource: Resource) -> str | None:
+    owner = profile_service_account(resource.metadata.name)
+    return None if owner is None else "/".join(owner)
+
+
+SERVICE_ACCOUNT = Binding(
+    name="serviceaccount",
+    kind="Profile",
+    namespaced=True,
+    list_method=lambda kube: kube.core.list_service_account_for_all_namespaces,
+    convert=service_account_profile,
+    calico_id=_account_id,
+    owned_key=_account_key,
+)
+
+
 def _key(binding: Binding, wire: KubeObject) -> str:
     metadata: dict[str, Any] = wire.get("metadata") or {}
     if binding.namespaced:
@@ -109,66 +134,20 @@ def _spec(resource: Resource) -> Any:
     return resource.model_dump(by_alias=True, exclude_none=True).get("spec")
 
 
-class Controller:
-    """``await Controller(kube, store, POLICY).run()`` until cancelled."""
+class Reconciler:
+    """The datastore half of a controller: the latest Kubernetes objects by key, and the
+    reconcile that makes one key's Calico resource match."""
 
-    def __init__(
-        self,
-        kube: KubeClient,
-        store: ResourceStore,
-        binding: Binding,
-        *,
-        reconciler_period: float = RECONCILER_PERIOD,
-    ) -> None:
-        self.kube = kube
+    def __init__(self, store: ResourceStore, binding: Binding) -> None:
         self.store = store
         self.binding = binding
-        self.reconciler_period = reconciler_period
-        self.workers = KeyedWorkers(self.reconcile)
-        self.synced = asyncio.Event()  # set once the first full reconcile is enqueued
-        self._objects: dict[str, KubeObject] = {}
+        self.objects: dict[str, KubeObject] = {}
         self.writes = 0  # creates, updates and deletes made
 
-    async def run(self) -> None:
-        resync = asyncio.create_task(self._periodic_resync(), name=f"{self.binding.name} resync")
-        try:
-            watcher = ListWatcher(self.binding.list_method(self.kube))
-            async for event in watcher.events():
-                if isinstance(event, Listed):
-                    wires = [self.kube.to_wire(item) for item in event.items]
-                    self._objects = {_key(self.binding, wire): wire for wire in wires}
-                    await self.resync()
-                    self.synced.set()
-                elif isinstance(event, Changed):
-                    wire = self.kube.to_wire(event.object)
-                    key = _key(self.binding, wire)
-                    if event.type == "DELETED":
-                        self._objects.pop(key, None)
-                    else:
-                        self._objects[key] = wire
-                    self.workers.enqueue(key)
-                else:
-                    assert isinstance(event, Bookmark)
-        finally:
-            resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resync
-            await self.workers.close()
-
-    async def resync(self) -> None:
-        """Enqueue every key Kubernetes has and every key of a Calico resource we own."""
+    async def owned_keys(self) -> set[str]:
+        """The keys of the Calico resources this controller owns (by name prefix)."""
         listed = await self.store.list(self.binding.kind)
-        owned = {key for item in listed.items if (key := self.binding.owned_key(item))}
-        self.workers.enqueue_all(set(self._objects) | owned)
-
-    async def _periodic_resync(self) -> None:
-        await self.synced.wait()
-        while True:
-            await asyncio.sleep(self.reconciler_period)
-            try:
-                await self.resync()
-            except Exception as error:  # the next period tries again
-                log.warning("%s controller: periodic resync failed: %s", self.binding.name, error)
+        return {key for item in listed.items if (key := self.binding.owned_key(item))}
 
     async def _current(self, name: str, namespace: str | None) -> Resource | None:
         try:
@@ -176,20 +155,21 @@ class Controller:
         except KeyNotFound:
             return None
 
+    async def _delete(self, current: Resource, name: str, namespace: str | None) -> None:
+        with contextlib.suppress(KeyNotFound):  # someone else deleted it: done
+            revision = current.metadata.resource_version
+            await self.store.delete(self.binding.kind, name, namespace, revision=revision)
+            self.writes += 1
+            log.info("%s controller: deleted %s %s", self.binding.name, self.binding.kind, name)
+
     async def reconcile(self, key: str) -> None:
         """Make the Calico resource of ``key`` match the Kubernetes object (or its absence)."""
         name, namespace = self.binding.calico_id(key)
         current = await self._current(name, namespace)
-        wire = self._objects.get(key)
+        wire = self.objects.get(key)
         if wire is None:
             if current is not None:
-                with contextlib.suppress(KeyNotFound):  # someone else deleted it: done
-                    revision = current.metadata.resource_version
-                    await self.store.delete(self.binding.kind, name, namespace, revision=revision)
-                    self.writes += 1
-                    log.info(
-                        "%s controller: deleted %s %s", self.binding.name, self.binding.kind, name
-                    )
+                await self._delete(current, name, namespace)
             return
         try:
             desired = apply_defaults(self.binding.convert(wire))
@@ -204,3 +184,62 @@ class Controller:
             await self.store.update(desired.model_copy(update={"metadata": current.metadata}))
         self.writes += 1
         log.info("%s controller: wrote %s %s", self.binding.name, self.binding.kind, name)
+
+
+class Controller:
+    """``await Controller(kube, store, POLICY).run()`` until cancelled."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        store: ResourceStore,
+        binding: Binding,
+        *,
+        reconciler_period: float = RECONCILER_PERIOD,
+    ) -> None:
+        self.kube = kube
+        self.binding = binding
+        self.reconciler = Reconciler(store, binding)
+        self.reconciler_period = reconciler_period
+        self.workers = KeyedWorkers(self.reconciler.reconcile)
+        self.synced = asyncio.Event()  # set once the first full reconcile is enqueued
+
+    async def run(self) -> None:
+        resync = asyncio.create_task(self._periodic_resync(), name=f"{self.binding.name} resync")
+        try:
+            watcher = ListWatcher(self.binding.list_method(self.kube))
+            async for event in watcher.events():
+                if isinstance(event, Listed):
+                    wires = [self.kube.to_wire(item) for item in event.items]
+                    self.reconciler.objects = {_key(self.binding, w): w for w in wires}
+                    await self.resync()
+                    self.synced.set()
+                elif isinstance(event, Changed):
+                    wire = self.kube.to_wire(event.object)
+                    key = _key(self.binding, wire)
+                    if event.type == "DELETED":
+                        self.reconciler.objects.pop(key, None)
+                    else:
+                        self.reconciler.objects[key] = wire
+                    self.workers.enqueue(key)
+                else:
+                    assert isinstance(event, Bookmark)
+        finally:
+            resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resync
+            await self.workers.close()
+
+    async def resync(self) -> None:
+        """Enqueue every key Kubernetes has and every key of a Calico resource we own."""
+        owned = await self.reconciler.owned_keys()
+        self.workers.enqueue_all(set(self.reconciler.objects) | owned)
+
+    async def _periodic_resync(self) -> None:
+        await self.synced.wait()
+        while True:
+            await asyncio.sleep(self.reconciler_period)
+            try:
+                await self.resync()
+            except Exception as error:  # the next period tries again
+                log.warning("%s controller: periodic resync failed: %s", self.binding.name, error)
