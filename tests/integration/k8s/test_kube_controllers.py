@@ -18,7 +18,13 @@ import pytest
 from pycalico.datastore.api import KeyNotFound
 from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient
-from pycalico.kubecontrollers.controllers import NAMESPACE, POLICY, Binding, Controller
+from pycalico.kubecontrollers.controllers import (
+    NAMESPACE,
+    POLICY,
+    SERVICE_ACCOUNT,
+    Binding,
+    Controller,
+)
 from pycalico.model.policy import NetworkPolicy
 from pycalico.testing.kube_server import KubeControlPlane
 
@@ -164,3 +170,26 @@ async def test_namespace_becomes_a_profile_with_its_labels(
         labels = await eventually(labelled)
         assert labels["pcns.projectcalico.org/name"] == namespace
         assert labels["pcns.kubernetes.io/metadata.name"] == namespace
+
+
+async def test_service_account_becomes_a_profile_and_goes_with_it(
+    kube_plane: KubeControlPlane, kube: KubeClient, store: ResourceStore, namespace: str
+) -> None:
+    async with running(kube, store, SERVICE_ACCOUNT):
+        await kubectl(kube_plane, "create", "serviceaccount", "builder", "-n", namespace)
+        await kubectl(kube_plane, "label", "serviceaccount", "builder", "-n", namespace, "ci=yes")
+        name = f"ksa.{namespace}.builder"
+
+        async def labelled() -> None:
+            profile = await store.get("Profile", name)
+            labels = profile.model_dump(by_alias=True)["spec"]["labelsToApply"]
+            assert labels == {"pcsa.ci": "yes", "pcsa.projectcalico.org/name": "builder"}
+
+        await eventually(labelled)
+        await kubectl(kube_plane, "delete", "serviceaccount", "builder", "-n", namespace)
+
+        async def removed() -> None:
+            with pytest.raises(KeyNotFound):
+                await store.get("Profile", name)
+
+        await eventually(removed)
