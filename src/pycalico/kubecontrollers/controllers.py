@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pycalico.datastore.api import KeyNotFound
 from pycalico.datastore.resources import ResourceStore
@@ -59,13 +59,30 @@ RECONCILER_PERIOD = 300.0  # Calico's default reconcilerPeriod: 5m
 
 
 @dataclass(frozen=True)
-class Binding:
-    """How one controller maps Kubernetes keys to Calico resources."""
+class Source:
+    """The Kubernetes collection a controller watches."""
 
-    name: str
-    kind: str  # the Calico kind written
-    namespaced: bool  # whether the Kubernetes objects are
+    name: str  # the controller's name (Calico's ENABLED_CONTROLLERS spelling)
+    namespaced: bool  # keys are "<ns>/<name>" if so, else "<name>"
     list_method: Callable[[KubeClient], ListMethod]
+
+
+class Reconciling(Protocol):
+    """What the watch loop drives: the latest objects by key, and the reconcile of one key."""
+
+    objects: dict[str, KubeObject]
+
+    async def owned_keys(self) -> set[str]: ...
+
+    async def reconcile(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How one controller maps Kubernetes keys to Calico resources of one kind."""
+
+    source: Source
+    kind: str  # the Calico kind written
     convert: Callable[[KubeObject], Resource]
     calico_id: Callable[[str], tuple[str, str | None]]  # key -> (name, namespace)
     owned_key: Callable[[Resource], str | None]  # Calico resource -> key; None: not ours
@@ -82,20 +99,18 @@ def _policy_key(resource: Resource) -> str | None:
 
 
 POLICY = Binding(
-    name="policy",
+    source=Source(
+        "policy", True, lambda kube: kube.networking.list_network_policy_for_all_namespaces
+    ),
     kind="NetworkPolicy",
-    namespaced=True,
-    list_method=lambda kube: kube.networking.list_network_policy_for_all_namespaces,
     convert=lambda obj: convert_network_policy(obj).policy,
     calico_id=_policy_id,
     owned_key=_policy_key,
 )
 
 NAMESPACE = Binding(
-    name="namespace",
+    source=Source("namespace", False, lambda kube: kube.core.list_namespace),
     kind="Profile",
-    namespaced=False,
-    list_method=lambda kube: kube.core.list_namespace,
     convert=namespace_profile,
     calico_id=lambda key: (namespace_profile_name(key), None),
     owned_key=lambda resource: profile_namespace(resource.metadata.name),
@@ -113,19 +128,19 @@ def _account_key(resource: Resource) -> str | None:
 
 
 SERVICE_ACCOUNT = Binding(
-    name="serviceaccount",
+    source=Source(
+        "serviceaccount", True, lambda kube: kube.core.list_service_account_for_all_namespaces
+    ),
     kind="Profile",
-    namespaced=True,
-    list_method=lambda kube: kube.core.list_service_account_for_all_namespaces,
     convert=service_account_profile,
     calico_id=_account_id,
     owned_key=_account_key,
 )
 
 
-def _key(binding: Binding, wire: KubeObject) -> str:
+def _key(source: Source, wire: KubeObject) -> str:
     metadata: dict[str, Any] = wire.get("metadata") or {}
-    if binding.namespaced:
+    if source.namespaced:
         return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
     return str(metadata.get("name", ""))
 
@@ -160,7 +175,9 @@ class Reconciler:
             revision = current.metadata.resource_version
             await self.store.delete(self.binding.kind, name, namespace, revision=revision)
             self.writes += 1
-            log.info("%s controller: deleted %s %s", self.binding.name, self.binding.kind, name)
+            log.info(
+                "%s controller: deleted %s %s", self.binding.source.name, self.binding.kind, name
+            )
 
     async def reconcile(self, key: str) -> None:
         """Make the Calico resource of ``key`` match the Kubernetes object (or its absence)."""
@@ -174,7 +191,7 @@ class Reconciler:
         try:
             desired = apply_defaults(self.binding.convert(wire))
         except ConversionError as error:
-            log.error("%s controller: cannot convert %s: %s", self.binding.name, key, error)
+            log.error("%s controller: cannot convert %s: %s", self.binding.source.name, key, error)
             return
         if current is None:
             await self.store.create(desired)
@@ -183,40 +200,41 @@ class Reconciler:
         else:
             await self.store.update(desired.model_copy(update={"metadata": current.metadata}))
         self.writes += 1
-        log.info("%s controller: wrote %s %s", self.binding.name, self.binding.kind, name)
+        log.info("%s controller: wrote %s %s", self.binding.source.name, self.binding.kind, name)
 
 
 class Controller:
-    """``await Controller(kube, store, POLICY).run()`` until cancelled."""
+    """``await Controller(kube, source, reconciler).run()`` until cancelled; ``controller()``
+    builds one for a Binding."""
 
     def __init__(
         self,
         kube: KubeClient,
-        store: ResourceStore,
-        binding: Binding,
+        source: Source,
+        reconciler: Reconciling,
         *,
         reconciler_period: float = RECONCILER_PERIOD,
     ) -> None:
         self.kube = kube
-        self.binding = binding
-        self.reconciler = Reconciler(store, binding)
+        self.source = source
+        self.reconciler = reconciler
         self.reconciler_period = reconciler_period
         self.workers = KeyedWorkers(self.reconciler.reconcile)
         self.synced = asyncio.Event()  # set once the first full reconcile is enqueued
 
     async def run(self) -> None:
-        resync = asyncio.create_task(self._periodic_resync(), name=f"{self.binding.name} resync")
+        resync = asyncio.create_task(self._periodic_resync(), name=f"{self.source.name} resync")
         try:
-            watcher = ListWatcher(self.binding.list_method(self.kube))
+            watcher = ListWatcher(self.source.list_method(self.kube))
             async for event in watcher.events():
                 if isinstance(event, Listed):
                     wires = [self.kube.to_wire(item) for item in event.items]
-                    self.reconciler.objects = {_key(self.binding, w): w for w in wires}
+                    self.reconciler.objects = {_key(self.source, w): w for w in wires}
                     await self.resync()
                     self.synced.set()
                 elif isinstance(event, Changed):
                     wire = self.kube.to_wire(event.object)
-                    key = _key(self.binding, wire)
+                    key = _key(self.source, wire)
                     if event.type == "DELETED":
                         self.reconciler.objects.pop(key, None)
                     else:
@@ -242,4 +260,17 @@ class Controller:
             try:
                 await self.resync()
             except Exception as error:  # the next period tries again
-                log.warning("%s controller: periodic resync failed: %s", self.binding.name, error)
+                log.warning("%s controller: periodic resync failed: %s", self.source.name, error)
+
+
+def controller(
+    kube: KubeClient,
+    store: ResourceStore,
+    binding: Binding,
+    *,
+    reconciler_period: float = RECONCILER_PERIOD,
+) -> Controller:
+    """The controller that keeps ``binding``'s Calico resources in step with Kubernetes."""
+    return Controller(
+        kube, binding.source, Reconciler(store, binding), reconciler_period=reconciler_period
+    )

@@ -24,7 +24,10 @@ from pycalico.kubecontrollers.controllers import (
     SERVICE_ACCOUNT,
     Binding,
     Controller,
+    controller,
 )
+from pycalico.kubecontrollers.pods import pod_controller
+from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.model.policy import NetworkPolicy
 from pycalico.testing.kube_server import KubeControlPlane
 
@@ -63,11 +66,11 @@ async def namespace(kube_plane: KubeControlPlane) -> AsyncIterator[str]:
 async def running(
     kube: KubeClient, store: ResourceStore, binding: Binding
 ) -> AsyncIterator[Controller]:
-    controller = Controller(kube, store, binding)
-    task = asyncio.create_task(controller.run())
+    running_controller = controller(kube, store, binding)
+    task = asyncio.create_task(running_controller.run())
     try:
-        await asyncio.wait_for(controller.synced.wait(), 20)
-        yield controller
+        await asyncio.wait_for(running_controller.synced.wait(), 20)
+        yield running_controller
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -193,3 +196,75 @@ async def test_service_account_becomes_a_profile_and_goes_with_it(
                 await store.get("Profile", name)
 
         await eventually(removed)
+
+
+POD_YAML = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: {namespace}
+  labels:
+    app: web
+spec:
+  nodeName: node1
+  serviceAccountName: builder
+  automountServiceAccountToken: false
+  containers:
+  - name: main
+    image: busybox
+"""
+
+
+async def test_pod_label_change_reaches_its_workload_endpoint(
+    kube_plane: KubeControlPlane,
+    kube: KubeClient,
+    store: ResourceStore,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    endpoint = await store.create(
+        WorkloadEndpoint.model_validate(
+            {
+                "metadata": {"namespace": namespace},
+                "spec": {
+                    "orchestrator": "k8s",
+                    "node": "node1",
+                    "pod": "web",
+                    "endpoint": "eth0",
+                    "interfaceName": "cali0123456789a",
+                    "ipNetworks": ["10.65.0.2/32"],
+                    "profiles": [f"kns.{namespace}"],
+                },
+            }
+        )
+    )
+    await kubectl(kube_plane, "create", "serviceaccount", "builder", "-n", namespace)
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(POD_YAML.format(namespace=namespace))
+    controller_ = pod_controller(kube, store)
+    task = asyncio.create_task(controller_.run())
+    try:
+        await kubectl(kube_plane, "apply", "-f", str(manifest))
+        await kubectl(kube_plane, "label", "pod", "web", "-n", namespace, "role=frontend")
+
+        async def labelled() -> WorkloadEndpoint:
+            found = await store.get("WorkloadEndpoint", endpoint.metadata.name, namespace)
+            assert isinstance(found, WorkloadEndpoint)
+            assert (found.metadata.labels or {}).get("role") == "frontend"
+            return found
+
+        found = await eventually(labelled)
+        assert found.metadata.labels == {
+            "app": "web",
+            "role": "frontend",
+            "projectcalico.org/namespace": namespace,
+            "projectcalico.org/orchestrator": "k8s",
+            "projectcalico.org/serviceaccount": "builder",
+        }
+        assert found.spec.service_account_name == "builder"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kubectl(kube_plane, "delete", "pod", "web", "-n", namespace, "--wait=false")

@@ -10,6 +10,8 @@ import pytest
 from pycalico.datastore.api import KeyNotFound
 from pycalico.datastore.resources import ResourceStore
 from pycalico.kubecontrollers.controllers import NAMESPACE, POLICY, SERVICE_ACCOUNT, Reconciler
+from pycalico.kubecontrollers.pods import PodReconciler
+from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.model.policy import NetworkPolicy
 from pycalico.testing.memory_kv import MemoryKVStore
 
@@ -90,3 +92,51 @@ async def test_namespace_and_service_account_profiles(store: ResourceStore) -> N
     # Each controller owns only its own prefix (and never the built-in default-allow Profile).
     assert await namespaces.owned_keys() == {"ns1"}
     assert await accounts.owned_keys() == {"ns1/builder"}
+
+
+def endpoint(pod: str, labels: dict[str, str] | None = None) -> WorkloadEndpoint:
+    return WorkloadEndpoint.model_validate(
+        {
+            "metadata": {"namespace": "ns1", "labels": labels or {}},
+            "spec": {
+                "orchestrator": "k8s",
+                "node": "node1",
+                "pod": pod,
+                "endpoint": "eth0",
+                "interfaceName": "cali0123456789a",
+                "ipNetworks": ["10.65.0.2/32"],
+                "profiles": ["kns.ns1"],
+            },
+        }
+    )
+
+
+async def test_pod_labels_and_service_account_reach_only_its_endpoints(
+    store: ResourceStore,
+) -> None:
+    web = await store.create(endpoint("web", {"old": "1"}))
+    other = await store.create(endpoint("db", {"old": "1"}))
+    reconciler = PodReconciler(store)
+    reconciler.objects["ns1/web"] = {
+        "metadata": {"name": "web", "namespace": "ns1", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node1", "serviceAccountName": "builder"},
+    }
+    await reconciler.reconcile("ns1/web")
+    updated = await store.get("WorkloadEndpoint", web.metadata.name, "ns1")
+    assert isinstance(updated, WorkloadEndpoint)
+    assert updated.metadata.labels == {
+        "app": "web",
+        "projectcalico.org/namespace": "ns1",
+        "projectcalico.org/orchestrator": "k8s",
+        "projectcalico.org/serviceaccount": "builder",
+    }
+    assert updated.spec.service_account_name == "builder"
+    assert updated.spec.ip_networks == ["10.65.0.2/32"]  # the CNI plugin's fields are kept
+    untouched = await store.get("WorkloadEndpoint", other.metadata.name, "ns1")
+    assert untouched.metadata.labels == other.metadata.labels
+
+    await reconciler.reconcile("ns1/web")  # in step: no second write
+    reconciler.objects.pop("ns1/web")
+    await reconciler.reconcile("ns1/web")  # pod gone: the CNI plugin's business
+    assert reconciler.writes == 1
+    assert await reconciler.owned_keys() == set()
