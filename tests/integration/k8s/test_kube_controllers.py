@@ -48,6 +48,15 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0)
         await asyncio.sleep(0.05)
 
 
+async def absent(store: ResourceStore, kind: str, name: str, namespace: str | None = None) -> None:
+    """Passes once ``kind`` ``name`` is gone (for ``eventually``: raises AssertionError before)."""
+    try:
+        await store.get(kind, name, namespace)
+    except KeyNotFound:
+        return
+    raise AssertionError(f"{kind} {name} is still there")
+
+
 async def kubectl(plane: KubeControlPlane, *args: str) -> str:
     done = await asyncio.to_thread(plane.apiserver.kubectl, *args)
     return done.stdout
@@ -136,11 +145,7 @@ async def test_kubectl_network_policy_is_written_to_etcd_and_removed_with_it(
 
         await kubectl(kube_plane, "delete", "networkpolicy", "allow-web", "-n", namespace)
 
-        async def removed() -> None:
-            with pytest.raises(KeyNotFound):
-                await store.get("NetworkPolicy", "knp.default.allow-web", namespace)
-
-        await eventually(removed)
+        await eventually(lambda: absent(store, "NetworkPolicy", "knp.default.allow-web", namespace))
 
 
 async def test_start_removes_stale_policies_and_keeps_calico_ones(
@@ -191,11 +196,7 @@ async def test_service_account_becomes_a_profile_and_goes_with_it(
         await eventually(labelled)
         await kubectl(kube_plane, "delete", "serviceaccount", "builder", "-n", namespace)
 
-        async def removed() -> None:
-            with pytest.raises(KeyNotFound):
-                await store.get("Profile", name)
-
-        await eventually(removed)
+        await eventually(lambda: absent(store, "Profile", name))
 
 
 POD_YAML = """
@@ -268,3 +269,30 @@ async def test_pod_label_change_reaches_its_workload_endpoint(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await kubectl(kube_plane, "delete", "pod", "web", "-n", namespace, "--wait=false")
+
+
+async def test_changes_made_while_the_controller_is_down_are_caught_up(
+    kube_plane: KubeControlPlane,
+    kube: KubeClient,
+    store: ResourceStore,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    first = tmp_path / "first.yaml"
+    first.write_text(POLICY_YAML.format(namespace=namespace))
+    second = tmp_path / "second.yaml"
+    second.write_text(POLICY_YAML.format(namespace=namespace).replace("allow-web", "allow-db"))
+    async with running(kube, store, POLICY):
+        await kubectl(kube_plane, "apply", "-f", str(first))
+
+        async def first_written() -> Any:
+            return await store.get("NetworkPolicy", "knp.default.allow-web", namespace)
+
+        await eventually(first_written)
+    # Down: one policy deleted, another created.
+    await kubectl(kube_plane, "delete", "-f", str(first))
+    await kubectl(kube_plane, "apply", "-f", str(second))
+    async with running(kube, store, POLICY) as restarted:
+        await restarted.workers.idle()
+        names = [item.metadata.name for item in (await store.list("NetworkPolicy")).items]
+    assert names == ["knp.default.allow-db"]
