@@ -10,7 +10,9 @@ Calico's facts followed here:
   ``default``) with no rules and ``labelsToApply`` = every label prefixed ``pcsa.`` plus
   ``pcsa.projectcalico.org/name: <sa>``.
 * Only the name is kept in the Profile's metadata (kube-controllers drops UID, times and
-  versions so that an unchanged object never causes a write).
+  versions so that an unchanged object never causes a write).  Calico's converter also derives
+  a UID from the object's and fails on one that is not a UUID; objects from an API server always
+  have one, so that check is not repeated here.
 """
 
 from __future__ import annotations
