@@ -1,10 +1,10 @@
 """A connection to one Kubernetes API server, made from a kubeconfig file.
 
 ``KubeClient`` owns one ``kubernetes_asyncio`` ``ApiClient`` (one aiohttp session) and hands
-out the typed API groups built on it (``core`` for v1).  ``KubeError`` is the one error the
-rest of pycalico sees: it carries the HTTP status and the server's message, and says whether
-the failure was "not found", "conflict" or "gone" (410: the resourceVersion asked for has been
-compacted away).
+out the typed API groups built on it (``core`` for v1, ``networking`` for
+networking.k8s.io/v1).  ``KubeError`` is the one error the rest of pycalico sees: it carries
+the HTTP status and the server's message, and says whether the failure was "not found",
+"conflict" or "gone" (410: the resourceVersion asked for has been compacted away).
 
 This module is not a cache or a watcher (see ``pycalico.k8s.watch``), and it does not retry:
 callers decide, because a retry is right for a watch but wrong for a CNI ADD that must fail
@@ -79,6 +79,7 @@ class KubeClient:
     def __init__(self, api_client: Any) -> None:
         self._api_client = api_client
         self.core: Any = k8s_client.CoreV1Api(api_client)
+        self.networking: Any = k8s_client.NetworkingV1Api(api_client)
         self._closed = False
 
     @classmethod
@@ -95,6 +96,12 @@ class KubeClient:
         except (OSError, k8s_config.ConfigException) as error:
             raise KubeError(f"kubeconfig {os.fspath(path)}", 0, str(error)) from error
         return cls(k8s_client.ApiClient(configuration=configuration))
+
+    def to_wire(self, obj: Any) -> dict[str, Any]:
+        """A client-library object in the API's wire form (camelCase keys, plain values), as
+        the pure conversions (``pycalico.k8s.conversion``) read it."""
+        wire: dict[str, Any] = self._api_client.sanitize_for_serialization(obj)
+        return wire
 
     async def close(self) -> None:
         if not self._closed:
