@@ -32,7 +32,7 @@ route simply becomes Felix's.  When ``deviceRouteProtocol`` is ``boot`` (3) itse
 plugin's route is ours by protocol and the next resync removes it (no incremental delete: a
 metric-0 delete is a wildcard in the kernel and could hit Felix's own route).
 
- for workloads (``nud permanent``, the workload's
+It also keeps Calico's static ARP entries for workloads (``nud permanent``, the workload's
 MAC), replaced and deleted the same way.
 
 Invariants: a route whose interface does not exist yet stays dirty and is retried on the next
