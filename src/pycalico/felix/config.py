@@ -108,6 +108,19 @@ def _str(text: str) -> str:
     return text.strip()
 
 
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text.strip())
+        if not low <= value <= high:
+            raise ValueError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
+
+
+_ROUTE_PRIORITY = _int_range(1, 2147483646)  # Calico's route priority (kernel metric) range
+
+
 _FAILSAFE_IN = "tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
 _FAILSAFE_OUT = "udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
 _SEVERITIES = _choice("Debug", "Info", "Warning", "Error", "Fatal")
@@ -157,6 +170,16 @@ class FelixConfig:
     route_refresh_interval: float = _setting("routeRefreshInterval", parse_duration, "90s")
     iptables_refresh_interval: float = _setting("iptablesRefreshInterval", parse_duration, "180s")
     device_route_protocol: int = _setting("deviceRouteProtocol", int, "80")
+    # Workload routes' metric; "elevated" is Calico's VM live-migration priority (accepted and
+    # validated, not used: no live migration here).
+    ipv4_normal_route_priority: int = _setting("ipv4NormalRoutePriority", _ROUTE_PRIORITY, "1024")
+    ipv6_normal_route_priority: int = _setting("ipv6NormalRoutePriority", _ROUTE_PRIORITY, "1024")
+    ipv4_elevated_route_priority: int = _setting(
+        "ipv4ElevatedRoutePriority", _ROUTE_PRIORITY, "512"
+    )
+    ipv6_elevated_route_priority: int = _setting(
+        "ipv6ElevatedRoutePriority", _ROUTE_PRIORITY, "512"
+    )
     remove_external_routes: bool = _setting("removeExternalRoutes", parse_bool, "true")
     vxlan_port: int = _setting("vxlanPort", int, "4789")
     failsafe_inbound_host_ports: tuple[FailsafePort, ...] = _setting(

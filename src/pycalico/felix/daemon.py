@@ -106,6 +106,8 @@ def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
     return DataplaneOptions(
         render=config.render(),
         route_protocol=config.device_route_protocol,
+        route_priority_v4=config.ipv4_normal_route_priority,
+        route_priority_v6=config.ipv6_normal_route_priority,
         ipv6_support=config.ipv6_support,
         ip_forwarding=config.ip_forwarding == "Enabled",
         route_refresh_interval=config.route_refresh_interval or 90.0,

@@ -207,27 +207,47 @@ class FakeNft:
 
 
 class FakeRoutes:
-    """The route backend: a main table keyed by destination."""
+    """The route backend: a main table keyed, as the kernel keys it, by destination and metric."""
 
     def __init__(self, links: set[str] | None = None) -> None:
-        self.routes: dict[str, Route] = {}
+        self.routes: dict[tuple[str, int], Route] = {}
         self.neighbors: dict[str, Neighbor] = {}
         self.links = links if links is not None else set()
         self.calls = 0
 
-    def list_routes(self, protocol: int) -> list[Route]:
+    def add(self, route: Route) -> None:
+        """A route somebody else (the CNI plugin, an operator) put in the table."""
+        self.routes[(route.destination, route.metric)] = route
+
+    def by_destination(self, destination: str) -> list[Route]:
+        return sorted(
+            (r for (d, _), r in self.routes.items() if d == destination), key=lambda r: r.metric
+        )
+
+    def destinations(self) -> set[str]:
+        return {destination for destination, _ in self.routes}
+
+    def list_routes(self) -> list[Route]:
         self.calls += 1
-        return [r for r in self.routes.values() if r.protocol == protocol]
+        return list(self.routes.values())
 
     def replace(self, route: Route) -> None:
         self.calls += 1
         if route.interface and route.interface not in self.links:
             raise RouteError(f"route {route.destination}: no such device {route.interface}")
-        self.routes[route.destination] = route
+        self.routes[(route.destination, route.metric)] = route
 
     def delete(self, route: Route) -> None:
+        """Like the kernel: matched on destination, metric and protocol (and the interface,
+        for a route given with one that is not of the programmed route's protocol)."""
         self.calls += 1
-        self.routes.pop(route.destination, None)
+        key = (route.destination, route.metric)
+        found = self.routes.get(key)
+        if found is None or found.protocol != route.protocol:
+            return
+        if route.interface and found.interface != route.interface:
+            return
+        del self.routes[key]
 
     def replace_neighbor(self, neighbor: Neighbor) -> None:
         if neighbor.interface not in self.links:

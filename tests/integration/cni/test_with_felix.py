@@ -1,5 +1,9 @@
 """The CNI plugin and Felix together: pods made by ``calico`` are programmed by ``calico-felix``.
 
+The plugin adds each pod's host route with no metric; Felix takes it over at the normal route
+priority (metric 1024, Calico's ``ipv4NormalRoutePriority``), also for a pod added while it
+runs, so BIRD would not announce the pods' ``/32``s.
+
 The plugin writes each WorkloadEndpoint with the labels the runtime passed (``args.cni.labels``)
 and the namespace profile (``policy.type: k8s``); Felix, running in the same node namespace,
 programs them: the namespace profile allows everything, then a GlobalNetworkPolicy selecting
@@ -42,6 +46,19 @@ def resource(kind: str, name: str, spec: dict[str, Any]) -> Any:
     return decode_value(json.dumps(document), kind=kind)
 
 
+def host_routes(cni_node: CniNode, address: str) -> list[tuple[str, int]]:
+    """(protocol, metric) of every node route to ``address``."""
+    shown = cni_node.exec("ip", "-j", "route", "show", address)
+    return sorted((str(r.get("protocol")), int(r.get("metric", 0))) for r in json.loads(shown))
+
+
+def wait_for_felix_route(cni_node: CniNode, address: str) -> None:
+    deadline = time.monotonic() + 20
+    while (routes := host_routes(cni_node, address)) != [("80", 1024)]:
+        assert time.monotonic() < deadline, routes
+        time.sleep(0.1)
+
+
 def labels_arg(labels: dict[str, str]) -> dict[str, Any]:
     return {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
 
@@ -75,6 +92,7 @@ async def test_felix_programs_the_pods_the_plugin_made(cni_node: CniNode, kv: KV
         ["nsenter", f"--net={cni_node.netns_path}", FELIX], env=env, stdout=log, stderr=log
     )
     checker = ConnectivityChecker(pods)
+    late_path = cni_node.pod("late")
     try:
         deadline = time.monotonic() + 30
         while "calico" not in cni_node.exec("nft", "list", "tables", check=False):
@@ -84,6 +102,14 @@ async def test_felix_programs_the_pods_the_plugin_made(cni_node: CniNode, kv: KV
         web_to_db = Probe("web", "db", 80)
         db_to_web = Probe("db", "web", 80)
         checker.check({web_to_db: True, db_to_web: True}, deadline=20)
+        for pod in pods.values():
+            wait_for_felix_route(cni_node, pod.ip)
+        late_code, late, late_err = cni_node.cni(
+            "ADD", "felix-late", cni_node.conf(), late_path,
+            args="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=late",
+        )  # fmt: skip
+        assert late_code == 0, (late, late_err)
+        wait_for_felix_route(cni_node, late["ips"][0]["address"].split("/")[0])
         await store.apply(
             resource(
                 "GlobalNetworkPolicy",
@@ -102,7 +128,7 @@ async def test_felix_programs_the_pods_the_plugin_made(cni_node: CniNode, kv: KV
             felix.wait()
         log.close()
         os.unlink(log.name)
-    for name in pods:
-        path = f"/var/run/netns/{pods[name].netns}"
+    paths = {name: f"/var/run/netns/{pod.netns}" for name, pod in pods.items()}
+    for name, path in {**paths, "late": late_path}.items():
         args = f"K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name}"
         assert cni_node.cni("DEL", f"felix-{name}", cni_node.conf(), path, args=args)[0] == 0

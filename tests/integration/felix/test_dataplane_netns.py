@@ -7,6 +7,7 @@ connectivity matrix.  Requires root.
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import time
 
@@ -447,3 +448,54 @@ def test_conntrack_entries_of_a_departed_address_are_flushed(
     node.send(m.WorkloadEndpointRemove(wep_id("c")))
     listing = netns.netns_run(topology.node, "conntrack", "-L", "-d", PODS["c"], check=False)
     assert PODS["c"] not in listing
+
+
+def host_routes(topology: netns.Topology, address: str) -> list[tuple[str, int, str]]:
+    """(protocol, metric, device) of every main-table route to ``address`` on the node."""
+    family = "-6" if ":" in address else "-4"
+    shown = netns.netns_run(topology.node, "ip", "-j", family, "route", "show", address)
+    return sorted(
+        (str(r.get("protocol", "")), int(r.get("metric", 0)), str(r.get("dev", "")))
+        for r in json.loads(shown or "[]")
+    )
+
+
+def test_workload_routes_at_the_normal_priority_take_over_the_cni_route(
+    node: Node, topology: netns.Topology
+) -> None:
+    pod_a, pod_c = topology.pods["a"], topology.pods["c"]
+    flush_workload_routes(topology)  # earlier tests' Felix left its routes
+    try:
+        # What the CNI plugin leaves before Felix sees the endpoint: proto boot, no metric.
+        for address in (pod_a.ipv4, pod_a.ipv6):
+            netns.netns_run(topology.node, "ip", "route", "add", address, "dev", pod_a.interface,
+                            "proto", "boot")  # fmt: skip
+        node.start()  # the first apply's resync
+        assert host_routes(topology, pod_a.ipv4) == [("80", 1024, pod_a.interface)]
+        assert host_routes(topology, pod_a.ipv6) == [("80", 1024, pod_a.interface)]
+        # A workload arriving later (the incremental path) on a node already running.
+        node.send(m.WorkloadEndpointRemove(wep_id("c")))
+        assert host_routes(topology, pod_c.ipv4) == []
+        netns.netns_run(topology.node, "ip", "route", "add", pod_c.ipv4, "dev", pod_c.interface,
+                        "proto", "boot")  # fmt: skip
+        node.send(node.workload("c"))
+        assert host_routes(topology, pod_c.ipv4) == [("80", 1024, pod_c.interface)]
+        # A configured priority: a restarted Felix sweeps its metric-1024 routes.
+        configured = Node(
+            topology, DataplaneOptions(route_priority_v4=2000, route_priority_v6=3000)
+        )
+        configured.start()
+        for pod in topology.pods.values():
+            assert host_routes(topology, pod.ipv4) == [("80", 2000, pod.interface)]
+            assert host_routes(topology, pod.ipv6) == [("80", 3000, pod.interface)]
+    finally:
+        flush_workload_routes(topology)
+
+
+def flush_workload_routes(topology: netns.Topology) -> None:
+    """Every route to a pod address (Felix's and the stand-in CNI's); the node's default route
+    (also ``proto boot``) stays: proxy ARP needs it."""
+    for pod in topology.pods.values():
+        for family, address in (("-4", pod.ipv4), ("-6", pod.ipv6)):
+            netns.netns_run(topology.node, "ip", family, "route", "flush", "to", "exact", address,
+                            check=False)  # fmt: skip

@@ -48,7 +48,7 @@ from pycalico.felix.drivers.conntrack import ConntrackCommand
 from pycalico.felix.drivers.errors import DataplaneError
 from pycalico.felix.drivers.interfaces import InterfaceConfigurator, SysctlBackend
 from pycalico.felix.drivers.nft import NftBackend, NftTable, flowtable_supported
-from pycalico.felix.drivers.routes import RouteBackend, RouteTable
+from pycalico.felix.drivers.routes import NORMAL_ROUTE_PRIORITY, RouteBackend, RouteTable
 from pycalico.felix.messages import (
     ConfigUpdate,
     HostEndpointID,
@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 class DataplaneOptions:
     render: RenderConfig = field(default_factory=RenderConfig)
     route_protocol: int = 80
+    # Workload route metrics: FelixConfiguration ipv4/ipv6NormalRoutePriority.
+    route_priority_v4: int = NORMAL_ROUTE_PRIORITY
+    route_priority_v6: int = NORMAL_ROUTE_PRIORITY
     ipv6_support: bool = True
     ip_forwarding: bool = True  # FelixConfiguration ipForwarding: Enabled
     max_applies_per_second: float = 10.0
@@ -110,7 +113,9 @@ class Dataplane:
         self.ipsets = IPSetManager(self.nft)
         self.policies = PolicyManager(self.nft, options.render)
         self.endpoints = EndpointManager(self.nft, self.interfaces, options.render)
-        self.routes = RouteManager(self.route_table)
+        self.routes = RouteManager(
+            self.route_table, options.route_priority_v4, options.route_priority_v6
+        )
         self.nat = NatManager(self.nft)
         self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
         self.in_sync = False

@@ -1,7 +1,9 @@
 """The route manager: local workload addresses → the route driver.
 
-What it is: ``/32``/``/128`` routes to each local workload's interface (and, for IPv4
-workloads with a MAC, Calico's static ARP entry), and the list of addresses whose conntrack
+What it is: ``/32``/``/128`` routes to each local workload's interface, at the normal route
+priority (Calico's ``ipv4NormalRoutePriority``/``ipv6NormalRoutePriority``, default metric
+1024, so BIRD does not announce them beneath their block); for IPv4 workloads with a MAC,
+Calico's static ARP entry; and the list of addresses whose conntrack
 entries must go because they left this node.  What it is not: netlink I/O (the route driver),
 conntrack I/O (the conntrack driver; the apply loop hands it ``take_departed()``), or block
 routes (BIRD programs those from BGP and confd's static blackholes).
@@ -14,7 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycalico.felix.drivers.routes import Neighbor, Route, RouteTable, normalise
+from pycalico.felix.drivers.routes import (
+    NORMAL_ROUTE_PRIORITY,
+    Neighbor,
+    Route,
+    RouteTable,
+    normalise,
+)
 from pycalico.felix.messages import (
     Message,
     WorkloadEndpointID,
@@ -24,8 +32,15 @@ from pycalico.felix.messages import (
 
 
 class RouteManager:
-    def __init__(self, routes: RouteTable) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        priority_v4: int = NORMAL_ROUTE_PRIORITY,
+        priority_v6: int = NORMAL_ROUTE_PRIORITY,
+    ) -> None:
         self.routes = routes
+        self.priority_v4 = priority_v4
+        self.priority_v6 = priority_v6
         self._endpoint_routes: dict[WorkloadEndpointID, dict[str, Route]] = {}
         self._dirty: set[str] = set()
         self._departed: set[str] = set()
@@ -33,11 +48,16 @@ class RouteManager:
 
     def _workload_routes(self, update: WorkloadEndpointUpdate) -> dict[str, Route]:
         routes = {}
-        for net in (*update.ipv4_nets, *update.ipv6_nets):
-            destination = normalise(net)
-            routes[destination] = Route(
-                destination, update.interface_name, protocol=self.routes.protocol
-            )
+        for nets, metric in (
+            (update.ipv4_nets, self.priority_v4),
+            (update.ipv6_nets, self.priority_v6),
+        ):
+            for net in nets:
+                destination = normalise(net)
+                routes[destination] = Route(
+                    destination, update.interface_name, protocol=self.routes.protocol,
+                    metric=metric,
+                )  # fmt: skip
         return routes
 
     def on_update(self, message: Message) -> None:

@@ -11,11 +11,34 @@ also use, so Felix has to guess which routes are its own.  We default to **80** 
 ``felix`` protocol number for its non-device routes), so ownership is exact: every route with
 protocol 80 in the main table is ours, nothing else is.  Configurable (``deviceRouteProtocol``).
 
+Route priority (metric): each route carries its kernel metric; the route manager asks for
+Calico's ``ipv4NormalRoutePriority`` / ``ipv6NormalRoutePriority`` (default 1024) for workload
+routes.  BIRD (confd's templates) announces a kernel route whose metric is below the normal
+priority beneath its block, so a workload route at metric 0 would leak every pod's ``/32``.
+The kernel keys a route by destination *and* metric, so a route of ours at another metric is a
+different route: a metric change is make-before-break (replace the new one, delete the old one)
+and the resync deletes every route of our protocol whose metric is not the desired one.
+
+The CNI plugin's route (decision): the plugin adds the host route to a new workload with no
+metric (0 for IPv4; the kernel's 1024 for IPv6) and protocol ``boot``, exactly as Calico's CNI
+plugin does, because it cannot know Felix's configured priority; Felix then takes it over, as
+Calico's Felix does (Calico's route table owns every route on a workload interface).  Our
+ownership stays by protocol, widened by exactly one rule: a route *to a workload address Felix
+programs, on that workload's own interface*, is a variant of Felix's route whatever its
+protocol, and is deleted once Felix's own is in place.  Routes of other protocols to other
+destinations, or through other interfaces, are never touched.  The kernel replaces a route
+with the same destination and metric in place, so at the default IPv6 priority the plugin's
+route simply becomes Felix's.  When ``deviceRouteProtocol`` is ``boot`` (3) itself, the
+plugin's route is ours by protocol and the next resync removes it (no incremental delete: a
+metric-0 delete is a wildcard in the kernel and could hit Felix's own route).
+
 It also keeps Calico's static ARP entries for workloads (``nud permanent``, the workload's
 MAC), replaced and deleted the same way.
 
 Invariants: a route whose interface does not exist yet stays dirty and is retried on the next
-apply (a link event triggers one); routes of other protocols are never touched.
+apply (a link event triggers one); at most one route of ours per destination is left in the
+kernel, at the desired metric; routes of other protocols are never touched except the
+workload-interface variants above.
 """
 
 from __future__ import annotations
@@ -35,6 +58,9 @@ log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
 DEFAULT_PROTOCOL = 80
+# What the CNI plugin (ours, and iproute2/netlink by default) marks a workload's host route with.
+CNI_ROUTE_PROTOCOL = 3  # RTPROT_BOOT
+NORMAL_ROUTE_PRIORITY = 1024  # Calico's ipv4NormalRoutePriority / ipv6NormalRoutePriority
 _BULK_THRESHOLD = 16
 # Permanent neighbours are never garbage-collected and do not count against the (global)
 # neighbour-table limit, so a busy host cannot make a workload unreachable by ARP churn.
@@ -48,6 +74,7 @@ class Route:
     type: str = "unicast"  # or "blackhole"
     gateway: str = ""
     protocol: int = DEFAULT_PROTOCOL
+    metric: int = 0  # the kernel's priority; 0 is IPv4's "none", IPv6 stores 0 as 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +90,15 @@ def normalise(destination: str) -> str:
     return str(ipaddress.ip_network(destination, strict=False))
 
 
+def kernel_default_metric(destination: str) -> int:
+    """The metric the kernel gives a route added without one (the CNI plugin's route)."""
+    return NORMAL_ROUTE_PRIORITY if ":" in destination else 0
+
+
 class RouteBackend(Protocol):
-    def list_routes(self, protocol: int) -> list[Any]: ...
+    def list_routes(self) -> list[Any]:
+        """Every main-table route, of every protocol (the caller decides what is its own)."""
+        ...
 
     def replace(self, route: Any) -> None: ...
 
@@ -124,14 +158,12 @@ class NetlinkRoutes:
         self._index[name] = index
         return index
 
-    def list_routes(self, protocol: int) -> list[Route]:
+    def list_routes(self) -> list[Route]:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
         self._index = {v: k for k, v in names.items()}
         out: list[Route] = []
         for family in (socket.AF_INET, socket.AF_INET6):
             for message in self._ipr.get_routes(family=family, table=MAIN_TABLE):
-                if message["proto"] != protocol:
-                    continue
                 dst = message.get_attr("RTA_DST") or (
                     "::" if family == socket.AF_INET6 else "0.0.0.0"
                 )
@@ -142,7 +174,8 @@ class NetlinkRoutes:
                         names.get(message.get_attr("RTA_OIF"), ""),
                         route_type,
                         message.get_attr("RTA_GATEWAY") or "",
-                        protocol,
+                        message["proto"],
+                        message.get_attr("RTA_PRIORITY") or 0,
                     )
                 )
         return out
@@ -150,6 +183,8 @@ class NetlinkRoutes:
     def replace(self, route: Route) -> None:
         kwargs: dict[str, Any] = {"dst": route.destination, "proto": route.protocol,
                                   "table": MAIN_TABLE}  # fmt: skip
+        if route.metric:
+            kwargs["priority"] = route.metric
         if route.type == "blackhole":
             kwargs["type"] = "blackhole"
         else:
@@ -170,19 +205,18 @@ class NetlinkRoutes:
         lines = []
         for route in routes:
             family = "-6 " if ":" in route.destination else ""
+            common = f"proto {route.protocol} metric {route.metric}"
             if route.type == "blackhole":
-                lines.append(
-                    f"{family}route replace blackhole {route.destination} proto {route.protocol}"
-                )
+                lines.append(f"{family}route replace blackhole {route.destination} {common}")
             elif route.gateway:
                 lines.append(
                     f"{family}route replace {route.destination} via {route.gateway} "
-                    f"dev {route.interface} proto {route.protocol} onlink"
+                    f"dev {route.interface} {common} onlink"
                 )
             else:
                 lines.append(
                     f"{family}route replace {route.destination} dev {route.interface} "
-                    f"scope link proto {route.protocol}"
+                    f"scope link {common}"
                 )
         done = subprocess.run(
             ["ip", "-force", "-batch", "-"], input="\n".join(lines).encode(),
@@ -200,8 +234,18 @@ class NetlinkRoutes:
         return failed
 
     def delete(self, route: Route) -> None:
+        """Delete exactly ``route``: destination, protocol and metric (IPv4 metric 0 matches
+        the lowest metric of that protocol, which is the metric-0 route when it exists).  A
+        route of another protocol is also matched on its interface (looked up afresh)."""
         kwargs: dict[str, Any] = {"dst": route.destination, "proto": route.protocol,
                                   "table": MAIN_TABLE}  # fmt: skip
+        if route.metric:
+            kwargs["priority"] = route.metric
+        if route.protocol != self.protocol and route.interface:
+            found = self._ipr.link_lookup(ifname=route.interface)
+            if not found:
+                return  # gone with its interface
+            kwargs["oif"] = found[0]
         # The kernel matches deletes on scope/type too: describe the route as it was added.
         if route.type == "blackhole":
             kwargs["type"] = "blackhole"
@@ -293,13 +337,18 @@ class RouteTable:
         for destination in sorted(self._dirty):
             desired = self._desired.get(destination)
             try:
+                programmed = self._programmed.get(destination)
                 if desired is None:
-                    programmed = self._programmed.pop(destination, None)
                     if programmed is not None:
                         self.backend.delete(programmed)
-                elif self._programmed.get(destination) != desired:
+                        del self._programmed[destination]
+                elif programmed != desired:
+                    # Make before break: another metric is another kernel route.
                     self.backend.replace(desired)
+                    if programmed is not None and programmed.metric != desired.metric:
+                        self.backend.delete(programmed)
                     self._programmed[destination] = desired
+                    self._delete_cni_route(desired)
             except RouteError as error:
                 log.debug("route not programmed yet: %s", error)
                 pending += 1
@@ -322,12 +371,36 @@ class RouteTable:
             self._dirty_neighbors.discard(address)
         return pending
 
+    def _delete_cni_route(self, desired: Route) -> None:
+        """The CNI plugin's route to a workload Felix now routes (see the module docstring)."""
+        if not _workload_route(desired) or self.protocol == CNI_ROUTE_PROTOCOL:
+            return
+        metric = kernel_default_metric(desired.destination)
+        if metric != desired.metric:
+            self.backend.delete(
+                Route(desired.destination, desired.interface, protocol=CNI_ROUTE_PROTOCOL,
+                      metric=metric)
+            )  # fmt: skip
+
     def _resync(self) -> None:
-        existing = {r.destination: r for r in self.backend.list_routes(self.protocol)}
-        for destination in existing.keys() - self._desired.keys():
-            self.backend.delete(existing[destination])
+        existing: dict[str, Route] = {}
+        for route in self.backend.list_routes():
+            want = self._desired.get(route.destination)
+            same_metric = want is not None and want.metric == route.metric
+            if route.protocol == self.protocol:
+                if same_metric and route.destination not in existing:
+                    existing[route.destination] = route
+                else:  # not desired, or a stale metric variant of a desired one
+                    self.backend.delete(route)
+            elif (
+                want is not None
+                and not same_metric
+                and _workload_route(want)
+                and route.interface == want.interface
+            ):
+                self.backend.delete(route)  # the CNI plugin's route to a workload of ours
         todo = [r for d, r in self._desired.items() if existing.get(d) != r]
-        self._programmed = {d: r for d, r in existing.items() if d in self._desired}
+        self._programmed = dict(existing)
         replace_many = getattr(self.backend, "replace_many", None)
         if replace_many is not None and len(todo) >= _BULK_THRESHOLD:
             failed = {r.destination for r in replace_many(todo)}
@@ -341,3 +414,8 @@ class RouteTable:
         self._programmed_neighbors.clear()
         self._dirty_neighbors = set(self._neighbors)
         self.needs_resync = False
+
+
+def _workload_route(route: Route) -> bool:
+    """A route straight to a workload's interface (not a blackhole or a gateway route)."""
+    return route.type == "unicast" and bool(route.interface) and not route.gateway

@@ -65,8 +65,9 @@ def test_nothing_touches_the_kernel_before_in_sync(
         "calia": "goto cali-fw-calia",
         "calib": "goto cali-fw-calib",
     }
-    assert set(kernel.routes.routes) == {"10.65.0.1/32", "10.65.0.2/32"}
-    assert kernel.routes.routes["10.65.0.1/32"].protocol == 80
+    assert kernel.routes.destinations() == {"10.65.0.1/32", "10.65.0.2/32"}
+    (route,) = kernel.routes.by_destination("10.65.0.1/32")
+    assert route.protocol == 80 and route.metric == 1024
     assert kernel.sysctls.values["net/ipv4/conf/calia/proxy_arp"] == "1"
     assert kernel.sysctls.values["net/ipv4/conf/calia/rp_filter"] == "1"
     assert kernel.sysctls.values["net/ipv6/conf/calia/accept_ra"] == "0"
@@ -135,7 +136,7 @@ def test_endpoint_removal_clears_dispatch_routes_and_conntrack(
     assert report is not None and report.conntrack_flushed == 1
     assert "calia" not in kernel.nft.map_entries(names.MAP_FROM_WL)
     assert "cali-fw-calia" not in kernel.nft.table().chains
-    assert "10.65.0.1/32" not in kernel.routes.routes
+    assert "10.65.0.1/32" not in kernel.routes.destinations()
     assert kernel.conntrack.flushed == ["10.65.0.1"]
 
 
@@ -166,12 +167,12 @@ def test_a_refused_transaction_changes_nothing(kernel: FakeKernel) -> None:
 def test_route_resync_sweeps_stale_routes_of_our_protocol_only(
     dataplane: Dataplane, kernel: FakeKernel
 ) -> None:
-    kernel.routes.routes["10.65.0.9/32"] = Route("10.65.0.9/32", "calia", protocol=80)
-    kernel.routes.routes["192.168.0.0/24"] = Route("192.168.0.0/24", "eth0", protocol=2)
+    kernel.routes.add(Route("10.65.0.9/32", "calia", protocol=80))
+    kernel.routes.add(Route("192.168.0.0/24", "eth0", protocol=2))
     start(dataplane)
     dataplane.on_update(m.InSync())
     dataplane.apply()
-    assert set(kernel.routes.routes) == {"10.65.0.1/32", "10.65.0.2/32", "192.168.0.0/24"}
+    assert kernel.routes.destinations() == {"10.65.0.1/32", "10.65.0.2/32", "192.168.0.0/24"}
 
 
 def test_missing_interface_is_retried_when_it_appears(
@@ -187,7 +188,7 @@ def test_missing_interface_is_retried_when_it_appears(
     dataplane.on_link("calic", True)
     report = dataplane.apply()
     assert report is not None and report.routes_pending == 0 and report.interfaces_missing == 0
-    assert "10.65.0.3/32" in kernel.routes.routes
+    assert "10.65.0.3/32" in kernel.routes.destinations()
     assert dataplane.endpoint_statuses()[wep("c", "10.65.0.3").id] == "up"
 
 
