@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pycalico.lab import kernel
+from pycalico.lab import kernel, kubelet
 from tests.e2e.conftest import BIN, LabRunner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -100,6 +100,10 @@ def test_kubectl_pods_get_addresses_reach_each_other_and_release_them(lab: LabRu
     per_node = [p["spec"]["nodeName"] for p in listed]
     assert sorted(per_node.count(n) for n in ("node1", "node2", "node3")) == [2, 2, 2]
     assert len({p["status"]["podIP"] for p in listed}) == 6
+    if kubelet.CNI_READS_API:  # the plugin read each Pod from the API and annotated it
+        for pod in listed:
+            annotation = pod["metadata"]["annotations"]["cni.projectcalico.org/podIP"]
+            assert annotation.split("/")[0] == pod["status"]["podIP"], annotation
 
     # `pod add` in this mode makes a Pod too, in its own namespace.
     added = lab.run("pod", "add", "extra", "--node", "node2", "--namespace", "ns-a", "--labels",
