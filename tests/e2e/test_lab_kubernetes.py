@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pycalico.lab import kernel, kubelet
+from pycalico.lab import kernel, kube, kubelet
 from tests.e2e.conftest import BIN, LabRunner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -140,6 +140,21 @@ def test_kubectl_pods_get_addresses_reach_each_other_and_release_them(lab: LabRu
     kubectl(lab, "wait", "--for=condition=Ready", "--timeout=60s", "pod/web")
     web = json.loads(kubectl(lab, "get", "pod", "web", "-o", "json").stdout)
     assert web["spec"]["nodeName"] == "node1" and web["status"]["podIP"].startswith("10.65.")
+
+    # A Pod force-deleted while the runner is down is torn down when the runner starts again.
+    runner = kernel.read_pid(Path(state.kube.directory, "kubelet.pid"))
+    kernel.kill_tree([runner] if runner else [], grace=5.0)
+    assert not kernel.alive(runner)
+    kubectl(lab, "delete", "pod", "web", "--force", "--grace-period=0")
+    assert "web" in {p.name for p in lab.state().pods}  # nobody tore it down yet
+    kube.start_runner(lab.state())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "web" in {p.name for p in lab.state().pods}:
+        time.sleep(0.1)
+    assert "web" not in {p.name for p in lab.state().pods}, lab.logs()
+    assert f"{lab.prefix}-pod-web" not in kernel.list_namespaces(lab.prefix)
+    ipam = calicoctl(lab, "ipam", "check")
+    assert ipam.returncode == 0, ipam.stdout + ipam.stderr
 
     lab.run("down")
     assert lab.leftovers() == []

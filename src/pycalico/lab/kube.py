@@ -150,6 +150,22 @@ async def _cluster_ready(lab: LabState) -> str:
     return ""
 
 
+def start_runner(lab: LabState) -> int:
+    """Start the pod runner (``pycalico.lab.kubelet``) unless it runs; returns its pid."""
+    assert lab.kube is not None
+    pid_path = os.path.join(lab.kube.directory, "kubelet.pid")
+    pid = kernel.read_pid(pid_path)
+    if pid is not None and kernel.alive(pid):
+        return pid
+    return kernel.start_daemon(
+        [sys.executable, "-m", "pycalico.lab.kubelet", lab.state_dir],
+        namespace=None,
+        env=dict(os.environ),
+        log_path=os.path.join(lab.kube.directory, "kubelet.log"),
+        pid_path=pid_path,
+    )
+
+
 def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
     """Start the control plane and the pod runner on a lab that is up; returns the new state."""
     kube = plan(lab)
@@ -162,13 +178,7 @@ def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
     _start_apiserver(lab, kube, secrets.token_hex(16))
     _wait_api(lab, deadline)
     progress(f"kubernetes: API ready; kubeconfig {kube.kubeconfig}; starting the pod runner")
-    kernel.start_daemon(
-        [sys.executable, "-m", "pycalico.lab.kubelet", lab.state_dir],
-        namespace=None,
-        env=dict(os.environ),
-        log_path=os.path.join(kube.directory, "kubelet.log"),
-        pid_path=os.path.join(kube.directory, "kubelet.pid"),
-    )
+    start_runner(lab)
     missing = "no answer"
     while time.monotonic() < deadline:
         missing = asyncio.run(_cluster_ready(lab))
