@@ -2,7 +2,8 @@
 with ``KUBECONFIG`` for a real kube-apiserver (relayed into the namespace on loopback), and an
 external router (gobgpd).
 
-1. Once BIRD answers, ``kubectl get node -o yaml`` shows ``NetworkUnavailable=False``
+1. The node's address comes from its Kubernetes Node's InternalIP
+   (``IP_AUTODETECTION_METHOD=kubernetes-internal-ip``, with eth0's prefix).  Once BIRD answers, ``kubectl get node -o yaml`` shows ``NetworkUnavailable=False``
    (``CalicoIsUp``) and the ``projectcalico.org/*`` annotations; the Calico Node carries
    ``orchRefs`` from ``CALICO_K8S_NODE_REF``.
 2. BGPConfiguration ``serviceClusterIPs``: the router receives the range; a Service with
@@ -52,19 +53,24 @@ def world(
     if not etcd.running:
         etcd.start()
     k8s_name = f"k8s-node-{secrets.token_hex(3)}"
-    kubectl_apply(
-        kube_plane, tmp_path, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": k8s_name}}
-    )
     port = kube_plane.apiserver.port
     env = {
         "KUBECONFIG": str(kube_plane.kubeconfig),
         "CALICO_K8S_NODE_REF": k8s_name,
         "AS": str(NODE_AS),
+        "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
     }
     relay = EtcdRelay("127.0.0.1", port)  # a plain TCP relay: the API server on loopback
     try:
         with BgpCluster(etcd.endpoint, 1, prefix="pcnk", extra_env=env) as cluster:
             cluster.call(lambda kv: kv.delete_prefix(""))
+            # The kubelet's Node: its InternalIP is the address calico-node must pick.
+            addresses = [
+                {"type": "Hostname", "address": k8s_name},
+                {"type": "InternalIP", "address": cluster.nodes[0].ip},
+            ]
+            node = {"metadata": {"name": k8s_name}, "status": {"addresses": addresses}}
+            kubectl_apply(kube_plane, tmp_path, {"apiVersion": "v1", "kind": "Node", **node})
             relay.add(cluster.nodes[0].namespace, port)
             failed = True
             try:
@@ -125,6 +131,7 @@ def test_feedback_and_service_advertisement(
         text = kube_plane.apiserver.kubectl("get", "node", k8s_name, "-o", "yaml").stdout
         assert "type: NetworkUnavailable" in text
         annotations = kubectl_json(kube_plane, "get", "node", k8s_name)["metadata"]["annotations"]
+        assert node.address.endswith("/24")
         assert annotations["projectcalico.org/IPv4Address"] == node.address
         assert annotations["projectcalico.org/ASNumber"] == str(NODE_AS)
         calico_node = cluster.get("Node", node.name)
