@@ -285,7 +285,7 @@ class Confd:
             self._ranges(), watch.services.values(), watch.slices.values(), self.k8s_node_name
         )
 
-    async def _sync_service_watch(self) -> None:
+    async def sync_service_watch(self) -> None:
         """Start the Kubernetes watch when the BGPConfiguration asks for Service
         advertisement (and KUBECONFIG is set), stop it when it no longer does."""
         wanted = self._ranges().wanted and self.kubeconfig is not None
@@ -300,7 +300,7 @@ class Confd:
             self._service_task = asyncio.create_task(self._watch_services(kube))
             log.info("confd: watching Kubernetes Services for advertisement")
         elif not wanted and self._service_task is not None:
-            await self._stop_service_watch()
+            await self.stop_service_watch()
 
     async def _watch_services(self, kube: KubeClient) -> None:
         assert self.service_watch is not None
@@ -311,7 +311,7 @@ class Confd:
         finally:
             await kube.close()
 
-    async def _stop_service_watch(self) -> None:
+    async def stop_service_watch(self) -> None:
         task, self._service_task, self.service_watch = self._service_task, None, None
         if task is not None:
             task.cancel()
@@ -414,7 +414,7 @@ class Confd:
                 if len(self._in_sync) < len(self.streams):
                     continue
                 try:
-                    await self._sync_service_watch()
+                    await self.sync_service_watch()
                     await self.render_once()
                 except Exception:
                     log.exception("confd: render failed")
@@ -422,4 +422,4 @@ class Confd:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._stop_service_watch()
+            await self.stop_service_watch()

@@ -9,13 +9,15 @@ external router (gobgpd).
 2. BGPConfiguration ``serviceClusterIPs``: the router receives the range; a Service with
    ``externalTrafficPolicy: Local`` and an endpoint on this node adds its cluster IP /32;
    deleting the Service withdraws the /32 (the range stays).
-3. A clean stop of calico-node sets ``CalicoIsDown``.
+3. A clean stop of calico-node sets ``CalicoIsDown``; so does ``calico-node -shutdown``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +192,32 @@ def endpoint_slice(k8s_name: str) -> dict[str, Any]:
         ],
         "ports": [{"port": 80, "protocol": "TCP"}],
     }
+
+
+def test_shutdown_command_marks_the_node_down(kube_plane: KubeControlPlane, tmp_path: Path) -> None:
+    """``calico-node -shutdown`` (Calico's preStop hook) against the real API server."""
+    name = f"k8s-node-{secrets.token_hex(3)}"
+    executable = os.path.join(os.path.dirname(sys.executable), "calico-node")
+    env = {"PATH": os.environ.get("PATH", ""), "NODENAME": "calico-1"}
+    refused = subprocess.run(
+        [executable, "-shutdown"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "-shutdown needs KUBECONFIG" in refused.stderr
+    env |= {"KUBECONFIG": str(kube_plane.kubeconfig), "CALICO_K8S_NODE_REF": name}
+    # No such Node yet: the API server's 404 is the failure.
+    missing = subprocess.run(
+        [executable, "-shutdown"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1, missing.stderr
+    kubectl_apply(
+        kube_plane, tmp_path, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    )
+    try:
+        done = subprocess.run(
+            [executable, "-shutdown"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        condition = network_condition(kube_plane, name)
+        assert (condition["status"], condition["reason"]) == ("True", "CalicoIsDown")
+    finally:
+        kube_plane.apiserver.kubectl("delete", "node", name, "--ignore-not-found")
