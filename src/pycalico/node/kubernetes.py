@@ -48,8 +48,8 @@ MAX_RETRY = 5.0
 
 def kubeconfig(env: Mapping[str, str]) -> str | None:
     """The kubeconfig file named by ``KUBECONFIG`` (its first entry), or None."""
-    value = (env.get("KUBECONFIG") or "").strip()
-    return value.split(":")[0] or None if value else None
+    first = (env.get("KUBECONFIG") or "").strip().split(":")[0]
+    return first or None
 
 
 def k8s_node_name(env: Mapping[str, str], node_name: str) -> str:
