@@ -15,8 +15,10 @@ decisions (``processor``), the text (``render``), or BIRD's process (``pycalico.
 Service advertisement: while the ``default`` BGPConfiguration has service ranges and confd was
 given a kubeconfig, it also watches Kubernetes' Services and EndpointSlices
 (``pycalico.k8s.services``) and renders the /32s ``pycalico.bgp.services`` picks for this node
-(``k8s_node_name``: ``CALICO_K8S_NODE_REF``).  Renders do not wait for that watch's first list:
-the ranges are announced at once and the /32s follow.
+(``k8s_node_name``: ``CALICO_K8S_NODE_REF``).  As Calico's, a render waits for that watch's first
+list (so a restarted confd does not withdraw the /32s BIRD still announces), but at most
+``SERVICE_SYNC_GRACE`` seconds: an API server that does not answer delays the ranges, it does
+not stop BGP.
 
 Passwords (``secretKeyRef``): there is no Kubernetes here, so a secret ``<name>``/``<key>`` is read
 from the file ``<secrets dir>/<name>/<key>`` (``CALICO_BGP_SECRETS_DIR``, default
@@ -70,6 +72,7 @@ DEFAULT_SECRETS_DIR = "/etc/calico/bgp-secrets"
 SECRETS_DIR_ENV = "CALICO_BGP_SECRETS_DIR"
 SECRET_ENV_PREFIX = "CALICO_BGP_SECRET_"
 RELOAD_RETRY_INTERVAL = 0.2
+SERVICE_SYNC_GRACE = 10.0  # how long a render waits for the Service watch's first list
 
 _KINDS: dict[str, type[Resource]] = {
     "bgpconfigurations": BGPConfiguration,
@@ -232,6 +235,7 @@ class Confd:
         self.k8s_node_name = k8s_node_name or node_name
         self.service_watch: ServiceWatch | None = None
         self._service_task: asyncio.Task[None] | None = None
+        self._service_deadline = 0.0  # renders wait for the watch's first list until then
         self.stats = ConfdStats()
         # One stream per kind (and one for this node's affinities), so that a busy cluster's
         # endpoint churn under the same key prefix never reaches confd.
@@ -298,9 +302,23 @@ class Confd:
                 return
             self.service_watch = ServiceWatch(kube, self._dirty.set)
             self._service_task = asyncio.create_task(self._watch_services(kube))
+            self._service_deadline = time.monotonic() + SERVICE_SYNC_GRACE
+            asyncio.get_running_loop().call_later(SERVICE_SYNC_GRACE, self._dirty.set)
             log.info("confd: watching Kubernetes Services for advertisement")
         elif not wanted and self._service_task is not None:
             await self.stop_service_watch()
+
+    def waiting_for_services(self) -> bool:
+        """A new Service watch has not listed yet (and its grace has not run out): rendering
+        now would withdraw this node's Service /32s until it has."""
+        watch = self.service_watch
+        return (
+            watch is not None
+            and not watch.synced
+            and self._service_task is not None
+            and not self._service_task.done()
+            and time.monotonic() < self._service_deadline
+        )
 
     async def _watch_services(self, kube: KubeClient) -> None:
         assert self.service_watch is not None
@@ -415,6 +433,8 @@ class Confd:
                     continue
                 try:
                     await self.sync_service_watch()
+                    if self.waiting_for_services():
+                        continue  # its first list (or the grace's end) marks confd dirty
                     await self.render_once()
                 except Exception:
                     log.exception("confd: render failed")

@@ -44,14 +44,17 @@ async def test_watch_runs_only_while_service_ranges_are_configured(tmp_path: Pat
         await confd.sync_service_watch()
         watch = confd.service_watch
         assert watch is not None and not watch.synced
+        # Renders wait for the watch's first list (the grace is 10 s; nothing answers here).
+        assert confd.waiting_for_services()
         await confd.sync_service_watch()  # still wanted: the same watch
         assert confd.service_watch is watch
-        # The ranges are announced before the watch has listed anything.
+        # The ranges need no Kubernetes: they are in the build before the watch has listed.
         assert confd.build().ipv4.service_routes == ("10.96.0.0/12",)
 
         set_default(confd, serviceClusterIPs=[])
         await confd.sync_service_watch()
         assert confd.service_watch is None
+        assert not confd.waiting_for_services()
     finally:
         await confd.stop_service_watch()
 
