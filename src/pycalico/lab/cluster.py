@@ -127,7 +127,13 @@ def _etcd_healthy(lab: LabState) -> bool:
 def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
     """calico-node's environment for one lab node: every per-node path in its directory."""
     directory = node.directory
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ETCD_")}
+    # Not the caller's ETCD_* or KUBECONFIG (`eval $(calico-lab env)` sets both for this
+    # machine's loopback relays, which a node's namespace cannot reach).
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ETCD_") and key != "KUBECONFIG"
+    }
     env.update(
         {
             "NODENAME": node.name,
