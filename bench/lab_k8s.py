@@ -148,8 +148,13 @@ def main(argv: list[str]) -> int:
     )
     try:
         begin = time.monotonic()
-        lab = cluster.up(state_dir=state_dir, prefix=prefix, nodes=NODES)
-        lab = kube.up(lab, lambda _: None)
+        lab = cluster.up(
+            state_dir=state_dir,
+            prefix=prefix,
+            nodes=NODES,
+            before_nodes=lambda built: kube.start_control_plane(built, lambda _: None),
+        )
+        lab = kube.start_pods(lab, lambda _: None)
         print(f"up --kubernetes: {time.monotonic() - begin:.1f} s")
         k8s: list[tuple[float, float, float]] = []
         ref: list[tuple[float, float]] = []

@@ -77,6 +77,9 @@ def test_kubectl_pods_get_addresses_reach_each_other_and_release_them(lab: LabRu
         for c in n["status"]["conditions"]
         if c["type"] == "Ready"
     } == {("node1", "True"), ("node2", "True"), ("node3", "True")}
+    # Each node's calico-node reports to its Kubernetes Node (KUBECONFIG: the node-side one).
+    kubectl(lab, "wait", "--for=condition=NetworkUnavailable=false", "--timeout=60s",
+            "node/node1", "node/node2", "node/node3")  # fmt: skip
 
     # Two pods bound by the manifest, four left to the runner's scheduler.
     names = ["web-1", "web-2", "db-1", "db-2", "db-3", "cli-1"]

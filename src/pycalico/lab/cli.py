@@ -108,9 +108,14 @@ def up(
             ipv6=ipv6,
             progress=_progress,
             timeout=timeout,
+            before_nodes=(
+                (lambda built: kube.start_control_plane(built, _progress, timeout))
+                if kubernetes
+                else None
+            ),
         )
         if kubernetes:
-            lab = kube.up(lab, _progress, timeout=timeout)
+            lab = kube.start_pods(lab, _progress, timeout)
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
         if not isinstance(error, cluster.LabRefused):

@@ -160,6 +160,8 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
             "CALICO_ROUTER_ID": "hash" if not node.address else node.address,
         }
     )
+    if lab.kube is not None:  # calico-node's feedback to the Kubernetes Node, over the fabric
+        env["KUBECONFIG"] = lab.kube.node_kubeconfig
     if lab.ipv6:
         env["IP6"] = "autodetect"
         env["IP6_AUTODETECTION_METHOD"] = "interface=eth0"
@@ -458,8 +460,11 @@ def up(
     ipv6: bool = False,
     progress: Progress = _quiet,
     timeout: float = 180.0,
+    before_nodes: Callable[[LabState], LabState] | None = None,
 ) -> LabState:
-    """Build the lab and return once it is ready (``check_request`` refusals start nothing)."""
+    """Build the lab and return once it is ready (``check_request`` refusals start nothing).
+    ``before_nodes``: a step between the datastore and the nodes (the Kubernetes control plane
+    of ``up --kubernetes``), returning the lab as it then is."""
     check_request(nodes=nodes, route_reflectors=route_reflectors, etcd_members=etcd_members)
     if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
         raise LabExists(f"a lab is already up ({state_dir}); run `calico-lab down` first")
@@ -477,6 +482,8 @@ def up(
     _build_fabric(lab, progress)
     _start_etcd(lab, progress)
     _write_datastore(lab, progress)
+    if before_nodes is not None:
+        lab = before_nodes(lab)
     _start_nodes(lab, progress, timeout)
     progress(f"ready in {time.monotonic() - started:.1f}s")
     return lab

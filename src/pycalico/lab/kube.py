@@ -166,19 +166,28 @@ def start_runner(lab: LabState) -> int:
     )
 
 
-def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
-    """Start the control plane and the pod runner on a lab that is up; returns the new state."""
+def start_control_plane(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
+    """kube-apiserver, its relay and the kubeconfigs; returns once the API is ready, with the
+    lab's new state (the nodes' calico-node then gets the node-side kubeconfig)."""
     kube = plan(lab)
     with lab_state.locked(lab.state_dir):
         current = lab_state.load(lab.state_dir) or lab
         lab = replace(current, kube=kube)
         lab_state.save(lab)
-    deadline = time.monotonic() + timeout
     progress(f"kubernetes: kube-apiserver in {kube.namespace} at {kube.address}:{kube.port}")
     _start_apiserver(lab, kube, secrets.token_hex(16))
-    _wait_api(lab, deadline)
-    progress(f"kubernetes: API ready; kubeconfig {kube.kubeconfig}; starting the pod runner")
+    _wait_api(lab, time.monotonic() + timeout)
+    progress(f"kubernetes: API ready; kubeconfig {kube.kubeconfig}")
+    return lab
+
+
+def start_pods(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
+    """Start the pod runner; returns once every lab node is a Ready Node and the ``default``
+    ServiceAccount exists."""
+    assert lab.kube is not None
+    progress("kubernetes: starting the pod runner")
     start_runner(lab)
+    deadline = time.monotonic() + timeout
     missing = "no answer"
     while time.monotonic() < deadline:
         missing = asyncio.run(_cluster_ready(lab))
@@ -186,7 +195,12 @@ def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
             progress(f"kubernetes: {len(lab.nodes)} Nodes Ready")
             return lab
         time.sleep(0.2)
-    raise LabError(f"kubernetes: {missing} (see {kube.directory}/kubelet.log)")
+    raise LabError(f"kubernetes: {missing} (see {lab.kube.directory}/kubelet.log)")
+
+
+def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:
+    """Both steps on a lab that is up (its calico-node then runs without Kubernetes)."""
+    return start_pods(start_control_plane(lab, progress, timeout), progress, timeout)
 
 
 # --- pods in Kubernetes mode ----------------------------------------------------------------
