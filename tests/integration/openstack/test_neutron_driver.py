@@ -170,6 +170,24 @@ def test_port_delete_removes_endpoint_and_addresses(
     assert f"Found {len(weps(gateway))} workload IPs." in report, report
 
 
+def test_port_moving_host_or_unbound_moves_or_drops_its_endpoint(
+    api: NeutronAPI, gateway: EtcdGateway, network: dict[str, Any], ssh_only: dict[str, Any],
+    compute: list[FabricNode],
+) -> None:  # fmt: skip
+    port = vm_port(api, network, ssh_only, compute[0].name, "vm-mover")
+    try:
+        before = translate.endpoint_key(port) or ""
+        eventually(lambda: gateway.get(before), what="WEP on compute-1")
+        moved = api.update("port", port["id"], **{"binding:host_id": compute[1].name})
+        after = translate.endpoint_key(moved) or ""
+        assert after != before and compute[1].name.replace("-", "--") in after
+        eventually(lambda: gateway.get(after) and gateway.get(before) is None, what="moved WEP")
+        api.update("port", port["id"], **{"binding:host_id": ""})
+        eventually(lambda: gateway.get(after) is None, what="an unbound port has no WEP")
+    finally:
+        api.delete("port", port["id"])
+
+
 def test_neutron_restarted_during_port_churn_etcd_equals_neutron(
     api: NeutronAPI, gateway: EtcdGateway, neutron: NeutronServer, network: dict[str, Any],
     ssh_only: dict[str, Any], compute: list[FabricNode],
