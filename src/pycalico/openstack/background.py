@@ -60,7 +60,12 @@ class Background:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """End both loops and resign (after the leader loop's last campaign, so the key is
+        free when this returns; the status loop ends with its current watch)."""
         self.stopping.set()
+        for thread in self._threads[:1]:
+            if thread is not threading.current_thread():
+                thread.join(10)
         self.election.resign()
 
     def forget(self, port_id: str) -> None:
