@@ -206,7 +206,7 @@ class NeutronServer:
                 f"neutron-db-manage failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
             )
 
-    def start(self, timeout: float = 60.0) -> NeutronServer:
+    def start(self, timeout: float = 120.0) -> NeutronServer:
         self.process = subprocess.Popen(
             [str(self.venv / "bin" / "neutron-server"), "--config-file", str(self.conf)],
             env=self.env(), stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
