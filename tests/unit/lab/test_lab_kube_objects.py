@@ -3,12 +3,15 @@ Kubernetes-flavour conflist switch, and ``state.json`` with a control plane in i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from tests.unit.lab.test_lab_logic import make_lab
 
-from pycalico.lab import kubeobjects, pods, store
+from pycalico.lab import cli, cluster, kubeobjects, pods, store
 from pycalico.lab import state as lab_state
 from pycalico.lab.state import KubeState, NodeState, PodState
 
@@ -93,3 +96,23 @@ def test_state_keeps_the_control_plane_and_pod_uids(tmp_path: Path) -> None:
     # A state file written before Kubernetes mode existed still loads.
     lab_state.save(lab_state.LabState("clab", str(tmp_path), False, ()))
     assert lab_state.load(str(tmp_path)).kube is None  # type: ignore[union-attr]
+
+
+def test_env_adds_kubeconfig_and_node_env_gets_the_node_side_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube = KubeState("t-control", "10.99.0.240", 6443, 40000, str(tmp_path / "kube"))
+    lab = replace(make_lab(tmp_path), kube=kube)
+    lab_state.save(lab)
+    done = CliRunner().invoke(cli.main, ["--state-dir", str(tmp_path), "env"])
+    assert done.exit_code == 0
+    assert done.output == (
+        f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints} "
+        f"KUBECONFIG={tmp_path / 'kube' / 'kubeconfig'}\n"
+    )
+    # calico-node never inherits the caller's KUBECONFIG (this machine's relay).
+    monkeypatch.setenv("KUBECONFIG", "/somewhere/else")
+    monkeypatch.setattr(cluster, "executable", lambda name: f"/bin/{name}")
+    assert cluster.node_env(lab, lab.nodes[0])["KUBECONFIG"] == kube.node_kubeconfig
+    plain = make_lab(tmp_path)
+    assert "KUBECONFIG" not in cluster.node_env(plain, plain.nodes[0])
