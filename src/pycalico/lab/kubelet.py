@@ -43,7 +43,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -343,6 +343,17 @@ class Runner:
                 raise
 
 
+async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run one of the runner's loops; one that fails (an API error a watch does not retry) is
+    logged and started again, so the other loops and the pods keep being served."""
+    while True:
+        try:
+            await loop()
+        except Exception:
+            log.exception("%s failed; starting it again in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
 async def run(state_dir: str) -> None:
     lab = lab_state.load(state_dir)
     if lab is None or lab.kube is None:
@@ -351,7 +362,11 @@ async def run(state_dir: str) -> None:
     kv = EtcdKVStore(lab.host_endpoints.split(","), timeout=10.0, retry_timeout=20.0)
     runner = Runner(lab, kube, ResourceStore(kv))
     loop = asyncio.get_running_loop()
-    main = asyncio.gather(runner.heartbeat(), runner.watch_namespaces(), runner.watch_pods())
+    main = asyncio.gather(
+        _forever("node heartbeat", runner.heartbeat),
+        _forever("namespace watch", runner.watch_namespaces),
+        _forever("pod watch", runner.watch_pods),
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
     with open(os.path.join(lab.kube.directory, "kubelet.pid"), "w") as file:
