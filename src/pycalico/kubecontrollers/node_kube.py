@@ -37,14 +37,18 @@ class ApiKubeView:
         self.kube = kube
 
     async def _raw(self, what: str, method: Any, *args: Any) -> Any:
+        """The reply's JSON.  Without preloading, the client library hands back any status:
+        a failure is turned into ``KubeError`` here, with the server's message."""
         try:
             response = await method(*args, _preload_content=False)
             try:
-                body = await response.read()
+                status, body = response.status, await response.read()
             finally:
                 response.release()
         except Exception as error:  # kube_error keeps client errors, re-raises anything else
             raise kube_error(what, error) from error
+        if not 200 <= status <= 299:
+            raise KubeError(what, status, _message(body))
         return json.loads(body)
 
     async def node_names(self) -> frozenset[str]:
@@ -81,3 +85,11 @@ class ApiKubeView:
                 return None
             raise
         return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def _message(body: bytes) -> str:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
+    return str(status.get("message") or body.decode(errors="replace"))
