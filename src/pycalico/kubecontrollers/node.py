@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pycalico.datastore.api import DatastoreError, KeyNotFound, RevisionConflict
@@ -147,11 +148,10 @@ class NodeController:
     def _gc_due(self) -> None:
         self.workers.enqueue(IPAM_GC)
 
-    async def _every(self, period: float, action: object) -> None:
+    async def _every(self, period: float, action: Callable[[], None]) -> None:
         await self.synced.wait()
         while True:
             await asyncio.sleep(period)
-            assert callable(action)
             action()
 
     async def _reconcile(self, key: str) -> None:
