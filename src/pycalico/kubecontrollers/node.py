@@ -11,8 +11,9 @@ Nodes (``pycalico.k8s.watch``) and reconciles three kinds of key with ``KeyedWor
   ``ErrorNotKubernetes``).  Enqueued after every (re-)list, every Node DELETED event and every
   ``reconciler_period``.
 * ``labels/<k8s node>`` (``sync_labels``): the Kubernetes node's labels copied to its Calico
-  Node (``node_labels``), read-modify-write at the Node's revision.  Enqueued on ADDED/MODIFIED
-  and for every node each ``reconciler_period``.
+  Node (``node_labels``), read-modify-write at the Node's revision.  Enqueued on ADDED/MODIFIED,
+  when a Calico Node naming it appears (a watch on Calico Nodes) and for every node each
+  ``reconciler_period``.
 * ``ipam-gc``: one IPAM GC pass (``ipam_gc``) every ``gc_interval``.
 
 Node removal and GC passes never run at once (one lock), which keeps their releases from
@@ -31,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pycalico.datastore.api import DatastoreError, KeyNotFound, RevisionConflict
+from pycalico.datastore.api import DatastoreError, KeyNotFound, RevisionConflict, WatchEventType
 from pycalico.datastore.resources import ResourceStore
 from pycalico.datastore.retry import read_modify_write
 from pycalico.ipam.allocator import IPAM
@@ -108,6 +109,7 @@ class NodeController:
 
     async def run(self) -> None:
         loops = [
+            asyncio.create_task(self.watch_calico_nodes()),
             asyncio.create_task(self._every(self.config.reconciler_period, self.resync)),
             asyncio.create_task(self._every(self.config.effective_gc_interval, self._gc_due)),
         ]
@@ -138,6 +140,27 @@ class NodeController:
                     self.kube_labels[name] = _labels(wire)
                     if self.config.sync_labels:
                         self.workers.enqueue(LABELS + name)
+
+    async def watch_calico_nodes(self) -> None:
+        """A Calico Node registered after its Kubernetes node gets its labels at once (Calico's
+        label controller follows Calico Nodes too).  A failed watch is started again."""
+        delay = 0.1
+        while True:
+            try:
+                async for event in self.store.watch("Node"):
+                    delay = 0.1
+                    if event.type is not WatchEventType.ADDED:
+                        continue
+                    assert isinstance(event.resource, Node)
+                    name = kube_node_name(event.resource)
+                    if name and self.config.sync_labels and name in self.kube_labels:
+                        self.workers.enqueue(LABELS + name)
+            except DatastoreError as error:
+                log.warning(
+                    "node controller: Calico Node watch failed, again in %.1fs: %s", delay, error
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def resync(self) -> None:
         """Enqueue the deletion sweep and every node's label sync."""

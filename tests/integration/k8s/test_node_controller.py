@@ -298,9 +298,10 @@ async def test_kubernetes_node_labels_are_copied_and_user_labels_kept(
 ) -> None:
     store = seeded
     node = await cluster.add_node("labels", {"zone": "a"})
-    await create_calico_node(store, node, labels={"user": "x"})
     controller = node_controller(kube, store, config=NodeControllerConfig(reconciler_period=60))
     async with running(controller):
+        # calico-node registers after the controller has seen the Kubernetes node.
+        await create_calico_node(store, node, labels={"user": "x"})
 
         async def labels_are(expected: dict[str, str]) -> None:
             found = await store.get("Node", node)

@@ -3,6 +3,8 @@ over the real IPAM on an in-memory datastore and a fake Kubernetes view."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, cast
 
 import pytest
@@ -137,3 +139,26 @@ def test_config_defaults_and_checks() -> None:
     assert NodeControllerConfig(leak_grace_period=0).effective_gc_interval == 300
     with pytest.raises(ValueError, match="leakGracePeriod"):
         NodeControllerConfig(leak_grace_period=-1)
+
+
+async def test_calico_node_registered_later_gets_its_labels_at_once(
+    controller: NodeController,
+) -> None:
+    controller.kube_labels["kube-late"] = {"zone": "b"}
+    watching = asyncio.create_task(controller.watch_calico_nodes())
+    try:
+        await create_calico_node(controller.store, "calico-late", "kube-late")
+
+        async def labelled() -> None:
+            while True:
+                node = await controller.store.get("Node", "calico-late")
+                if node.metadata.labels == {"zone": "b"}:
+                    return
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(labelled(), 5)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await controller.workers.close()
