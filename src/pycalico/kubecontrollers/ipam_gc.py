@@ -89,16 +89,20 @@ class Snapshot:
     world: World
 
 
-async def calico_nodes(store: ResourceStore) -> dict[str, str]:
-    """Calico node name -> Kubernetes node name, for Calico Nodes with a k8s orchRef."""
+async def calico_nodes(store: ResourceStore) -> tuple[dict[str, str], frozenset[str]]:
+    """Calico node name -> Kubernetes node name for Calico Nodes with a k8s orchRef, and the
+    names of those without one (not Kubernetes' nodes)."""
     listed = await store.list("Node")
-    out = {}
+    mapping: dict[str, str] = {}
+    unmanaged: set[str] = set()
     for node in listed.items:
         assert isinstance(node, Node)
         name = kube_node_name(node)
         if name:
-            out[node.metadata.name] = name
-    return out
+            mapping[node.metadata.name] = name
+        else:
+            unmanaged.add(node.metadata.name)
+    return mapping, frozenset(unmanaged)
 
 
 def _addresses(endpoint: WorkloadEndpoint) -> set[IPAddress]:
@@ -155,11 +159,14 @@ class IPAMGarbageCollector:
             view, held = read_block(block)
             blocks.append(view)
             allocations.extend(held)
+        kube_nodes = await self.kube.node_names()
+        calico_to_kube, unmanaged = await calico_nodes(self.store)
         world = World(
-            kube_nodes=await self.kube.node_names(),
-            calico_to_kube=await calico_nodes(self.store),
+            kube_nodes=kube_nodes,
+            calico_to_kube=calico_to_kube,
             pods=await self.kube.pods(),
             pod_addresses=await pod_addresses(self.store),
+            unmanaged=unmanaged,
         )
         return Snapshot(pools=pools, blocks=blocks, allocations=allocations, world=world)
 
@@ -220,12 +227,14 @@ class IPAMGarbageCollector:
     async def _live_world(self, allocation: Allocation, seen: World) -> World:
         """The allocation's node, pod and WorkloadEndpoints, read live now."""
         calico_to_kube = dict(seen.calico_to_kube)
+        calico_to_kube.pop(allocation.node, None)
         try:
             got = await self.store.get("Node", allocation.node)
             assert isinstance(got, Node)
             name = kube_node_name(got)
-            if name:
-                calico_to_kube[allocation.node] = name
+            if not name:  # exists, and is not Kubernetes': never collected
+                return World(frozenset(), {}, {}, unmanaged=frozenset({allocation.node}))
+            calico_to_kube[allocation.node] = name
         except KeyNotFound:
             pass  # the Calico node is gone too: its Kubernetes node has its name
         kube_node = calico_to_kube.get(allocation.node) or allocation.node

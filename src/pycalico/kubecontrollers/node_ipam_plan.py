@@ -12,8 +12,9 @@ Rules, as Calico's:
 
 * An allocation is valid until proven leaked: no ``node`` attribute, no ``pod``/``namespace``
   (and not a tunnel address), or the Windows-reserved handle -- all valid.
-* Its Kubernetes node is the Calico node's ``orchRefs`` k8s ``nodeName``, else the Calico node's
-  own name (Calico's same-name fallback when the Calico node is gone or has no k8s orchRef).
+* Its Kubernetes node is the Calico node's ``orchRefs`` k8s ``nodeName``; a Calico node that
+  exists without one is not Kubernetes' and its addresses are never collected; a Calico node
+  that is gone is assumed to have had its own name (Calico's same-name fallback).
 * Node gone from Kubernetes: a *confirmed* leak at once (pod and tunnel addresses alike).
 * Tunnel addresses are judged by node existence only, never by pods.
 * Pod gone, pod on another node, or the pod's WorkloadEndpoints known and none holding the
@@ -109,12 +110,14 @@ class World:
     pods: Mapping[PodKey, str]  # pod -> spec.nodeName ("" when not scheduled)
     # pod -> addresses of its WorkloadEndpoints; a pod without any WEP is absent (unknown).
     pod_addresses: Mapping[PodKey, frozenset[IPAddress]] = field(default_factory=dict)
+    # Calico Nodes that exist without a k8s orchRef: not Kubernetes', never collected.
+    unmanaged: frozenset[str] = frozenset()
 
     def kube_node(self, calico_node: str) -> str:
         return self.calico_to_kube.get(calico_node) or calico_node
 
     def node_exists(self, calico_node: str) -> bool:
-        return self.kube_node(calico_node) in self.kube_nodes
+        return calico_node in self.unmanaged or self.kube_node(calico_node) in self.kube_nodes
 
 
 def read_block(block: AllocationBlock) -> tuple[BlockView, list[Allocation]]:
@@ -148,6 +151,8 @@ def classify(allocation: Allocation, world: World) -> Verdict:
     handle = (allocation.handle or "").lower()
     if handle == WINDOWS_RESERVED_HANDLE or not allocation.node:
         return Verdict.VALID
+    if allocation.node in world.unmanaged:
+        return Verdict.VALID  # a node Kubernetes does not manage (Calico skips it)
     node_exists = world.node_exists(allocation.node)
     if allocation.tunnel:
         return Verdict.VALID if node_exists else Verdict.NODE_GONE

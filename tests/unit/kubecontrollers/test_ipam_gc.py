@@ -20,6 +20,7 @@ from pycalico.kubecontrollers.node_ipam_metrics import (
     IN_USE,
     InMemoryMetrics,
 )
+from pycalico.model.node import Node
 from pycalico.testing.ipam import put_pool
 from pycalico.testing.kube_ipam import (
     FakeKubeView,
@@ -150,6 +151,18 @@ async def test_vanished_node_addresses_released_at_once_even_with_gc_disabled(
     result = await cluster.gc.run_once()
     assert [a.address for a in result.released] == [on_n2]
     assert await cluster.ipam.allocation_info(pod_leak) is not None
+
+
+async def test_calico_node_without_a_kubernetes_node_keeps_its_addresses(
+    cluster: Cluster,
+) -> None:
+    await cluster.store.create(Node.model_validate({"metadata": {"name": "bare"}}))
+    address = await cluster.pod("bare", "host-service", visible=False)
+    cluster.now = GRACE * 10
+    await cluster.gc.run_once()
+    result = await cluster.gc.run_once()
+    assert result.released == () and result.plan.candidates == ()
+    assert await cluster.ipam.allocation_info(address) is not None
 
 
 async def test_node_back_before_release_keeps_addresses(cluster: Cluster) -> None:

@@ -91,6 +91,19 @@ def test_classify(allocation: Allocation, seen: World, verdict: Verdict) -> None
     assert classify(allocation, seen) is verdict
 
 
+def test_addresses_of_a_calico_node_kubernetes_does_not_manage_are_never_collected() -> None:
+    bare = World(frozenset(), {}, {}, unmanaged=frozenset({"bare"}))
+    for allocation in (
+        alloc(1, node="bare"),
+        alloc(2, node="bare", pod=None, type_="vxlanTunnelAddress"),
+    ):
+        assert classify(allocation, bare) is Verdict.VALID
+    tracker = LeakTracker()
+    blocks = [block(1, "bare"), block(2, "bare")]
+    tracker.plan([], blocks, bare, now=0, leak_grace_period=1)
+    assert len(tracker.plan([], blocks, bare, now=1, leak_grace_period=1).release_blocks) == 1
+
+
 def test_pod_leak_released_only_after_the_grace_period() -> None:
     tracker = LeakTracker()
     gone = alloc(1)
