@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from pycalico.ipam.records import IPAddress
 from pycalico.kubecontrollers.node_ipam_plan import (
     Allocation,
     BlockView,
@@ -41,7 +42,7 @@ def alloc(
 def world(
     nodes: tuple[str, ...] = ("n1",),
     pods: dict[tuple[str, str], str] | None = None,
-    wep: dict[tuple[str, str], frozenset[ipaddress.IPv4Address]] | None = None,
+    wep: dict[tuple[str, str], frozenset[IPAddress]] | None = None,
     mapping: dict[str, str] | None = None,
 ) -> World:
     return World(frozenset(nodes), mapping or {}, pods or {}, wep or {})

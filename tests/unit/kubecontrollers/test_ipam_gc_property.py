@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pycalico.ipam.records import IPAddress
 from pycalico.kubecontrollers.node_ipam_plan import (
     Allocation,
     LeakTracker,
@@ -31,7 +32,7 @@ from pycalico.kubecontrollers.node_ipam_plan import (
 
 GRACE = 10.0
 BLOCK = ipaddress.ip_network("10.65.0.0/30")
-ADDRESSES = list(BLOCK)
+ADDRESSES: list[IPAddress] = [ipaddress.ip_address(a) for a in BLOCK]
 
 
 @dataclass
