@@ -52,6 +52,24 @@ GAUGES = (
 )
 COUNTERS = (GC_RECLAMATIONS, LEGACY[GC_RECLAMATIONS])
 UNKNOWN_POOL = "no_ippool"
+# The label names of each family (an empty family still has them).
+LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    **{
+        name: ("ippool", "node")
+        for name in (IN_USE, BORROWED, GC_CANDIDATES, GC_RECLAMATIONS, BLOCKS)
+    },
+    **{legacy: ("node",) for legacy in LEGACY.values()},
+    POOL_SIZE: ("ippool",),
+}
+HELP = {
+    IN_USE: "IPs currently allocated in IPAM to a workload or tunnel endpoint.",
+    BORROWED: "IPs allocated to a node from a block affine to another node.",
+    GC_CANDIDATES: "IPs currently marked as leak candidates, within their grace period.",
+    GC_RECLAMATIONS: "IPs the garbage collector has released as leaked.",
+    BLOCKS: "IPAM blocks affine to the node.",
+    POOL_SIZE: "Total number of addresses in the IP pool.",
+    **{legacy: f"Per node (legacy): see {name}." for name, legacy in LEGACY.items()},
+}
 
 
 class MetricsSink(Protocol):
