@@ -116,7 +116,7 @@ class Dataplane:
         self.routes = RouteManager(
             self.route_table, options.route_priority_v4, options.route_priority_v6
         )
-        self.nat = NatManager(self.nft)
+        self.nat = NatManager(self.nft, options.render.nat_outgoing_address)
         self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
         self.in_sync = False
         self.config: dict[str, str] = {}
