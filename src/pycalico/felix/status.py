@@ -304,6 +304,11 @@ class Metrics:
         self.set_elements = Gauge(
             "felix_nft_set_elements", "Elements in the calico table's sets.", registry=r
         )
+        self.ipip_unsupported = Gauge(
+            "felix_ipip_unsupported_pools",
+            "IP pools with ipipMode Always/CrossSubnet, which this kernel cannot program.",
+            registry=r,
+        )
         self.nft_bytes = Histogram(
             "felix_nft_transaction_bytes",
             "Size of each nft transaction.",
@@ -319,6 +324,7 @@ class Metrics:
         self.rules.set(counts.get("rules", 0))
         self.chains.set(counts.get("chains", 0))
         self.set_elements.set(counts.get("set_elements", 0))
+        self.ipip_unsupported.set(counts.get("ipip_unsupported_pools", 0))
 
     def exposition(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
