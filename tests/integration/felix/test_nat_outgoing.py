@@ -8,26 +8,34 @@ The world (every namespace created here, removed at module end, also on failure)
                                        └── eth2 ── node B ── pod b (10.66.1.1, fd00:66:0:1::1)
 
 Felix's in-process dataplane programs node A; node B is plain routing (what matters is the
-source address pod b sees).  Servers tell each client the source address they saw.
+source address pod b sees).  Servers tell each client the source address they saw.  The last
+test runs ``calico-felix`` itself against real etcd: the pool is an IPPool resource, and turning
+its ``natOutgoing`` off reaches the kernel through the syncer, the calculation graph and the NAT
+manager (the time that takes is measured).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.felix import messages as m
 from pycalico.felix.dataplane.loop import DataplaneOptions
 from pycalico.felix.rules.model import RenderConfig
-from pycalico.testing import netns
+from pycalico.model.ipam import IPPool
+from pycalico.testing import felix_world, netns
+from pycalico.testing.etcd_server import EtcdServer
 
 from .conftest import ALLOW, PROFILE, Node
+from .test_felix_daemon import FelixProcess
 
 pytestmark = pytest.mark.root
 
@@ -145,8 +153,12 @@ class WhoAmI:
 
 def seen_by(world: World, source: str, target: str) -> str:
     """The source address the server at ``target`` saw for a connection from pod ``source``."""
+    return seen_from(world.a.pods[source].name, target)
+
+
+def seen_from(namespace: str, target: str) -> str:
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    with netns.enter(world.a.pods[source].name if source == "a" else world.b.pods[source].name):
+    with netns.enter(namespace):
         client = socket.socket(family)
     with client:
         client.settimeout(5)
@@ -214,3 +226,78 @@ def test_nat_outgoing_address_is_the_source_the_outside_host_sees(
     assert seen_by(world, "a", OUTSIDE) == NAT_ADDRESS
     assert seen_by(world, "a", OUTSIDE6) == NODE_A_OUT6  # v6 still masquerades
     assert seen_by(world, "a", POD_B) == POD_A
+
+
+# --- calico-felix end to end: the pool in etcd -------------------------------------------------
+
+E2E_PODS = {"p": "10.69.0.1"}
+E2E_NODE_OUT, E2E_OUTSIDE = "192.168.73.1", "192.168.73.2"
+RELAY_PORT = 23792
+
+
+@pytest.fixture(scope="module")
+def etcd_world() -> Iterator[tuple[netns.Topology, EtcdServer]]:
+    """A node namespace with pod ``p`` and an outside namespace; etcd relayed into the node."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    server = EtcdServer(name="felix-nat")
+    try:
+        server.start()
+        with felix_world.etcd_node(server, E2E_PODS, RELAY_PORT) as (topo, _):
+            topo.add_outside("out", "eth1", E2E_NODE_OUT, E2E_OUTSIDE)
+            yield topo, server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def e2e_kv(etcd_world: tuple[netns.Topology, EtcdServer]) -> AsyncIterator[EtcdKVStore]:
+    store = EtcdKVStore([etcd_world[1].endpoint])
+    try:
+        await store.delete_prefix("/calico/")
+        yield store
+    finally:
+        await store.close()
+
+
+def nat_pool(nat_outgoing: bool) -> IPPool:
+    spec = {"cidr": "10.69.0.0/16", "natOutgoing": nat_outgoing}
+    return IPPool.model_validate({"metadata": {"name": "nat-pool"}, "spec": spec})
+
+
+async def until_seen(namespace: str, expected: str, felix: FelixProcess) -> float:
+    """Seconds until a new connection from ``namespace`` is seen as ``expected`` (10 s max)."""
+    start = time.monotonic()
+    seen = ""
+    while time.monotonic() - start < 10:
+        seen = await asyncio.to_thread(seen_from, namespace, E2E_OUTSIDE)
+        if seen == expected:
+            return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"outside still sees {seen}, not {expected}\n{felix.tail(40)}")
+
+
+async def test_calico_felix_follows_the_pool_in_etcd(
+    etcd_world: tuple[netns.Topology, EtcdServer], e2e_kv: EtcdKVStore
+) -> None:
+    topo, _ = etcd_world
+    outside = WhoAmI(topo.pods["out"].name)
+    felix = FelixProcess(topo.node, f"felix-{topo.tag}", RELAY_PORT)
+    try:
+        await felix_world.write_pods(e2e_kv, topo, felix.hostname, E2E_PODS, {"p": {}})
+        await felix_world.put(e2e_kv, nat_pool(True))
+        felix.start()
+        await asyncio.to_thread(felix.wait_ready)
+        pod = topo.pods["p"].name
+        await until_seen(pod, E2E_NODE_OUT, felix)
+        await felix_world.put(e2e_kv, nat_pool(False))
+        off = await until_seen(pod, E2E_PODS["p"], felix)
+        await felix_world.put(e2e_kv, nat_pool(True))
+        on = await until_seen(pod, E2E_NODE_OUT, felix)
+        print(f"natOutgoing off in etcd -> pod seen as itself: {off:.3f} s; on again: {on:.3f} s")
+        assert max(off, on) < 2.0, (off, on)
+        assert felix.stop() == 0, felix.tail()
+    finally:
+        outside.close()
+        felix.cleanup()
+        netns.netns_run(topo.node, "nft", "delete", "table", "inet", "calico", check=False)
