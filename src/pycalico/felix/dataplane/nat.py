@@ -10,8 +10,9 @@ What it is not: routing for pools (BIRD and the route manager) nor IPIP (``datap
 
 Invariants: the chains and sets are declared on the first ``complete_deferred_work`` even with
 no pools, so the table always has the same shape; every pool, disabled or not, is in the
-all-pools set (Calico: a disabled pool's addresses are still cluster addresses), and only
-``natOutgoing`` pools are in the masquerade set.
+all-pools set (Calico: a disabled pool's addresses are still cluster addresses) except pools
+only for LoadBalancer addresses (``allowedUses: [LoadBalancer]``: traffic to them still leaves
+the cluster, as in Calico), and only ``natOutgoing`` pools are in the masquerade set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from __future__ import annotations
 from pycalico.felix.drivers.nft import NftTable
 from pycalico.felix.messages import IPPoolRemove, IPPoolUpdate, Message
 from pycalico.felix.rules import nat
+
+
+def _nat_fields(pool: IPPoolUpdate) -> tuple[str, bool, bool]:
+    return pool.cidr, pool.masquerade, pool.load_balancer_only
 
 
 class NatManager:
@@ -33,7 +38,7 @@ class NatManager:
         if isinstance(message, IPPoolUpdate):
             old = self._pools.get(message.id)
             self._pools[message.id] = message
-            if old is None or (old.cidr, old.masquerade) != (message.cidr, message.masquerade):
+            if old is None or _nat_fields(old) != _nat_fields(message):
                 self._dirty = True
         elif isinstance(message, IPPoolRemove) and self._pools.pop(message.id, None) is not None:
             self._dirty = True
@@ -47,7 +52,7 @@ class NatManager:
             return
         elements = nat.pool_elements(
             (p.cidr for p in self._pools.values() if p.masquerade),
-            (p.cidr for p in self._pools.values()),
+            (p.cidr for p in self._pools.values() if not p.load_balancer_only),
         )
         for definition in nat.pool_sets():
             self.nft.set_set(definition, elements[definition.name])

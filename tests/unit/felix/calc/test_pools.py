@@ -57,3 +57,12 @@ def test_pool_sets_follow_the_datastore_incrementally() -> None:
     assert kernel.nft.elements("cali40all-ipam-pools") == {"10.64.0.0/16"}
     assert len(kernel.nft.scripts) == scripts + 1
     assert "chain" not in kernel.nft.scripts[-1]  # elements only, no chain rewrite
+
+
+def test_load_balancer_only_is_exactly_allowed_uses_load_balancer() -> None:
+    graph = CalcGraph(HOSTNAME)
+    graph.on_resource(ippool("lb", "10.90.0.0/24", allowedUses=["LoadBalancer"]))
+    graph.on_resource(ippool("w", "10.91.0.0/24", allowedUses=["Workload", "Tunnel"]))
+    updates = {u.id: u for u in graph.flush() if isinstance(u, IPPoolUpdate)}
+    assert updates["10.90.0.0/24"].load_balancer_only
+    assert not updates["10.91.0.0/24"].load_balancer_only

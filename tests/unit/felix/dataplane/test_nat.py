@@ -98,3 +98,15 @@ def test_nat_outgoing_address_from_config_reaches_the_kernel() -> None:
     with pytest.raises(ConfigError, match="natOutgoingAddress"):
         load({"natOutgoingAddress": "fd00::1"}, {}, {}, "node1")
     assert replace(config.render(), nat_outgoing_address="").nat_outgoing_address == ""
+
+
+def test_load_balancer_only_pools_are_outside_the_cluster() -> None:
+    """Calico's masquerade manager: traffic to LoadBalancer addresses still leaves the cluster."""
+    dataplane, kernel = make()
+    lb = pool("10.90.0.0/24", masquerade=False, load_balancer_only=True)
+    dataplane.on_updates([pool("10.65.0.0/16"), lb, m.InSync()])
+    dataplane.apply()
+    assert kernel.nft.elements(ALL4) == {"10.65.0.0/16"}
+    dataplane.on_update(replace(lb, load_balancer_only=False))  # allowedUses changed
+    dataplane.apply()
+    assert kernel.nft.elements(ALL4) == {"10.65.0.0/16", "10.90.0.0/24"}
