@@ -353,12 +353,13 @@ class Felix:
                 and not dataplane.applying
             ):
                 statuses = dataplane.endpoint_statuses()
-                files = desired_status_files(statuses, dataplane.endpoints.workloads())
+                workloads = dataplane.endpoints.workloads() if self.status_files else {}
                 if self.config.endpoint_reporting_enabled:
                     await self.reporter.report_endpoints(statuses)
                 else:
                     await self.reporter.clear_endpoints()
                 if self.status_files is not None:
+                    files = desired_status_files(statuses, workloads)
                     await asyncio.to_thread(self.status_files.reconcile, files)
             await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))
 
