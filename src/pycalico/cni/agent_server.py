@@ -59,13 +59,16 @@ def calico_handler(
     kv: KVStore, *, ipam_cache_seconds: float = 1.0, allocator: IPAM | None = None
 ) -> Handler:
     """``calico`` served with the agent's datastore connection and one long-lived allocator
-    (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock)."""
+    (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock),
+    and, for Kubernetes mode, one Kubernetes client per API it is asked to use."""
     from pycalico.cni import handler as module
+    from pycalico.cni.kubernetes import KubeClients
 
     ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=ipam_cache_seconds)
+    kube = KubeClients()  # one Kubernetes client per API for the agent's life, not per pod
 
     async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv, ipam=ipam)
+        return await module.handle(env, stdin, kv=kv, ipam=ipam, kube=kube)
 
     return serve
 
