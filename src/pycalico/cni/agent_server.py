@@ -61,16 +61,28 @@ def calico_handler(
     """``calico`` served with the agent's datastore connection and one long-lived allocator
     (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock),
     and, for Kubernetes mode, one Kubernetes client per API it is asked to use."""
-    from pycalico.cni import handler as module
-    from pycalico.cni.kubernetes import KubeClients
-
     ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=ipam_cache_seconds)
-    kube = KubeClients()  # one Kubernetes client per API for the agent's life, not per pod
+    return _CalicoHandler(kv, ipam)
 
-    async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv, ipam=ipam, kube=kube)
 
-    return serve
+class _CalicoHandler:
+    """The ``calico`` plugin's handler; it owns the agent's Kubernetes clients (one per API,
+    for the agent's life, not one per pod), which ``AgentServer.close`` closes."""
+
+    def __init__(self, kv: KVStore, ipam: IPAM) -> None:
+        from pycalico.cni.kubernetes import KubeClients
+
+        self.kv = kv
+        self.ipam = ipam
+        self.kube = KubeClients()
+
+    async def __call__(self, env: Mapping[str, str], stdin: str) -> Response:
+        from pycalico.cni import handler as module
+
+        return await module.handle(env, stdin, kv=self.kv, ipam=self.ipam, kube=self.kube)
+
+    async def close(self) -> None:
+        await self.kube.close()
 
 
 def default_handlers(kv: KVStore, *, cache_seconds: float = 1.0) -> dict[str, Handler]:
@@ -183,6 +195,10 @@ class AgentServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        for handler in {id(h): h for h in self.handlers.values()}.values():
+            close = getattr(handler, "close", None)
+            if close is not None:
+                await close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
