@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,68 @@ async def test_api_root_and_token_instead_of_kubeconfig(
     code, out, err = node.cni("DEL", "c-tok", conf, netns, args=args)
     assert code == 0, (out, err)
     await assert_nothing_left(node, kv)
+
+
+def wait_allowed(kube_plane: KubeControlPlane, user: str, verb: str, resource: str) -> None:
+    """Until the API server's RBAC authorizer has seen a new binding (it follows informers)."""
+    deadline = time.monotonic() + 30
+    while True:
+        kind, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        done = kube_plane.apiserver.kubectl(
+            "auth", "can-i", verb, kind, *extra, f"--as={user}", check=False
+        )
+        if done.stdout.strip() == "yes":
+            return
+        assert time.monotonic() < deadline, f"{user} never allowed to {verb} {resource}"
+        time.sleep(0.1)
+
+
+async def test_calico_cni_role_suffices_and_a_refused_patch_undoes_the_add(
+    node: CniNode, kv: KVStore, kube: KubeClient, kube_plane: KubeControlPlane, namespace: str
+) -> None:
+    """As a service account with only Calico's CNI permissions on pods and namespaces: ADD with
+    read access alone allocates, then fails at the annotation patch and undoes everything; once
+    ``pods/status`` ``patch`` is granted (Calico's calico-cni-plugin role) it succeeds."""
+    api = kube_plane.apiserver
+    tag = secrets.token_hex(3)
+    user = f"system:serviceaccount:{namespace}:calico-cni"
+    api.kubectl("create", "serviceaccount", "calico-cni", "-n", namespace)
+    created = [f"cni-read-{tag}", f"cni-patch-{tag}"]
+    try:
+        api.kubectl("create", "clusterrole", created[0], "--verb=get", "--resource=pods,namespaces")
+        api.kubectl("create", "clusterrolebinding", created[0], f"--clusterrole={created[0]}",
+                    f"--serviceaccount={namespace}:calico-cni")  # fmt: skip
+        token = api.kubectl("create", "token", "calico-cni", "-n", namespace).stdout.strip()
+        wait_allowed(kube_plane, user, "get", "namespaces")
+        conf = node.conf(
+            policy={
+                "type": "k8s",
+                "k8s_api_root": api.url,
+                "k8s_auth_token": token,
+                "k8s_certificate_authority": str(api.ca_file),
+            }
+        )
+        await make_pod(kube, namespace, "limited")
+        netns, args = node.pod("limited"), pod_args(namespace, "limited")
+        code, out, err = node.cni("ADD", "c-limited", conf, netns, args=args)
+        assert code == 1, (out, err)
+        assert "patch pod" in out["msg"] and "forbidden" in out["msg"], out
+        await assert_nothing_left(node, kv)
+        assert ANN + "podIP" not in await pod_annotations(kube, namespace, "limited")
+
+        api.kubectl("create", "clusterrole", created[1], "--verb=patch", "--resource=pods/status")
+        api.kubectl("create", "clusterrolebinding", created[1], f"--clusterrole={created[1]}",
+                    f"--serviceaccount={namespace}:calico-cni")  # fmt: skip
+        wait_allowed(kube_plane, user, "patch", "pods/status")
+        code, result, err = node.cni("ADD", "c-limited", conf, netns, args=args)
+        assert code == 0, (result, err)
+        address = result["ips"][0]["address"].split("/")[0]
+        assert (await pod_annotations(kube, namespace, "limited"))[ANN + "podIP"] == address
+        code, out, err = node.cni("DEL", "c-limited", conf, netns, args=args)
+        assert code == 0, (out, err)
+        await assert_nothing_left(node, kv)
+    finally:
+        for name in created:
+            api.kubectl("delete", "clusterrolebinding", name, "--ignore-not-found", check=False)
+            api.kubectl("delete", "clusterrole", name, "--ignore-not-found", check=False)
