@@ -15,7 +15,9 @@ What it is not: the decisions (``pod_request``, pure) or the HTTP requests (``py
 
 Invariants: every Kubernetes failure becomes a ``CniError`` that names the pod and the cause
 (the pod does not exist, the API server did not answer, it refused the request); ``release``
-never fails a DEL because the pod is gone or belongs to a newer sandbox.
+never fails a DEL because the pod is gone or belongs to a newer sandbox.  Importing this module
+does not import the Kubernetes client library (most of a second on a busy node): the handler
+imports it for every call, and etcd mode must not pay for Kubernetes mode.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pycalico.cni import pod_request
 from pycalico.cni.config import NetConf
 from pycalico.cni.spec import CniError
-from pycalico.k8s import pods
-from pycalico.k8s.client import KubeClient, KubeError
+
+if TYPE_CHECKING:
+    from pycalico.k8s.client import KubeClient, KubeError
 
 POLICY_K8S = "k8s"
 
@@ -75,6 +79,8 @@ class KubeClients:
         self._lock = asyncio.Lock()
 
     async def get(self, settings: ApiSettings) -> KubeClient:
+        from pycalico.k8s.client import KubeClient, KubeError  # on first use: see the invariants
+
         client = self._clients.get(settings)
         if client is not None:
             return client
@@ -118,6 +124,9 @@ async def read_pod(
     """The pod's settings from the Pod and its Namespace, read concurrently; with a policy type
     other than ``k8s`` only the pod's identity is used (Calico ignores its labels and
     annotations then)."""
+    from pycalico.k8s import pods
+    from pycalico.k8s.client import KubeError
+
     kube = await clients.get(settings)
     try:
         pod_object, namespace_object = await asyncio.gather(
@@ -138,6 +147,9 @@ async def annotate(
     container_id: str,
 ) -> None:
     """Tell Kubernetes the pod's addresses (Calico's podIP/podIPs/containerID annotations)."""
+    from pycalico.k8s import pods
+    from pycalico.k8s.client import KubeError
+
     kube = await clients.get(settings)
     patch = pod_request.feedback_patch(pod.uid, addresses, container_id)
     try:
@@ -163,6 +175,9 @@ async def release(
     gone, or that a newer sandbox has annotated, is left alone; an API server that does not
     answer is logged, not fatal (the addresses are released in any case, and Kubernetes
     forgets them with the pod)."""
+    from pycalico.k8s import pods
+    from pycalico.k8s.client import KubeError
+
     try:
         kube = await clients.get(settings)
         await pods.json_patch_status(kube, namespace, pod, pod_request.release_patch(container_id))
