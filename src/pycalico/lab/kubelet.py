@@ -21,10 +21,10 @@ lab's relay):
   the lab does not run yet): each Namespace gets its ``default`` ServiceAccount and the Profile
   ``kns.<namespace>`` (the Namespace's labels as ``pcns.*`` labels).
 
-``CNI_READS_API`` is the one switch between the plugin's two modes: off, the conflist is the
-etcd-mode one and the runner hands the Pod's labels to the plugin (``args.cni.labels``); on, the
+``CNI_READS_API`` is the one switch between the plugin's two modes: on (the default), the
 conflist also has ``kubernetes.kubeconfig`` (the node-side kubeconfig, over the fabric) and the
-plugin reads the Pod itself.
+plugin reads the Pod itself and annotates it; off, the conflist is the etcd-mode one and the
+runner hands the Pod's labels to the plugin (``args.cni.labels``).
 
 What it is not: a container runtime (no images, no processes; a Pod's containers are reported
 running as soon as its network is up), or a scheduler with any policy beyond "fewest pods".
@@ -57,7 +57,7 @@ from pycalico.lab.state import LabState, PodState
 
 log = logging.getLogger("calico-lab-kubelet")
 
-CNI_READS_API = False
+CNI_READS_API = True
 HEARTBEAT = 10.0
 PARALLEL_PER_NODE = 4
 RETRY_MAX = 10.0
