@@ -14,8 +14,9 @@ at the end, also on failure.
   ``pods.add`` with the same CNI parallelism as the runner (``PARALLEL_PER_NODE`` per node):
   namespace + CNI ADD with etcd-mode CNI_ARGS, nothing else.
 
-The ratio is what the Kubernetes side (API round trips, scheduling, watches, status writes)
-costs on top of the CNI work itself.  Between rounds every pod is deleted, timed too: ``kubectl
+The ratio is what the Kubernetes side (API round trips, scheduling, watches, status writes, and
+with ``kubelet.CNI_READS_API`` the plugin's own pod read and annotation patch) costs on top of
+the CNI work itself.  Between rounds every pod is deleted, timed too: ``kubectl
 delete pods --all --wait=false`` until the watch has seen every Pod gone (graceful delete, the
 runner's DEL, its final delete), against ``pods.delete`` of the reference pods, same parallelism.
 """
