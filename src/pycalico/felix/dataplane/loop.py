@@ -44,11 +44,13 @@ from pycalico.felix.dataplane.ipsets import IPSetManager
 from pycalico.felix.dataplane.nat import NatManager
 from pycalico.felix.dataplane.policy import PolicyManager
 from pycalico.felix.dataplane.routes import RouteManager
+from pycalico.felix.dataplane.vxlan import VXLANManager, VXLANOptions
 from pycalico.felix.drivers.conntrack import ConntrackCommand
 from pycalico.felix.drivers.errors import DataplaneError
 from pycalico.felix.drivers.interfaces import InterfaceConfigurator, SysctlBackend
 from pycalico.felix.drivers.nft import NftBackend, NftTable, flowtable_supported
 from pycalico.felix.drivers.routes import NORMAL_ROUTE_PRIORITY, RouteBackend, RouteTable
+from pycalico.felix.drivers.vxlan import VXLANBackend, VXLANTable
 from pycalico.felix.messages import (
     ConfigUpdate,
     HostEndpointID,
@@ -75,6 +77,7 @@ class DataplaneOptions:
     retry_interval: float = 1.0
     route_refresh_interval: float = 90.0
     nft_refresh_interval: float = 180.0
+    vxlan: VXLANOptions = field(default_factory=VXLANOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class Dataplane:
         routes: RouteBackend,
         sysctls: SysctlBackend,
         conntrack: Any | None = None,
+        vxlan: VXLANBackend | None = None,
     ) -> None:
         self.options = options
         self.nft = NftTable(nft)
@@ -117,7 +121,14 @@ class Dataplane:
             self.route_table, options.route_priority_v4, options.route_priority_v6
         )
         self.nat = NatManager(self.nft)
-        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
+        self.managers: tuple[Any, ...] = (
+            self.ipsets, self.policies, self.endpoints, self.routes, self.nat,
+        )  # fmt: skip
+        # The overlay, when the dataplane has a VXLAN driver (the daemon's always has).
+        self.vxlan: VXLANManager | None = None
+        if vxlan is not None:
+            self.vxlan = VXLANManager(VXLANTable(vxlan), self.route_table, options.vxlan)
+            self.managers += (self.vxlan,)
         self.in_sync = False
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None
@@ -165,7 +176,8 @@ class Dataplane:
 
     @property
     def dirty(self) -> bool:
-        return self.nft.dirty or self.route_table.dirty or self.interfaces.dirty
+        overlay = self.vxlan is not None and self.vxlan.table.dirty
+        return self.nft.dirty or self.route_table.dirty or self.interfaces.dirty or overlay
 
     def apply(self) -> ApplyReport | None:
         """Program the kernel with what changed; None before the first in-sync."""
@@ -182,6 +194,8 @@ class Dataplane:
         if self.flowtable_offload:
             self.nft.set_flowtable_devices(self.interfaces.configured_interfaces())
         stats = self.nft.apply()
+        if self.vxlan is not None:
+            self.vxlan.apply()  # devices before the routes through them
         pending = self.route_table.apply()
         departed = self.routes.take_departed()
         if departed:
@@ -277,6 +291,8 @@ class Dataplane:
                 now = time.monotonic()
                 if now - last_route_refresh > self.options.route_refresh_interval:
                     self.route_table.needs_resync = True
+                    if self.vxlan is not None:
+                        self.vxlan.table.needs_resync = True
                     last_route_refresh = now
                 if now - last_nft_refresh > self.options.nft_refresh_interval:
                     self.nft.needs_full = True
