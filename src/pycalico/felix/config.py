@@ -187,6 +187,9 @@ class FelixConfig:
     vxlan_enabled: str = _setting("vxlanEnabled", _choice("", "true", "false"), "")
     vxlan_mtu: int = _setting("vxlanMTU", _int_range(0, 65535), "0")  # 0: auto
     vxlan_mtu_v6: int = _setting("vxlanMTUV6", _int_range(0, 65535), "0")
+    # Where the pods' MTU goes for the CNI plugin (Calico: fixed /var/lib/calico/mtu; a setting
+    # here so that many nodes can share one machine).
+    mtu_file_path: str = _setting("mtuFilePath", _str, "/var/lib/calico/mtu")
     failsafe_inbound_host_ports: tuple[FailsafePort, ...] = _setting(
         "failsafeInboundHostPorts", parse_ports, _FAILSAFE_IN
     )

@@ -123,6 +123,7 @@ def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
             port=config.vxlan_port,
             mtu=config.vxlan_mtu,
             mtu_v6=config.vxlan_mtu_v6,
+            mtu_file=config.mtu_file_path,
         ),
     )
 

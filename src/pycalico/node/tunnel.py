@@ -108,7 +108,10 @@ class TunnelAddressReconciler:
             address_field, mac_field = _FIELDS[version]
             current = getattr(node.spec, address_field)
             handle = tunnel_handle(self.node, version)
-            held = [str(a) for a in await self.ipam.addresses_by_handle(handle)]
+            try:
+                held = [str(a) for a in await self.ipam.addresses_by_handle(handle)]
+            except HandleNotFound:
+                held = []
             decision = plan(current, held, vxlan_pools(pools, labels, version))
             if decision.release:
                 with contextlib.suppress(HandleNotFound):

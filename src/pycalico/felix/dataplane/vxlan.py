@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycalico.felix.drivers.routes import Route, RouteTable, kernel_default_metric, normalise
-from pycalico.felix.drivers.vxlan import DeviceSpec, VXLANTable
+from pycalico.felix.drivers.vxlan import DeviceSpec, VXLANTable, write_mtu_file
 from pycalico.felix.messages import (
     IPPoolRemove,
     IPPoolUpdate,
@@ -30,7 +30,7 @@ from pycalico.felix.messages import (
     VTEPRemove,
     VTEPUpdate,
 )
-from pycalico.lib.vxlan import DEFAULT_PORT, DEFAULT_VNI, device_name
+from pycalico.lib.vxlan import DEFAULT_HOST_MTU, DEFAULT_PORT, DEFAULT_VNI, device_name, pod_mtu
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class VXLANOptions:
     port: int = DEFAULT_PORT
     mtu: int = 0  # 0: auto
     mtu_v6: int = 0
+    mtu_file: str = ""  # where the pods' MTU is written for the CNI plugin ("": nowhere)
 
 
 class VXLANManager:
@@ -53,6 +54,7 @@ class VXLANManager:
         self._routes: dict[str, RemoteBlockRouteUpdate] = {}
         self._programmed_routes: set[str] = set()
         self._dirty = True
+        self.mtu: int | None = None  # the pods' MTU last written
 
     def on_update(self, message: Message) -> None:
         if isinstance(message, IPPoolUpdate):
@@ -138,3 +140,27 @@ class VXLANManager:
         if self.table.apply():
             for version in (4, 6):
                 self.routes.interface_changed(device_name(version))
+        self._write_mtu()
+
+    def pod_mtu(self) -> int | None:
+        """Calico's MTU auto-detection for pods, once this node's VTEP (its address) is known:
+        the host interface's MTU minus the overhead of the VXLAN families in use; a configured
+        ``vxlanMTU``/``vxlanMTUV6`` of a family in use caps it."""
+        me = self.options.hostname
+        local = self._vteps.get((me, 4)) or self._vteps.get((me, 6))
+        if local is None:
+            return None
+        host = self.table.backend.parent_mtu(local.parent_address) or DEFAULT_HOST_MTU
+        mtu = pod_mtu(host, vxlan_v4=self.enabled(4), vxlan_v6=self.enabled(6))
+        for version, configured in ((4, self.options.mtu), (6, self.options.mtu_v6)):
+            if configured and self.enabled(version):
+                mtu = min(mtu, configured)
+        return mtu
+
+    def _write_mtu(self) -> None:
+        if not self.options.mtu_file:
+            return
+        mtu = self.pod_mtu()
+        if mtu is not None and mtu != self.mtu:
+            write_mtu_file(self.options.mtu_file, mtu)
+            self.mtu = mtu

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,6 +79,19 @@ class VXLANBackend(Protocol):
     def set_fdb(self, name: str, mac: str, destination: str) -> None: ...
 
     def delete_fdb(self, name: str, mac: str, destination: str) -> None: ...
+
+
+def write_mtu_file(path: str, mtu: int) -> None:
+    """The pods' MTU where the CNI plugin reads it (replaced atomically)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        temporary = f"{path}.tmp"
+        with open(temporary, "w", encoding="ascii") as file:
+            file.write(f"{mtu}\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise RouteError(f"MTU file {path}: {error}") from error
+    log.info("Pod MTU %d written to %s", mtu, path)
 
 
 def auto_mtu(version: int, parent_mtu: int | None) -> int:
