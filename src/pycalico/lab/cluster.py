@@ -290,8 +290,11 @@ def statuses(lab: LabState) -> list[NodeStatus]:
 
 
 def node_ready(lab: LabState, node: NodeState, status: NodeStatus) -> bool:
+    # With an overlay, also until Felix has its VTEP (it then writes the pods' MTU file).
+    overlay = not lab.encapsulation or os.path.exists(os.path.join(node.directory, "mtu"))
     return (
-        status.felix_ready
+        overlay
+        and status.felix_ready
         and status.established >= expected_sessions(lab, node)
         and status.established == len(status.sessions)
     )
