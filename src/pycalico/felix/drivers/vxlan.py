@@ -146,6 +146,9 @@ class VXLANTable:
         except RouteError:
             self.needs_resync = True
             raise
+        except Exception as error:  # a netlink read (pyroute2) failed: the same, retried
+            self.needs_resync = True
+            raise RouteError(f"VXLAN: {error}") from error
         return created
 
     def _apply_device(self, name: str, device: _Device, resync: bool) -> bool:
