@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from pycalico.felix.dataplane.vxlan import VXLANManager, VXLANOptions
 from pycalico.felix.drivers.routes import Route, RouteTable
@@ -150,3 +151,21 @@ def test_a_device_with_another_vni_is_recreated_and_vxlan_off_deletes_it() -> No
     apply(manager, table)
     assert "vxlan.calico" not in kernel.devices
     assert routes.routes == {}
+
+
+def test_pod_mtu_written_for_the_cni(tmp_path: Path) -> None:
+    kernel, routes = FakeVXLAN(), FakeRoutes()
+    table = RouteTable(routes)
+    path = tmp_path / "mtu"
+    manager = VXLANManager(
+        VXLANTable(kernel), table, VXLANOptions(hostname="a", mtu_file=str(path))
+    )
+    manager.on_update(IPPoolUpdate("10.65.0.0/16", "10.65.0.0/16", False, vxlan_mode="Always"))
+    apply(manager, table)
+    assert not path.exists()  # no VTEP of ours yet: nothing known about the host
+    manager.on_update(VTEPUpdate("a", 4, "10.65.0.0", "66:00:00:00:00:0a", "10.99.0.1"))
+    apply(manager, table)
+    assert path.read_text() == "1450\n"
+    manager.on_update(IPPoolUpdate("fd65::/48", "fd65::/48", False, vxlan_mode="CrossSubnet"))
+    apply(manager, table)
+    assert path.read_text() == "1430\n"  # IPv6's 70 bytes decide for dual stack
