@@ -119,6 +119,8 @@ def test_vxlan_always_two_subnets_dual_stack(lab: LabRunner) -> None:
     assert counter(fabric, "vxlan") > 0
     assert counter(fabric, "pods") == 0
     assert "10.65." not in kernel.ip(fabric, "route")
+    # Each node blackholes the rest of its own blocks (Felix owns the cluster routes).
+    assert "blackhole 10.65." in kernel.ip(state.node("node1").namespace, "route")
 
     # The demo's policy matrix, over the overlay.
     ctl(state, "apply", "-f", "-", stdin=demo.POLICIES)

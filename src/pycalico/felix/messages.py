@@ -261,13 +261,15 @@ class VTEPRemove:
 @dataclass(frozen=True, slots=True)
 class RemoteBlockRouteUpdate:
     """A route to another node's address block: through the VXLAN device to its VTEP
-    (``encapsulated``), or straight to the node's address (CrossSubnet, same subnet)."""
+    (``encapsulated``), or straight to the node's address (CrossSubnet, same subnet); for a
+    block of this node's own, a ``blackhole`` (its addresses without a workload go nowhere)."""
 
     destination: str  # the block's CIDR
     node: str
     version: IPVersion
     encapsulated: bool
     gateway: str  # the remote tunnel address (encapsulated) or the node's address
+    blackhole: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ node address; the MAC is the Node's, else ``lib.vxlan.vtep_mac``); from the conf
 affinities of other nodes inside pools whose ``vxlanMode`` is not ``Never`` it derives routes:
 ``Always`` → through the VXLAN device to the owner's tunnel address; ``CrossSubnet`` → the same
 when the owner's address is outside this node's subnet, else straight to the owner's address
-(no encapsulation).  A route needs the route's owner VTEP (encapsulated) or address (direct),
+(no encapsulation).  This node's own blocks in those pools get a blackhole route, as Calico's
+Felix programs them when it owns the cluster routes.  A route needs the route's owner VTEP (encapsulated) or address (direct),
 and this node's own VTEP of that family for encapsulation (no device, no overlay route).
-What it is not: I/O, or the local node's blackhole/workload routes (the route manager).
+What it is not: I/O, or the routes to local workloads (the route manager).
 
 Invariants: ``flush`` returns the difference between what it last returned and what the
 current inputs give — updates for new or changed VTEPs and routes, removes for those gone — so
@@ -149,14 +150,16 @@ class VXLANResolver:
         out: dict[str, RemoteBlockRouteUpdate] = {}
         me = self._nodes.get(self.hostname)
         for cidr, host in self._blocks.items():
-            if host == self.hostname:
-                continue
             block = ipaddress.ip_network(cidr, strict=False)
             mode = self._pool_mode(block)
             if mode == "Never":
                 continue
             version = block.version
             ip_version: IPVersion = 4 if version == 4 else 6
+            if host == self.hostname:
+                if block.prefixlen != block.max_prefixlen:
+                    out[cidr] = RemoteBlockRouteUpdate(cidr, host, ip_version, False, "", True)
+                continue
             remote = self._nodes.get(host)
             remote_address = remote.address(version) if remote else None
             mine = me.address(version) if me else None

@@ -7,7 +7,8 @@ What it is: Go Felix's ``vxlanManager`` for both IP families.  VXLAN is on for a
 ``vxlanMTU``/``vxlanMTUV6`` or auto) carries the node's tunnel address and MAC; every remote VTEP
 gets a permanent neighbour and FDB entry on it; every encapsulated remote-block route goes
 ``via <remote tunnel address> dev <device> onlink`` and every CrossSubnet same-subnet route
-``via <remote node address>``, in the main table with Felix's route protocol.  When off, the
+``via <remote node address>``, and this node's own blocks a blackhole, in the main table
+with Felix's route protocol.  When off, the
 device is deleted and its routes go.  What it is not: netlink (``drivers.vxlan`` and
 ``drivers.routes``) or the computation of VTEPs and routes (``calc.vxlan``).
 
@@ -119,7 +120,12 @@ class VXLANManager:
                 if route.version != version:
                     continue
                 metric = kernel_default_metric(destination)
-                if route.encapsulated and spec is not None:
+                if route.blackhole:
+                    wanted[destination] = Route(
+                        destination, type="blackhole", protocol=self.routes.protocol,
+                        metric=metric,
+                    )  # fmt: skip
+                elif route.encapsulated and spec is not None:
                     wanted[destination] = Route(
                         destination, spec.name, gateway=route.gateway,
                         protocol=self.routes.protocol, metric=metric,

@@ -45,12 +45,16 @@ def by_type(messages: list[Message], kind: type) -> list[Message]:
     return [m for m in messages if isinstance(m, kind)]
 
 
-def test_always_encapsulates_to_every_remote_block_and_never_to_our_own() -> None:
+OWN = RemoteBlockRouteUpdate("10.65.0.0/26", "a", 4, False, "", blackhole=True)
+
+
+def test_always_encapsulates_to_every_remote_block_and_blackholes_our_own() -> None:
     out = cluster().flush()
     vteps = by_type(out, VTEPUpdate)
     assert VTEPUpdate("a", 4, "10.65.0.0", "66:00:00:00:00:0a", "10.99.0.1") in vteps
     assert VTEPUpdate("b", 4, "10.65.1.0", vtep_mac("b"), "10.99.0.2") in vteps
     assert by_type(out, RemoteBlockRouteUpdate) == [
+        OWN,
         RemoteBlockRouteUpdate("10.65.1.0/26", "b", 4, True, "10.65.1.0"),
         RemoteBlockRouteUpdate("10.65.2.0/26", "c", 4, True, "10.65.2.0"),
     ]
@@ -61,6 +65,7 @@ def test_always_encapsulates_to_every_remote_block_and_never_to_our_own() -> Non
 def test_cross_subnet_goes_direct_inside_the_subnet_and_encapsulates_across() -> None:
     routes = by_type(cluster("CrossSubnet").flush(), RemoteBlockRouteUpdate)
     assert routes == [
+        OWN,
         RemoteBlockRouteUpdate("10.65.1.0/26", "b", 4, False, "10.99.0.2"),
         RemoteBlockRouteUpdate("10.65.2.0/26", "c", 4, True, "10.65.2.0"),
     ]
@@ -75,13 +80,14 @@ def test_changes_are_sent_as_differences() -> None:
     resolver.on_affinity("b", "10.65.1.0/26", "pendingDeletion")
     assert resolver.flush() == [RemoteBlockRouteRemove("10.65.1.0/26")]
     resolver.on_pool("p4", "10.65.0.0/16", "Never")
-    assert resolver.flush() == []  # nothing left to route; VTEPs stay (the Nodes still name them)
+    # Nothing left to route (our blackhole goes too); VTEPs stay (the Nodes still name them).
+    assert resolver.flush() == [RemoteBlockRouteRemove("10.65.0.0/26")]
 
 
 def test_no_route_without_our_own_vtep_or_the_owners() -> None:
     resolver = cluster()
     resolver.on_node("a", node("a", "10.99.0.1/24"))  # we have no tunnel address yet
-    assert by_type(resolver.flush(), RemoteBlockRouteUpdate) == []
+    assert by_type(resolver.flush(), RemoteBlockRouteUpdate) == [OWN]
 
 
 def test_ipv6_vteps_and_routes() -> None:

@@ -91,6 +91,7 @@ def setup(kernel: FakeVXLAN, routes: FakeRoutes) -> tuple[VXLANManager, RouteTab
         VTEPUpdate("b", 4, "10.65.1.0", "66:00:00:00:00:0b", "10.99.1.2"),
         RemoteBlockRouteUpdate("10.65.1.0/26", "b", 4, True, "10.65.1.0"),
         RemoteBlockRouteUpdate("10.65.2.0/26", "c", 4, False, "10.99.0.3"),
+        RemoteBlockRouteUpdate("10.65.0.0/26", "a", 4, False, "", blackhole=True),
     ):
         manager.on_update(message)
     return manager, table
@@ -115,6 +116,7 @@ def test_device_entries_and_routes() -> None:
         "10.65.1.0/26", "vxlan.calico", gateway="10.65.1.0"
     )
     assert routes.routes["10.65.2.0/26"] == Route("10.65.2.0/26", gateway="10.99.0.3")
+    assert routes.routes["10.65.0.0/26"] == Route("10.65.0.0/26", type="blackhole")
     assert "vxlan-v6.calico" not in kernel.devices  # no IPv6 VXLAN pool
 
     manager.on_update(RemoteBlockRouteRemove("10.65.1.0/26"))
