@@ -58,7 +58,7 @@ def iperf(lab: LabState, seconds: float) -> float:
         while True:
             done = subprocess.run(
                 ["ip", "netns", "exec", a.netns, "iperf3", "-c", b.ipv4, "-t", str(seconds),
-                 "-J", "-O", "1"],
+                 "-J", "-O", "1" if seconds >= 3 else "0"],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if done.returncode == 0:
