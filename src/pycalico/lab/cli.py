@@ -75,6 +75,19 @@ def _state_dir(context: click.Context) -> str:
 @click.option("--ipv6", is_flag=True, help="Dual stack: IPv6 fabric, pool and pod addresses.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for ready.")
 @click.option(
+    "--encapsulation",
+    type=click.Choice(["vxlan", "vxlan-crosssubnet"]),
+    default=None,
+    help="VXLAN overlay (CALICO_NETWORKING_BACKEND=vxlan, no BGP); default: BGP, no overlay.",
+)
+@click.option(
+    "--subnets",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="Fabric subnets joined by a router without pod routes (2 needs --encapsulation).",
+)
+@click.option(
     "--kubernetes",
     is_flag=True,
     help="Also a kube-apiserver on the lab's etcd, a Node per node and the pod runner.",
@@ -87,13 +100,17 @@ def up(
     etcd_members: str,
     ipv6: bool,
     timeout: float,
+    encapsulation: str | None,
+    subnets: int,
     kubernetes: bool,
 ) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
+    overlay = {"encapsulation": encapsulation or "", "subnets": subnets}
     try:
         cluster.check_request(
-            nodes=nodes, route_reflectors=route_reflectors, etcd_members=int(etcd_members)
-        )
+            nodes=nodes, route_reflectors=route_reflectors, etcd_members=int(etcd_members),
+            **overlay,  # type: ignore[arg-type]
+        )  # fmt: skip
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
         sys.exit(1)
@@ -113,6 +130,7 @@ def up(
                 if kubernetes
                 else None
             ),
+            **overlay,  # type: ignore[arg-type]
         )
         if kubernetes:
             lab = kube.start_pods(lab, _progress, timeout)

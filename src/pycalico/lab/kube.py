@@ -63,6 +63,9 @@ def _start_apiserver(lab: LabState, kube: KubeState, token: str) -> None:
     kernel.add_namespace(kube.namespace)
     kernel.attach_to_bridge(lab.fabric_namespace, kube.namespace, "k0")
     kernel.ip(kube.namespace, "addr", "add", f"{kube.address}/24", "dev", "eth0")
+    if lab.subnets > 1:  # nodes of the other subnets reach the API through the router
+        gateway = f"{lab_state.FABRIC_SUBNET}.{lab_state.GATEWAY_HOST}"
+        kernel.ip(kube.namespace, "route", "add", "default", "via", gateway)
     command = apiserver.command(
         executable("kube-apiserver"),
         directory,

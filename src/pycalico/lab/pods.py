@@ -64,7 +64,8 @@ def conflist(lab: LabState, node: NodeState, *, kubeconfig: str = "") -> dict[st
                 "datastore_type": "etcdv3",
                 "etcd_endpoints": lab.node_endpoints,
                 "nodename": node.name,
-                "mtu": 1500,
+                # With an overlay, 0: the MTU Felix detected (the file), as Calico's manifests.
+                "mtu": 0 if lab.encapsulation else 1500,
                 "ipam": {
                     "type": "calico-ipam",
                     "assign_ipv4": "true",
@@ -177,6 +178,7 @@ def _environment(
             f"K8S_POD_INFRA_CONTAINER_ID={container_id}"
         ),
         "CALICO_AGENT_SOCKET": agent_socket(node),
+        "CALICO_MTU_FILE": os.path.join(node.directory, "mtu"),
     }
     if uid:
         env["CNI_ARGS"] += f";K8S_POD_UID={uid}"

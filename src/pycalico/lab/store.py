@@ -61,7 +61,9 @@ def namespace_profile(namespace: str, labels: Mapping[str, str] | None = None) -
     }
 
 
-def pool_manifest(name: str, cidr: str, block_size: int) -> dict[str, Any]:
+def pool_manifest(
+    name: str, cidr: str, block_size: int, vxlan_mode: str = "Never"
+) -> dict[str, Any]:
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
@@ -70,7 +72,7 @@ def pool_manifest(name: str, cidr: str, block_size: int) -> dict[str, Any]:
             "cidr": cidr,
             "blockSize": block_size,
             "ipipMode": "Never",
-            "vxlanMode": "Never",
+            "vxlanMode": vxlan_mode,
             "natOutgoing": False,
             "nodeSelector": "all()",
         },
