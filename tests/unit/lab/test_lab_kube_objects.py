@@ -89,7 +89,7 @@ def test_conflist_switches_to_kubeconfig_mode_with_one_setting(tmp_path: Path) -
 def test_state_keeps_the_control_plane_and_pod_uids(tmp_path: Path) -> None:
     kube = KubeState("clab-control", "10.99.0.240", 6443, 40000, str(tmp_path / "kube"))
     pod = PodState("web", "node2", "default", "clab-pod-web", "c" * 64, uid="u-1")
-    lab = lab_state.LabState("clab", str(tmp_path), False, (), (NODE,), (pod,), kube)
+    lab = lab_state.LabState("clab", str(tmp_path), False, (), (NODE,), (pod,), kube=kube)
     lab_state.save(lab)
     assert lab_state.load(str(tmp_path)) == lab
     assert kube.kubeconfig == str(tmp_path / "kube" / "kubeconfig")
