@@ -25,6 +25,7 @@ from typing import Any
 from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.endpoints import workload_endpoint_id
 from pycalico.felix.calc.graph import CalcGraph
+from pycalico.felix.calc.index import SelectorIndex
 from pycalico.felix.calc.labels import policy_selector
 from pycalico.felix.calc.policies import policy_id
 from pycalico.felix.calc.verdicts import (
@@ -54,9 +55,17 @@ from pycalico.model.endpoints import (
     WorkloadEndpoint,
 )
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
+from pycalico.model.selectors import Selector
 
 KNP_PREFIX = "knp.default."
 VXLAN_PORT = 4789  # Felix's default VXLANPort; workload egress drops it (and IPIP)
+
+
+_PROBE = "explained endpoint"
+
+
+def _ignore(selector: int, item: str) -> None:
+    """The index's match callbacks: explain only asks ``selectors_matching``."""
 
 
 class ExplainError(ValueError):
@@ -76,6 +85,10 @@ class Cluster:
     _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
         default=None, repr=False
     )
+    _selectors: list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]] | None = field(
+        default=None, repr=False
+    )
+    _index: SelectorIndex[int, str] | None = field(default=None, repr=False)
 
     def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
         """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
@@ -89,6 +102,37 @@ class Cluster:
                     index.setdefault(ip, []).append(hep)
             self._by_address = index
         return self._by_address.get(str(ipaddress.ip_address(address)), [])
+
+    def policy_selectors(self) -> list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]:
+        """Every policy with its effective selector (``policy_selector``, the one the graph's
+        index matches); one whose selector does not parse is left out, as the graph treats it
+        as deleted."""
+        if self._selectors is None:
+            selectors = []
+            for policy in self.policies:
+                try:
+                    selectors.append((policy, policy_selector(policy)))
+                except ValueError:
+                    continue
+            self._selectors = selectors
+        return self._selectors
+
+    def policies_selecting(
+        self, labels: dict[str, str]
+    ) -> list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]:
+        """The policies whose selector matches ``labels``, found with the graph's own
+        ``SelectorIndex`` (which evaluates only the selectors a label could satisfy)."""
+        selectors = self.policy_selectors()
+        if self._index is None:
+            self._index = SelectorIndex(_ignore, _ignore)
+            for number, (_, selector) in enumerate(selectors):
+                self._index.update_selector(number, selector)
+        self._index.update_item(_PROBE, labels)
+        try:
+            found = self._index.selectors_matching(_PROBE)
+        finally:
+            self._index.delete_item(_PROBE)
+        return [selectors[number] for number in sorted(found)]
 
     def network_sets_holding(self, address: str) -> list[NetworkSet | GlobalNetworkSet]:
         return [s for s in self.network_sets if in_nets(address, s.spec.nets or ())]
@@ -203,7 +247,9 @@ class SideTrace:
     reasons: dict[PolicyID, PolicyReason]
 
 
-def _graph_for(cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet) -> CalcGraph:
+def _graph_for(
+    cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet
+) -> tuple[CalcGraph, list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]]:
     graph = CalcGraph(endpoint.spec.node or "")
     for tier in cluster.tiers:
         graph.on_resource(tier)
@@ -216,12 +262,17 @@ def _graph_for(cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet) -> 
             if key not in seen:
                 seen.add(key)
                 graph.on_resource(item)
-    if ResourceKey.of(endpoint) not in seen:
+    key = ResourceKey.of(endpoint)
+    if key not in seen:
         graph.on_resource(endpoint)
-    for policy in cluster.policies:
+    # Only the policies whose selector (``policy_selector``, the very one the graph's index
+    # matches) selects the endpoint can be in its tiers: the others would be inactive here.
+    labels = graph.rules.local_index.labels(key) or {}
+    selecting = cluster.policies_selecting(dict(labels))
+    for policy, _ in selecting:
         graph.on_resource(policy)
     graph.on_in_sync()
-    return graph
+    return graph, selecting
 
 
 def kubernetes_name(policy: PolicyID) -> str:
@@ -251,7 +302,7 @@ def explain_side(
     cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet, *, ingress: bool
 ) -> SideTrace:
     """The endpoint's ingress (or egress) for ``packet``, as its node's Felix computes it."""
-    graph = _graph_for(cluster, endpoint, packet)
+    graph, selecting = _graph_for(cluster, endpoint, packet)
     view = _DataplaneView()
     view.apply(graph.flush())
     update = view.endpoints[workload_endpoint_id(endpoint)]
@@ -268,10 +319,9 @@ def explain_side(
     )
     applying = {p for tier in update.tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
     reasons: dict[PolicyID, PolicyReason] = {}
-    for policy in cluster.policies:
+    for policy, selector in selecting:
         pid = policy_id(policy)
         if pid in applying:
-            selector = policy_selector(policy)
             read = {k: labels[k] for k in sorted(selector.labels) if k in labels}
             reasons[pid] = PolicyReason(selector.canonical, read, kubernetes_name(pid))
     meta = endpoint.metadata
