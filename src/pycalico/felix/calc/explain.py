@@ -17,6 +17,7 @@ policed on its side).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ VXLAN_PORT = 4789  # Felix's default VXLANPort; workload egress drops it (and IP
 
 
 _PROBE = "explained endpoint"
+_Entry = tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]
 
 
 def _ignore(selector: int, item: str) -> None:
@@ -85,10 +87,9 @@ class Cluster:
     _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
         default=None, repr=False
     )
-    _selectors: list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]] | None = field(
-        default=None, repr=False
+    _indexes: dict[str | None, tuple[list[_Entry], SelectorIndex[int, str]]] = field(
+        default_factory=dict, repr=False
     )
-    _index: SelectorIndex[int, str] | None = field(default=None, repr=False)
 
     def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
         """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
@@ -103,36 +104,45 @@ class Cluster:
             self._by_address = index
         return self._by_address.get(str(ipaddress.ip_address(address)), [])
 
-    def policy_selectors(self) -> list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]:
-        """Every policy with its effective selector (``policy_selector``, the one the graph's
-        index matches); one whose selector does not parse is left out, as the graph treats it
-        as deleted."""
-        if self._selectors is None:
-            selectors = []
-            for policy in self.policies:
-                try:
-                    selectors.append((policy, policy_selector(policy)))
-                except ValueError:
+    def _policy_index(self, namespace: str | None) -> tuple[list[_Entry], SelectorIndex[int, str]]:
+        """The GlobalNetworkPolicies (``namespace`` None) or one namespace's NetworkPolicies
+        (a NetworkPolicy selects only endpoints of its namespace) with their effective
+        selectors (``policy_selector``, the ones the graph's index matches), in the graph's
+        own ``SelectorIndex``; built once per cluster.  A policy whose selector does not parse
+        is left out, as the graph treats it as deleted."""
+        cached = self._indexes.get(namespace)
+        if cached is not None:
+            return cached
+        entries: list[_Entry] = []
+        for policy in self.policies:
+            if isinstance(policy, NetworkPolicy):
+                if (policy.metadata.namespace or "default") != namespace:
                     continue
-            self._selectors = selectors
-        return self._selectors
+            elif namespace is not None:
+                continue
+            try:
+                entries.append((policy, policy_selector(policy)))
+            except ValueError:
+                continue
+        index: SelectorIndex[int, str] = SelectorIndex(_ignore, _ignore)
+        for number, (_, selector) in enumerate(entries):
+            index.update_selector(number, selector)
+        self._indexes[namespace] = (entries, index)
+        return entries, index
 
-    def policies_selecting(
-        self, labels: dict[str, str]
-    ) -> list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]:
-        """The policies whose selector matches ``labels``, found with the graph's own
-        ``SelectorIndex`` (which evaluates only the selectors a label could satisfy)."""
-        selectors = self.policy_selectors()
-        if self._index is None:
-            self._index = SelectorIndex(_ignore, _ignore)
-            for number, (_, selector) in enumerate(selectors):
-                self._index.update_selector(number, selector)
-        self._index.update_item(_PROBE, labels)
-        try:
-            found = self._index.selectors_matching(_PROBE)
-        finally:
-            self._index.delete_item(_PROBE)
-        return [selectors[number] for number in sorted(found)]
+    def policies_selecting(self, namespace: str | None, labels: dict[str, str]) -> list[_Entry]:
+        """The policies whose selector matches an endpoint of ``namespace`` with ``labels``
+        (the index evaluates only the selectors one of the labels could satisfy)."""
+        found: list[_Entry] = []
+        for scope in (None, namespace) if namespace else (None,):
+            entries, index = self._policy_index(scope)
+            index.update_item(_PROBE, labels)
+            try:
+                numbers = index.selectors_matching(_PROBE)
+            finally:
+                index.delete_item(_PROBE)
+            found += [entries[number] for number in sorted(numbers)]
+        return found
 
     def network_sets_holding(self, address: str) -> list[NetworkSet | GlobalNetworkSet]:
         return [s for s in self.network_sets if in_nets(address, s.spec.nets or ())]
@@ -249,7 +259,7 @@ class SideTrace:
 
 def _graph_for(
     cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet
-) -> tuple[CalcGraph, list[tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]]]:
+) -> tuple[CalcGraph, list[_Entry]]:
     graph = CalcGraph(endpoint.spec.node or "")
     for tier in cluster.tiers:
         graph.on_resource(tier)
@@ -268,7 +278,7 @@ def _graph_for(
     # Only the policies whose selector (``policy_selector``, the very one the graph's index
     # matches) selects the endpoint can be in its tiers: the others would be inactive here.
     labels = graph.rules.local_index.labels(key) or {}
-    selecting = cluster.policies_selecting(dict(labels))
+    selecting = cluster.policies_selecting(endpoint.metadata.namespace, dict(labels))
     for policy, _ in selecting:
         graph.on_resource(policy)
     graph.on_in_sync()
@@ -357,7 +367,24 @@ def make_packet(source: str, destination: str, protocol: str, port: int | None) 
 def explain(
     cluster: Cluster, source: str, destination: str, protocol: str = "TCP", port: int | None = None
 ) -> Explanation:
-    """Why a ``protocol``/``port`` flow from ``source`` to ``destination`` is allowed or not."""
+    """Why a ``protocol``/``port`` flow from ``source`` to ``destination`` is allowed or not.
+
+    The cyclic garbage collector is paused meanwhile, as ``CalcGraph.on_updates`` pauses it:
+    the first call indexes the whole cluster, allocating much and freeing no cycles.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _explain(cluster, source, destination, protocol, port)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _explain(
+    cluster: Cluster, source: str, destination: str, protocol: str, port: int | None
+) -> Explanation:
     dst = resolve_end(cluster, destination)
     family = ipaddress.ip_address(dst.address).version
     src = resolve_end(cluster, source, family)
