@@ -7,8 +7,9 @@ endpoints and network sets that hold the packet's addresses (the only members th
 IP-set lookups can see).  The flushed messages are exactly what that node's dataplane is sent;
 ``verdicts.evaluate_direction`` runs them as the rendered chains do.  The trace is decorated
 with why each policy applies (its effective selector against the endpoint's labels) and, for
-``knp.default.<name>``, the Kubernetes NetworkPolicy it came from.  What it is not: I/O (the
-caller lists the resources: ``Cluster``) or conntrack (this is a new flow's first packet).
+a converted Kubernetes policy (``knp.default.<name>``), the Kubernetes NetworkPolicy it came
+from.  What it is not: I/O (the caller lists the resources: ``Cluster``) or conntrack (this is
+a new flow's first packet).
 
 Invariants: ``explain`` is a pure function of (cluster, ends, packet); the verdict is "allow"
 exactly when every enforcing side allows; an address no endpoint holds is external (not
@@ -48,6 +49,7 @@ from pycalico.felix.messages import (
     ResolvedRule,
     WorkloadEndpointUpdate,
 )
+from pycalico.k8s.conversion.network_policy import kubernetes_name as converted_from
 from pycalico.model.endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
@@ -58,7 +60,6 @@ from pycalico.model.endpoints import (
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 from pycalico.model.selectors import Selector
 
-KNP_PREFIX = "knp.default."
 VXLAN_PORT = 4789  # Felix's default VXLANPort; workload egress drops it (and IPIP)
 
 
@@ -286,11 +287,11 @@ def _graph_for(
 
 
 def kubernetes_name(policy: PolicyID) -> str:
-    """The Kubernetes object a Calico policy was converted from ("" for a Calico one)."""
+    """The Kubernetes object a Calico policy was converted from ("" for a Calico one): the
+    NetworkPolicy converter's own name mapping (``knp.default.<name>``)."""
     namespace, _, name = policy.name.partition("/")
-    if policy.kind == "NetworkPolicy" and name.startswith(KNP_PREFIX):
-        return f"NetworkPolicy {namespace}/{name[len(KNP_PREFIX) :]}"
-    return ""
+    original = converted_from(name) if policy.kind == "NetworkPolicy" else None
+    return f"NetworkPolicy {namespace}/{original}" if original else ""
 
 
 def _pre_policy_drop(update: WorkloadEndpointUpdate, packet: Packet, ingress: bool) -> str:
