@@ -15,7 +15,7 @@ from tests.integration.felix.test_dataplane_netns import full_matrix
 from tests.integration.felix.test_felix_daemon import ALL_PROBES, PODS, SCENARIO_PODS, SCENARIOS
 
 from pycalico.felix import messages as m
-from pycalico.felix.calc.explain import Cluster, explain
+from pycalico.felix.calc.explain import Cluster, explain, explain_side
 from pycalico.felix.calc.verdicts import Packet, evaluate_direction
 from pycalico.model.meta import Resource
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
@@ -191,3 +191,36 @@ def test_netns_egress_rule_with_port_range_and_nets() -> None:
     plane.policies[egress] = ((), (rule,))
     plane.tiers["a"] = (m.TierInfo("default", "deny", (), (egress,)),)
     assert plane.matrix() == full_matrix({("a", "b", 81), ("a", "c", 80), ("a", "c", 81)})
+
+
+# --- test_dataplane_netns: what the endpoint chain drops before any policy --------------------
+
+
+def netns_cluster(**spoofed: list[str]) -> Cluster:
+    pods = []
+    for key, ip in NETNS_PODS.items():
+        pod = build.workload(f"pod-{key}", ips=[ip])
+        if key in spoofed:
+            spec = pod.spec.model_copy(update={"allow_spoofed_source_prefixes": spoofed[key]})
+            pod = pod.model_copy(update={"spec": spec})
+        pods.append(pod)
+    return Cluster(workload_endpoints=pods, profiles=[build.namespace_profile("default")])
+
+
+def test_netns_vxlan_from_workloads_is_dropped() -> None:
+    world = netns_cluster()
+    denied = explain(world, "default/pod-a", "default/pod-b", "UDP", 4789)
+    assert denied.verdict == "deny"
+    assert denied.egress is not None and "VXLAN" in denied.egress.trace.reason
+    assert explain(world, "default/pod-a", "default/pod-b", "UDP", 4790).verdict == "allow"
+
+
+def test_netns_forged_source_address_is_dropped_unless_allowed() -> None:
+    forged = Packet("10.65.0.99", NETNS_PODS["b"], "tcp", 40000, 80)
+    world = netns_cluster()
+    pod_a = world.workload_endpoints[0]
+    side = explain_side(world, pod_a, forged, ingress=False)
+    assert side.trace.verdict == "deny" and "anti-spoofing" in side.trace.reason
+    allowed = netns_cluster(a=["10.65.0.99/32"])
+    side = explain_side(allowed, allowed.workload_endpoints[0], forged, ingress=False)
+    assert side.trace.verdict == "allow"
