@@ -156,6 +156,7 @@ NOT_PURE: dict[str, str] = {
     "pycalico.ipam.check": "reads every IPAM key through the KVStore protocol",
     "pycalico.ctl.loading": "reads the -f files, directories and stdin",
     "pycalico.lab.state": "reads and writes the lab's state.json",
+    "pycalico.kubecontrollers.status": "reads and writes kube-controllers' status file",
 }
 
 

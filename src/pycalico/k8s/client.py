@@ -97,6 +97,12 @@ class KubeClient:
             raise KubeError(f"kubeconfig {os.fspath(path)}", 0, str(error)) from error
         return cls(k8s_client.ApiClient(configuration=configuration))
 
+    @property
+    def api_client(self) -> Any:
+        """The ``kubernetes_asyncio`` ApiClient, for API groups not wrapped here (such as
+        coordination.k8s.io in ``pycalico.k8s.lease``)."""
+        return self._api_client
+
     def to_wire(self, obj: Any) -> dict[str, Any]:
         """A client-library object in the API's wire form (camelCase keys, plain values), as
         the pure conversions (``pycalico.k8s.conversion``) read it."""
