@@ -78,6 +78,7 @@ class LeaderElector:
 
     async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Campaign and lead until cancelled (or until ``lead()`` raises, which is re-raised)."""
+        log.info("%s campaigning for lease %s/%s", self.identity, self.namespace, self.name)
         try:
             while True:
                 await self._acquire()
