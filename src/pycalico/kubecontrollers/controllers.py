@@ -158,13 +158,23 @@ class Reconciler:
         self.binding = binding
         self.objects: dict[str, KubeObject] = {}
         self.writes = 0  # creates, updates and deletes made
+        # What the last full listing said each key's resource was (None: absent); used once
+        # by that key's next reconcile instead of a read.
+        self._hints: dict[str, Resource | None] = {}
 
     async def owned_keys(self) -> set[str]:
-        """The keys of the Calico resources this controller owns (by name prefix)."""
+        """The keys of the Calico resources this controller owns (by name prefix).  The
+        listing also becomes a one-use hint per key, so a full reconcile reads etcd once
+        instead of once per key; a stale hint only costs a failed compare-and-swap (the
+        worker's retry reads the resource afresh)."""
         listed = await self.store.list(self.binding.kind)
-        return {key for item in listed.items if (key := self.binding.owned_key(item))}
+        owned = {key: item for item in listed.items if (key := self.binding.owned_key(item))}
+        self._hints = {key: owned.get(key) for key in set(self.objects) | set(owned)}
+        return set(owned)
 
-    async def _current(self, name: str, namespace: str | None) -> Resource | None:
+    async def _current(self, key: str, name: str, namespace: str | None) -> Resource | None:
+        if key in self._hints:
+            return self._hints.pop(key)
         try:
             return await self.store.get(self.binding.kind, name, namespace)
         except KeyNotFound:
@@ -182,7 +192,7 @@ class Reconciler:
     async def reconcile(self, key: str) -> None:
         """Make the Calico resource of ``key`` match the Kubernetes object (or its absence)."""
         name, namespace = self.binding.calico_id(key)
-        current = await self._current(name, namespace)
+        current = await self._current(key, name, namespace)
         wire = self.objects.get(key)
         if wire is None:
             if current is not None:
@@ -221,9 +231,11 @@ class Controller:
         self.reconciler_period = reconciler_period
         self.workers = KeyedWorkers(self.reconciler.reconcile)
         self.synced = asyncio.Event()  # set once the first full reconcile is enqueued
+        self.in_sync = asyncio.Event()  # set once the first full reconcile is done
 
     async def run(self) -> None:
         resync = asyncio.create_task(self._periodic_resync(), name=f"{self.source.name} resync")
+        report = asyncio.create_task(self._report_in_sync(), name=f"{self.source.name} in sync")
         try:
             watcher = ListWatcher(self.source.list_method(self.kube))
             async for event in watcher.events():
@@ -243,15 +255,28 @@ class Controller:
                 else:
                     assert isinstance(event, Bookmark)
         finally:
-            resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resync
+            for task in (resync, report):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.workers.close()
 
     async def resync(self) -> None:
         """Enqueue every key Kubernetes has and every key of a Calico resource we own."""
         owned = await self.reconciler.owned_keys()
         self.workers.enqueue_all(set(self.reconciler.objects) | owned)
+
+    async def _report_in_sync(self) -> None:
+        started = asyncio.get_running_loop().time()
+        await self.synced.wait()
+        await self.workers.idle()
+        self.in_sync.set()
+        log.info(
+            "%s controller: in sync (%d objects, %.1fs)",
+            self.source.name,
+            len(self.reconciler.objects),
+            asyncio.get_running_loop().time() - started,
+        )
 
     async def _periodic_resync(self) -> None:
         await self.synced.wait()
