@@ -12,9 +12,11 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,17 @@ async def namespace(kube_plane: KubeControlPlane) -> AsyncIterator[str]:
     await kubectl(kube_plane, "delete", "namespace", name, "--wait=false")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
 async def configuration(store: ResourceStore) -> KubeControllersConfiguration:
     found = await store.get("KubeControllersConfiguration", "default")
     assert isinstance(found, KubeControllersConfiguration)
@@ -180,13 +193,19 @@ async def test_start_creates_the_default_configuration_and_writes_its_status(
 
 
 async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
-    kube_plane: KubeControlPlane, store: ResourceStore, copies: Callable[..., Copy], namespace: str
+    kube_plane: KubeControlPlane,
+    store: ResourceStore,
+    copies: Callable[..., Copy],
+    namespace: str,
+    environment: dict[str, str],
 ) -> None:
+    port = free_port()
     await store.create(
         KubeControllersConfiguration.model_validate(
             {
                 "metadata": {"name": "default"},
                 "spec": {
+                    "prometheusMetricsPort": port,
                     "logSeverityScreen": "Error",
                     "controllers": {
                         "policy": {"reconcilerPeriod": "1m"},
@@ -214,6 +233,17 @@ async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
     }
     assert running["etcdV3CompactionPeriod"] == "10m0s"
     await eventually(lambda: store.get("Profile", f"kns.{namespace}"))
+
+    async def metrics() -> str:
+        text = await asyncio.to_thread(scrape, port)
+        assert 'kube_controllers_writes_total{controller="namespace"}' in text
+        return text
+
+    text = await metrics()
+    assert (
+        f'leader_election_master_status{{name="{environment["LEADER_ELECTION_NAME"]}"}} 1.0' in text
+    )
+    assert 'kube_controllers_reconciles_total{controller="policy"}' in text
 
     current = await configuration(store)
     spec = current.spec.model_copy(update={"etcd_v3_compaction_period": "20m"})
@@ -341,3 +371,28 @@ async def test_restarts_of_kube_controllers_and_the_api_server_lose_nothing(
     await _in_sync(kube, store)
     names = {p.metadata.name for p in (await store.list("NetworkPolicy", namespace)).items}
     assert names == {f"knp.default.p{i}" for i in (2, 4, 5, 6, 7, 8)}
+
+
+async def test_an_etcd_outage_in_the_middle_of_changes_loses_nothing(
+    kube_plane: KubeControlPlane,
+    kube: KubeClient,
+    store: ResourceStore,
+    etcd: EtcdServer,
+    copies: Callable[..., Copy],
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    copy = copies("kc-e")
+    await copy.wait_for("controllers running")
+    await _apply_policy(kube_plane, tmp_path, "e0", namespace)
+    await asyncio.to_thread(etcd.stop)
+    try:
+        for index in (1, 2, 3):
+            await _apply_policy(kube_plane, tmp_path, f"e{index}", namespace)
+        await kubectl(kube_plane, "delete", "networkpolicy", "e0", "-n", namespace)
+        await kubectl(kube_plane, "label", "namespace", namespace, "etcd=was-down")
+    finally:
+        await asyncio.to_thread(etcd.start)
+    await _in_sync(kube, store)
+    names = {p.metadata.name for p in (await store.list("NetworkPolicy", namespace)).items}
+    assert names == {f"knp.default.e{i}" for i in (1, 2, 3)}
