@@ -51,6 +51,7 @@ from pycalico.k8s.conversion.profiles import namespace_profile, service_account_
 from pycalico.kubecontrollers.compare import differences
 from pycalico.model.codec import apply_defaults, encode_value
 from pycalico.model.endpoints import WorkloadEndpoint
+from pycalico.model.kinds import KINDS
 from pycalico.model.meta import Resource
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.kube_server import KubeControlPlane
@@ -136,7 +137,7 @@ async def populate(kube: KubeClient, kv: EtcdKVStore, spaces: int, pods: int) ->
 
 def endpoint_key(endpoint: Resource) -> str:
     metadata = endpoint.metadata
-    return paths.resource_key("WorkloadEndpoint", metadata.name, metadata.namespace)
+    return paths.resource_key(KINDS["WorkloadEndpoint"], metadata.name, metadata.namespace)
 
 
 def workload_endpoint(pod: dict[str, Any]) -> Resource:
@@ -203,7 +204,7 @@ async def update_latency(
     through, direct = [], []
     for index in range(count):
         body = policy_body("ns0000", f"update{index}")
-        key = paths.resource_key("NetworkPolicy", f"knp.default.update{index}", "ns0000")
+        key = paths.resource_key(KINDS["NetworkPolicy"], f"knp.default.update{index}", "ns0000")
         started = time.monotonic()
         await kube.networking.create_namespaced_network_policy("ns0000", body)
         await wait_for(kv, key)
@@ -212,7 +213,7 @@ async def update_latency(
         started = time.monotonic()
         await store.create(converted)
         await wait_for(
-            kv, paths.resource_key("NetworkPolicy", f"knp.default.direct{index}", "ns0001")
+            kv, paths.resource_key(KINDS["NetworkPolicy"], f"knp.default.direct{index}", "ns0001")
         )
         direct.append(time.monotonic() - started)
     return through, direct
@@ -221,7 +222,7 @@ async def update_latency(
 async def reference(kv: EtcdKVStore, store: ResourceStore, spaces: int) -> tuple[float, int]:
     """Convert and write the same Calico objects directly (wiped first); seconds, count."""
     for kind in ("NetworkPolicy", "Profile"):
-        await kv.delete_prefix(paths.resource_prefix(kind))
+        await kv.delete_prefix(paths.resource_prefix(KINDS[kind]))
     started = time.monotonic()
     objects: list[Resource] = []
     for i in range(spaces):
