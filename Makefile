@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping conntrack \
                    iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static
 
-.PHONY: setup system-packages python-env kube lint unit test demo bench clean clean-lab
+.PHONY: setup system-packages python-env kube lint unit test fuzz demo bench clean clean-lab
 
 setup: system-packages python-env kube
 
@@ -66,6 +66,10 @@ test: lint
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
+
+# The fuzz tests with a hundred times the budget they have in `make test` (docs/reliability.md).
+fuzz: setup
+	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/fuzz
 
 demo: setup
 	$(PY) -m pycalico.demo

@@ -130,8 +130,8 @@ class BGPFilterRule(Checked):
             if value is not None and not 0 <= value <= top:
                 bad = True
                 yield f"{path}.{name}", f"{value} is not a prefix length between 0 and {top}"
-        if bad or not self.cidr:
-            return
+        if bad or not self.cidr or parse_cidr_or_ip(self.cidr) is None:
+            return  # a bad cidr is reported on its own field
         low, high = effective_prefix_lengths(self)
         if low > high:
             yield (
