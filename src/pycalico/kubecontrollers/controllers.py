@@ -65,6 +65,7 @@ class Source:
     name: str  # the controller's name (Calico's ENABLED_CONTROLLERS spelling)
     namespaced: bool  # keys are "<ns>/<name>" if so, else "<name>"
     list_method: Callable[[KubeClient], ListMethod]
+    trim: Callable[[KubeObject], KubeObject] | None = None  # the fields the controller reads
 
 
 class Reconciling(Protocol):
@@ -240,12 +241,14 @@ class Controller:
             watcher = ListWatcher(self.source.list_method(self.kube))
             async for event in watcher.events():
                 if isinstance(event, Listed):
-                    wires = [self.kube.to_wire(item) for item in event.items]
+                    wires = [self._wire(item) for item in event.items]
+                    del event  # the listed objects: only the (trimmed) wire forms are kept
                     self.reconciler.objects = {_key(self.source, w): w for w in wires}
+                    del wires
                     await self.resync()
                     self.synced.set()
                 elif isinstance(event, Changed):
-                    wire = self.kube.to_wire(event.object)
+                    wire = self._wire(event.object)
                     key = _key(self.source, wire)
                     if event.type == "DELETED":
                         self.reconciler.objects.pop(key, None)
@@ -260,6 +263,10 @@ class Controller:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.workers.close()
+
+    def _wire(self, item: Any) -> KubeObject:
+        wire = self.kube.to_wire(item)
+        return self.source.trim(wire) if self.source.trim is not None else wire
 
     async def resync(self) -> None:
         """Enqueue every key Kubernetes has and every key of a Calico resource we own."""

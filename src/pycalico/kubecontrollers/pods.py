@@ -18,13 +18,19 @@ import logging
 from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient
 from pycalico.k8s.conversion.objects import ConversionError, KubeObject
-from pycalico.k8s.conversion.pods import WorkloadEndpointData, workload_endpoint_data
+from pycalico.k8s.conversion.pods import WorkloadEndpointData, trim_pod, workload_endpoint_data
+from pycalico.k8s.paging import paged
 from pycalico.kubecontrollers.controllers import RECONCILER_PERIOD, Controller, Source
 from pycalico.model.endpoints import WorkloadEndpoint
 
 log = logging.getLogger(__name__)
 
-POD_SOURCE = Source("workloadendpoint", True, lambda kube: kube.core.list_pod_for_all_namespaces)
+POD_SOURCE = Source(
+    "workloadendpoint",
+    True,
+    lambda kube: paged(kube.core.list_pod_for_all_namespaces, trim_pod),
+    trim=trim_pod,
+)
 
 
 def _stale(endpoint: WorkloadEndpoint, data: WorkloadEndpointData) -> bool:
