@@ -8,7 +8,7 @@ DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping 
 
 .PHONY: setup system-packages python-env kube lint unit test fuzz demo bench clean clean-lab
 
-setup: system-packages python-env kube
+setup: system-packages python-env kube neutron
 
 # Installs only what is missing, so it costs a dpkg query when everything is there.
 system-packages:
@@ -54,6 +54,8 @@ $(KUBE_DIR)/kube-apiserver:
 	cd tools/kube && $(KUBE_GO_ENV) go build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $(KUBE_DIR).tmp/ \
 	    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 	@rm -rf $(KUBE_DIR) && mv $(KUBE_DIR).tmp $(KUBE_DIR)
+
+include tools/openstack/neutron.mk
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -71,6 +71,7 @@ BREAKS: dict[str, list[tuple[str, str]]] = {
     "node": [("node/autodetect.py", "import pycalico.node.agent")],
     "datastore": [("datastore/syncer.py", "import pycalico.datastore.etcd")],
     "testing": [("felix/daemon.py", "import pycalico.testing.fake_kernel")],
+    "openstack": [("openstack/mirror.py", "import asyncio")],
 }
 
 
@@ -157,6 +158,9 @@ NOT_PURE: dict[str, str] = {
     "pycalico.ctl.loading": "reads the -f files, directories and stdin",
     "pycalico.lab.state": "reads and writes the lab's state.json",
     "pycalico.kubecontrollers.status": "reads and writes kube-controllers' status file",
+    "pycalico.felix.drivers.ipip": "reads /sys/module and /lib/modules (the IPIP probe)",
+    "pycalico.felix.dataplane.ipip": "runs the IPIP probe of drivers.ipip, once",
+    "pycalico.openstack.etcd_gateway": "HTTP to etcd's JSON gateway through urllib",
 }
 
 

@@ -12,6 +12,14 @@ one), else checks it with ``bird -p -c``; then renames it over the configuration
 directory), so the file on disk is always what BIRD runs or will run.  What it is not: the
 decisions (``processor``), the text (``render``), or BIRD's process (``pycalico.node.agent``).
 
+Service advertisement: while the ``default`` BGPConfiguration has service ranges and confd was
+given a kubeconfig, it also watches Kubernetes' Services and EndpointSlices
+(``pycalico.k8s.services``) and renders the /32s ``pycalico.bgp.services`` picks for this node
+(``k8s_node_name``: ``CALICO_K8S_NODE_REF``).  As Calico's, a render waits for that watch's first
+list (so a restarted confd does not withdraw the /32s BIRD still announces), but at most
+``SERVICE_SYNC_GRACE`` seconds: an API server that does not answer delays the ranges, it does
+not stop BGP.
+
 Passwords (``secretKeyRef``): there is no Kubernetes here, so a secret ``<name>``/``<key>`` is read
 from the file ``<secrets dir>/<name>/<key>`` (``CALICO_BGP_SECRETS_DIR``, default
 ``/etc/calico/bgp-secrets``, the layout of a mounted Kubernetes secret volume), else from the
@@ -45,10 +53,13 @@ from dataclasses import dataclass, field
 from pycalico.bgp.bird import BirdControl, BirdError, check_config
 from pycalico.bgp.processor import BgpInputs, BirdConfig, build, password_refs
 from pycalico.bgp.render import render
+from pycalico.bgp.services import ServiceRanges, advertised_routes
 from pycalico.datastore.api import KVStore
 from pycalico.datastore.paths import AffinityKey
 from pycalico.datastore.resource_syncer import ResourceSyncer
 from pycalico.datastore.updates import BlockAffinity, ResourceUpdate
+from pycalico.k8s.client import KubeClient, KubeError
+from pycalico.k8s.services import ServiceWatch
 from pycalico.model.bgp import BGPConfiguration, BGPPeer, SecretKeyRef
 from pycalico.model.bgpfilter import BGPFilter
 from pycalico.model.ipam import IPPool
@@ -61,6 +72,7 @@ DEFAULT_SECRETS_DIR = "/etc/calico/bgp-secrets"
 SECRETS_DIR_ENV = "CALICO_BGP_SECRETS_DIR"
 SECRET_ENV_PREFIX = "CALICO_BGP_SECRET_"
 RELOAD_RETRY_INTERVAL = 0.2
+SERVICE_SYNC_GRACE = 10.0  # how long a render waits for the Service watch's first list
 
 _KINDS: dict[str, type[Resource]] = {
     "bgpconfigurations": BGPConfiguration,
@@ -121,7 +133,11 @@ class ConfdState:
         return True
 
     def inputs(
-        self, node_name: str, passwords: Mapping[tuple[str | None, str], str], router_id: str | None
+        self,
+        node_name: str,
+        passwords: Mapping[tuple[str | None, str], str],
+        router_id: str | None,
+        service_routes: frozenset[str] = frozenset(),
     ) -> BgpInputs:
         return BgpInputs(
             node_name=node_name,
@@ -135,6 +151,7 @@ class ConfdState:
             filters={
                 n: r for n, r in self.resources["bgpfilters"].items() if isinstance(r, BGPFilter)
             },
+            service_routes=service_routes,
         )
 
     @property
@@ -201,6 +218,8 @@ class Confd:
         router_id: str | None = None,
         check: bool = True,
         on_render: Callable[[BirdConfig, bool], None] | None = None,
+        kubeconfig: str | None = None,
+        k8s_node_name: str | None = None,
     ) -> None:
         self.kv = kv
         self.node_name = node_name
@@ -211,6 +230,12 @@ class Confd:
         self.check = check
         self.on_render = on_render
         self.state = ConfdState()
+        # Service advertisement: Kubernetes is watched only while the BGPConfiguration asks.
+        self.kubeconfig = kubeconfig
+        self.k8s_node_name = k8s_node_name or node_name
+        self.service_watch: ServiceWatch | None = None
+        self._service_task: asyncio.Task[None] | None = None
+        self._service_deadline = 0.0  # renders wait for the watch's first list until then
         self.stats = ConfdStats()
         # One stream per kind (and one for this node's affinities), so that a busy cluster's
         # endpoint churn under the same key prefix never reaches confd.
@@ -247,7 +272,68 @@ class Confd:
             value = self.secrets.resolve(ref)
             if value is not None:
                 passwords[(ref.name, ref.key)] = value
-        return build(self.state.inputs(self.node_name, passwords, self.router_id))
+        return build(
+            self.state.inputs(self.node_name, passwords, self.router_id, self.service_routes())
+        )
+
+    def _ranges(self) -> ServiceRanges:
+        default = self.state.configs.get("default")
+        return ServiceRanges.of(default.spec if default is not None else None)
+
+    def service_routes(self) -> frozenset[str]:
+        """The Service /32s (/128s) this node announces now (none until the watch is on)."""
+        watch = self.service_watch
+        if watch is None:
+            return frozenset()
+        return advertised_routes(
+            self._ranges(), watch.services.values(), watch.slices.values(), self.k8s_node_name
+        )
+
+    async def sync_service_watch(self) -> None:
+        """Start the Kubernetes watch when the BGPConfiguration asks for Service
+        advertisement (and KUBECONFIG is set), stop it when it no longer does."""
+        wanted = self._ranges().wanted and self.kubeconfig is not None
+        if wanted and self._service_task is None:
+            assert self.kubeconfig is not None
+            try:
+                kube = await KubeClient.from_kubeconfig(self.kubeconfig)
+            except KubeError as error:
+                log.error("confd: cannot watch Services for advertisement: %s", error)
+                return
+            self.service_watch = ServiceWatch(kube, self._dirty.set)
+            self._service_task = asyncio.create_task(self._watch_services(kube))
+            self._service_deadline = time.monotonic() + SERVICE_SYNC_GRACE
+            asyncio.get_running_loop().call_later(SERVICE_SYNC_GRACE, self._dirty.set)
+            log.info("confd: watching Kubernetes Services for advertisement")
+        elif not wanted and self._service_task is not None:
+            await self.stop_service_watch()
+
+    def waiting_for_services(self) -> bool:
+        """A new Service watch has not listed yet (and its grace has not run out): rendering
+        now would withdraw this node's Service /32s until it has."""
+        watch = self.service_watch
+        return (
+            watch is not None
+            and not watch.synced
+            and self._service_task is not None
+            and not self._service_task.done()
+            and time.monotonic() < self._service_deadline
+        )
+
+    async def _watch_services(self, kube: KubeClient) -> None:
+        assert self.service_watch is not None
+        try:
+            await self.service_watch.run()
+        except KubeError as error:
+            log.error("confd: watching Services failed, none are advertised: %s", error)
+        finally:
+            await kube.close()
+
+    async def stop_service_watch(self) -> None:
+        task, self._service_task, self.service_watch = self._service_task, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def render_once(self) -> bool:
         """Build, render and (if the text changed) write and reload.  True if written."""
@@ -346,6 +432,9 @@ class Confd:
                 if len(self._in_sync) < len(self.streams):
                     continue
                 try:
+                    await self.sync_service_watch()
+                    if self.waiting_for_services():
+                        continue  # its first list (or the grace's end) marks confd dirty
                     await self.render_once()
                 except Exception:
                     log.exception("confd: render failed")
@@ -353,3 +442,4 @@ class Confd:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stop_service_watch()

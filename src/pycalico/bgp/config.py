@@ -110,6 +110,10 @@ class FamilyConfig:
     tunnel_interfaces: tuple[str, ...] = ("*.cali", "*.calico", "tunl0")  # never to iBGP
     wireguard_next_hops: tuple[str, ...] = ()  # peers' routes Felix's WireGuard carries
     bind_address: str | None = None  # bindMode NodeIP
+    # Service advertisement (``pycalico.bgp.services``): blackhole static routes announced
+    # (the BGPConfiguration's service CIDRs and Services' /32s), and CIDRs kept out of the kernel.
+    service_routes: tuple[str, ...] = ()
+    service_rejects: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:

@@ -41,7 +41,7 @@ BIRD 1.6 files to our one BIRD 2 file):
 * Logging from ``logSeverityScreen`` (node's BGPConfiguration wins over ``default``): Debug is
   ``debug all``; Info (the default) ``debug { states }`` on device and direct and
   ``debug { states, routes, filters, events }`` on peers; anything else nothing.
-* BGPFilters: see ``filters``; mesh peers have none.
+* BGPFilters: see ``filters``; mesh peers have none.  Service advertisement: see ``services``.
 
 Invariants: ``build`` is deterministic (peers sorted by name), never raises on odd data (it
 skips what it cannot use and says why in ``BirdConfig.notes``), and never emits two protocols
@@ -81,6 +81,7 @@ from pycalico.bgp.peerings import (
     peerings,
     whole_seconds,
 )
+from pycalico.bgp.services import node_statics
 from pycalico.model.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, SecretKeyRef
 from pycalico.model.bgpfilter import BGPFilter
 from pycalico.model.ipam import IPPool
@@ -123,6 +124,7 @@ class BgpInputs:
     router_id: str | None = None  # CALICO_ROUTER_ID: an IPv4 address, or "hash"
     filters: Mapping[str, BGPFilter] = field(default_factory=dict)  # BGPFilters by name
     workload_peers: Sequence[WorkloadPeer] = ()
+    service_routes: frozenset[str] = frozenset()  # Services' /32s (``services``)
 
 
 def _node_address(node: Node, version: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -493,6 +495,9 @@ class _Builder:
         for peer in peers:
             unique.setdefault(peer.name, peer)
         bind_mode = self.global_spec.bind_mode if self.global_spec else None
+        service_routes, service_rejects = node_statics(
+            self.global_spec, self.me, self.inputs.service_routes, version
+        )
         return FamilyConfig(
             version=version,
             node_address=address,
@@ -507,6 +512,8 @@ class _Builder:
             tunnel_interfaces=self.tunnel_interfaces(),
             wireguard_next_hops=self.wireguard_next_hops(version),
             bind_address=address if bind_mode == "NodeIP" else None,
+            service_routes=service_routes,
+            service_rejects=service_rejects,
         )
 
     def router_id(self, ipv4: FamilyConfig) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -106,6 +107,14 @@ def _list(text: str) -> tuple[str, ...]:
 
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _ipv4_or_empty(text: str) -> str:
+    """Calico's ``ipv4`` config type (``natOutgoingAddress``): empty, or an IPv4 address."""
+    text = text.strip()
+    if text and not isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address):
+        raise ValueError(f"{text!r} is not an IPv4 address")
+    return text
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -212,6 +221,7 @@ class FelixConfig:
     allow_ipip_packets_from_workloads: bool = _setting(
         "allowIPIPPacketsFromWorkloads", parse_bool, "false"
     )
+    nat_outgoing_address: str = _setting("natOutgoingAddress", _ipv4_or_empty, "")
     openstack_region: str = _setting("openstackRegion", _str, "")
     max_ipset_size: int = _setting("maxIpsetSize", int, "1048576")
     nftables_flow_table_offload: str = _setting(
@@ -238,6 +248,7 @@ class FelixConfig:
             failsafe_inbound=self.failsafe_inbound_host_ports,
             failsafe_outbound=self.failsafe_outbound_host_ports,
             flowtable_offload=self.nftables_flow_table_offload == "Enabled",
+            nat_outgoing_address=self.nat_outgoing_address,
         )
 
     def status_region(self) -> str:

@@ -46,7 +46,13 @@ from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
-from pycalico.felix.status import HttpServer, Metrics, StatusReporter
+from pycalico.felix.status import (
+    EndpointStatusFiles,
+    HttpServer,
+    Metrics,
+    StatusReporter,
+    desired_status_files,
+)
 from pycalico.model.node import ClusterInformation
 
 log = logging.getLogger("pycalico.felix")
@@ -136,6 +142,8 @@ class Felix:
         self.reporter = StatusReporter(
             kv, self.hostname, bootstrap.openstack_region, bootstrap.reporting_ttl
         )
+        prefix = bootstrap.endpoint_status_path_prefix
+        self.status_files = EndpointStatusFiles(prefix) if prefix else None
         self._datastore_config: dict[str, str] = {}
         self._tick = time.monotonic()
         self._link_watcher: object | None = None
@@ -344,10 +352,15 @@ class Felix:
                 and dataplane.last_report is not None
                 and not dataplane.applying
             ):
+                statuses = dataplane.endpoint_statuses()
+                workloads = dataplane.endpoints.workloads() if self.status_files else {}
                 if self.config.endpoint_reporting_enabled:
-                    await self.reporter.report_endpoints(dataplane.endpoint_statuses())
+                    await self.reporter.report_endpoints(statuses)
                 else:
                     await self.reporter.clear_endpoints()
+                if self.status_files is not None:
+                    files = desired_status_files(statuses, workloads)
+                    await asyncio.to_thread(self.status_files.reconcile, files)
             await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))
 
     async def _start_servers(self) -> None:

@@ -232,6 +232,9 @@ class IPPoolUpdate:
     vxlan_mode: Literal["Never", "Always", "CrossSubnet"] = "Never"
     disabled: bool = False
     disable_bgp_export: bool = False
+    # allowedUses is exactly [LoadBalancer]: not a workload or tunnel pool (NAT treats its
+    # addresses as outside the cluster, as Calico's masquerade manager does).
+    load_balancer_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ class KubeClient:
         self._api_client = api_client
         self.core: Any = k8s_client.CoreV1Api(api_client)
         self.networking: Any = k8s_client.NetworkingV1Api(api_client)
+        self.discovery: Any = k8s_client.DiscoveryV1Api(api_client)  # EndpointSlices
         self._closed = False
 
     @classmethod

@@ -1,5 +1,6 @@
 """calico-node's feedback to Kubernetes: write the Node's ``NetworkUnavailable`` condition and
-its ``projectcalico.org/*`` BGP annotations (the patches come from ``node_report``).
+its ``projectcalico.org/*`` BGP annotations (the patches come from ``node_report``), and read
+the Node's addresses (``node_addresses``, for ``kubernetes-internal-ip`` autodetection).
 
 This module only sends patches; it decides nothing.  Calico's behaviour it keeps: the condition
 goes through the Node's ``status`` subresource as a strategic-merge patch (conditions merge by
@@ -39,3 +40,14 @@ async def set_bgp_annotations(kube: KubeClient, node_name: str, bgp: NodeBGPSpec
         await kube.core.patch_node(node_name, annotation_patch(bgp))
     except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as error:
         raise kube_error(f"annotate node {node_name!r}", error) from error
+
+
+async def node_addresses(kube: KubeClient, node_name: str, kind: str = "InternalIP") -> list[str]:
+    """The Node's ``status.addresses`` of type ``kind`` (``InternalIP``, ``ExternalIP``...), in
+    the Node's order (calico-node's ``kubernetes-internal-ip`` autodetection reads them)."""
+    try:
+        node = await kube.core.read_node(node_name)
+    except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as error:
+        raise kube_error(f"read node {node_name!r}", error) from error
+    addresses = (node.status.addresses if node.status else None) or []
+    return [str(a.address) for a in addresses if a.type == kind and a.address]

@@ -11,7 +11,10 @@ until it is told to stop:
   executable, else on PATH), only when it exists and ``CALICO_DISABLE_FELIX`` is not true
   (Felix is optional here);
 * **the CNI agent socket** — ``pycalico.cni.agent_server``, in this process (it needs the live
-  etcd connection), when that module is installed.
+  etcd connection), when that module is installed;
+* **feedback to Kubernetes** — with ``KUBECONFIG``, once BIRD answers, the Kubernetes Node's
+  ``NetworkUnavailable`` condition goes False and its BGP annotations are written; a clean stop
+  sets it True (``pycalico.node.kubernetes``).
 
 ``CALICO_NETWORKING_BACKEND=none`` runs neither confd nor BIRD.  A child that exits is restarted
 after a backoff (``next_backoff``: 0.5 s doubling to 10 s, back to the start once a child has
@@ -52,6 +55,8 @@ from typing import cast
 from pycalico.bgp.bird import BirdControl, BirdError, bird_command
 from pycalico.cni import agent_server
 from pycalico.datastore.api import KVStore
+from pycalico.model.node import NodeBGPSpec
+from pycalico.node.kubernetes import NodeFeedback, k8s_node_name, kubeconfig
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +238,10 @@ class NodeAgent:
         *,
         env: Mapping[str, str] | None = None,
         kv: object | None = None,
+        bgp: NodeBGPSpec | None = None,
     ) -> None:
         self.node_name = node_name
+        self.bgp = bgp  # the Calico Node's BGP spec after startup, mirrored to Kubernetes
         self.paths = paths
         self.env = dict(os.environ if env is None else env)
         self.env["NODENAME"] = node_name
@@ -243,6 +250,7 @@ class NodeAgent:
         self.supervisor = Supervisor(paths.log_dir)
         self.agent_server: agent_server.AgentServer | None = None
         self._stop = asyncio.Event()
+        self.feedback = NodeFeedback.from_env(self.env, node_name)
 
     def children(self) -> list[ChildSpec]:
         specs: list[ChildSpec] = []
@@ -286,6 +294,8 @@ class NodeAgent:
                 self.paths.bird_config,
                 control=BirdControl(self.paths.bird_socket),
                 router_id=self.env.get("CALICO_ROUTER_ID") or None,
+                kubeconfig=kubeconfig(self.env),
+                k8s_node_name=k8s_node_name(self.env, self.node_name),
             )
             try:
                 await confd.run()
@@ -319,6 +329,16 @@ class NodeAgent:
         self.agent_server = server
         log.info("CNI agent socket at %s", self.paths.agent_socket)
 
+    async def _report_when_up(self) -> None:
+        """Tell Kubernetes that Calico is up once BIRD answers (at once without BIRD)."""
+        assert self.feedback is not None
+        backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+        if backend == "bird":
+            control = BirdControl(self.paths.bird_socket, timeout=1.0)
+            while not await control.ready():
+                await asyncio.sleep(0.2)  # polling BIRD's socket: it has no "I am up" event
+        await self.feedback.report_up(self.bgp)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -333,9 +353,13 @@ class NodeAgent:
         backend = (self.env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
         if backend == "bird" and self.confd_in_process and self.kv is not None:
             tasks.append(asyncio.create_task(self._run_confd_in_process(), name="confd"))
+        if self.feedback is not None:
+            tasks.append(asyncio.create_task(self._report_when_up(), name="k8s-feedback"))
         try:
             await self._stop.wait()
         finally:
+            if self.feedback is not None:
+                await self.feedback.report_down()
             await self.supervisor.stop_all()
             for task in tasks:
                 task.cancel()

@@ -11,6 +11,9 @@ PURE: it chooses among interfaces it is given (``Interface``), it does not list 
 * ``cidr=CIDR[,CIDR...]``: the first address inside one of the CIDRs.
 * ``can-reach=DEST``: the address the kernel would use as source towards DEST (the caller
   supplies that lookup as ``route_source``).
+* ``kubernetes-internal-ip``: the first ``InternalIP`` of the family among the Kubernetes
+  Node's addresses (the caller reads them: ``kubernetes_addresses``), with the prefix of the
+  local interface that holds it (a full-length prefix if none does).
 
 Invariants: addresses are returned in CIDR form (``10.0.0.5/24``) so the node's subnet is kept;
 link-local and loopback addresses are never chosen; a bad method raises ``AutodetectError``
@@ -100,6 +103,7 @@ def detect(
     version: int,
     *,
     route_source: Callable[[str], str | None] | None = None,
+    kubernetes_addresses: Sequence[str] | None = None,
 ) -> str | None:
     """The node address chosen by ``method`` among ``interfaces``, or None if none fits."""
     method = method.strip() or "first-found"
@@ -140,10 +144,27 @@ def detect(
         if source is None:
             return None
         return with_prefix(source, interfaces)
+    if kind == "kubernetes-internal-ip" and not argument:
+        return _kubernetes_internal_ip(kubernetes_addresses, interfaces, version)
     raise AutodetectError(
         f"IP_AUTODETECTION_METHOD: {method!r} is not one of first-found, interface=REGEX, "
-        "skip-interface=REGEX, cidr=CIDR, can-reach=DEST"
+        "skip-interface=REGEX, cidr=CIDR, can-reach=DEST, kubernetes-internal-ip"
     )
+
+
+def _kubernetes_internal_ip(
+    addresses: Sequence[str] | None, interfaces: Sequence[Interface], version: int
+) -> str | None:
+    if addresses is None:
+        raise AutodetectError(
+            "kubernetes-internal-ip: the Kubernetes Node's addresses are unknown "
+            "(calico-node needs KUBECONFIG for this method)"
+        )
+    for text in addresses:
+        usable = _usable(text, version)
+        if usable is not None:
+            return with_prefix(str(usable.ip), interfaces) or str(usable)
+    return None
 
 
 def with_prefix(address: str, interfaces: Sequence[Interface]) -> str | None:

@@ -2,7 +2,9 @@
 
 ``calico-node`` runs startup (``startup.run_startup``) then the agent (``agent.NodeAgent``)
 until SIGTERM/SIGINT.  ``calico-node -startup`` runs only the startup; ``calico-node -confd``
-runs only confd (the agent starts it this way); ``calico-node -v`` prints the version.  Flags
+runs only confd (the agent starts it this way); ``calico-node -shutdown`` marks the Kubernetes
+Node's network unavailable (``CalicoIsDown``, Calico's preStop hook; needs ``KUBECONFIG``);
+``calico-node -v`` prints the version.  Flags
 take one dash, as Calico's (two are accepted too).  Configuration is Calico's environment (see
 ``startup`` and ``agent``); ``CALICO_LOG_LEVEL``/``LOG_LEVEL`` sets this process's log level
 (default info).  Exit status 1 with one line naming the problem when startup cannot proceed.
@@ -27,6 +29,7 @@ from pycalico.datastore.config import DatastoreConfig
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
 from pycalico.node.agent import NodeAgent, NodePaths
+from pycalico.node.kubernetes import k8s_node_name, kubeconfig
 from pycalico.node.startup import (
     StartupError,
     StartupSettings,
@@ -42,6 +45,12 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-startup", "--startup", action="store_true", help="only register the node")
     group.add_argument("-confd", "--confd", action="store_true", help="only run confd")
+    group.add_argument(
+        "-shutdown",
+        "--shutdown",
+        action="store_true",
+        help="tell Kubernetes this node's network is going down (CalicoIsDown)",
+    )
     group.add_argument("-v", "-version", "--version", action="store_true", help="print the version")
     return parser.parse_args(list(argv))
 
@@ -80,6 +89,8 @@ async def _confd(settings_env: dict[str, str]) -> None:
         paths.bird_config,
         control=BirdControl(paths.bird_socket),
         router_id=settings_env.get("CALICO_ROUTER_ID") or None,
+        kubeconfig=kubeconfig(settings_env),
+        k8s_node_name=k8s_node_name(settings_env, node_name(settings_env)),
     )
     task = asyncio.create_task(confd.run())
     _install_stop(task.cancel)
@@ -101,11 +112,25 @@ async def _node(env: dict[str, str], only_startup: bool) -> None:
         )
         if only_startup:
             return
-        agent = NodeAgent(settings.node_name, NodePaths.from_env(env), env=env, kv=kv)
+        agent = NodeAgent(
+            settings.node_name, NodePaths.from_env(env), env=env, kv=kv, bgp=result.node.spec.bgp
+        )
         _install_stop(agent.request_stop)
         await agent.run()
     finally:
         await kv.close()
+
+
+async def _shutdown(env: dict[str, str]) -> int:
+    """``calico-node -shutdown`` (Calico's preStop hook): NetworkUnavailable=True."""
+    from pycalico.node.kubernetes import NodeFeedback
+    from pycalico.node.startup import node_name
+
+    feedback = NodeFeedback.from_env(env, node_name(env))
+    if feedback is None:
+        print("calico-node: -shutdown needs KUBECONFIG", file=sys.stderr)
+        return 1
+    return 0 if await feedback.report_down(timeout=10.0) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     env = dict(os.environ)
     try:
+        if arguments.shutdown:
+            return asyncio.run(_shutdown(env))
         if arguments.confd:
             asyncio.run(_confd(env))
         else:

@@ -10,7 +10,7 @@ Steps, as Calico's: (1) node name from ``NODENAME`` > the nodename file
 the OS host name; (3) ``IP``/``IP6`` (``autodetect``, an address with or without prefix, or
 ``none``) with ``IP_AUTODETECTION_METHOD``/``IP6_AUTODETECTION_METHOD``; refuse an IPv4 address
 another Node already has unless ``DISABLE_NODE_IP_CHECK=true``; (4) ``AS``; (6) create or update
-the Node (CAS, retried); (7) default pools from ``CALICO_IPV4POOL_CIDR`` (default
+the Node (CAS, retried; (5) ``CALICO_K8S_NODE_REF`` gives its ``orchRefs``); (7) default pools from ``CALICO_IPV4POOL_CIDR`` (default
 192.168.0.0/16) and ``CALICO_IPV6POOL_CIDR`` when no pool of that family exists, unless
 ``NO_DEFAULT_POOLS=true``; (8) ``ensure_initialized``: ClusterInformation ``default`` (GUID,
 ``CLUSTER_TYPE``, version, datastoreReady), the three built-in tiers, FelixConfiguration
@@ -37,11 +37,14 @@ from importlib import metadata
 from pycalico.datastore.api import DatastoreError, KeyAlreadyExists, KeyNotFound, RevisionConflict
 from pycalico.datastore.resources import ResourceStore
 from pycalico.datastore.retry import RetriesExhausted, read_modify_write
+from pycalico.felix.drivers.ipip import ipip_unsupported_reason
+from pycalico.k8s.client import KubeError
 from pycalico.model.fields import parse_cidr_or_ip
 from pycalico.model.ipam import IPPool
-from pycalico.model.node import ClusterInformation, FelixConfiguration, Node, NodeBGPSpec
+from pycalico.model.node import ClusterInformation, FelixConfiguration, Node, NodeBGPSpec, OrchRef
 from pycalico.model.policy import Tier
 from pycalico.node.autodetect import AutodetectError, Interface, detect, with_prefix
+from pycalico.node.kubernetes import K8S_INTERNAL_IP, internal_addresses, kubeconfig
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ class StartupSettings:
     disable_ip_check: bool
     cluster_type: str
     nodename_file: str
+    k8s_node_ref: str | None = None  # CALICO_K8S_NODE_REF: the Kubernetes Node's name
+    kubeconfig: str | None = None  # KUBECONFIG (for kubernetes-internal-ip)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StartupSettings:
@@ -125,6 +130,8 @@ class StartupSettings:
             disable_ip_check=_true(env.get("DISABLE_NODE_IP_CHECK")),
             cluster_type=env.get("CLUSTER_TYPE") or "bgp",
             nodename_file=nodename_file,
+            k8s_node_ref=(env.get("CALICO_K8S_NODE_REF") or "").strip() or None,
+            kubeconfig=kubeconfig(env),
         )
 
 
@@ -181,14 +188,24 @@ def route_source(destination: str) -> str | None:
 
 
 def resolve_address(
-    setting: str | None, method: str, version: int, interfaces: list[Interface]
+    setting: str | None,
+    method: str,
+    version: int,
+    interfaces: list[Interface],
+    kubernetes_addresses: list[str] | None = None,
 ) -> str | None:
     """The node address (CIDR form) for ``IP``/``IP6``: autodetected, explicit, or none."""
     if setting is None or setting.lower() == "none":
         return None
     if setting.lower() in ("autodetect", "can-reach", "first-found"):
         try:
-            return detect(method, interfaces, version, route_source=route_source)
+            return detect(
+                method,
+                interfaces,
+                version,
+                route_source=route_source,
+                kubernetes_addresses=kubernetes_addresses,
+            )
         except AutodetectError as error:
             raise StartupError(str(error)) from error
     parsed = parse_cidr_or_ip(setting)
@@ -214,6 +231,7 @@ async def register_node(
     as_number: str | None,
     *,
     check_conflicts: bool = True,
+    k8s_node_ref: str | None = None,
 ) -> Node:
     """Create or update the Node's BGP spec (addresses, AS); other fields are kept."""
     if check_conflicts and ipv4:
@@ -233,7 +251,7 @@ async def register_node(
             current: Node | None = _as_node(await store.get(Node, name))
         except KeyNotFound:
             current = None
-        node = _with_bgp(current, name, ipv4, ipv6, as_number)
+        node = _with_orch_ref(_with_bgp(current, name, ipv4, ipv6, as_number), k8s_node_ref)
         if current is not None and node == current:
             return node
         result = await (store.create(node) if current is None else store.update(node))
@@ -272,6 +290,14 @@ def _with_bgp(
     else:
         spec = base.spec.model_copy(update={"bgp": bgp})
     return base.model_copy(update={"spec": spec})
+
+
+def _with_orch_ref(node: Node, k8s_node_ref: str | None) -> Node:
+    """Calico's step 5: ``CALICO_K8S_NODE_REF`` becomes ``orchRefs`` [{k8s, nodeName}]."""
+    if not k8s_node_ref:
+        return node
+    refs = [OrchRef(orchestrator="k8s", node_name=k8s_node_ref)]
+    return node.model_copy(update={"spec": node.spec.model_copy(update={"orch_refs": refs})})
 
 
 async def ensure_default_pools(store: ResourceStore, settings: StartupSettings) -> list[str]:
@@ -316,6 +342,18 @@ async def ensure_default_pools(store: ResourceStore, settings: StartupSettings) 
         except KeyAlreadyExists:
             pass
     return created
+
+
+async def report_ipip_pools(store: ResourceStore) -> list[str]:
+    """Log an error naming every pool that asks for IPIP, which this kernel cannot carry (the
+    pool stays, as in Calico; Felix reports it too and programs nothing for it)."""
+    pools = [p for p in (await store.list(IPPool)).items if isinstance(p, IPPool)]
+    ipip = [f"{p.metadata.name} ({p.spec.cidr}, ipipMode {p.spec.ipip_mode})" for p in pools
+            if p.spec.ipip_mode in ("Always", "CrossSubnet")]  # fmt: skip
+    if ipip:
+        reason = ipip_unsupported_reason() or "pycalico has no IPIP dataplane"
+        log.error("IP pools ask for IPIP, but %s: %s; use vxlanMode", reason, ", ".join(ipip))
+    return ipip
 
 
 def calico_version() -> str:
@@ -410,11 +448,25 @@ class StartupResult:
     pools_created: tuple[str, ...]
 
 
+async def _kubernetes_addresses(settings: StartupSettings) -> list[str] | None:
+    """The Kubernetes Node's InternalIPs when an autodetection method asks for them."""
+    if K8S_INTERNAL_IP not in (settings.ip_method, settings.ip6_method):
+        return None
+    if settings.kubeconfig is None:
+        raise StartupError(f"IP_AUTODETECTION_METHOD={K8S_INTERNAL_IP} needs KUBECONFIG")
+    name = settings.k8s_node_ref or settings.node_name
+    try:
+        return await internal_addresses(settings.kubeconfig, name)
+    except KubeError as error:
+        raise StartupError(f"IP_AUTODETECTION_METHOD={K8S_INTERNAL_IP}: {error}") from error
+
+
 async def run_startup(store: ResourceStore, settings: StartupSettings) -> StartupResult:
     """All of §8.2 steps 1-9 for this node; raises ``StartupError`` when it cannot start."""
     interfaces = local_interfaces()
-    ipv4 = resolve_address(settings.ip, settings.ip_method, 4, interfaces)
-    ipv6 = resolve_address(settings.ip6, settings.ip6_method, 6, interfaces)
+    k8s_addresses = await _kubernetes_addresses(settings)
+    ipv4 = resolve_address(settings.ip, settings.ip_method, 4, interfaces, k8s_addresses)
+    ipv6 = resolve_address(settings.ip6, settings.ip6_method, 6, interfaces, k8s_addresses)
     if ipv4 is None and ipv6 is None and settings.backend != "none":
         raise StartupError(
             f"IP: no IPv4 or IPv6 address found for node {settings.node_name!r} "
@@ -429,8 +481,10 @@ async def run_startup(store: ResourceStore, settings: StartupSettings) -> Startu
         ipv6,
         settings.as_number,
         check_conflicts=not settings.disable_ip_check,
+        k8s_node_ref=settings.k8s_node_ref,
     )
     created = await ensure_default_pools(store, settings)
+    await report_ipip_pools(store)
     await ensure_initialized(store, settings.cluster_type)
     directory = os.path.dirname(settings.nodename_file)
     try:

@@ -49,9 +49,20 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0)
         await asyncio.sleep(0.1)
 
 
+RESTARTING = ("not yet ready", "connection refused", "ServiceUnavailable")
+
+
 async def kubectl(plane: KubeControlPlane, *args: str) -> str:
-    done = await asyncio.to_thread(plane.apiserver.kubectl, *args)
-    return done.stdout
+    """kubectl, retried (30 s) while an API server that was just restarted is still warming up
+    ("not yet ready to handle request": its admission caches are syncing)."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = await asyncio.to_thread(plane.apiserver.kubectl, *args, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        if time.monotonic() > deadline or not any(s in done.stderr for s in RESTARTING):
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        await asyncio.sleep(0.2)
 
 
 class Copy:
@@ -365,7 +376,9 @@ async def test_restarts_of_kube_controllers_and_the_api_server_lose_nothing(
     try:
         await store.delete("NetworkPolicy", "knp.default.p2", namespace)
     finally:
-        await asyncio.to_thread(kube_plane.apiserver.start)
+        # From this thread: the server dies with the thread that started it (pdeathsig), and
+        # a worker thread of to_thread may end before the session does.
+        kube_plane.apiserver.start()
     await _apply_policy(kube_plane, tmp_path, "p8", namespace)
     await kubectl(kube_plane, "delete", "networkpolicy", "p3", "-n", namespace)
     await _in_sync(kube, store)
@@ -392,7 +405,7 @@ async def test_an_etcd_outage_in_the_middle_of_changes_loses_nothing(
         await kubectl(kube_plane, "delete", "networkpolicy", "e0", "-n", namespace)
         await kubectl(kube_plane, "label", "namespace", namespace, "etcd=was-down")
     finally:
-        await asyncio.to_thread(etcd.start)
+        etcd.start()  # from this thread, as the API server above
     await _in_sync(kube, store)
     names = {p.metadata.name for p in (await store.list("NetworkPolicy", namespace)).items}
     assert names == {f"knp.default.e{i}" for i in (1, 2, 3)}

@@ -160,6 +160,28 @@ def ipv6() -> BgpInputs:
     )
 
 
+def static_routes() -> BgpInputs:
+    """Calico's confd case ``mesh/static-routes``: kube-master with the BGPConfiguration's
+    service ranges (two entries without a CIDR, ignored) and the Service routes its local
+    endpoints give it (``test_services`` derives them from the case's Services)."""
+    spec = {
+        "serviceClusterIPs": [{"cidr": "10.101.0.0/16"}, {}, {"cidr": "fd00:96::/112"}],
+        "serviceLoadBalancerIPs": [{"cidr": "80.15.0.0/24"}, {}],
+    }
+    cluster = nodes(
+        node("kube-master", "10.192.0.2/16", "fdf5:10::2/112"),
+        node("kube-node-1", "10.192.0.3/16", "fdf5:10::3/112"),
+        node("kube-node-2", "10.192.0.4/16", "fdf5:10::4/112"),
+    )
+    return BgpInputs(
+        node_name="kube-master",
+        nodes=cluster,
+        pools=[pool("ippool-1", "192.168.0.0/16")],
+        configs={"default": config("default", **spec)},
+        service_routes=frozenset({"10.101.0.101/32", "fd00:96::28/128"}),
+    )
+
+
 GOLDEN = {
     "mesh": mesh,
     "route-reflector": lambda: reflectors()[0],
@@ -167,4 +189,5 @@ GOLDEN = {
     "external-peers": external,
     "passwords": passwords,
     "ipv6": ipv6,
+    "static-routes": static_routes,
 }

@@ -361,6 +361,7 @@ class CalcGraph:
                         vxlan_mode=spec.vxlan_mode or "Never",
                         disabled=spec.disabled,
                         disable_bgp_export=spec.disable_bgp_export,
+                        load_balancer_only=spec.allowed_uses == ["LoadBalancer"],
                     )
                 )
                 return

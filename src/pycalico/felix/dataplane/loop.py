@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycalico.felix.dataplane.endpoints import EndpointManager
+from pycalico.felix.dataplane.ipip import IPIPManager
 from pycalico.felix.dataplane.ipsets import IPSetManager
 from pycalico.felix.dataplane.nat import NatManager
 from pycalico.felix.dataplane.policy import PolicyManager
@@ -116,8 +117,11 @@ class Dataplane:
         self.routes = RouteManager(
             self.route_table, options.route_priority_v4, options.route_priority_v6
         )
-        self.nat = NatManager(self.nft)
-        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
+        self.nat = NatManager(self.nft, options.render.nat_outgoing_address)
+        self.ipip = IPIPManager()
+        self.managers = (
+            self.ipsets, self.policies, self.endpoints, self.routes, self.nat, self.ipip
+        )  # fmt: skip
         self.in_sync = False
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None
@@ -242,6 +246,7 @@ class Dataplane:
             "policies": self.policies.policy_count,
             "profiles": self.policies.profile_count,
             "ip_sets": len(self.ipsets),
+            "ipip_unsupported_pools": len(self.ipip.refused_pools),
             **self.nft.counts(),
         }
 
