@@ -149,6 +149,9 @@ async def namespace(kube_plane: KubeControlPlane) -> AsyncIterator[str]:
     name = f"kce-{secrets.token_hex(4)}"
     await kubectl(kube_plane, "create", "namespace", name)
     yield name
+    # No kube-controller-manager empties a deleted namespace: remove what the tests created,
+    # so that later tests listing every namespace do not see it.
+    await kubectl(kube_plane, "delete", "networkpolicy", "--all", "-n", name)
     await kubectl(kube_plane, "delete", "namespace", name, "--wait=false")
 
 
@@ -192,7 +195,9 @@ async def test_start_creates_the_default_configuration_and_writes_its_status(
         "workloadEndpoint",
     ]
     await eventually(lambda: store.get("Profile", f"kns.{namespace}"))
-    await copy.wait_for("controller 'node' is enabled but not available")
+    await copy.wait_for(
+        "controllers running: namespace, node, policy, serviceaccount, workloadendpoint"
+    )
 
     async def ready() -> None:
         done = await asyncio.to_thread(
