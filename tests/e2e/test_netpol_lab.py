@@ -53,6 +53,14 @@ def kubectl(lab: LabRunner, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
+def calicoctl(lab: LabRunner, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**lab.env, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": lab.state().host_endpoints}
+    return subprocess.run(
+        [str(BIN / "calicoctl"), *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def policy(name: str, spec: str, namespace: str = "x") -> str:
     return (
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
@@ -178,3 +186,17 @@ def test_network_policy_scenarios_on_real_packets(cluster: tuple[LabRunner, Matr
         namespace_seconds, pod_seconds)  # fmt: skip
     kubectl(lab, "delete", "networkpolicy", "--all", "-n", "x")
     matrix.check(lambda s, d, p: True)
+
+    # kubectl delete node of a node with pods: kube-controllers' node controller removes its
+    # Calico Node, WorkloadEndpoints and addresses; IPAM stays consistent.
+    on_node2 = [p.name for p in lab.state().pods if p.node == "node2"]
+    assert on_node2, "no pod on node2: the deletion proves nothing"
+    kubectl(lab, "delete", "node", "node2")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and calicoctl(lab, "get", "node", "node2").returncode == 0:
+        time.sleep(0.2)
+    assert calicoctl(lab, "get", "node", "node2").returncode != 0, "Calico Node node2 still there"
+    weps = calicoctl(lab, "get", "workloadendpoints", "-A", "-o", "wide")
+    assert weps.returncode == 0 and "node2" not in weps.stdout, weps.stdout
+    ipam = calicoctl(lab, "ipam", "check")
+    assert ipam.returncode == 0, ipam.stdout + ipam.stderr
