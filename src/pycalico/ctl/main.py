@@ -51,6 +51,7 @@ T = TypeVar("T")
 # Subcommand groups other modules provide: name -> "module:attribute".  Imported on first use.
 LAZY_GROUPS = {
     "datastore": "pycalico.ctl.datastore:datastore",
+    "flows": "pycalico.ctl.flows:flows",
     "ipam": "pycalico.ctl.ipam:ipam",
     "node": "pycalico.ctl.node:node",
     "patch": "pycalico.ctl.patch:patch",
