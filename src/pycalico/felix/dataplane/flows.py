@@ -128,12 +128,12 @@ class FlowLogs:
             self.denied.inc(count)
 
     async def _counter_loop(self) -> None:
-        while True:
+        while True:  # sleep first: at start the dataplane has not created the table yet
+            await asyncio.sleep(self.counters_interval)
             try:
                 self.read_counters()
             except Exception as error:  # a failed read is retried next interval
                 log.warning("rule counter read failed: %s", error)
-            await asyncio.sleep(self.counters_interval)
 
     def read_counters(self) -> None:
         """One listing of the table: add every rule's new counts to the metrics."""
