@@ -156,16 +156,12 @@ def iperf(side: Side, seconds: int) -> None:
                 ["ip", "netns", "exec", client, "iperf3", "-c", SERVER_IP, "-t", str(seconds),
                  "-J"], capture_output=True, check=False,
             )  # fmt: skip
-            if done.returncode == 0:
-                report = json.loads(done.stdout)
-                if "sum_received" not in report.get("end", {}):
-                    raise RuntimeError(
-                        f"{side.name}: iperf3: {report.get('error', report)!r}"[:800]
-                    )
+            report = json.loads(done.stdout or b"{}")
+            if "sum_received" in report.get("end", {}):
                 side.throughput.append(report["end"]["sum_received"]["bits_per_second"])
                 return
             time.sleep(0.1)  # the only wait: iperf3 -s has no readiness signal
-        raise RuntimeError(f"{side.name}: iperf3 failed: {done.stdout[-500:]!r}")
+        raise RuntimeError(f"{side.name}: iperf3 failed: {report.get('error', report)!r}"[:800])
     finally:
         daemon.kill()
         daemon.wait()
