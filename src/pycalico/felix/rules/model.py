@@ -101,6 +101,8 @@ class RenderConfig:
     rule_counters: bool = False
     deny_log_group: int = 0
     deny_log_rate: str = "100/second"
+    # FelixConfiguration natOutgoingAddress: SNAT to this address instead of masquerading.
+    nat_outgoing_address: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())
 
 
