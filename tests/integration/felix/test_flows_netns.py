@@ -14,18 +14,23 @@ import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
 
 from pycalico.ctl.main import cli
 from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.felix import messages as m
+from pycalico.felix.dataplane.loop import DataplaneOptions
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.testing import felix_calc as build
 from pycalico.testing import netns
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.felix_world import etcd_node, put
 from pycalico.testing.netns_fabric import EtcdRelay
 
+from .conftest import Node
 from .test_felix_daemon import LABELS, PODS, FelixProcess, write_pods
 
 pytestmark = pytest.mark.root
@@ -151,3 +156,35 @@ async def test_denied_probe_is_logged_within_2s_and_counted(
         await asyncio.sleep(0.1)
     assert rule_packets(felix, "deny-attacker", 0) >= 1, felix.tail(40)
     assert felix.stop() == 0, felix.tail()
+
+
+def test_counters_and_deny_logs_of_every_rule_form_are_accepted_by_the_kernel(
+    topology: netns.Topology,
+) -> None:
+    """Counters and rate-limited logs on each match kind, end-of-tier and no-profile drops,
+    loaded into the real nft (in-process dataplane, node namespace of ``conftest.topology``)."""
+    render = RenderConfig(rule_counters=True, deny_log_group=11, deny_log_rate="10/second")
+    node = Node(topology, DataplaneOptions(render=render))
+    ports = (m.PortRange(80, 80), m.PortRange(1000, 2000))
+    forms = (
+        m.ResolvedRule("allow", protocol="tcp", destination_ports=ports, source_ports=ports),
+        m.ResolvedRule("deny", protocol="udp", not_destination_ports=ports),
+        m.ResolvedRule("deny", protocol="icmp", icmp_type=8, icmp_code=0),
+        m.ResolvedRule("deny", source_nets=("10.0.0.0/8", "fd00::/8"), ip_version=4),
+        m.ResolvedRule("deny", source_ip_set_ids=("s:x",)),
+        m.ResolvedRule("log", log_prefix="calico-packet"),
+        m.ResolvedRule("pass", ip_version=6),
+    )
+    rules = tuple(replace(rule, rule_id=f"form{i:012d}") for i, rule in enumerate(forms))
+    policy = m.PolicyID("default", "every-form")
+    node.start(
+        m.IPSetUpdate("s:x", m.IPSetType.IP, frozenset({"10.65.0.1/32", "fd00:65::1/128"})),
+        m.ActivePolicyUpdate(policy, rules, rules),
+        tiers={"b": (m.TierInfo("default", "deny", (policy,), (policy,)),)},
+    )
+    assert node.dataplane.nft.last is not None and node.dataplane.nft.failures == 0
+    listing = node.nft("list", "table", "inet", "calico")
+    assert 'log prefix "cali-deny:form000000000001" group 11' in listing
+    assert 'log prefix "cali-eot:i:default" group 11' in listing
+    assert 'log prefix "cali-nop:o" group 11' in listing
+    assert listing.count("counter packets") >= len(forms)
