@@ -242,3 +242,15 @@ def test_calicoctl_flows_prints_denied_records_of_a_node(tmp_path: Path) -> None
 @pytest.mark.parametrize("payload", [b"", b"\x60" + b"\0" * 10, b"\x10" * 30])
 def test_short_or_foreign_payloads_have_no_header(payload: bytes) -> None:
     assert flows.parse_ip_packet(payload) is None
+
+
+def test_follow_yields_lines_as_they_are_completed(tmp_path: Path) -> None:
+    from pycalico.ctl.flows import _lines
+
+    path = tmp_path / "denied.jsonl"
+    lines = _lines(str(path), follow=True)  # the file does not exist yet: it waits for it
+    path.write_text('{"n": 1}\n{"n": ')
+    assert next(lines) == '{"n": 1}'
+    with path.open("a") as handle:
+        handle.write("2}\n")
+    assert next(lines) == '{"n": 2}'
