@@ -92,7 +92,9 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     small_lab: LabRunner, ui_url: str, tmp_path: Path
 ) -> None:
     state = small_lab.state()
-    query = urlencode({"from": "default/web", "to": "data/db", "port": "8080", "protocol": "TCP"})
+    query = urlencode(
+        {"from": "default/web", "to": "data/db", "port": "8080", "protocol": "TCP", "matrix": "1"}
+    )
     page = f"{ui_url}?{query}"
     dom = _chromium(tmp_path, page, "--dump-dom")
     assert 'data-loaded="yes"' in dom, dom[-3000:]
@@ -110,8 +112,14 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     for pod in state.pods:
         row = f"<td>{pod.node}</td><td>{pod.namespace}</td><td>{pod.name}</td><td>{pod.ipv4}</td>"
         assert row in pods_part, pods_part
+    # The matrix, measured on load (?matrix=1): the lab's profiles allow everything.
+    probes = len(state.pods) * (len(state.pods) - 1) * 2
+    assert f"{probes} of {probes} probes reached their pod" in dom, dom.split('id="matrix"')[1][
+        :3000
+    ]
     screenshot = tmp_path / "calico-lab-ui.png"
-    _chromium(tmp_path, page, f"--screenshot={screenshot}")
+    # The screenshot without re-measuring the matrix.
+    _chromium(tmp_path, page.replace("&matrix=1", ""), f"--screenshot={screenshot}")
     assert screenshot.stat().st_size > 10_000
     print(f"\nscreenshot of the page: {screenshot}")
     explain_part = dom.split('id="explain"', 1)[1]

@@ -75,7 +75,7 @@ def pods(lab: LabState) -> list[dict[str, Any]]:
     return ui_view.pods_by_node(endpoints, [node.name for node in lab.nodes])
 
 
-def reachability(lab: LabState, deadline: float = 2.0) -> dict[str, Any]:
+def reachability(lab: LabState, deadline: float = 5.0) -> dict[str, Any]:
     """The lab's ``check`` matrix, measured now (blocked cells retried for ``deadline`` s)."""
     if len(lab.pods) < 2:
         return {"pods": [p.name for p in lab.pods], "cells": {}, "summary": "needs two pods"}

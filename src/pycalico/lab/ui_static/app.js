@@ -96,19 +96,47 @@ function renderFlows(data) {
       r.protocol || "", r.destination_port ?? "", rule(r)]));
 }
 
+function renderSide(title, side) {
+  if (!side) return el("p", {}, `${title}: not a Calico endpoint: no ${title.toLowerCase()} policy`);
+  const rows = [];
+  for (const tier of side.tiers || []) {
+    for (const policy of tier.policies || []) {
+      const rule = policy.rule === null || policy.rule === undefined ? "no rule matched" : `rule ${policy.rule}`;
+      rows.push([tier.name, policy.kubernetes || policy.name, policy.selector || "", rule, policy.outcome]);
+    }
+    if (!(tier.policies || []).length) rows.push([tier.name, "(no policy selects it)", "", "", tier.outcome]);
+  }
+  for (const profile of side.profiles || []) {
+    rows.push(["(profiles)", profile.name, "", profile.rule === null ? "no rule matched" : `rule ${profile.rule}`, profile.outcome]);
+  }
+  return el("div", { class: "side" },
+    el("h3", {}, `${title}: ${side.endpoint || ""} `, mark(/allow/i.test(side.verdict), side.verdict, side.verdict)),
+    side.reason ? el("p", { class: "muted" }, side.reason) : "",
+    table(["Tier", "Policy", "Selector", "Match", "Outcome"], rows));
+}
+
 function renderExplain(data) {
   if (!data.available) return el("span", { class: "muted" }, `not available: ${data.reason}`);
   if (data.error) return el("span", { class: "bad" }, data.error);
   const answer = data.answer;
-  const verdict = answer.verdict || answer.result || "";
+  const verdict = String(answer.verdict || "");
   return el("div", {},
-    el("p", { id: "explain-verdict" }, "verdict: ", mark(/allow/i.test(verdict), verdict, verdict)),
-    el("pre", {}, JSON.stringify(answer, null, 2)));
+    el("p", { id: "explain-verdict" }, `${answer.source} → ${answer.destination}: `,
+      mark(/allow/i.test(verdict), verdict, verdict)),
+    renderSide("Egress", answer.egress),
+    renderSide("Ingress", answer.ingress),
+    el("details", {}, el("summary", {}, "the whole answer (calicoctl explain -o json)"),
+      el("pre", {}, JSON.stringify(answer, null, 2))));
 }
 
 function explain(params) {
   document.getElementById("explain").textContent = "explaining…";
   return fill("explain", "/api/explain?" + params.toString(), renderExplain);
+}
+
+function measure() {
+  document.getElementById("matrix").textContent = "measuring…";
+  return fill("matrix", "/api/matrix", renderMatrix, { method: "POST" });
 }
 
 function refresh() {
@@ -122,10 +150,7 @@ function refresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("refresh").addEventListener("click", refresh);
-  document.getElementById("run-matrix").addEventListener("click", () => {
-    document.getElementById("matrix").textContent = "measuring…";
-    fill("matrix", "/api/matrix", renderMatrix, { method: "POST" });
-  });
+  document.getElementById("run-matrix").addEventListener("click", measure);
   const form = document.getElementById("explain-form");
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -140,8 +165,6 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     work.push(explain(new URLSearchParams(new FormData(form))));
   }
-  if (query.get("matrix")) {
-    document.getElementById("run-matrix").click();
-  }
+  if (query.get("matrix")) work.push(measure());
   Promise.all(work).then(() => document.body.setAttribute("data-loaded", "yes"));
 });
