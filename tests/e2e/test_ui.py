@@ -126,4 +126,7 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     if not ui_sources.has_command("explain"):
         assert "not available" in explain_part
         pytest.xfail("calicoctl explain is not on this branch yet: the page says not available")
-    assert 'id="explain-verdict"' in explain_part, explain_part[:3000]
+    verdict = explain_part.split('id="explain-verdict"', 1)[1][:600]
+    # The lab's namespace profiles allow everything and no policy exists: allowed, by profile.
+    assert "allow" in verdict and "deny" not in verdict, verdict
+    assert "Profile kns.data" in explain_part, explain_part[:3000]

@@ -128,8 +128,13 @@ def flows(lab: LabState) -> dict[str, Any]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-    records.sort(key=lambda record: str(record.get("time", "")))
-    return {"available": True, "records": records[-RECENT_FLOWS:][::-1], "errors": errors}
+    if not glob.glob(pattern, recursive=True):
+        errors.append(f"no {FLOWS_FILE} under {lab.state_dir}: is Felix's flowLogsFileEnabled on?")
+    return {
+        "available": True,
+        "records": ui_view.flow_view(records, RECENT_FLOWS),
+        "errors": errors,
+    }
 
 
 def explain(

@@ -87,3 +87,50 @@ def matrix_view(
         "cells": cells,
         "summary": f"{reachable} of {len(actual)} probes reached their pod ({seconds:.1f}s)",
     }
+
+
+def _flow_endpoint(record: Mapping[str, Any], side: str) -> str:
+    name = record.get(f"{side}_endpoint") or ""
+    address = record.get(f"{side}_ip", "")
+    return f"{name} ({address})" if name else str(address)
+
+
+def denied_by(record: Mapping[str, Any]) -> str:
+    """The rule that denied a flow record (``calicoctl flows``' fields): ``tier/policy
+    ingress[2]``, a tier's end, or no profile matching."""
+    direction = record.get("direction", "")
+    kind = record.get("kind", "")
+    if kind == "EndOfTier":
+        return f"tier {record.get('tier', '')}: {direction} end-of-tier"
+    if kind == "NoProfile":
+        return f"profiles: {direction} no profile matched"
+    if kind == "Unknown":
+        return str(record.get("prefix", "?"))
+    tier = record.get("tier", "")
+    owner = f"{tier}/{record.get('policy', '')}" if tier else f"profile {record.get('policy', '')}"
+    return f"{owner} {direction}[{record.get('rule_index', '')}]"
+
+
+def flow_view(records: Iterable[Mapping[str, Any]], newest: int) -> list[dict[str, Any]]:
+    """The ``newest`` denied-flow records, newest first, as the page's rows (``time`` stays
+    seconds since the epoch; the page shows it in the reader's time zone)."""
+
+    def when(record: Mapping[str, Any]) -> float:
+        try:
+            return float(record.get("time", 0) or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    ordered = sorted(records, key=when)[-newest:] if newest > 0 else []
+    return [
+        {
+            "time": when(record),
+            "node": str(record.get("node", "")),
+            "source": _flow_endpoint(record, "source"),
+            "destination": _flow_endpoint(record, "destination"),
+            "protocol": str(record.get("protocol", "")),
+            "port": str(record.get("destination_port") or ""),
+            "denied_by": denied_by(record),
+        }
+        for record in reversed(ordered)
+    ]

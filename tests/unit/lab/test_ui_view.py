@@ -78,3 +78,24 @@ def test_matrix_cells_by_source_then_destination() -> None:
     )  # fmt: skip
     assert view["cells"]["a"]["b"] == {"icmp": True, "tcp": False}
     assert view["summary"] == "3 of 4 probes reached their pod (1.2s)"
+
+
+def test_flows_newest_first_naming_the_rule_that_denied_each() -> None:
+    records = [
+        {"time": 10.0, "node": "node1", "source_endpoint": "node1-k8s-a-eth0",
+         "source_ip": "10.65.0.1", "destination_ip": "10.65.0.2", "protocol": "tcp",
+         "destination_port": 8080, "kind": "Rule", "tier": "default",
+         "policy": "default.deny-db", "direction": "ingress", "rule_index": 2},
+        {"time": 30.0, "node": "node2", "kind": "EndOfTier", "tier": "security",
+         "direction": "egress"},
+        {"time": 20.0, "node": "node2", "kind": "NoProfile", "direction": "ingress"},
+    ]  # fmt: skip
+    rows = ui_view.flow_view(records, 2)
+    assert [row["time"] for row in rows] == [30.0, 20.0]
+    assert rows[0]["denied_by"] == "tier security: egress end-of-tier"
+    assert rows[1]["denied_by"] == "profiles: ingress no profile matched"
+    (rule,) = ui_view.flow_view(records[:1], 5)
+    assert rule["denied_by"] == "default/default.deny-db ingress[2]"
+    assert rule["source"] == "node1-k8s-a-eth0 (10.65.0.1)"
+    assert (rule["destination"], rule["port"]) == ("10.65.0.2", "8080")
+    assert ui_view.flow_view(records, 0) == []

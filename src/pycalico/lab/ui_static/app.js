@@ -88,12 +88,9 @@ function renderFlows(data) {
     return el("span", { class: "muted" }, "no denied flows recorded" +
       (data.errors.length ? ` (${data.errors.join("; ")})` : ""));
   }
-  const rule = (r) => r.kind === "EndOfTier" ? `tier ${r.tier}: ${r.direction} end-of-tier`
-    : `${r.tier ? r.tier + "/" : ""}${r.policy || ""} ${r.direction || ""}[${r.rule_index ?? ""}]`;
   return table(["Time", "Node", "Source", "Destination", "Proto", "Port", "Denied by"],
-    data.records.map((r) => [r.time || "", r.node || "",
-      `${r.source_endpoint || ""} ${r.source_ip || ""}`, `${r.destination_endpoint || ""} ${r.destination_ip || ""}`,
-      r.protocol || "", r.destination_port ?? "", rule(r)]));
+    data.records.map((r) => [new Date(r.time * 1000).toLocaleTimeString(), r.node, r.source,
+      r.destination, r.protocol, r.port, r.denied_by]));
 }
 
 function renderSide(title, side) {
