@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pycalico.lab import ui_sources
 from tests.e2e.conftest import BIN, LabRunner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -123,9 +122,6 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     assert screenshot.stat().st_size > 10_000
     print(f"\nscreenshot of the page: {screenshot}")
     explain_part = dom.split('id="explain"', 1)[1]
-    if not ui_sources.has_command("explain"):
-        assert "not available" in explain_part
-        pytest.xfail("calicoctl explain is not on this branch yet: the page says not available")
     verdict = explain_part.split('id="explain-verdict"', 1)[1][:600]
     # The lab's namespace profiles allow everything and no policy exists: allowed, by profile.
     assert "allow" in verdict and "deny" not in verdict, verdict
