@@ -87,6 +87,31 @@ def small_lab(lab: LabRunner) -> LabRunner:
     return lab
 
 
+DENY_DB = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: deny-db-8080, namespace: data}
+spec:
+  selector: app == 'db'
+  ingress:
+  - {action: Deny, protocol: TCP, destination: {ports: [8080]}}
+"""
+
+
+def _apply(lab: LabRunner, manifest: str) -> None:
+    env = {**lab.env, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": lab.state().host_endpoints}
+    done = subprocess.run(
+        [str(BIN / "calicoctl"), "apply", "-f", "-"],
+        input=manifest,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     small_lab: LabRunner, ui_url: str, tmp_path: Path
 ) -> None:
@@ -126,3 +151,10 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     # The lab's namespace profiles allow everything and no policy exists: allowed, by profile.
     assert "allow" in verdict and "deny" not in verdict, verdict
     assert "Profile kns.data" in explain_part, explain_part[:3000]
+    # A policy denies db's TCP 8080: the page's explain names it and the rule.
+    _apply(small_lab, DENY_DB)
+    dom = _chromium(tmp_path, page.replace("&matrix=1", ""), "--dump-dom")
+    verdict = dom.split('id="explain-verdict"', 1)[1][:600]
+    assert "deny" in verdict, verdict
+    ingress = dom.split("Ingress: data/db", 1)[1].split("</table>", 1)[0]
+    assert "deny-db-8080" in ingress and "rule 0" in ingress, ingress
