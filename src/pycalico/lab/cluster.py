@@ -126,7 +126,13 @@ def _etcd_healthy(lab: LabState) -> bool:
 def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
     """calico-node's environment for one lab node: every per-node path in its directory."""
     directory = node.directory
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ETCD_")}
+    # Not the caller's ETCD_* or KUBECONFIG (`eval $(calico-lab env)` sets both for this
+    # machine's loopback relays, which a node's namespace cannot reach).
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ETCD_") and key != "KUBECONFIG"
+    }
     env.update(
         {
             "NODENAME": node.name,
@@ -155,6 +161,8 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
             "FELIX_MTUFILEPATH": os.path.join(directory, "mtu"),
         }
     )
+    if lab.kube is not None:  # calico-node's feedback to the Kubernetes Node, over the fabric
+        env["KUBECONFIG"] = lab.kube.node_kubeconfig
     if lab.encapsulation:
         env["CALICO_NETWORKING_BACKEND"] = "vxlan"
     if lab.ipv6:
@@ -443,8 +451,11 @@ def up(
     timeout: float = 180.0,
     encapsulation: str = "",
     subnets: int = 1,
+    before_nodes: Callable[[LabState], LabState] | None = None,
 ) -> LabState:
-    """Build the lab and return once it is ready (``check_request`` refusals start nothing)."""
+    """Build the lab and return once it is ready (``check_request`` refusals start nothing).
+    ``before_nodes``: a step between the datastore and the nodes (the Kubernetes control plane
+    of ``up --kubernetes``), returning the lab as it then is."""
     check_request(
         nodes=nodes,
         route_reflectors=route_reflectors,
@@ -470,6 +481,8 @@ def up(
     _build_fabric(lab, progress)
     _start_etcd(lab, progress)
     _write_datastore(lab, progress)
+    if before_nodes is not None:
+        lab = before_nodes(lab)
     _start_nodes(lab, progress, timeout)
     progress(f"ready in {time.monotonic() - started:.1f}s")
     return lab
