@@ -145,15 +145,26 @@ def test_page_shows_the_labs_nodes_sessions_and_pods_and_explains(
     # The lab's namespace profiles allow everything and no policy exists: allowed, by profile.
     assert "allow" in verdict and "deny" not in verdict, verdict
     assert "Profile kns.data" in explain_part, explain_part[:3000]
-    # A policy denies db's TCP 8080: the page's explain names it and the rule.
+    # A policy denies db's TCP 8080: the page's explain names it and the rule, and the matrix
+    # (measured again on load) shows the blocked cell.
     _apply(small_lab, DENY_DB)
-    dom = _chromium(tmp_path, page.replace("&matrix=1", ""), "--dump-dom")
+    dom = _chromium(tmp_path, page, "--dump-dom")
     verdict = dom.split('id="explain-verdict"', 1)[1][:600]
     assert "deny" in verdict, verdict
     ingress = dom.split("Ingress: data/db", 1)[1].split("</table>", 1)[0]
     assert "deny-db-8080" in ingress and "rule 0" in ingress, ingress
+    matrix_part = dom.split('id="matrix"', 1)[1][:3000]
+    assert f"{probes - 4} of {probes} probes reached their pod" in matrix_part, matrix_part
     # The screenshot (kept as the test's artefact) shows the denial and the blocked cells.
     screenshot = tmp_path / "calico-lab-ui.png"
     _chromium(tmp_path, page, f"--screenshot={screenshot}")
     assert screenshot.stat().st_size > 10_000
     print(f"\nscreenshot of the page: {screenshot}")
+    # The matrix's denied probes (web and cache to db) as denied flows, naming the rule.
+    dom = _chromium(tmp_path, page.replace("&matrix=1", ""), "--dump-dom")
+    flows_part = dom.split('id="flows"', 1)[1].split('id="explain-section"', 1)[0]
+    if "not available" in flows_part:
+        pytest.xfail("calicoctl flows is not on this branch yet: the page says not available")
+    if not list(Path(small_lab.state_dir).rglob("denied.jsonl")):
+        pytest.xfail("the lab does not turn Felix's flow logs on yet (no denied.jsonl)")
+    assert "deny-db-8080" in flows_part and "ingress[0]" in flows_part, flows_part
