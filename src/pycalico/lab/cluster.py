@@ -161,6 +161,10 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
             "CALICO_ROUTER_ID": "hash" if not node.address else node.address,
             # Felix writes the pods' MTU here (the lab's CNI config reads it with an overlay).
             "FELIX_MTUFILEPATH": os.path.join(directory, "mtu"),
+            # Denied packets as flow records (calicoctl flows, the UI) and per-rule counters.
+            "FELIX_FLOWLOGSFILEENABLED": "true",
+            "FELIX_FLOWLOGSFILEDIRECTORY": os.path.join(directory, "flows"),
+            "FELIX_POLICYRULECOUNTERSENABLED": "true",
         }
     )
     if lab.kube is not None:  # calico-node's feedback to the Kubernetes Node, over the fabric
