@@ -190,7 +190,15 @@ class FelixConfig:
         "ipv6ElevatedRoutePriority", _ROUTE_PRIORITY, "512"
     )
     remove_external_routes: bool = _setting("removeExternalRoutes", parse_bool, "true")
-    vxlan_port: int = _setting("vxlanPort", int, "4789")
+    vxlan_port: int = _setting("vxlanPort", _int_range(1, 65535), "4789")
+    vxlan_vni: int = _setting("vxlanVNI", _int_range(1, 2**24 - 1), "4096")
+    # "" (unset): on when an IP pool of the family has vxlanMode Always or CrossSubnet.
+    vxlan_enabled: str = _setting("vxlanEnabled", _choice("", "true", "false"), "")
+    vxlan_mtu: int = _setting("vxlanMTU", _int_range(0, 65535), "0")  # 0: auto
+    vxlan_mtu_v6: int = _setting("vxlanMTUV6", _int_range(0, 65535), "0")
+    # Where the pods' MTU goes for the CNI plugin (Calico: fixed /var/lib/calico/mtu; a setting
+    # here so that many nodes can share one machine).
+    mtu_file_path: str = _setting("mtuFilePath", _str, "/var/lib/calico/mtu")
     failsafe_inbound_host_ports: tuple[FailsafePort, ...] = _setting(
         "failsafeInboundHostPorts", parse_ports, _FAILSAFE_IN
     )

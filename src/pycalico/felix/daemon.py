@@ -45,6 +45,7 @@ from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
+from pycalico.felix.dataplane.vxlan import VXLANOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
 from pycalico.felix.status import (
     EndpointStatusFiles,
@@ -98,13 +99,16 @@ def _real_dataplane(options: DataplaneOptions) -> Dataplane:
     from pycalico.felix.drivers.interfaces import ProcSysctls
     from pycalico.felix.drivers.nft import default_backend
     from pycalico.felix.drivers.routes import NetlinkRoutes
+    from pycalico.felix.drivers.vxlan import NetlinkVXLAN
 
+    routes = NetlinkRoutes(options.route_protocol)
     return Dataplane(
         options,
         default_backend(),
-        NetlinkRoutes(options.route_protocol),
+        routes,
         ProcSysctls(),
         ConntrackCommand(),
+        vxlan=NetlinkVXLAN(routes.netlink),
     )
 
 
@@ -118,6 +122,15 @@ def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
         ip_forwarding=config.ip_forwarding == "Enabled",
         route_refresh_interval=config.route_refresh_interval or 90.0,
         nft_refresh_interval=config.iptables_refresh_interval or 180.0,
+        vxlan=VXLANOptions(
+            hostname=config.hostname,
+            enabled=config.vxlan_enabled,
+            vni=config.vxlan_vni,
+            port=config.vxlan_port,
+            mtu=config.vxlan_mtu,
+            mtu_v6=config.vxlan_mtu_v6,
+            mtu_file=config.mtu_file_path,
+        ),
     )
 
 
@@ -214,7 +227,7 @@ class Felix:
             await self._wait_for_datastore_ready()
             tasks.append(asyncio.ensure_future(self._report_loop()))
             # The one typed stream, following exactly the kinds the graph has handlers for.
-            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds))
+            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds), all_affinities=True)
             async for batch in stream:
                 start = time.perf_counter()
                 messages = self.graph.on_batch(batch.updates, batch.in_sync)

@@ -134,6 +134,12 @@ class KubeClient:
             configuration.ssl_ca_cert = certificate_authority
         return cls(k8s_client.ApiClient(configuration=configuration))
 
+    @property
+    def api_client(self) -> Any:
+        """The ``kubernetes_asyncio`` ApiClient, for API groups not wrapped here (such as
+        coordination.k8s.io in ``pycalico.k8s.lease``)."""
+        return self._api_client
+
     def to_wire(self, obj: Any) -> dict[str, Any]:
         """A client-library object in the API's wire form (camelCase keys, plain values), as
         the pure conversions (``pycalico.k8s.conversion``) read it."""

@@ -31,6 +31,7 @@ FABRIC_SUBNET = "10.99.0"  # the nodes' /24 on the fabric bridge (only inside la
 FABRIC_SUBNET6 = "fd00:99::"
 GATEWAY_HOST = 254  # the bridge's own address, the nodes' default gateway
 ETCD_HOST_BASE = 250  # etcd member i is at .250 - i
+KUBE_HOST = 240  # the Kubernetes API server (``up --kubernetes``)
 IPV4_POOL = "10.65.0.0/16"
 IPV6_POOL = "fd00:65::/48"
 NETWORK_NAME = "k8s-pod-network"
@@ -59,6 +60,29 @@ class PodState:
     ipv6: str = ""
     interface: str = ""  # host side, cali…
     workload_endpoint: str = ""
+    uid: str = ""  # the Kubernetes Pod's uid (Kubernetes mode); "" for a `pod add` pod in etcd mode
+
+
+@dataclass(frozen=True)
+class KubeState:
+    """The Kubernetes control plane of ``up --kubernetes``: kube-apiserver in its own namespace
+    on the fabric, reached from the machine through a relayed loopback port."""
+
+    namespace: str
+    address: str  # on the fabric; the nodes (and the CNI plugin) reach the API server here
+    port: int
+    host_port: int  # the relay's loopback port on the machine
+    directory: str  # credentials, certificates, kubeconfigs, logs
+
+    @property
+    def kubeconfig(self) -> str:
+        """For clients on the machine (kubectl, the pod runner): through the relay."""
+        return os.path.join(self.directory, "kubeconfig")
+
+    @property
+    def node_kubeconfig(self) -> str:
+        """For clients inside a node namespace (the CNI plugin): over the fabric."""
+        return os.path.join(self.directory, "node-kubeconfig")
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,10 @@ class LabState:
     etcd: tuple[EtcdMemberState, ...]
     nodes: tuple[NodeState, ...] = ()
     pods: tuple[PodState, ...] = ()
+    # "" (BGP, the default), "vxlan" or "vxlan-crosssubnet" (CALICO_NETWORKING_BACKEND=vxlan).
+    encapsulation: str = ""
+    subnets: int = 1  # fabric subnets, joined by the fabric namespace as a router
+    kube: KubeState | None = None
 
     @property
     def fabric_namespace(self) -> str:
@@ -114,6 +142,21 @@ class LabState:
         return replace(self, pods=tuple(pod for pod in self.pods if pod.name != name))
 
 
+def subnet_prefix(subnet: int) -> str:
+    """The first three octets of fabric subnet ``subnet`` (0: ``FABRIC_SUBNET``)."""
+    return f"10.99.{subnet}"
+
+
+def subnet_prefix6(subnet: int) -> str:
+    """The IPv6 /64 of fabric subnet ``subnet``, up to the host part (0: ``FABRIC_SUBNET6``)."""
+    return FABRIC_SUBNET6 if subnet == 0 else f"fd00:99:0:{subnet:x}::"
+
+
+def subnet_of(index: int, nodes: int, subnets: int) -> int:
+    """Node ``index`` (1-based) of ``nodes``: the first half in subnet 0, the rest in 1, ..."""
+    return (index - 1) * subnets // nodes
+
+
 def node_name(index: int) -> str:
     return f"node{index}"
 
@@ -124,6 +167,10 @@ def node_namespace(prefix: str, name: str) -> str:
 
 def pod_netns(prefix: str, pod: str) -> str:
     return f"{prefix}-pod-{pod}"
+
+
+def control_namespace(prefix: str) -> str:
+    return f"{prefix}-control"
 
 
 def etcd_namespace(prefix: str, index: int) -> str:
@@ -179,6 +226,9 @@ def load(state_dir: str) -> LabState | None:
         etcd=tuple(EtcdMemberState(**member) for member in raw["etcd"]),
         nodes=tuple(NodeState(**node) for node in raw["nodes"]),
         pods=tuple(PodState(**pod) for pod in raw["pods"]),
+        encapsulation=raw.get("encapsulation", ""),
+        subnets=raw.get("subnets", 1),
+        kube=KubeState(**raw["kube"]) if raw.get("kube") else None,
     )
 
 
