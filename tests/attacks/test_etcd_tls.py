@@ -186,3 +186,34 @@ def test_felix_syncs_over_tls_with_a_client_certificate(
             netns.netns_run(topo.node, "nft", "delete", "table", "inet", "calico", check=False)
         text = log.read_text()
         assert key_secret(pki) not in text and "PRIVATE KEY" not in text
+
+
+def test_calico_node_startup_with_a_client_certificate_and_refused_without(
+    etcd: EtcdServer, pki: ServerTLS, tmp_path: Path
+) -> None:
+    """``calico-node -startup`` (the same ``DatastoreConfig.from_env`` as its confd and as
+    kube-controllers) registers its node over TLS at debug level; without a certificate it
+    exits 1 and registers nothing."""
+
+    def startup(name: str, with_certificate: bool) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "ETCD_ENDPOINTS": etcd.endpoint,
+            **tls_env(pki, with_certificate),
+            "NODENAME": name,
+            "IP": "10.215.0.5/24" if with_certificate else "10.215.0.6/24",
+            "NO_DEFAULT_POOLS": "true",
+            "CALICO_NODENAME_FILE": str(tmp_path / f"{name}.nodename"),
+            "CALICO_LOG_LEVEL": "debug",
+        }
+        return subprocess.run([str(BIN / "calico-node"), "-startup"], env=env,
+                              capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+
+    registered = startup("tls-node-ok", True)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    refused = startup("tls-node-refused", False)
+    assert refused.returncode == 1 and refused.stderr.strip(), refused.stderr[-3000:]
+    names = calicoctl(etcd, pki).ok("get", "nodes")
+    assert "tls-node-ok" in names and "tls-node-refused" not in names
+    logged = registered.stdout + registered.stderr + refused.stdout + refused.stderr
+    assert key_secret(pki) not in logged and "PRIVATE KEY" not in logged
