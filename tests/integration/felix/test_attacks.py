@@ -15,6 +15,7 @@ a workload (``::test_vxlan_from_workloads_is_dropped``), a ``cali*`` interface n
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 import pytest
 
@@ -75,10 +76,14 @@ def _node_ipv6_state(topology: netns.Topology) -> tuple[str, str]:
     return routes, addresses
 
 
+@pytest.mark.parametrize("to_host", ["Drop", "Accept"])
 def test_router_advertisement_from_a_workload_never_reaches_the_host(
-    node: Node, topology: netns.Topology
+    topology: netns.Topology, to_host: Literal["Drop", "Accept"]
 ) -> None:
-    node.start()
+    """With ``DefaultEndpointToHostAction: Accept`` only the RA rule stops it (checked: the test
+    fails without that rule); with the default Drop it is stopped twice."""
+    Node(topology, DataplaneOptions(render=RenderConfig(
+        default_endpoint_to_host_action=to_host))).start()  # fmt: skip
     a = topology.pods["a"]
     sysctl = f"/proc/sys/net/ipv6/conf/{a.interface}/accept_ra"
     assert netns.netns_run(topology.node, "cat", sysctl).strip() == "0"
