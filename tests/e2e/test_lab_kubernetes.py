@@ -139,7 +139,7 @@ def test_kubectl_pods_get_addresses_reach_each_other_and_release_them(lab: LabRu
     assert ipam.returncode == 0, ipam.stdout + ipam.stderr
     assert "pod extra deleted" in lab.run("pod", "del", "extra").stdout
     # The docs' example Pod (no node: the scheduler picks node1, which has one pod left).
-    kubectl(lab, "apply", "-f", str(REPO / "examples" / "lab-pod.yaml"))
+    kubectl(lab, "apply", "-f", str(REPO / "examples" / "kubernetes" / "lab-pod.yaml"))
     kubectl(lab, "wait", "--for=condition=Ready", "--timeout=60s", "pod/web")
     web = json.loads(kubectl(lab, "get", "pod", "web", "-o", "json").stdout)
     assert web["spec"]["nodeName"] == "node1" and web["status"]["podIP"].startswith("10.65.")
