@@ -84,3 +84,10 @@ clean-lab:
 
 clean: clean-lab
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# The fault drills of issue 16 (docs/reliability.md): every case, not only the fast subset that
+# `make test` runs; prints the table (fault, packets lost, seconds to recover, consistency).
+.PHONY: faults
+faults: setup
+	PYCALICO_FAULTS=long PYCALICO_FAULTS_TABLE=$${PYCALICO_FAULTS_TABLE:-/tmp/pycalico-faults.md} \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
