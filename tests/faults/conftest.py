@@ -1,6 +1,6 @@
 """The fault suite's lab and its table.
 
-* ``faultlab`` (module): a 3-node calico-lab with a pod on each node (p1, p2, p3), all reaching
+* ``faultlab`` (package: one lab for the suite): a 3-node calico-lab with a pod on each node (p1, p2, p3), all reaching
   each other; ``down`` afterwards, also when a test fails.
 * ``record``: adds a row (fault, packets lost, seconds to recover, consistency) to the table
   printed at the end of the run, and written to ``$PYCALICO_FAULTS_TABLE`` when set.
@@ -60,7 +60,7 @@ def record() -> Record:
     return add
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def faultlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRunner]:
     runner = LabRunner(tmp_path_factory.mktemp("faults"))
     try:

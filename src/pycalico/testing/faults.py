@@ -18,6 +18,7 @@ wait always has a deadline and says what it waited for when it runs out.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -234,6 +235,7 @@ def normalise_ruleset(text: str) -> str:
         if not table.strip():
             continue
         header, _, body = table.partition("\n")
+        body = body.rstrip().removesuffix("}")  # the table's own closing brace
         blocks = re.split(r"(?m)^\t(?=chain |set |map |flowtable )", body)
         kept = sorted(_sorted_elements(block.rstrip()) for block in blocks[1:])
         tables.append(header + "\n" + "\n".join(kept))
@@ -287,11 +289,13 @@ class Consistency:
         if self.routes:
             parts.append(f"{len(self.routes)} routes wrong")
         if self.rulesets:
-            parts.append(f"nft differs on {', '.join(self.rulesets)}")
+            names = ", ".join(entry.split(" ", 1)[0] for entry in self.rulesets)
+            parts.append(f"nft differs on {names}")
         return "; ".join(parts)
 
     def details(self) -> str:
-        return f"ipam: {self.ipam}\nroutes: {self.routes}\nrulesets differ: {self.rulesets}"
+        rulesets = "\n".join(self.rulesets)
+        return f"ipam: {self.ipam}\nroutes: {self.routes}\nrulesets differ: {rulesets}"
 
 
 def fresh_felix_ruleset(lab: LabState, node: NodeState, timeout: float = 60.0) -> str:
@@ -315,6 +319,62 @@ def consistency(
     differ = []
     for node in lab.nodes if fresh_felix is None else fresh_felix:
         before = ruleset(node)
-        if fresh_felix_ruleset(lab, node) != before:
-            differ.append(node.name)
+        after = fresh_felix_ruleset(lab, node)
+        if after != before:
+            lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="")
+            differ.append(node.name + " (before/after a Felix restart):\n" + "\n".join(lines))
     return Consistency("" if ok else output, routes, differ)
+
+
+# --- etcd and the dataplane behind Felix's back ----------------------------------------------
+
+
+def stop_etcd(lab: LabState, index: int = 0) -> None:
+    """SIGKILL etcd member ``index`` (its data directory stays)."""
+    member = lab.etcd[index]
+    pid = kernel.read_pid(os.path.join(lab.state_dir, f"{member.name}.pid"))
+    assert kernel.alive(pid), f"{member.name}: not running"
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"{member.name} gone", lambda: not kernel.alive(pid), 10.0, 0.05)
+
+
+def start_etcd(lab: LabState, index: int = 0) -> None:
+    """Start etcd member ``index`` again on its data directory, as ``up`` started it."""
+    member = lab.etcd[index]
+    kernel.start_daemon(
+        cluster._etcd_command(lab, member),  # the command `up` started it with
+        namespace=member.namespace,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        log_path=os.path.join(lab.state_dir, member.name, "etcd.log"),
+        pid_path=os.path.join(lab.state_dir, f"{member.name}.pid"),
+    )
+
+
+def tamper(node: NodeState, pod_address: str) -> list[str]:
+    """Behind Felix's back on ``node``: a chain of the calico table deleted (the first nothing
+    jumps to; flushed if every chain is referenced), a set with elements flushed,
+    ``pod_address``'s route removed.  Returns what was done."""
+    text = kernel.run(
+        "ip", "netns", "exec", node.namespace, "nft", "list", "table", "inet", "calico"
+    )
+    done = []
+    chains = re.findall(r"(?m)^\tchain (\S+) \{", text)
+    nft = ["ip", "netns", "exec", node.namespace, "nft"]
+    for chain in chains:
+        if f"jump {chain}" not in text and f"goto {chain}" not in text:
+            kernel.run(*nft, "delete", "chain", "inet", "calico", chain)
+            done.append(f"chain {chain} deleted")
+            break
+    else:
+        kernel.run(*nft, "flush", "chain", "inet", "calico", chains[-1])
+        done.append(f"chain {chains[-1]} flushed")
+    for name in re.findall(r"(?m)^\tset (\S+) \{", text):
+        block = text.split(f"\tset {name} {{", 1)[1].split("\n\t}", 1)[0]
+        if "elements" in block:
+            kernel.run(*nft, "flush", "set", "inet", "calico", name)
+            done.append(f"set {name} flushed")
+            break
+    kernel.run("ip", "netns", "exec", node.namespace, "ip", "route", "del", pod_address)
+    done.append(f"route {pod_address} removed")
+    return done
