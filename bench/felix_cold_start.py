@@ -86,6 +86,7 @@ def felix_once(node: str, log_path: str) -> tuple[float, float]:
         "FELIX_FELIXHOSTNAME": HOSTNAME,
         "FELIX_LOGFILEPATH": "none",
         "FELIX_CONFIGFILE": "/nonexistent",
+        "FELIX_ENDPOINTSTATUSPATHPREFIX": "",  # no status files on the host
     }
     marks: dict[str, float] = {}
     done = threading.Event()

@@ -157,6 +157,9 @@ NOT_PURE: dict[str, str] = {
     "pycalico.ipam.check": "reads every IPAM key through the KVStore protocol",
     "pycalico.ctl.loading": "reads the -f files, directories and stdin",
     "pycalico.lab.state": "reads and writes the lab's state.json",
+    "pycalico.kubecontrollers.status": "reads and writes kube-controllers' status file",
+    "pycalico.felix.drivers.ipip": "reads /sys/module and /lib/modules (the IPIP probe)",
+    "pycalico.felix.dataplane.ipip": "runs the IPIP probe of drivers.ipip, once",
     "pycalico.openstack.etcd_gateway": "HTTP to etcd's JSON gateway through urllib",
 }
 

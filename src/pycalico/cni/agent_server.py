@@ -59,15 +59,30 @@ def calico_handler(
     kv: KVStore, *, ipam_cache_seconds: float = 1.0, allocator: IPAM | None = None
 ) -> Handler:
     """``calico`` served with the agent's datastore connection and one long-lived allocator
-    (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock)."""
-    from pycalico.cni import handler as module
-
+    (its ``calico-ipam`` step runs in the agent too, on that allocator: no process, no lock),
+    and, for Kubernetes mode, one Kubernetes client per API it is asked to use."""
     ipam = allocator if allocator is not None else IPAM(kv, cache_seconds=ipam_cache_seconds)
+    return _CalicoHandler(kv, ipam)
 
-    async def serve(env: Mapping[str, str], stdin: str) -> Response:
-        return await module.handle(env, stdin, kv=kv, ipam=ipam)
 
-    return serve
+class _CalicoHandler:
+    """The ``calico`` plugin's handler; it owns the agent's Kubernetes clients (one per API,
+    for the agent's life, not one per pod), which ``AgentServer.close`` closes."""
+
+    def __init__(self, kv: KVStore, ipam: IPAM) -> None:
+        from pycalico.cni.kubernetes import KubeClients
+
+        self.kv = kv
+        self.ipam = ipam
+        self.kube = KubeClients()
+
+    async def __call__(self, env: Mapping[str, str], stdin: str) -> Response:
+        from pycalico.cni import handler as module
+
+        return await module.handle(env, stdin, kv=self.kv, ipam=self.ipam, kube=self.kube)
+
+    async def close(self) -> None:
+        await self.kube.close()
 
 
 def default_handlers(kv: KVStore, *, cache_seconds: float = 1.0) -> dict[str, Handler]:
@@ -180,6 +195,10 @@ class AgentServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        for handler in {id(h): h for h in self.handlers.values()}.values():
+            close = getattr(handler, "close", None)
+            if close is not None:
+                await close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 

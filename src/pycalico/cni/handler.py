@@ -30,23 +30,23 @@ import json
 import logging
 import logging.handlers
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pycalico.cni import ipam_handler, netns
+from pycalico.cni import ipam_handler, kubernetes, netns
 from pycalico.cni.agent_protocol import Response
+from pycalico.cni.checks import validate_invocation, version_allows
 from pycalico.cni.config import CALICO_IPAM, DEFAULT_MTU, DEFAULT_MTU_FILE, NetConf
 from pycalico.cni.delegation import checked as _checked
 from pycalico.cni.delegation import exec_plugin
 from pycalico.cni.nodename import node_name
+from pycalico.cni.pod_request import PodSettings, ipam_config, ipam_requests
 from pycalico.cni.spec import (
-    ERR_INCOMPATIBLE_VERSION,
-    ERR_INVALID_ENVIRONMENT,
     ERR_INVALID_NETWORK_CONFIG,
     ERR_TRY_AGAIN_LATER,
     CniError,
     Invocation,
+    IPConfig,
     Result,
     error_result,
     parse_invocation,
@@ -75,51 +75,7 @@ PLUGIN_NAME = "calico"
 ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot serve ADD now (CNI 1.1.0)
 TIMEOUT_SECONDS = 90.0
 MTU_FILE_ENV = "CALICO_MTU_FILE"
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 KVFactory = Callable[[Mapping[str, Any], Mapping[str, str]], KVStore]
-
-
-# --- checks the specification's skel makes before any plugin code ----------------------------
-
-
-def validate_invocation(invocation: Invocation) -> None:
-    if invocation.command in ("VERSION", "GC", "STATUS"):
-        return
-    if not _NAME_RE.match(invocation.container_id):
-        raise CniError(
-            f"CNI_CONTAINERID: invalid container ID {invocation.container_id!r}",
-            code=ERR_INVALID_ENVIRONMENT,
-        )
-    name = invocation.ifname
-    if invocation.command != "DEL" or name:
-        problem = _interface_name_problem(name)
-        if problem:
-            raise CniError(f"CNI_IFNAME: {problem}", code=ERR_INVALID_ENVIRONMENT)
-    if not _NAME_RE.match(invocation.network_name or ""):
-        raise CniError(
-            f"name: invalid network name {invocation.network_name!r}",
-            code=ERR_INVALID_NETWORK_CONFIG,
-        )
-
-
-def _interface_name_problem(name: str) -> str | None:
-    if not name:
-        return "interface name is empty"
-    if len(name) > 15:
-        return f"interface name {name!r} is longer than 15 characters"
-    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
-        return f"interface name {name!r} contains an invalid character ('/', ':' or whitespace)"
-    return None
-
-
-def _version_allows(command: str, version: str) -> None:
-    order = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-    minimum = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}.get(command)
-    if minimum and order.index(version) < order.index(minimum):
-        raise CniError(
-            f"config version {version} does not allow {command} (needs {minimum} or later)",
-            code=ERR_INCOMPATIBLE_VERSION,
-        )
 
 
 # --- node, MTU, logging ----------------------------------------------------------------------
@@ -187,6 +143,7 @@ class Context:
         kv: KVStore,
         ipam: IPAM | None,
         log: logging.Logger,
+        kube: kubernetes.KubeClients | None = None,
     ) -> None:
         self.invocation = invocation
         self.conf = conf
@@ -196,6 +153,10 @@ class Context:
         self.ipam = ipam
         self.log = log
         self._workload: Workload | None = None
+        self.kube = kube or kubernetes.KubeClients()
+        api = kubernetes.api_settings(conf)
+        in_k8s = invocation.args.get("K8S_POD_NAMESPACE") and invocation.args.get("K8S_POD_NAME")
+        self.api = api if in_k8s else None  # Kubernetes mode: a pod, and an API to ask about it
 
     @property
     def workload(self) -> Workload:
@@ -210,12 +171,21 @@ class Context:
             )
         return self._workload
 
-    async def delegate_ipam(self, command: str) -> Result | None:
+    async def read_pod(self) -> PodSettings | None:
+        """Kubernetes mode: the pod's settings from the API (None in etcd mode)."""
+        if self.api is None:
+            return None
+        workload = self.workload
+        return await kubernetes.read_pod(
+            self.kube, self.api, self.conf, workload.namespace, workload.pod
+        )
+
+    async def delegate_ipam(self, command: str, base: Invocation | None = None) -> Result | None:
         """Run the IPAM plugin's ``command``: ``calico-ipam`` in this process (and, in the
         agent, on the same allocator: no exec, no new etcd connection, the plugin's node name
         and a typed result), any other plugin by exec."""
         if self.conf.ipam.type == CALICO_IPAM:
-            invocation = dataclasses.replace(self.invocation, command=command)
+            invocation = dataclasses.replace(base or self.invocation, command=command)
             try:
                 if self.ipam is not None:
                     return await ipam_handler.serve(
@@ -240,10 +210,29 @@ class Context:
         )
         return Result.from_json(body) if command == "ADD" else None
 
-    async def ipam_add(self) -> Result:
-        result = await self.delegate_ipam("ADD")
-        assert result is not None
-        return result
+    async def ipam_add(self, pod: PodSettings | None = None) -> Result:
+        """IPAM's addresses; for a pod, as its annotations ask (module ``pod_request``): its
+        ``ipAddrsNoIpam`` as they are, one IPAM call per ``ipAddrs`` address, its pools and
+        families.  All or nothing: what an earlier call assigned is released on failure."""
+        if pod is not None and pod.ip_addrs_no_ipam:
+            return Result(ips=[IPConfig(f"{a}/{a.max_prefixlen}") for a in pod.ip_addrs_no_ipam])
+        if pod is None or self.conf.ipam.type != CALICO_IPAM:
+            result = await self.delegate_ipam("ADD")
+            assert result is not None
+            return result
+        config = ipam_config(self.invocation.config, pod)
+        ips: list[IPConfig] = []
+        try:
+            for args in ipam_requests(self.invocation.args, pod):
+                call = dataclasses.replace(self.invocation, config=config, args=args)
+                result = await self.delegate_ipam("ADD", call)
+                assert result is not None
+                ips.extend(result.ips)
+        except BaseException:
+            if ips:
+                await self.ipam_del()
+            raise
+        return Result(ips=ips)
 
     async def ipam_del(self) -> None:
         await self.delegate_ipam("DEL")
@@ -279,7 +268,9 @@ async def cmd_add(ctx: Context) -> Result:
     conf, invocation = ctx.conf, ctx.invocation
     workload = ctx.workload
     mtu = resolve_mtu(conf, ctx.env)
-    _, existing = await asyncio.gather(_cluster_ready(ctx), _endpoint(ctx, workload))
+    _, existing, pod = await asyncio.gather(
+        _cluster_ready(ctx), _endpoint(ctx, workload), ctx.read_pod()
+    )
     if existing is not None and existing.spec.container_id == workload.container_id:
         observed = await asyncio.to_thread(
             netns.inspect_workload, invocation.netns, workload.endpoint, workload.host_ifname
@@ -291,7 +282,7 @@ async def cmd_add(ctx: Context) -> Result:
             )
     undo: list[tuple[str, Callable[[], Any]]] = []
     try:
-        ipam_result = await ctx.ipam_add()
+        ipam_result = await ctx.ipam_add(pod)
         undo.append(("release the addresses", ctx.ipam_del))
         if not ipam_result.ips:
             raise CniError(f"{conf.ipam.type} returned no addresses")
@@ -312,11 +303,16 @@ async def cmd_add(ctx: Context) -> Result:
             await asyncio.to_thread(netns.teardown_workload, invocation.netns, workload.endpoint)
 
         undo.append(("remove the interface", remove_interface))
-        endpoint = workload_endpoint(conf, workload, addresses, mac)
+        endpoint = workload_endpoint(conf, workload, addresses, mac, pod)
         try:
             await ctx.store.apply(endpoint)
         except DatastoreError as exc:
             raise CniError(f"cannot write WorkloadEndpoint {workload.name}: {exc}") from exc
+        if pod is not None and ctx.api is not None:
+            undo.append(("delete the endpoint", lambda: _delete_endpoint(ctx, workload)))
+            await kubernetes.annotate(
+                ctx.kube, ctx.api, pod, [str(a.ip) for a in addresses], workload.container_id
+            )
         ctx.log.info(
             "ADD %s: %s on %s (%s)",
             workload.name,
@@ -359,8 +355,17 @@ async def cmd_del(ctx: Context) -> None:
         if invocation.netns and invocation.ifname:
             await asyncio.to_thread(netns.teardown_workload, invocation.netns, invocation.ifname)
 
+    async def release_annotations() -> None:
+        if ctx.api is not None:
+            await kubernetes.release(
+                ctx.kube, ctx.api, workload.namespace, workload.pod, workload.container_id, ctx.log
+            )
+
     outcomes = await asyncio.gather(
-        _delete_endpoint(ctx, workload), remove_interface(), return_exceptions=True
+        _delete_endpoint(ctx, workload),
+        remove_interface(),
+        release_annotations(),
+        return_exceptions=True,
     )
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -492,8 +497,9 @@ async def handle(
     kv: KVStore | None = None,
     ipam: IPAM | None = None,
     kv_factory: KVFactory = ipam_handler.etcd_store,
+    kube: kubernetes.KubeClients | None = None,
 ) -> Response:
-    """Serve one call; never raises.  The agent passes its ``kv`` and ``ipam``."""
+    """Serve one call; never raises.  The agent passes its ``kv``, ``ipam`` and ``kube``."""
     version: str | None = None
     try:
         invocation = parse_invocation(env, stdin)
@@ -501,7 +507,7 @@ async def handle(
         if invocation.command == "VERSION":
             return Response(0, json.dumps(version_result(invocation.config)))
         validate_invocation(invocation)
-        _version_allows(invocation.command, version)
+        version_allows(invocation.command, version)
         conf = NetConf.parse(invocation.config)
         log = plugin_logger(conf)
         store = kv if kv is not None else (ipam.kv if ipam is not None else None)
@@ -513,7 +519,7 @@ async def handle(
                     "datastore_type: only 'etcdv3' is supported", code=ERR_INVALID_NETWORK_CONFIG
                 )
             store = kv_factory(invocation.config, env)
-        ctx = Context(invocation, conf, env, store, ipam, log)
+        ctx = Context(invocation, conf, env, store, ipam, log, kube)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 return await _dispatch(ctx, version)
@@ -524,6 +530,8 @@ async def handle(
         finally:
             if own_store:
                 await store.close()
+            if kube is None:
+                await ctx.kube.close()
     except CniError as exc:
         return _error(exc, version)
     except (DatastoreError, ValueError, OSError) as exc:

@@ -9,6 +9,7 @@ characters for a plain container), and the IPAM handle ``<network>.<containerID>
 ``workload_endpoint`` builds the endpoint to write, ``result_for`` the CNI result to print.
 
 What it is not: I/O of any kind (``pycalico.cni.handler`` calls the datastore and the kernel).
+In Kubernetes mode the pod's own labels, profiles and ports come from ``pod_request``.
 
 Labels without a Kubernetes API: the endpoint gets Calico's own two labels
 (``projectcalico.org/namespace``, ``projectcalico.org/orchestrator``) plus any labels the runtime
@@ -27,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pycalico.cni.config import NetConf
+from pycalico.cni.pod_request import PodSettings, ip_nats
 from pycalico.cni.spec import (
     ERR_INVALID_NETWORK_CONFIG,
     CniError,
@@ -155,9 +157,25 @@ def endpoint_profiles(conf: NetConf, workload: Workload, labels: Mapping[str, st
 
 
 def workload_endpoint(
-    conf: NetConf, workload: Workload, addresses: Sequence[Address], container_mac: str
+    conf: NetConf,
+    workload: Workload,
+    addresses: Sequence[Address],
+    container_mac: str,
+    pod: PodSettings | None = None,
 ) -> WorkloadEndpoint:
-    labels = endpoint_labels(conf, workload)
+    """The endpoint to write; ``pod`` (Kubernetes mode with ``policy.type: k8s``) supplies
+    the labels, profiles, service account, named ports and floating IPs."""
+    ip_networks = [str(a) for a in addresses]
+    if pod is not None and pod.profiles:
+        labels = dict(pod.labels)
+        profiles = list(pod.profiles)
+        account = pod.service_account or None
+        ports = list(pod.ports) or None
+        nats = ip_nats(pod, ip_networks) or None
+    else:
+        labels = endpoint_labels(conf, workload)
+        profiles = endpoint_profiles(conf, workload, labels)
+        account, ports, nats = labels.get(LABEL_SERVICE_ACCOUNT), None, None
     spec = WorkloadEndpointSpec(
         orchestrator=workload.orchestrator,
         workload=workload.workload_id if workload.orchestrator != ORCHESTRATOR_K8S else None,
@@ -165,11 +183,13 @@ def workload_endpoint(
         container_id=workload.container_id,
         pod=workload.pod or None,
         endpoint=workload.endpoint,
-        service_account_name=labels.get(LABEL_SERVICE_ACCOUNT),
-        ip_networks=[str(a) for a in addresses],
-        profiles=endpoint_profiles(conf, workload, labels),
+        service_account_name=account,
+        ip_networks=ip_networks,
+        ip_nats=nats,
+        profiles=profiles,
         interface_name=workload.host_ifname,
         mac=container_mac or None,
+        ports=ports,
     )
     metadata = ObjectMeta(name=workload.name, namespace=workload.namespace, labels=labels)
     return WorkloadEndpoint(metadata=metadata, spec=spec)

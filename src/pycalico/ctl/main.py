@@ -7,7 +7,8 @@ stdout, errors on stderr, exit status 1 on any failure (also for a bad option, a
 Commands: ``create``, ``apply``, ``replace``, ``delete``, ``get``, ``label``, ``validate``,
 ``version``, and subcommand groups loaded lazily from other modules (``ipam`` from
 ``pycalico.ctl.ipam``, ``node`` from ``pycalico.ctl.node``, ``patch`` from
-``pycalico.ctl.patch``, ``datastore`` from ``pycalico.ctl.datastore``), imported only when
+``pycalico.ctl.patch``, ``datastore`` from ``pycalico.ctl.datastore``, the ``explain``
+command from ``pycalico.ctl.explain``), imported only when
 used; a group that fails to import fails loudly.
 
 Not here: datastore logic (``actions``), formatting (``output``, ``columns``, ``results``),
@@ -51,6 +52,7 @@ T = TypeVar("T")
 # Subcommand groups other modules provide: name -> "module:attribute".  Imported on first use.
 LAZY_GROUPS = {
     "datastore": "pycalico.ctl.datastore:datastore",
+    "explain": "pycalico.ctl.explain:explain",
     "ipam": "pycalico.ctl.ipam:ipam",
     "node": "pycalico.ctl.node:node",
     "patch": "pycalico.ctl.patch:patch",

@@ -63,7 +63,8 @@ class ResourceSyncer:
     """``async for batch in ResourceSyncer(kv, ["IPPool", "Node"]): ...``
 
     ``kinds``: the resource kinds to follow (Kind, plural or alias); ``affinities_of``: also
-    follow that node's block affinities.  Options go to the raw ``Syncer``.
+    follow that node's block affinities (``all_affinities``: every node's, as Felix does for
+    its overlay routes).  Options go to the raw ``Syncer``.
     """
 
     def __init__(
@@ -72,13 +73,16 @@ class ResourceSyncer:
         kinds: Iterable[str | KindInfo],
         *,
         affinities_of: str | None = None,
+        all_affinities: bool = False,
         initial_backoff: float = 0.1,
         max_backoff: float = 2.0,
         max_batch: int = 1000,
     ) -> None:
         self.kinds: Sequence[KindInfo] = [resolve_kind(kind) for kind in kinds]
         prefixes = [paths.resource_prefix(info) for info in self.kinds]
-        if affinities_of is not None:
+        if all_affinities:
+            prefixes.append(paths.affinity_prefix(None))
+        elif affinities_of is not None:
             prefixes.append(paths.affinity_prefix(affinities_of))
         self.syncer = Syncer(
             kv,

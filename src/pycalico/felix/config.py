@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -108,6 +109,14 @@ def _str(text: str) -> str:
     return text.strip()
 
 
+def _ipv4_or_empty(text: str) -> str:
+    """Calico's ``ipv4`` config type (``natOutgoingAddress``): empty, or an IPv4 address."""
+    text = text.strip()
+    if text and not isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address):
+        raise ValueError(f"{text!r} is not an IPv4 address")
+    return text
+
+
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text.strip())
@@ -181,7 +190,15 @@ class FelixConfig:
         "ipv6ElevatedRoutePriority", _ROUTE_PRIORITY, "512"
     )
     remove_external_routes: bool = _setting("removeExternalRoutes", parse_bool, "true")
-    vxlan_port: int = _setting("vxlanPort", int, "4789")
+    vxlan_port: int = _setting("vxlanPort", _int_range(1, 65535), "4789")
+    vxlan_vni: int = _setting("vxlanVNI", _int_range(1, 2**24 - 1), "4096")
+    # "" (unset): on when an IP pool of the family has vxlanMode Always or CrossSubnet.
+    vxlan_enabled: str = _setting("vxlanEnabled", _choice("", "true", "false"), "")
+    vxlan_mtu: int = _setting("vxlanMTU", _int_range(0, 65535), "0")  # 0: auto
+    vxlan_mtu_v6: int = _setting("vxlanMTUV6", _int_range(0, 65535), "0")
+    # Where the pods' MTU goes for the CNI plugin (Calico: fixed /var/lib/calico/mtu; a setting
+    # here so that many nodes can share one machine).
+    mtu_file_path: str = _setting("mtuFilePath", _str, "/var/lib/calico/mtu")
     failsafe_inbound_host_ports: tuple[FailsafePort, ...] = _setting(
         "failsafeInboundHostPorts", parse_ports, _FAILSAFE_IN
     )
@@ -212,6 +229,7 @@ class FelixConfig:
     allow_ipip_packets_from_workloads: bool = _setting(
         "allowIPIPPacketsFromWorkloads", parse_bool, "false"
     )
+    nat_outgoing_address: str = _setting("natOutgoingAddress", _ipv4_or_empty, "")
     openstack_region: str = _setting("openstackRegion", _str, "")
     max_ipset_size: int = _setting("maxIpsetSize", int, "1048576")
     nftables_flow_table_offload: str = _setting(
@@ -238,6 +256,7 @@ class FelixConfig:
             failsafe_inbound=self.failsafe_inbound_host_ports,
             failsafe_outbound=self.failsafe_outbound_host_ports,
             flowtable_offload=self.nftables_flow_table_offload == "Enabled",
+            nat_outgoing_address=self.nat_outgoing_address,
         )
 
     def status_region(self) -> str:

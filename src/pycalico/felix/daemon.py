@@ -45,8 +45,15 @@ from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
+from pycalico.felix.dataplane.vxlan import VXLANOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
-from pycalico.felix.status import HttpServer, Metrics, StatusReporter
+from pycalico.felix.status import (
+    EndpointStatusFiles,
+    HttpServer,
+    Metrics,
+    StatusReporter,
+    desired_status_files,
+)
 from pycalico.model.node import ClusterInformation
 
 log = logging.getLogger("pycalico.felix")
@@ -92,13 +99,16 @@ def _real_dataplane(options: DataplaneOptions) -> Dataplane:
     from pycalico.felix.drivers.interfaces import ProcSysctls
     from pycalico.felix.drivers.nft import default_backend
     from pycalico.felix.drivers.routes import NetlinkRoutes
+    from pycalico.felix.drivers.vxlan import NetlinkVXLAN
 
+    routes = NetlinkRoutes(options.route_protocol)
     return Dataplane(
         options,
         default_backend(),
-        NetlinkRoutes(options.route_protocol),
+        routes,
         ProcSysctls(),
         ConntrackCommand(),
+        vxlan=NetlinkVXLAN(routes.netlink),
     )
 
 
@@ -112,6 +122,15 @@ def dataplane_options(config: felix_config.FelixConfig) -> DataplaneOptions:
         ip_forwarding=config.ip_forwarding == "Enabled",
         route_refresh_interval=config.route_refresh_interval or 90.0,
         nft_refresh_interval=config.iptables_refresh_interval or 180.0,
+        vxlan=VXLANOptions(
+            hostname=config.hostname,
+            enabled=config.vxlan_enabled,
+            vni=config.vxlan_vni,
+            port=config.vxlan_port,
+            mtu=config.vxlan_mtu,
+            mtu_v6=config.vxlan_mtu_v6,
+            mtu_file=config.mtu_file_path,
+        ),
     )
 
 
@@ -136,6 +155,8 @@ class Felix:
         self.reporter = StatusReporter(
             kv, self.hostname, bootstrap.openstack_region, bootstrap.reporting_ttl
         )
+        prefix = bootstrap.endpoint_status_path_prefix
+        self.status_files = EndpointStatusFiles(prefix) if prefix else None
         self._datastore_config: dict[str, str] = {}
         self._tick = time.monotonic()
         self._link_watcher: object | None = None
@@ -206,7 +227,7 @@ class Felix:
             await self._wait_for_datastore_ready()
             tasks.append(asyncio.ensure_future(self._report_loop()))
             # The one typed stream, following exactly the kinds the graph has handlers for.
-            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds))
+            stream = ResourceSyncer(self.kv, sorted(self.graph.kinds), all_affinities=True)
             async for batch in stream:
                 start = time.perf_counter()
                 messages = self.graph.on_batch(batch.updates, batch.in_sync)
@@ -344,10 +365,15 @@ class Felix:
                 and dataplane.last_report is not None
                 and not dataplane.applying
             ):
+                statuses = dataplane.endpoint_statuses()
+                workloads = dataplane.endpoints.workloads() if self.status_files else {}
                 if self.config.endpoint_reporting_enabled:
-                    await self.reporter.report_endpoints(dataplane.endpoint_statuses())
+                    await self.reporter.report_endpoints(statuses)
                 else:
                     await self.reporter.clear_endpoints()
+                if self.status_files is not None:
+                    files = desired_status_files(statuses, workloads)
+                    await asyncio.to_thread(self.status_files.reconcile, files)
             await asyncio.sleep(max(0.2, min(self.config.endpoint_reporting_delay_secs, 5.0)))
 
     async def _start_servers(self) -> None:

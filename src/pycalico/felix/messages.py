@@ -232,11 +232,52 @@ class IPPoolUpdate:
     vxlan_mode: Literal["Never", "Always", "CrossSubnet"] = "Never"
     disabled: bool = False
     disable_bgp_export: bool = False
+    # allowedUses is exactly [LoadBalancer]: not a workload or tunnel pool (NAT treats its
+    # addresses as outside the cluster, as Calico's masquerade manager does).
+    load_balancer_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class IPPoolRemove:
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VTEPUpdate:
+    """A node's VXLAN tunnel endpoint of one IP family (Go Felix's ``VXLANTunnelEndpointUpdate``):
+    its tunnel address on the VXLAN device, the device's MAC and the node's own (parent)
+    address the encapsulated packets go to."""
+
+    node: str
+    version: IPVersion
+    tunnel_address: str  # bare address, e.g. "10.65.0.0"
+    mac: str
+    parent_address: str  # bare address of the node, e.g. "10.99.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class VTEPRemove:
+    node: str
+    version: IPVersion
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBlockRouteUpdate:
+    """A route to another node's address block: through the VXLAN device to its VTEP
+    (``encapsulated``), or straight to the node's address (CrossSubnet, same subnet); for a
+    block of this node's own, a ``blackhole`` (its addresses without a workload go nowhere)."""
+
+    destination: str  # the block's CIDR
+    node: str
+    version: IPVersion
+    encapsulated: bool
+    gateway: str  # the remote tunnel address (encapsulated) or the node's address
+    blackhole: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBlockRouteRemove:
+    destination: str
 
 
 Message = (
@@ -256,4 +297,8 @@ Message = (
     | HostEndpointRemove
     | IPPoolUpdate
     | IPPoolRemove
+    | VTEPUpdate
+    | VTEPRemove
+    | RemoteBlockRouteUpdate
+    | RemoteBlockRouteRemove
 )

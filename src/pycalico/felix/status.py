@@ -7,6 +7,13 @@ What it is:
   ``.../last_reported_status`` without one (reference §1.3); when endpoint reporting is on,
   ``{"status": "up|down"}`` per local endpoint, deleting keys of endpoints that are gone
   (including leftovers of a previous run, swept once after the first report).
+* ``EndpointStatusFiles`` — Calico's endpoint status files (``felix/statusrep``, read by the CNI
+  plugin): one file per local workload endpoint that is up, in
+  ``<endpointStatusPathPrefix>/endpoint-status/``, named ``<orchestrator> <workload> <endpoint>``
+  (each part URL path-escaped, so ``default/pod`` is ``default%2Fpod``) and holding the JSON
+  ``{"ifaceName", "mac", "ipv4Nets", "ipv6Nets"}`` (empty ones omitted).  A file goes when its
+  endpoint goes down or away; the first reconcile (and any after a file error) lists the
+  directory, so files left by a previous run are swept.
 * ``HttpServer`` — a tiny asyncio HTTP/1.0 server for ``/liveness``, ``/readiness`` (healthHost:
   healthPort) and ``/metrics`` (prometheusMetricsHost:prometheusMetricsPort).
 * ``Metrics`` — Felix's Prometheus series (Calico's names where Calico has one).
@@ -23,14 +30,16 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pycalico.datastore import paths
 from pycalico.datastore.api import DatastoreError, KVStore, Lease
-from pycalico.felix.messages import HostEndpointID, WorkloadEndpointID
+from pycalico.felix.messages import HostEndpointID, WorkloadEndpointID, WorkloadEndpointUpdate
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +140,90 @@ class StatusReporter:
         self._endpoints.clear()
 
 
+STATUS_DIR = "endpoint-status"
+
+
+def status_filename(endpoint: WorkloadEndpointID) -> str:
+    """Calico's ``names.WorkloadEndpointKeyToStatusFilename``: Go's ``url.PathEscape`` of each
+    part (which keeps ``$&+:=@``), joined by spaces."""
+    parts = (endpoint.orchestrator, endpoint.workload, endpoint.endpoint)
+    return " ".join(urllib.parse.quote(part, safe="$&+:=@") for part in parts)
+
+
+def status_content(update: WorkloadEndpointUpdate) -> str:
+    """The file's JSON, as Go's ``json.Marshal`` of epstatusfile's ``WorkloadEndpointStatus``."""
+    fields = {
+        "ifaceName": update.interface_name,
+        "mac": update.mac,
+        "ipv4Nets": list(update.ipv4_nets),
+        "ipv6Nets": list(update.ipv6_nets),
+    }
+    return json.dumps({k: v for k, v in fields.items() if v}, separators=(",", ":"))
+
+
+def desired_status_files(
+    statuses: Mapping[EndpointKey, str],
+    workloads: Mapping[WorkloadEndpointID, WorkloadEndpointUpdate],
+) -> dict[str, str]:
+    """File name -> content for every local workload endpoint whose status is up."""
+    return {
+        status_filename(endpoint): status_content(update)
+        for endpoint, update in workloads.items()
+        if statuses.get(endpoint) == "up"
+    }
+
+
+class EndpointStatusFiles:
+    """Keeps ``<prefix>/endpoint-status/`` equal to the desired files (blocking file I/O: the
+    daemon calls it off the event loop)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.directory = os.path.join(prefix, STATUS_DIR)
+        self._written: dict[str, str] | None = None  # None: read the directory first
+
+    def reconcile(self, desired: Mapping[str, str]) -> bool:
+        """Write new or changed files, delete the rest; False (and a resync next time) on an
+        error."""
+        try:
+            if self._written is None:
+                self._written = self._read_directory()
+            written = self._written
+            for name, content in desired.items():
+                if written.get(name) != content:
+                    self._write(name, content)
+                    written[name] = content
+            for name in list(written.keys() - desired.keys()):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+                del written[name]
+        except OSError as error:
+            log.warning("endpoint status files in %s: %s (will resync)", self.directory, error)
+            self._written = None
+            return False
+        return True
+
+    def _read_directory(self) -> dict[str, str]:
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        found: dict[str, str] = {}
+        for entry in os.scandir(self.directory):
+            if entry.is_file():
+                try:
+                    with open(entry.path, encoding="utf-8", errors="replace") as handle:
+                        found[entry.name] = handle.read()
+                except FileNotFoundError:
+                    continue
+        return found
+
+    def _write(self, name: str, content: str) -> None:
+        """Atomically (rename), so a reader never sees half a file."""
+        path = os.path.join(self.directory, name)
+        temporary = os.path.join(self.directory, f".{name}.tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+
+
 class HttpServer:
     """GET-only HTTP/1.0: each route returns (status, content type, body)."""
 
@@ -211,6 +304,11 @@ class Metrics:
         self.set_elements = Gauge(
             "felix_nft_set_elements", "Elements in the calico table's sets.", registry=r
         )
+        self.ipip_unsupported = Gauge(
+            "felix_ipip_unsupported_pools",
+            "IP pools with ipipMode Always/CrossSubnet, which this kernel cannot program.",
+            registry=r,
+        )
         self.nft_bytes = Histogram(
             "felix_nft_transaction_bytes",
             "Size of each nft transaction.",
@@ -226,6 +324,7 @@ class Metrics:
         self.rules.set(counts.get("rules", 0))
         self.chains.set(counts.get("chains", 0))
         self.set_elements.set(counts.get("set_elements", 0))
+        self.ipip_unsupported.set(counts.get("ipip_unsupported_pools", 0))
 
     def exposition(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)

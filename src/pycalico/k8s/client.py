@@ -98,6 +98,48 @@ class KubeClient:
             raise KubeError(f"kubeconfig {os.fspath(path)}", 0, str(error)) from error
         return cls(k8s_client.ApiClient(configuration=configuration))
 
+    @classmethod
+    async def from_settings(
+        cls,
+        kubeconfig: str = "",
+        *,
+        server: str = "",
+        token: str = "",
+        client_certificate: str = "",
+        client_key: str = "",
+        certificate_authority: str = "",
+    ) -> KubeClient:
+        """Connect as ``kubeconfig`` says (when given), with each non-empty setting overriding
+        it: the way Calico's CNI plugin combines ``kubernetes.kubeconfig`` with ``k8s_api_root``
+        and the ``policy.k8s_*`` credentials.  Without a kubeconfig, ``server`` is required."""
+        configuration = k8s_client.Configuration()
+        if kubeconfig:
+            try:
+                await k8s_config.load_kube_config(
+                    config_file=kubeconfig, client_configuration=configuration
+                )
+            except (OSError, k8s_config.ConfigException) as error:
+                raise KubeError(f"kubeconfig {kubeconfig}", 0, str(error)) from error
+        elif not server:
+            raise KubeError("Kubernetes API", 0, "neither a kubeconfig nor an API root is set")
+        if server:
+            configuration.host = server.rstrip("/")
+        if token:
+            configuration.api_key = {**configuration.api_key, "BearerToken": f"Bearer {token}"}
+        if client_certificate:
+            configuration.cert_file = client_certificate
+        if client_key:
+            configuration.key_file = client_key
+        if certificate_authority:
+            configuration.ssl_ca_cert = certificate_authority
+        return cls(k8s_client.ApiClient(configuration=configuration))
+
+    @property
+    def api_client(self) -> Any:
+        """The ``kubernetes_asyncio`` ApiClient, for API groups not wrapped here (such as
+        coordination.k8s.io in ``pycalico.k8s.lease``)."""
+        return self._api_client
+
     def to_wire(self, obj: Any) -> dict[str, Any]:
         """A client-library object in the API's wire form (camelCase keys, plain values), as
         the pure conversions (``pycalico.k8s.conversion``) read it."""

@@ -65,6 +65,7 @@ class Source:
     name: str  # the controller's name (Calico's ENABLED_CONTROLLERS spelling)
     namespaced: bool  # keys are "<ns>/<name>" if so, else "<name>"
     list_method: Callable[[KubeClient], ListMethod]
+    trim: Callable[[KubeObject], KubeObject] | None = None  # the fields the controller reads
 
 
 class Reconciling(Protocol):
@@ -158,13 +159,23 @@ class Reconciler:
         self.binding = binding
         self.objects: dict[str, KubeObject] = {}
         self.writes = 0  # creates, updates and deletes made
+        # What the last full listing said each key's resource was (None: absent); used once
+        # by that key's next reconcile instead of a read.
+        self._hints: dict[str, Resource | None] = {}
 
     async def owned_keys(self) -> set[str]:
-        """The keys of the Calico resources this controller owns (by name prefix)."""
+        """The keys of the Calico resources this controller owns (by name prefix).  The
+        listing also becomes a one-use hint per key, so a full reconcile reads etcd once
+        instead of once per key; a stale hint only costs a failed compare-and-swap (the
+        worker's retry reads the resource afresh)."""
         listed = await self.store.list(self.binding.kind)
-        return {key for item in listed.items if (key := self.binding.owned_key(item))}
+        owned = {key: item for item in listed.items if (key := self.binding.owned_key(item))}
+        self._hints = {key: owned.get(key) for key in set(self.objects) | set(owned)}
+        return set(owned)
 
-    async def _current(self, name: str, namespace: str | None) -> Resource | None:
+    async def _current(self, key: str, name: str, namespace: str | None) -> Resource | None:
+        if key in self._hints:
+            return self._hints.pop(key)
         try:
             return await self.store.get(self.binding.kind, name, namespace)
         except KeyNotFound:
@@ -182,7 +193,7 @@ class Reconciler:
     async def reconcile(self, key: str) -> None:
         """Make the Calico resource of ``key`` match the Kubernetes object (or its absence)."""
         name, namespace = self.binding.calico_id(key)
-        current = await self._current(name, namespace)
+        current = await self._current(key, name, namespace)
         wire = self.objects.get(key)
         if wire is None:
             if current is not None:
@@ -221,19 +232,23 @@ class Controller:
         self.reconciler_period = reconciler_period
         self.workers = KeyedWorkers(self.reconciler.reconcile)
         self.synced = asyncio.Event()  # set once the first full reconcile is enqueued
+        self.in_sync = asyncio.Event()  # set once the first full reconcile is done
 
     async def run(self) -> None:
         resync = asyncio.create_task(self._periodic_resync(), name=f"{self.source.name} resync")
+        report = asyncio.create_task(self._report_in_sync(), name=f"{self.source.name} in sync")
         try:
             watcher = ListWatcher(self.source.list_method(self.kube))
             async for event in watcher.events():
                 if isinstance(event, Listed):
-                    wires = [self.kube.to_wire(item) for item in event.items]
+                    wires = [self._wire(item) for item in event.items]
+                    del event  # the listed objects: only the (trimmed) wire forms are kept
                     self.reconciler.objects = {_key(self.source, w): w for w in wires}
+                    del wires
                     await self.resync()
                     self.synced.set()
                 elif isinstance(event, Changed):
-                    wire = self.kube.to_wire(event.object)
+                    wire = self._wire(event.object)
                     key = _key(self.source, wire)
                     if event.type == "DELETED":
                         self.reconciler.objects.pop(key, None)
@@ -243,15 +258,32 @@ class Controller:
                 else:
                     assert isinstance(event, Bookmark)
         finally:
-            resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resync
+            for task in (resync, report):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.workers.close()
+
+    def _wire(self, item: Any) -> KubeObject:
+        wire = self.kube.to_wire(item)
+        return self.source.trim(wire) if self.source.trim is not None else wire
 
     async def resync(self) -> None:
         """Enqueue every key Kubernetes has and every key of a Calico resource we own."""
         owned = await self.reconciler.owned_keys()
         self.workers.enqueue_all(set(self.reconciler.objects) | owned)
+
+    async def _report_in_sync(self) -> None:
+        started = asyncio.get_running_loop().time()
+        await self.synced.wait()
+        await self.workers.idle()
+        self.in_sync.set()
+        log.info(
+            "%s controller: in sync (%d objects, %.1fs)",
+            self.source.name,
+            len(self.reconciler.objects),
+            asyncio.get_running_loop().time() - started,
+        )
 
     async def _periodic_resync(self) -> None:
         await self.synced.wait()

@@ -18,13 +18,19 @@ import logging
 from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient
 from pycalico.k8s.conversion.objects import ConversionError, KubeObject
-from pycalico.k8s.conversion.pods import WorkloadEndpointData, workload_endpoint_data
+from pycalico.k8s.conversion.pods import WorkloadEndpointData, trim_pod, workload_endpoint_data
+from pycalico.k8s.paging import paged
 from pycalico.kubecontrollers.controllers import RECONCILER_PERIOD, Controller, Source
 from pycalico.model.endpoints import WorkloadEndpoint
 
 log = logging.getLogger(__name__)
 
-POD_SOURCE = Source("workloadendpoint", True, lambda kube: kube.core.list_pod_for_all_namespaces)
+POD_SOURCE = Source(
+    "workloadendpoint",
+    True,
+    lambda kube: paged(kube.core.list_pod_for_all_namespaces, trim_pod),
+    trim=trim_pod,
+)
 
 
 def _stale(endpoint: WorkloadEndpoint, data: WorkloadEndpointData) -> bool:
@@ -38,9 +44,27 @@ class PodReconciler:
         self.store = store
         self.objects: dict[str, KubeObject] = {}
         self.writes = 0
+        # A full reconcile's one listing of every WorkloadEndpoint, by pod key ("ns/pod"); each
+        # entry is used once, by that pod's next reconcile, instead of a read per namespace.
+        self._hints: dict[str, list[WorkloadEndpoint]] = {}
 
     async def owned_keys(self) -> set[str]:
-        return set()  # WorkloadEndpoints belong to the CNI plugin: nothing to delete here
+        """None: WorkloadEndpoints belong to the CNI plugin, nothing is deleted here.  The
+        listing becomes one-use hints (a stale one costs a failed compare-and-swap)."""
+        by_pod: dict[str, list[WorkloadEndpoint]] = {}
+        for endpoint in (await self.store.list("WorkloadEndpoint")).items:
+            assert isinstance(endpoint, WorkloadEndpoint)
+            if endpoint.spec.orchestrator == "k8s":
+                key = f"{endpoint.metadata.namespace}/{endpoint.spec.pod}"
+                by_pod.setdefault(key, []).append(endpoint)
+        self._hints = {key: by_pod.get(key, []) for key in self.objects}
+        return set()
+
+    async def _endpoints(self, key: str, namespace: str) -> list[WorkloadEndpoint]:
+        if key in self._hints:
+            return self._hints.pop(key)
+        listed = await self.store.list("WorkloadEndpoint", namespace)
+        return [e for e in listed.items if isinstance(e, WorkloadEndpoint)]
 
     async def reconcile(self, key: str) -> None:
         wire = self.objects.get(key)
@@ -51,9 +75,7 @@ class PodReconciler:
         except ConversionError as error:
             log.error("workloadendpoint controller: cannot convert pod %s: %s", key, error)
             return
-        listed = await self.store.list("WorkloadEndpoint", data.namespace)
-        for endpoint in listed.items:
-            assert isinstance(endpoint, WorkloadEndpoint)
+        for endpoint in await self._endpoints(key, data.namespace):
             spec = endpoint.spec
             if spec.orchestrator != "k8s" or spec.pod != data.pod or not _stale(endpoint, data):
                 continue

@@ -4,7 +4,8 @@
 (an asyncio task) at a time, which calls ``reconcile(key)`` until the key stays clean; a key
 marked dirty while its worker runs is reconciled once more afterwards, however many times it
 was marked (the reconcile reads the current state, so only the last state matters).  Different
-keys are reconciled concurrently -- the model of kopf, and of client-go's work queue.
+keys are reconciled concurrently, at most ``max_concurrent`` at a time -- the model of kopf,
+and of client-go's work queue.
 
 A reconcile that raises is retried for the same key with a capped exponential back-off; the key
 is not dropped, so a datastore outage delays work but loses none.
@@ -31,8 +32,12 @@ class KeyedWorkers:
         *,
         first_retry: float = 0.1,
         max_retry: float = 10.0,
+        max_concurrent: int = 64,
     ) -> None:
         self._reconcile = reconcile
+        # At most this many reconciles in flight: a full reconcile of 10,000 keys then holds
+        # 10,000 small waiting tasks, not 10,000 datastore requests with their buffers.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._first_retry = first_retry
         self._max_retry = max_retry
         self._dirty: set[str] = set()
@@ -67,7 +72,8 @@ class KeyedWorkers:
                 self._dirty.discard(key)
                 self.reconciles += 1
                 try:
-                    await self._reconcile(key)
+                    async with self._slots:
+                        await self._reconcile(key)
                     delay = self._first_retry
                 except Exception as error:  # a worker must survive any failure of one key
                     self.failures += 1

@@ -74,6 +74,19 @@ def _state_dir(context: click.Context) -> str:
 @click.option("--etcd-members", default=1, show_default=True, type=click.Choice(["1", "3"]))
 @click.option("--ipv6", is_flag=True, help="Dual stack: IPv6 fabric, pool and pod addresses.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for ready.")
+@click.option(
+    "--encapsulation",
+    type=click.Choice(["vxlan", "vxlan-crosssubnet"]),
+    default=None,
+    help="VXLAN overlay (CALICO_NETWORKING_BACKEND=vxlan, no BGP); default: BGP, no overlay.",
+)
+@click.option(
+    "--subnets",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="Fabric subnets joined by a router without pod routes (2 needs --encapsulation).",
+)
 @click.pass_context
 def up(
     context: click.Context,
@@ -82,12 +95,16 @@ def up(
     etcd_members: str,
     ipv6: bool,
     timeout: float,
+    encapsulation: str | None,
+    subnets: int,
 ) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
+    overlay = {"encapsulation": encapsulation or "", "subnets": subnets}
     try:
         cluster.check_request(
-            nodes=nodes, route_reflectors=route_reflectors, etcd_members=int(etcd_members)
-        )
+            nodes=nodes, route_reflectors=route_reflectors, etcd_members=int(etcd_members),
+            **overlay,  # type: ignore[arg-type]
+        )  # fmt: skip
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
         sys.exit(1)
@@ -102,6 +119,7 @@ def up(
             ipv6=ipv6,
             progress=_progress,
             timeout=timeout,
+            **overlay,  # type: ignore[arg-type]
         )
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")

@@ -6,11 +6,16 @@ crash), node stop/start (for failure drills), and readiness/status probes.  Layo
 ``clab`` (the default) and state directory ``/var/run/calico-lab``:
 
 * ``clab-fabric``: bridge ``br0`` at ``10.99.0.254/24`` (the nodes' default gateway, which also
-  makes proxy ARP answer for the pods' 169.254.1.1), connected to nothing outside the lab;
+  makes proxy ARP answer for the pods' 169.254.1.1), connected to nothing outside the lab; with
+  ``subnets=2`` also ``br1`` at ``10.99.1.254/24`` for the second half of the nodes, and the
+  namespace forwards between the two — a router that knows no pod routes, so pods in different
+  subnets reach each other only through the VXLAN overlay;
 * ``clab-etcd<i>``: etcd member ``i`` at ``10.99.0.<250-i>:2379``; a relay process on the
   machine serves it on a loopback port (``calico-lab env``);
-* ``clab-node<i>``: ``eth0`` at ``10.99.0.<i>/24``, forwarding on, running ``calico-node``
-  (Felix, confd, BIRD, the CNI agent socket); its files under ``<state dir>/nodes/node<i>``;
+* ``clab-node<i>``: ``eth0`` at ``10.99.<subnet>.<i>/24``, forwarding on, running
+  ``calico-node`` (Felix, confd, BIRD, the CNI agent socket; with an ``encapsulation``,
+  ``CALICO_NETWORKING_BACKEND=vxlan``: no confd or BIRD, VXLAN pools, Felix programs every
+  route); its files under ``<state dir>/nodes/node<i>``;
 * ``clab-pod-<name>``: one per pod (``pycalico.lab.pods``).
 
 What it is not: the CNI runtime (``pycalico.lab.pods``) or the command line (``cli``).
@@ -39,8 +44,14 @@ from pathlib import Path
 from pycalico.bgp.bird import BirdControl, BirdError
 from pycalico.lab import kernel, store
 from pycalico.lab import state as lab_state
+
+# Re-exported (other modules and tests use them from here): they live in ``layout``.
+from pycalico.lab.layout import ENCAPSULATIONS, plan
+from pycalico.lab.layout import LabError as LabError
+from pycalico.lab.layout import LabExists as LabExists
+from pycalico.lab.layout import LabRefused as LabRefused
+from pycalico.lab.layout import check_request as check_request
 from pycalico.lab.state import EtcdMemberState, LabState, NodeState
-from pycalico.netns.ports import free_port
 
 Progress = Callable[[str], None]
 FELIX_HEALTH_PORT = 9099
@@ -49,18 +60,6 @@ LAB_EXECUTABLES = ("etcd", "python", "calico", "bird", "nsenter")
 ETCD_BINARY = "/usr/bin/etcd"
 # `docker stop`'s default: SIGTERM, then SIGKILL after this long.
 STOP_GRACE = 10.0
-
-
-class LabError(RuntimeError):
-    """The lab cannot do what was asked; the message says what to do instead."""
-
-
-class LabRefused(LabError):
-    """``up`` refused before starting anything: there is nothing to clean up."""
-
-
-class LabExists(LabRefused):
-    """``up`` found a lab already there (state file or namespaces with the prefix)."""
 
 
 def _quiet(_: str) -> None:
@@ -152,8 +151,12 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
             "FELIX_ENDPOINTSTATUSPATHPREFIX": os.path.join(directory, "run"),
             "FELIX_IPV6SUPPORT": "true" if lab.ipv6 else "false",
             "CALICO_ROUTER_ID": "hash" if not node.address else node.address,
+            # Felix writes the pods' MTU here (the lab's CNI config reads it with an overlay).
+            "FELIX_MTUFILEPATH": os.path.join(directory, "mtu"),
         }
     )
+    if lab.encapsulation:
+        env["CALICO_NETWORKING_BACKEND"] = "vxlan"
     if lab.ipv6:
         env["IP6"] = "autodetect"
         env["IP6_AUTODETECTION_METHOD"] = "interface=eth0"
@@ -173,11 +176,17 @@ def agent_socket(node: NodeState) -> str:
     return os.path.join(node.directory, "run", "cni.sock")
 
 
+def node_subnet(node: NodeState) -> int:
+    return int(node.address.split(".")[2])
+
+
 def _build_node(lab: LabState, node: NodeState, index: int) -> None:
+    subnet = node_subnet(node)
     kernel.add_namespace(node.namespace)
-    kernel.attach_to_bridge(lab.fabric_namespace, node.namespace, f"n{index}")
+    kernel.attach_to_bridge(lab.fabric_namespace, node.namespace, f"n{index}", f"br{subnet}")
     kernel.ip(node.namespace, "addr", "add", f"{node.address}/24", "dev", "eth0")
-    kernel.ip(node.namespace, "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET}.254")
+    gateway = f"{lab_state.subnet_prefix(subnet)}.{lab_state.GATEWAY_HOST}"
+    kernel.ip(node.namespace, "route", "add", "default", "via", gateway)
     # No ip_forward here: Felix writes it at start (FelixConfiguration ipForwarding: Enabled),
     # as on a real node; a fresh namespace starts with forwarding off.
     settings: dict[str, str] = {}
@@ -185,9 +194,8 @@ def _build_node(lab: LabState, node: NodeState, index: int) -> None:
         settings["net.ipv6.conf.default.accept_dad"] = "0"
         settings["net.ipv6.conf.all.accept_dad"] = "0"
         kernel.ip(node.namespace, "addr", "add", f"{node.address6}/64", "dev", "eth0", "nodad")
-        kernel.ip(
-            node.namespace, "-6", "route", "add", "default", "via", f"{lab_state.FABRIC_SUBNET6}fe"
-        )
+        gateway6 = f"{lab_state.subnet_prefix6(subnet)}fe"
+        kernel.ip(node.namespace, "-6", "route", "add", "default", "via", gateway6)
     if settings:
         kernel.sysctls(node.namespace, settings)
     for sub in ("run", "log", "confd"):
@@ -252,6 +260,8 @@ class NodeStatus:
 
 
 def expected_sessions(lab: LabState, node: NodeState) -> int:
+    if lab.encapsulation:
+        return 0  # the vxlan backend runs no BIRD
     reflectors = [n for n in lab.nodes if n.route_reflector]
     # A route reflector peers with every other node; a client only with the reflectors.
     everyone = not reflectors or node.route_reflector
@@ -280,8 +290,11 @@ def statuses(lab: LabState) -> list[NodeStatus]:
 
 
 def node_ready(lab: LabState, node: NodeState, status: NodeStatus) -> bool:
+    # With an overlay, also until Felix has its VTEP (it then writes the pods' MTU file).
+    overlay = not lab.encapsulation or os.path.exists(os.path.join(node.directory, "mtu"))
     return (
-        status.felix_ready
+        overlay
+        and status.felix_ready
         and status.established >= expected_sessions(lab, node)
         and status.established == len(status.sessions)
     )
@@ -332,47 +345,6 @@ def wait_ready(
 # --- up / down -------------------------------------------------------------------------------
 
 
-def check_request(*, nodes: int, route_reflectors: int, etcd_members: int) -> None:
-    """Refuse a lab that cannot be built, before anything is started or printed."""
-    if not 1 <= nodes <= 200:
-        raise LabRefused(f"--nodes: {nodes} is out of range (1 to 200)")
-    if not 0 <= route_reflectors <= nodes:
-        raise LabRefused(
-            f"--route-reflectors: {route_reflectors} is more than the {nodes} nodes"
-            if route_reflectors > nodes
-            else f"--route-reflectors: {route_reflectors} is negative"
-        )
-    if etcd_members not in (1, 3):
-        raise LabRefused(f"--etcd-members: {etcd_members} (use 1 or 3)")
-
-
-def plan(
-    *, state_dir: str, prefix: str, nodes: int, route_reflectors: int, etcd_members: int, ipv6: bool
-) -> LabState:
-    """The lab's layout: names, namespaces, addresses, directories (nothing is created)."""
-    members = tuple(
-        EtcdMemberState(
-            name=f"etcd{i}",
-            namespace=lab_state.etcd_namespace(prefix, i),
-            address=f"{lab_state.FABRIC_SUBNET}.{lab_state.ETCD_HOST_BASE - i}",
-            host_port=free_port(),
-        )
-        for i in range(etcd_members)
-    )
-    node_states = tuple(
-        NodeState(
-            name=lab_state.node_name(i),
-            namespace=lab_state.node_namespace(prefix, lab_state.node_name(i)),
-            address=f"{lab_state.FABRIC_SUBNET}.{i}",
-            address6=f"{lab_state.FABRIC_SUBNET6}{i:x}" if ipv6 else "",
-            directory=os.path.join(state_dir, "nodes", lab_state.node_name(i)),
-            route_reflector=i <= route_reflectors,
-        )
-        for i in range(1, nodes + 1)
-    )
-    return LabState(prefix, state_dir, ipv6, members, node_states)
-
-
 def _build_fabric(lab: LabState, progress: Progress) -> None:
     changed = kernel.raise_neighbour_limits(len(lab.nodes) + len(lab.etcd) + 2)
     if changed:
@@ -381,11 +353,22 @@ def _build_fabric(lab: LabState, progress: Progress) -> None:
     progress(f"fabric: bridge br0 at {lab_state.FABRIC_SUBNET}.254/24 in {lab.fabric_namespace}")
     fabric = lab.fabric_namespace
     kernel.add_namespace(fabric)
-    kernel.ip(fabric, "link", "add", "br0", "type", "bridge")
-    kernel.ip(fabric, "addr", "add", f"{lab_state.FABRIC_SUBNET}.254/24", "dev", "br0")
-    if lab.ipv6:
-        kernel.ip(fabric, "addr", "add", f"{lab_state.FABRIC_SUBNET6}fe/64", "dev", "br0", "nodad")
-    kernel.ip(fabric, "link", "set", "br0", "up")
+    for subnet in range(lab.subnets):
+        bridge = f"br{subnet}"
+        kernel.ip(fabric, "link", "add", bridge, "type", "bridge")
+        address = f"{lab_state.subnet_prefix(subnet)}.{lab_state.GATEWAY_HOST}/24"
+        kernel.ip(fabric, "addr", "add", address, "dev", bridge)
+        if lab.ipv6:
+            address6 = f"{lab_state.subnet_prefix6(subnet)}fe/64"
+            kernel.ip(fabric, "addr", "add", address6, "dev", bridge, "nodad")
+        kernel.ip(fabric, "link", "set", bridge, "up")
+    if lab.subnets > 1:
+        # A router between the subnets: connected routes only, never a pod route.
+        forwarding = {"net.ipv4.ip_forward": "1"}
+        if lab.ipv6:
+            forwarding["net.ipv6.conf.all.forwarding"] = "1"
+        kernel.sysctls(fabric, forwarding)
+        progress(f"fabric: {lab.subnets} subnets (br0..br{lab.subnets - 1}), routed, no pod routes")
 
 
 def _start_etcd(lab: LabState, progress: Progress) -> None:
@@ -393,6 +376,9 @@ def _start_etcd(lab: LabState, progress: Progress) -> None:
         kernel.add_namespace(member.namespace)
         kernel.attach_to_bridge(lab.fabric_namespace, member.namespace, f"e{i}")
         kernel.ip(member.namespace, "addr", "add", f"{member.address}/24", "dev", "eth0")
+        if lab.subnets > 1:  # nodes of the other subnets reach etcd through the router
+            gateway = f"{lab_state.FABRIC_SUBNET}.{lab_state.GATEWAY_HOST}"
+            kernel.ip(member.namespace, "route", "add", "default", "via", gateway)
         kernel.start_daemon(
             _etcd_command(lab, member),
             namespace=member.namespace,
@@ -419,9 +405,10 @@ def _start_etcd(lab: LabState, progress: Progress) -> None:
 
 def _write_datastore(lab: LabState, progress: Progress) -> None:
     reflectors = [(n.name, n.address) for n in lab.nodes if n.route_reflector]
-    manifests = [store.pool_manifest("default-ipv4-ippool", lab_state.IPV4_POOL, 26)]
+    mode = ENCAPSULATIONS[lab.encapsulation]
+    manifests = [store.pool_manifest("default-ipv4-ippool", lab_state.IPV4_POOL, 26, mode)]
     if lab.ipv6:
-        manifests.append(store.pool_manifest("default-ipv6-ippool", lab_state.IPV6_POOL, 122))
+        manifests.append(store.pool_manifest("default-ipv6-ippool", lab_state.IPV6_POOL, 122, mode))
     manifests += store.topology_manifests(reflectors, lab_state.RR_CLUSTER_ID)
     store.call(lab.host_endpoints, lambda s: store.apply_all(s, manifests))
     topology = (
@@ -429,6 +416,8 @@ def _write_datastore(lab: LabState, progress: Progress) -> None:
         if reflectors
         else "full node-to-node BGP mesh"
     )
+    if lab.encapsulation:
+        topology = f"VXLAN overlay (vxlanMode {mode}), no BGP"
     pools = lab_state.IPV4_POOL + (f" and {lab_state.IPV6_POOL}" if lab.ipv6 else "")
     progress(f"datastore: IP pool {pools}; {topology}")
 
@@ -452,9 +441,17 @@ def up(
     ipv6: bool = False,
     progress: Progress = _quiet,
     timeout: float = 180.0,
+    encapsulation: str = "",
+    subnets: int = 1,
 ) -> LabState:
     """Build the lab and return once it is ready (``check_request`` refusals start nothing)."""
-    check_request(nodes=nodes, route_reflectors=route_reflectors, etcd_members=etcd_members)
+    check_request(
+        nodes=nodes,
+        route_reflectors=route_reflectors,
+        etcd_members=etcd_members,
+        encapsulation=encapsulation,
+        subnets=subnets,
+    )
     if lab_state.load(state_dir) is not None or kernel.list_namespaces(prefix):
         raise LabExists(f"a lab is already up ({state_dir}); run `calico-lab down` first")
     started = time.monotonic()
@@ -466,6 +463,8 @@ def up(
         route_reflectors=route_reflectors,
         etcd_members=etcd_members,
         ipv6=ipv6,
+        encapsulation=encapsulation,
+        subnets=subnets,
     )
     lab_state.save(lab)  # before any process starts: `down` finds everything from here on
     _build_fabric(lab, progress)

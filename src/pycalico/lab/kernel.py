@@ -43,10 +43,10 @@ def delete_namespace(name: str) -> None:
     run("ip", "netns", "del", name, check=False)
 
 
-def attach_to_bridge(fabric: str, namespace: str, port: str) -> None:
-    """A veth ``port`` on the fabric's ``br0`` whose other end is ``eth0`` in ``namespace``."""
+def attach_to_bridge(fabric: str, namespace: str, port: str, bridge: str = "br0") -> None:
+    """A veth ``port`` on the fabric's ``bridge`` whose other end is ``eth0`` in ``namespace``."""
     ip(fabric, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-    ip(fabric, "link", "set", port, "master", "br0", "up")
+    ip(fabric, "link", "set", port, "master", bridge, "up")
     ip(namespace, "link", "set", "eth0", "up")
 
 

@@ -63,7 +63,8 @@ def conflist(lab: LabState, node: NodeState) -> dict[str, Any]:
                 "datastore_type": "etcdv3",
                 "etcd_endpoints": lab.node_endpoints,
                 "nodename": node.name,
-                "mtu": 1500,
+                # With an overlay, 0: the MTU Felix detected (the file), as Calico's manifests.
+                "mtu": 0 if lab.encapsulation else 1500,
                 "ipam": {
                     "type": "calico-ipam",
                     "assign_ipv4": "true",
@@ -174,6 +175,7 @@ def _environment(
             f"K8S_POD_INFRA_CONTAINER_ID={container_id}"
         ),
         "CALICO_AGENT_SOCKET": agent_socket(node),
+        "CALICO_MTU_FILE": os.path.join(node.directory, "mtu"),
     }
 
 

@@ -77,6 +77,9 @@ class LabState:
     etcd: tuple[EtcdMemberState, ...]
     nodes: tuple[NodeState, ...] = ()
     pods: tuple[PodState, ...] = ()
+    # "" (BGP, the default), "vxlan" or "vxlan-crosssubnet" (CALICO_NETWORKING_BACKEND=vxlan).
+    encapsulation: str = ""
+    subnets: int = 1  # fabric subnets, joined by the fabric namespace as a router
 
     @property
     def fabric_namespace(self) -> str:
@@ -112,6 +115,21 @@ class LabState:
 
     def without_pod(self, name: str) -> LabState:
         return replace(self, pods=tuple(pod for pod in self.pods if pod.name != name))
+
+
+def subnet_prefix(subnet: int) -> str:
+    """The first three octets of fabric subnet ``subnet`` (0: ``FABRIC_SUBNET``)."""
+    return f"10.99.{subnet}"
+
+
+def subnet_prefix6(subnet: int) -> str:
+    """The IPv6 /64 of fabric subnet ``subnet``, up to the host part (0: ``FABRIC_SUBNET6``)."""
+    return FABRIC_SUBNET6 if subnet == 0 else f"fd00:99:0:{subnet:x}::"
+
+
+def subnet_of(index: int, nodes: int, subnets: int) -> int:
+    """Node ``index`` (1-based) of ``nodes``: the first half in subnet 0, the rest in 1, ..."""
+    return (index - 1) * subnets // nodes
 
 
 def node_name(index: int) -> str:
@@ -179,6 +197,8 @@ def load(state_dir: str) -> LabState | None:
         etcd=tuple(EtcdMemberState(**member) for member in raw["etcd"]),
         nodes=tuple(NodeState(**node) for node in raw["nodes"]),
         pods=tuple(PodState(**pod) for pod in raw["pods"]),
+        encapsulation=raw.get("encapsulation", ""),
+        subnets=raw.get("subnets", 1),
     )
 
 

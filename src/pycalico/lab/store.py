@@ -58,7 +58,9 @@ def namespace_profile(namespace: str) -> dict[str, Any]:
     }
 
 
-def pool_manifest(name: str, cidr: str, block_size: int) -> dict[str, Any]:
+def pool_manifest(
+    name: str, cidr: str, block_size: int, vxlan_mode: str = "Never"
+) -> dict[str, Any]:
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
@@ -67,7 +69,7 @@ def pool_manifest(name: str, cidr: str, block_size: int) -> dict[str, Any]:
             "cidr": cidr,
             "blockSize": block_size,
             "ipipMode": "Never",
-            "vxlanMode": "Never",
+            "vxlanMode": vxlan_mode,
             "natOutgoing": False,
             "nodeSelector": "all()",
         },

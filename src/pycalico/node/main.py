@@ -36,6 +36,7 @@ from pycalico.node.startup import (
     calico_version,
     run_startup,
 )
+from pycalico.node.tunnel import TunnelAddressReconciler
 
 log = logging.getLogger("calico-node")
 
@@ -116,7 +117,13 @@ async def _node(env: dict[str, str], only_startup: bool) -> None:
             settings.node_name, NodePaths.from_env(env), env=env, kv=kv, bgp=result.node.spec.bgp
         )
         _install_stop(agent.request_stop)
-        await agent.run()
+        # VXLAN tunnel addresses follow the pools for as long as the node runs.
+        tunnels = asyncio.create_task(TunnelAddressReconciler(kv, settings.node_name).run())
+        try:
+            await agent.run()
+        finally:
+            tunnels.cancel()
+            await asyncio.gather(tunnels, return_exceptions=True)
     finally:
         await kv.close()
 

@@ -37,6 +37,7 @@ from importlib import metadata
 from pycalico.datastore.api import DatastoreError, KeyAlreadyExists, KeyNotFound, RevisionConflict
 from pycalico.datastore.resources import ResourceStore
 from pycalico.datastore.retry import RetriesExhausted, read_modify_write
+from pycalico.felix.drivers.ipip import ipip_unsupported_reason
 from pycalico.k8s.client import KubeError
 from pycalico.model.fields import parse_cidr_or_ip
 from pycalico.model.ipam import IPPool
@@ -343,6 +344,18 @@ async def ensure_default_pools(store: ResourceStore, settings: StartupSettings) 
     return created
 
 
+async def report_ipip_pools(store: ResourceStore) -> list[str]:
+    """Log an error naming every pool that asks for IPIP, which this kernel cannot carry (the
+    pool stays, as in Calico; Felix reports it too and programs nothing for it)."""
+    pools = [p for p in (await store.list(IPPool)).items if isinstance(p, IPPool)]
+    ipip = [f"{p.metadata.name} ({p.spec.cidr}, ipipMode {p.spec.ipip_mode})" for p in pools
+            if p.spec.ipip_mode in ("Always", "CrossSubnet")]  # fmt: skip
+    if ipip:
+        reason = ipip_unsupported_reason() or "pycalico has no IPIP dataplane"
+        log.error("IP pools ask for IPIP, but %s: %s; use vxlanMode", reason, ", ".join(ipip))
+    return ipip
+
+
 def calico_version() -> str:
     try:
         return "v" + metadata.version("pycalico")
@@ -471,6 +484,7 @@ async def run_startup(store: ResourceStore, settings: StartupSettings) -> Startu
         k8s_node_ref=settings.k8s_node_ref,
     )
     created = await ensure_default_pools(store, settings)
+    await report_ipip_pools(store)
     await ensure_initialized(store, settings.cluster_type)
     directory = os.path.dirname(settings.nodename_file)
     try:

@@ -86,6 +86,7 @@ async def test_felix_programs_the_pods_the_plugin_made(cni_node: CniNode, kv: KV
         "FELIX_LOGSEVERITYSCREEN": "Info",
         "FELIX_HEALTHPORT": str(free_port()),
         "FELIX_CONFIGFILE": "/nonexistent",
+        "FELIX_ENDPOINTSTATUSPATHPREFIX": "",  # no status files on the host
     }
     log = tempfile.NamedTemporaryFile(prefix="felix-cni-", suffix=".log", delete=False)  # noqa: SIM115
     felix = subprocess.Popen(

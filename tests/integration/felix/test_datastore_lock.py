@@ -93,6 +93,7 @@ class InProcessFelix:
             "FELIX_HEALTHENABLED": "false",
             "FELIX_REPORTINGINTERVAL": "0",
             "FELIX_LOGFILEPATH": "none",
+            "FELIX_ENDPOINTSTATUSPATHPREFIX": "",  # no status files on the host
         }
         bootstrap = felix_config.load(None, {}, environ, hostname)
         self.kernel = FakeKernel()
@@ -230,6 +231,7 @@ class SupervisedFelix:
                 "FELIX_HEALTHPORT": str(self.health_port),
                 "FELIX_REPORTINGINTERVAL": "0",
                 "FELIX_CONFIGFILE": "/nonexistent",
+                "FELIX_ENDPOINTSTATUSPATHPREFIX": "",  # no status files on the host
             },
         )
         self.supervisor = Supervisor(self.log_dir)

@@ -61,6 +61,7 @@ class FelixProcess:
             "FELIX_REPORTINGINTERVAL": "1",
             "FELIX_ENDPOINTREPORTINGENABLED": "true",
             "FELIX_CONFIGFILE": "/nonexistent",
+            "FELIX_ENDPOINTSTATUSPATHPREFIX": "",  # no status files on the host
         }
         # Open for the process's lifetime; closed and removed in cleanup().
         self.log = tempfile.NamedTemporaryFile(prefix="felix-", suffix=".log", delete=False)  # noqa: SIM115

@@ -7,8 +7,9 @@ import ipaddress
 
 import pytest
 
+from pycalico.cni.checks import interface_name_problem
 from pycalico.cni.config import NetConf
-from pycalico.cni.handler import _interface_name_problem, host_sysctls
+from pycalico.cni.handler import host_sysctls
 from pycalico.cni.spec import CniError, render_result
 from pycalico.cni.workload import (
     host_veth_name,
@@ -106,9 +107,9 @@ def test_result_per_version() -> None:
 
 
 def test_interface_names_and_attachments() -> None:
-    assert _interface_name_problem("eth0") is None
+    assert interface_name_problem("eth0") is None
     for bad in ("", "a" * 16, "..", "a/b", "a:b", "a b"):
-        assert _interface_name_problem(bad), bad
+        assert interface_name_problem(bad), bad
     assert valid_attachments(
         {"cni.dev/valid-attachments": [{"containerID": "c", "ifname": "e"}]}
     ) == {("c", "e")}

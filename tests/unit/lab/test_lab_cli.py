@@ -44,3 +44,19 @@ def test_env_prints_the_one_export_line_of_the_docs(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli.main, ["--state-dir", str(tmp_path), "env"])
     assert done.exit_code == 0
     assert done.output == (f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}\n")
+
+
+def test_overlay_requests_checked_and_two_subnets_laid_out() -> None:
+    from pycalico.lab import layout
+
+    with pytest.raises(layout.LabRefused, match="--subnets 2 needs --encapsulation"):
+        layout.check_request(nodes=4, route_reflectors=0, etcd_members=1, subnets=2)
+    with pytest.raises(layout.LabRefused, match="--route-reflectors"):
+        layout.check_request(
+            nodes=4, route_reflectors=1, etcd_members=1, encapsulation="vxlan", subnets=1
+        )
+    lab = layout.plan(state_dir="/tmp/x", prefix="t", nodes=4, route_reflectors=0,
+                      etcd_members=1, ipv6=True, encapsulation="vxlan", subnets=2)  # fmt: skip
+    assert [n.address for n in lab.nodes] == ["10.99.0.1", "10.99.0.2", "10.99.1.3", "10.99.1.4"]
+    assert lab.nodes[3].address6 == "fd00:99:0:1::4"
+    assert (lab.encapsulation, lab.subnets) == ("vxlan", 2)

@@ -11,6 +11,8 @@ dispatcher does; kinds with no handler are ignored):
 * policies and profiles → the active-rules calculator, which sends the active ones with their
   ``ResolvedRule`` s and reference-counts their IP sets in the member index;
 * tiers, FelixConfiguration, IPPools → the sorter, the config and the pools;
+* Nodes, IPPools and every node's block affinities → the VXLAN resolver (``vxlan``): VTEPs and
+  routes to other nodes' blocks;
 * ClusterInformation ``default`` → the datastore ready flag (``ready``): when it turns to
   not-ready (``datastoreReady: false``, ``calicoctl datastore migrate lock``) the next flush
   starts with ``DatastoreNotReady``.
@@ -34,7 +36,8 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 
-from pycalico.datastore.updates import ResourceKey, ResourceUpdate
+from pycalico.datastore.paths import AffinityKey
+from pycalico.datastore.updates import BlockAffinity, ResourceKey, ResourceUpdate
 from pycalico.felix.calc.active_rules import ActiveRulesCalculator
 from pycalico.felix.calc.config import GLOBAL_CONFIG_NAME, effective_config, node_config_name
 from pycalico.felix.calc.endpoints import (
@@ -64,8 +67,10 @@ from pycalico.felix.calc.policies import (
 from pycalico.felix.calc.ready import CLUSTER_INFORMATION_NAME, datastore_ready
 from pycalico.felix.calc.sequencer import EventSequencer
 from pycalico.felix.calc.stats import GraphStats, GraphSummary
+from pycalico.felix.calc.vxlan import VXLANResolver
 from pycalico.felix.messages import (
     HostEndpointID,
+    InSync,
     IPPoolUpdate,
     Message,
     PolicyID,
@@ -80,7 +85,7 @@ from pycalico.model.endpoints import (
 )
 from pycalico.model.ipam import IPPool
 from pycalico.model.meta import Resource
-from pycalico.model.node import ClusterInformation, FelixConfiguration
+from pycalico.model.node import ClusterInformation, FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 
 log = logging.getLogger(__name__)
@@ -125,6 +130,7 @@ class CalcGraph:
         self._pool_ids_by_key: dict[ResourceKey, str] = {}
         self._config_dirty = True
         self.datastore_ready = True  # until ClusterInformation default says otherwise
+        self.vxlan = VXLANResolver(hostname)
         self._handlers: dict[str, Handler] = {
             "WorkloadEndpoint": self._on_endpoint,
             "HostEndpoint": self._on_endpoint,
@@ -137,6 +143,7 @@ class CalcGraph:
             "FelixConfiguration": self._on_felix_configuration,
             "IPPool": self._on_pool,
             "ClusterInformation": self._on_cluster_information,
+            "Node": self._on_node,
         }
 
     @property
@@ -149,6 +156,12 @@ class CalcGraph:
     def on_update(self, update: ResourceUpdate) -> None:
         """One typed update; keys of kinds without a handler (and affinities) are ignored."""
         key = update.key
+        if isinstance(key, AffinityKey):
+            if key.affinity_type == "host":
+                value = update.resource
+                state = value.state if isinstance(value, BlockAffinity) else None
+                self.vxlan.on_affinity(key.host, key.cidr, state)
+            return
         if not isinstance(key, ResourceKey):
             return
         handler = self._handlers.get(key.kind)
@@ -210,7 +223,13 @@ class CalcGraph:
         for key in self._dirty_endpoints:
             self._send_endpoint(key)
         self._dirty_endpoints.clear()
-        return self.sequencer.flush()
+        out = self.sequencer.flush()
+        overlay = self.vxlan.flush()
+        if overlay:
+            # After pools and config, before InSync (which must stay last).
+            at = len(out) - 1 if out and isinstance(out[-1], InSync) else len(out)
+            out[at:at] = overlay
+        return out
 
     @property
     def local_index(self) -> SelectorIndex[PolicyID, ResourceKey]:
@@ -340,7 +359,15 @@ class CalcGraph:
             log.info("Ready flag updated: the datastore is ready again")
         self.datastore_ready = ready
 
+    def _on_node(self, key: ResourceKey, resource: Resource | None) -> None:
+        self.vxlan.on_node(key.name, resource if isinstance(resource, Node) else None)
+
     def _on_pool(self, key: ResourceKey, resource: Resource | None) -> None:
+        self.vxlan.on_pool(
+            key.name,
+            resource.spec.cidr if isinstance(resource, IPPool) else None,
+            (resource.spec.vxlan_mode or "Never") if isinstance(resource, IPPool) else "Never",
+        )
         old = self._pool_ids_by_key.pop(key, None)
         if isinstance(resource, IPPool):
             spec = resource.spec
@@ -361,6 +388,7 @@ class CalcGraph:
                         vxlan_mode=spec.vxlan_mode or "Never",
                         disabled=spec.disabled,
                         disable_bgp_export=spec.disable_bgp_export,
+                        load_balancer_only=spec.allowed_uses == ["LoadBalancer"],
                     )
                 )
                 return

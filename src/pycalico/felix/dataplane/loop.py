@@ -40,15 +40,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycalico.felix.dataplane.endpoints import EndpointManager
+from pycalico.felix.dataplane.ipip import IPIPManager
 from pycalico.felix.dataplane.ipsets import IPSetManager
 from pycalico.felix.dataplane.nat import NatManager
 from pycalico.felix.dataplane.policy import PolicyManager
 from pycalico.felix.dataplane.routes import RouteManager
+from pycalico.felix.dataplane.vxlan import VXLANManager, VXLANOptions
 from pycalico.felix.drivers.conntrack import ConntrackCommand
 from pycalico.felix.drivers.errors import DataplaneError
 from pycalico.felix.drivers.interfaces import InterfaceConfigurator, SysctlBackend
 from pycalico.felix.drivers.nft import NftBackend, NftTable, flowtable_supported
 from pycalico.felix.drivers.routes import NORMAL_ROUTE_PRIORITY, RouteBackend, RouteTable
+from pycalico.felix.drivers.vxlan import VXLANBackend, VXLANTable
 from pycalico.felix.messages import (
     ConfigUpdate,
     HostEndpointID,
@@ -75,6 +78,7 @@ class DataplaneOptions:
     retry_interval: float = 1.0
     route_refresh_interval: float = 90.0
     nft_refresh_interval: float = 180.0
+    vxlan: VXLANOptions = field(default_factory=VXLANOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class Dataplane:
         routes: RouteBackend,
         sysctls: SysctlBackend,
         conntrack: Any | None = None,
+        vxlan: VXLANBackend | None = None,
     ) -> None:
         self.options = options
         self.nft = NftTable(nft)
@@ -116,8 +121,16 @@ class Dataplane:
         self.routes = RouteManager(
             self.route_table, options.route_priority_v4, options.route_priority_v6
         )
-        self.nat = NatManager(self.nft)
-        self.managers = (self.ipsets, self.policies, self.endpoints, self.routes, self.nat)
+        self.nat = NatManager(self.nft, options.render.nat_outgoing_address)
+        self.ipip = IPIPManager()
+        self.managers: tuple[Any, ...] = (
+            self.ipsets, self.policies, self.endpoints, self.routes, self.nat, self.ipip,
+        )  # fmt: skip
+        # The overlay, when the dataplane has a VXLAN driver (the daemon's always has).
+        self.vxlan: VXLANManager | None = None
+        if vxlan is not None:
+            self.vxlan = VXLANManager(VXLANTable(vxlan), self.route_table, options.vxlan)
+            self.managers += (self.vxlan,)
         self.in_sync = False
         self.config: dict[str, str] = {}
         self.last_report: ApplyReport | None = None
@@ -165,7 +178,8 @@ class Dataplane:
 
     @property
     def dirty(self) -> bool:
-        return self.nft.dirty or self.route_table.dirty or self.interfaces.dirty
+        overlay = self.vxlan is not None and self.vxlan.table.dirty
+        return self.nft.dirty or self.route_table.dirty or self.interfaces.dirty or overlay
 
     def apply(self) -> ApplyReport | None:
         """Program the kernel with what changed; None before the first in-sync."""
@@ -182,6 +196,8 @@ class Dataplane:
         if self.flowtable_offload:
             self.nft.set_flowtable_devices(self.interfaces.configured_interfaces())
         stats = self.nft.apply()
+        if self.vxlan is not None:
+            self.vxlan.apply()  # devices before the routes through them
         pending = self.route_table.apply()
         departed = self.routes.take_departed()
         if departed:
@@ -242,6 +258,7 @@ class Dataplane:
             "policies": self.policies.policy_count,
             "profiles": self.policies.profile_count,
             "ip_sets": len(self.ipsets),
+            "ipip_unsupported_pools": len(self.ipip.refused_pools),
             **self.nft.counts(),
         }
 
@@ -277,6 +294,8 @@ class Dataplane:
                 now = time.monotonic()
                 if now - last_route_refresh > self.options.route_refresh_interval:
                     self.route_table.needs_resync = True
+                    if self.vxlan is not None:
+                        self.vxlan.table.needs_resync = True
                     last_route_refresh = now
                 if now - last_nft_refresh > self.options.nft_refresh_interval:
                     self.nft.needs_full = True

@@ -65,6 +65,7 @@ _BULK_THRESHOLD = 16
 # Permanent neighbours are never garbage-collected and do not count against the (global)
 # neighbour-table limit, so a busy host cannot make a workload unreachable by ARP churn.
 _NUD_PERMANENT = 0x80
+_RTNH_F_ONLINK = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,11 @@ class NetlinkRoutes:
         self._ipr: Any = _NetlinkCalls()
         self._index: dict[str, int] = {}
 
+    @property
+    def netlink(self) -> Any:
+        """The netlink connection (on its own thread), shared with the VXLAN driver."""
+        return self._ipr
+
     def close(self) -> None:
         self._ipr.shutdown()
 
@@ -192,6 +198,8 @@ class NetlinkRoutes:
                 kwargs["oif"] = self._link_index(route.interface)
             if route.gateway:
                 kwargs["gateway"] = route.gateway
+                if route.interface:
+                    kwargs["flags"] = _RTNH_F_ONLINK  # VXLAN: the remote VTEP is not on-link
             else:
                 kwargs["scope"] = 253  # link
         try:
@@ -208,6 +216,10 @@ class NetlinkRoutes:
             common = f"proto {route.protocol} metric {route.metric}"
             if route.type == "blackhole":
                 lines.append(f"{family}route replace blackhole {route.destination} {common}")
+            elif route.gateway and not route.interface:
+                lines.append(
+                    f"{family}route replace {route.destination} via {route.gateway} {common}"
+                )
             elif route.gateway:
                 lines.append(
                     f"{family}route replace {route.destination} via {route.gateway} "

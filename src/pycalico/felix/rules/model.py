@@ -96,6 +96,8 @@ class RenderConfig:
     # NFTablesFlowTableOffload: established TCP/UDP flows forwarded between workload interfaces
     # take the flowtable fast path (new flows still go through policy).
     flowtable_offload: bool = False
+    # FelixConfiguration natOutgoingAddress: SNAT to this address instead of masquerading.
+    nat_outgoing_address: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())
 
 

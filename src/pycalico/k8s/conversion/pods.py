@@ -123,3 +123,26 @@ def workload_endpoint_data(pod: KubeObject) -> WorkloadEndpointData:
     return WorkloadEndpointData(
         pod=name, namespace=namespace, labels=labels, service_account=account
     )
+
+
+_ANNOTATIONS_READ = (POD_IP, POD_IPS, AWS_POD_IPS, FLOATING_IPS, ALLOWED_SOURCE_PREFIXES)
+
+
+def trim_pod(pod: KubeObject) -> dict[str, Any]:
+    """Only the fields ``workload_endpoint_data`` reads (the pod controller keeps thousands of
+    pods; a whole pod is kilobytes of containers and status it never looks at)."""
+    metadata: Mapping[str, Any] = pod.get("metadata") or {}
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+    status: Mapping[str, Any] = pod.get("status") or {}
+    annotations: Mapping[str, Any] = metadata.get("annotations") or {}
+    kept: dict[str, Any] = {
+        "metadata": {
+            key: metadata[key] for key in ("name", "namespace", "labels") if key in metadata
+        },
+        "spec": {key: spec[key] for key in ("serviceAccountName", "nodeName") if key in spec},
+        "status": {key: status[key] for key in ("podIP", "podIPs") if key in status},
+    }
+    wanted = {key: annotations[key] for key in _ANNOTATIONS_READ if key in annotations}
+    if wanted:
+        kept["metadata"]["annotations"] = wanted
+    return kept

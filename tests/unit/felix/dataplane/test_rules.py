@@ -242,20 +242,6 @@ def test_set_elements_split_by_family_and_collapse_nets() -> None:
     )
 
 
-def test_nat_outgoing_chain_and_pool_sets() -> None:
-    from pycalico.felix.rules import nat
-
-    chain = nat.postrouting_chain()
-    assert "hook postrouting priority srcnat" in chain.hook
-    assert chain.rules[0] == (
-        "ip saddr @cali40masq-ipam-pools ip daddr != @cali40all-ipam-pools masquerade"
-    )
-    elements = nat.pool_elements(["10.65.0.0/16"], ["10.65.0.0/16", "10.64.0.0/16", "fd00::/48"])
-    assert elements["cali40masq-ipam-pools"] == {"10.65.0.0/16"}
-    assert elements["cali40all-ipam-pools"] == {"10.64.0.0/15"}  # collapsed: no overlaps
-    assert elements["cali60all-ipam-pools"] == {"fd00::/48"}
-
-
 def test_no_anonymous_interval_sets_anywhere() -> None:
     """nft reads every interval set's elements before each element change (see ``any_of``)."""
     import re

@@ -1,0 +1,114 @@
+"""``calicoctl explain --from X --to Y [--port N] [--protocol P] [-o json|yaml]``.
+
+What it is: the command: it lists, from the datastore, what Felix's syncer would deliver for
+the question (WorkloadEndpoints, HostEndpoints, NetworkPolicies, GlobalNetworkPolicies, Tiers,
+Profiles, NetworkSets, GlobalNetworkSets), hands them to ``pycalico.felix.calc.explain`` (the
+computation, over Felix's own calculation graph) and prints ``explain_format``'s text or
+``-o json|yaml``.  Registered lazily by ``pycalico.ctl.main``.  What it is not: a packet test
+(``--verify`` is not implemented: the answer is the calculation's, not the kernel's).
+
+Invariant: exit status 0 when the answer was computed, whatever the verdict; 1 (message on
+stderr) when an end names nothing or the datastore cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import yaml
+
+from pycalico.ctl import client
+from pycalico.ctl.explain_format import as_dict, as_text
+from pycalico.ctl.results import CommandError
+from pycalico.datastore.api import DatastoreError
+from pycalico.datastore.resources import ResourceStore
+from pycalico.felix.calc.explain import Cluster, ExplainError
+from pycalico.felix.calc.explain import explain as compute
+from pycalico.model.endpoints import (
+    GlobalNetworkSet,
+    HostEndpoint,
+    NetworkSet,
+    Profile,
+    WorkloadEndpoint,
+)
+from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
+
+
+class ExplainFailure(click.ClickException):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, file=file or sys.stderr)
+
+
+async def load_cluster(store: ResourceStore) -> Cluster:
+    """Everything explain reads, as Felix's syncer would deliver it."""
+
+    async def items(kind: str) -> list[Any]:
+        return list((await store.list(kind)).items)
+
+    policies = [*await items("GlobalNetworkPolicy"), *await items("NetworkPolicy")]
+    sets = [*await items("GlobalNetworkSet"), *await items("NetworkSet")]
+    return Cluster(
+        workload_endpoints=[w for w in await items("WorkloadEndpoint") if isinstance(w, WorkloadEndpoint)],
+        policies=[p for p in policies if isinstance(p, NetworkPolicy | GlobalNetworkPolicy)],
+        profiles=[p for p in await items("Profile") if isinstance(p, Profile)],
+        tiers=[t for t in await items("Tier") if isinstance(t, Tier)],
+        network_sets=[s for s in sets if isinstance(s, NetworkSet | GlobalNetworkSet)],
+        host_endpoints=[h for h in await items("HostEndpoint") if isinstance(h, HostEndpoint)],
+    )  # fmt: skip
+
+
+def _config(ctx: click.Context, config_file: str | None) -> str | None:
+    if config_file is not None:
+        return config_file
+    root = ctx.find_root().obj or {}
+    value = root.get("config_file") if isinstance(root, dict) else None
+    return value if isinstance(value, str) else None
+
+
+@click.command("explain")
+@click.option(
+    "--from", "source", required=True, help="<namespace>/<pod>, a WorkloadEndpoint or an IP."
+)
+@click.option(
+    "--to", "destination", required=True, help="<namespace>/<pod>, a WorkloadEndpoint or an IP."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Destination port (default 80)."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["TCP", "UDP", "ICMP", "SCTP"], case_sensitive=False),
+    default="TCP",
+    show_default=True,
+)
+@click.option(
+    "-o", "--output", "output", type=click.Choice(["text", "json", "yaml"]), default="text"
+)
+@click.option("-c", "--config", "config_file", default=None, help="Path to a CalicoAPIConfig file.")
+@click.pass_context
+def explain(
+    ctx: click.Context,
+    source: str,
+    destination: str,
+    port: int | None,
+    protocol: str,
+    output: str,
+    config_file: str | None,
+) -> None:
+    """Why a flow is allowed or dropped: tiers, policies, rules and profiles, as Felix computes them."""
+    try:
+        cluster = client.run(_config(ctx, config_file), load_cluster)
+        answer = compute(cluster, source, destination, protocol, port)
+    except (CommandError, DatastoreError, ExplainError) as error:
+        raise ExplainFailure(str(error)) from error
+    if output == "json":
+        click.echo(json.dumps(as_dict(answer), indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(as_dict(answer), sort_keys=False), nl=False)
+    else:
+        click.echo(as_text(answer), nl=False)
