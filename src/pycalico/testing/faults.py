@@ -378,3 +378,15 @@ def tamper(node: NodeState, pod_address: str) -> list[str]:
     kernel.run("ip", "netns", "exec", node.namespace, "ip", "route", "del", pod_address)
     done.append(f"route {pod_address} removed")
     return done
+
+
+def stray_interfaces(lab: LabState) -> list[str]:
+    """``cali*`` interfaces on a node that no pod of the lab owns, and pods' missing ones."""
+    problems = []
+    for node in lab.nodes:
+        text = kernel.run("ip", "-n", node.namespace, "-o", "link", "show")
+        found = set(re.findall(r"^\d+: (cali[0-9a-f]+)[@:]", text, flags=re.M))
+        owned = {pod.interface for pod in lab.pods if pod.node == node.name}
+        problems += [f"{node.name}: {name} owned by no pod" for name in sorted(found - owned)]
+        problems += [f"{node.name}: {name} missing" for name in sorted(owned - found)]
+    return problems
