@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping conntrack \
-                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static
+                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static \
+                   chromium chromium-driver
 
 .PHONY: setup system-packages python-env kube lint unit test fuzz demo bench clean clean-lab
 

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pycalico.lab import cluster, matrix, pods
+from pycalico.lab import cluster, kube, matrix, pods
 from pycalico.lab import state as lab_state
 from pycalico.lab.cluster import LabError
 
@@ -87,6 +87,11 @@ def _state_dir(context: click.Context) -> str:
     type=click.IntRange(1, 2),
     help="Fabric subnets joined by a router without pod routes (2 needs --encapsulation).",
 )
+@click.option(
+    "--kubernetes",
+    is_flag=True,
+    help="Also a kube-apiserver on the lab's etcd, a Node per node and the pod runner.",
+)
 @click.pass_context
 def up(
     context: click.Context,
@@ -97,6 +102,7 @@ def up(
     timeout: float,
     encapsulation: str | None,
     subnets: int,
+    kubernetes: bool,
 ) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
     overlay = {"encapsulation": encapsulation or "", "subnets": subnets}
@@ -119,8 +125,15 @@ def up(
             ipv6=ipv6,
             progress=_progress,
             timeout=timeout,
+            before_nodes=(
+                (lambda built: kube.start_control_plane(built, _progress, timeout))
+                if kubernetes
+                else None
+            ),
             **overlay,  # type: ignore[arg-type]
         )
+        if kubernetes:
+            lab = kube.start_pods(lab, _progress, timeout)
     except LabError as error:
         console.print(f"[red]calico-lab up: {error}[/]")
         if not isinstance(error, cluster.LabRefused):
@@ -131,7 +144,8 @@ def up(
         sys.exit(130)
     console.print(
         f"[green]Lab is up[/]: {len(lab.nodes)} nodes. Try `calico-lab pod add web --node "
-        f"{lab.nodes[0].name}`, `calico-lab status`, `eval $(calico-lab env)`."
+        f"{lab.nodes[0].name}`, `calico-lab status`, `eval $(calico-lab env)`"
+        + (", `kubectl apply -f pod.yaml`." if lab.kube else ".")
     )
 
 
@@ -157,15 +171,27 @@ def pod() -> None:
 
 @pod.command("add")
 @click.argument("name")
-@click.option("--node", required=True, help="The node to run the pod on (e.g. node1).")
+@click.option(
+    "--node",
+    default="",
+    help="The node to run the pod on (e.g. node1); with Kubernetes it may be left to the runner.",
+)
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--labels", default="", help="Pod labels, k=v,k2=v2.")
 @click.pass_context
 def pod_add(context: click.Context, name: str, node: str, namespace: str, labels: str) -> None:
-    """Create pod NAME: a network namespace set up by the calico CNI plugin."""
+    """Create pod NAME: a network namespace set up by the calico CNI plugin (with Kubernetes: a
+    Pod, which the node's pod runner sets up)."""
+    state_dir = _state_dir(context)
     try:
-        spec = pods.PodSpec(name, node, namespace, lab_state.parse_labels(labels))
-        (added,) = pods.add(_state_dir(context), [spec])
+        found = lab_state.load(state_dir)
+        pod_labels = lab_state.parse_labels(labels)
+        if found is not None and found.kube is not None:
+            added = kube.add_pod(state_dir, name, node, namespace, pod_labels)
+        elif not node:
+            raise LabError("--node: which node to run the pod on (e.g. --node node1)")
+        else:
+            (added,) = pods.add(state_dir, [pods.PodSpec(name, node, namespace, pod_labels)])
     except (LabError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else error
         console.print(f"[red]calico-lab pod add: {message}[/]")
@@ -182,8 +208,14 @@ def pod_add(context: click.Context, name: str, node: str, namespace: str, labels
 @click.pass_context
 def pod_del(context: click.Context, name: str) -> None:
     """Delete pod NAME (CNI DEL, then its namespace)."""
+    state_dir = _state_dir(context)
     try:
-        found = pods.delete(_state_dir(context), name)
+        lab = lab_state.load(state_dir)
+        known = [pod for pod in lab.pods if pod.name == name] if lab else []
+        if lab is not None and lab.kube is not None and known and known[0].uid:
+            found = kube.delete_pod(state_dir, known[0])
+        else:
+            found = pods.delete(state_dir, name)
     except LabError as error:
         console.print(f"[red]calico-lab pod del: {error}[/]")
         sys.exit(1)
@@ -265,6 +297,11 @@ def status(context: click.Context) -> None:
     console.print(table)
     etcd = ", ".join(f"{m.name} {m.address}" for m in lab.etcd)
     console.print(f"etcd: {etcd} (from this machine: {lab.host_endpoints})")
+    if lab.kube is not None:
+        console.print(
+            f"kubernetes: kube-apiserver {lab.kube.address}:{lab.kube.port} (from this machine: "
+            f"127.0.0.1:{lab.kube.host_port}, KUBECONFIG={lab.kube.kubeconfig})"
+        )
     console.print(_pods_table(lab))
 
 
@@ -305,7 +342,8 @@ def check(context: click.Context, deadline: float) -> None:
 def env(context: click.Context) -> None:
     """Print the environment for calicoctl: eval $(calico-lab env)"""
     lab = _require(_state_dir(context))
-    print(f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}")
+    kubeconfig = f" KUBECONFIG={lab.kube.kubeconfig}" if lab.kube else ""
+    print(f"export DATASTORE_TYPE=etcdv3 ETCD_ENDPOINTS={lab.host_endpoints}{kubeconfig}")
 
 
 @main.group()
@@ -350,6 +388,20 @@ def node_start(context: click.Context, name: str) -> None:
         console.print(f"[red]calico-lab node start: {error}[/]")
         sys.exit(1)
     console.print(f"{name}: calico-node running and ready")
+
+
+@main.command()
+@click.option("--port", default=8099, show_default=True, help="Loopback port; 0 picks a free one.")
+@click.pass_context
+def ui(context: click.Context, port: int) -> None:
+    """Serve a live picture of the lab on http://127.0.0.1:PORT/ (docs/ui.md)."""
+    from pycalico.lab import ui as lab_ui  # aiohttp only for this command
+
+    try:
+        lab_ui.serve(_state_dir(context), port)
+    except LabError as error:
+        console.print(f"[red]calico-lab ui: {error}[/]")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ class CniFailure(LabError):
         self.code = code
 
 
-def conflist(lab: LabState, node: NodeState) -> dict[str, Any]:
-    """The node's network configuration list, as Calico's installer writes it (etcd flavour)."""
-    return {
+def conflist(lab: LabState, node: NodeState, *, kubeconfig: str = "") -> dict[str, Any]:
+    """The node's network configuration list, as Calico's installer writes it: etcd flavour, or
+    with ``kubeconfig`` also ``kubernetes.kubeconfig`` (the plugin reads the pod from the API)."""
+    document: dict[str, Any] = {
         "name": lab_state.NETWORK_NAME,
         "cniVersion": CNI_VERSION,
         "plugins": [
@@ -74,14 +75,16 @@ def conflist(lab: LabState, node: NodeState) -> dict[str, Any]:
             }
         ],
     }
+    if kubeconfig:
+        document["plugins"][0]["kubernetes"] = {"kubeconfig": kubeconfig}
+    return document
 
 
 def conflist_path(node: NodeState) -> str:
     return os.path.join(node.directory, "net.d", "10-calico.conflist")
 
 
-def write_conflist(lab: LabState, node: NodeState) -> dict[str, Any]:
-    document = conflist(lab, node)
+def write_conflist(lab: LabState, node: NodeState, document: dict[str, Any]) -> dict[str, Any]:
     path = conflist_path(node)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as file:
@@ -161,10 +164,10 @@ def _network_configs(
 
 
 def _environment(
-    node: NodeState, netns: str, container_id: str, pod: str, namespace: str
+    node: NodeState, netns: str, container_id: str, pod: str, namespace: str, uid: str = ""
 ) -> dict[str, str]:
     bin_dir = os.path.dirname(executable("calico"))
-    return {
+    env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_CONTAINERID": container_id,
         "CNI_NETNS": f"{kernel.NETNS_DIR}/{netns}",
@@ -177,6 +180,9 @@ def _environment(
         "CALICO_AGENT_SOCKET": agent_socket(node),
         "CALICO_MTU_FILE": os.path.join(node.directory, "mtu"),
     }
+    if uid:
+        env["CNI_ARGS"] += f";K8S_POD_UID={uid}"
+    return env
 
 
 def _addresses(result: Mapping[str, Any]) -> tuple[str, str]:
@@ -203,16 +209,27 @@ def _ensure_profiles(lab: LabState, namespaces: Sequence[str]) -> None:
     store.call(lab.host_endpoints, lambda s: store.apply_all(s, manifests))
 
 
-def _add_one(lab: LabState, spec: PodSpec) -> PodState:
+def network(
+    lab: LabState,
+    spec: PodSpec,
+    *,
+    uid: str = "",
+    document: dict[str, Any] | None = None,
+    runtime_labels: bool = True,
+) -> PodState:
+    """Create the pod's namespace and run CNI ADD of ``document`` (default: the etcd-mode
+    conflist) for it; ``uid`` (a Kubernetes Pod's) goes into ``CNI_ARGS`` as ``K8S_POD_UID``;
+    ``runtime_labels``: hand the labels to the plugin as ``args.cni.labels``.  The state file is
+    not touched (the caller records the pod)."""
     node = lab.node(spec.node)
     netns = lab_state.pod_netns(lab.prefix, spec.name)
     container_id = uuid.uuid4().hex + uuid.uuid4().hex  # 64 hex, like a runtime's sandbox ID
-    document = write_conflist(lab, node)
+    document = write_conflist(lab, node, document or conflist(lab, node))
     kernel.add_namespace(netns)
-    env = _environment(node, netns, container_id, spec.name, spec.namespace)
+    env = _environment(node, netns, container_id, spec.name, spec.namespace, uid)
     previous: dict[str, Any] | None = None
     try:
-        for config in _network_configs(document, spec.labels):
+        for config in _network_configs(document, spec.labels if runtime_labels else {}):
             if previous is not None:
                 config["prevResult"] = previous
             previous = _invoke(node, config, "ADD", env) or previous
@@ -236,6 +253,7 @@ def _add_one(lab: LabState, spec: PodSpec) -> PodState:
         ipv6=ipv6,
         interface=host_interface(spec.namespace, spec.name),
         workload_endpoint=endpoint_name(node.name, spec.name),
+        uid=uid,
     )
 
 
@@ -256,7 +274,7 @@ def add(state_dir: str, specs: Sequence[PodSpec], *, parallel: int = 8) -> list[
 
     def one(spec: PodSpec) -> None:
         try:
-            added.append(_add_one(lab, spec))
+            added.append(network(lab, spec))
         except BaseException as error:  # collected; the others still finish
             errors.append(error)
 
@@ -279,9 +297,18 @@ def delete(state_dir: str, name: str) -> bool:
         pod = lab.pod(name)
     except KeyError:
         return False
+    unnetwork(lab, pod)
+    with lab_state.locked(state_dir):
+        lab_state.save(cluster_state(state_dir).without_pod(name))
+    return True
+
+
+def unnetwork(lab: LabState, pod: PodState, document: dict[str, Any] | None = None) -> None:
+    """CNI DEL (with the cached ADD result as ``prevResult``), then remove the pod's namespace
+    and the cached result; the state file is not touched."""
     node = lab.node(pod.node)
-    document = conflist(lab, node)
-    env = _environment(node, pod.netns, pod.container_id, pod.name, pod.namespace)
+    document = document or conflist(lab, node)
+    env = _environment(node, pod.netns, pod.container_id, pod.name, pod.namespace, pod.uid)
     path = _result_path(node, pod.container_id)
     previous: dict[str, Any] | None = None
     try:
@@ -296,9 +323,6 @@ def delete(state_dir: str, name: str) -> bool:
     kernel.delete_namespace(pod.netns)
     if os.path.exists(path):
         os.unlink(path)
-    with lab_state.locked(state_dir):
-        lab_state.save(cluster_state(state_dir).without_pod(name))
-    return True
 
 
 def cluster_state(state_dir: str) -> LabState:

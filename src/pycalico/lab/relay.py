@@ -5,7 +5,8 @@ without any interface joining the machine's network to the lab's.
 What it is: a small long-lived process (``python -m pycalico.lab.relay STATE_DIR``) that reads
 the members from ``state.json`` and, for each connection to a member's host port, opens a socket
 *inside that member's namespace* and copies bytes both ways.  What it is not: a proxy that
-understands etcd or gRPC.
+understands etcd or gRPC.  ``python -m pycalico.lab.relay STATE_DIR kube`` is a second one, for
+the Kubernetes API server of ``up --kubernetes`` (its pid in ``<state dir>/kube/relay.pid``).
 
 Invariants: it listens on loopback only; it writes its pid to ``<state dir>/relay.pid`` before
 serving and exits on SIGTERM.
@@ -54,17 +55,25 @@ def _handler(namespace: str, address: str, port: int):  # type: ignore[no-untype
     return accept
 
 
-async def serve(state_dir: str) -> None:
+def _targets(lab: lab_state.LabState, kube: bool) -> list[tuple[str, str, int, int]]:
+    """(namespace, address, port, host port) of each upstream this relay serves."""
+    if kube:
+        if lab.kube is None:
+            raise SystemExit(f"calico-lab relay: the lab in {lab.state_dir} has no Kubernetes")
+        return [(lab.kube.namespace, lab.kube.address, lab.kube.port, lab.kube.host_port)]
+    return [(m.namespace, m.address, 2379, m.host_port) for m in lab.etcd]
+
+
+async def serve(state_dir: str, *, kube: bool = False) -> None:
     lab = lab_state.load(state_dir)
     if lab is None:
         raise SystemExit(f"calico-lab relay: no lab state in {state_dir}")
     servers = [
-        await asyncio.start_server(
-            _handler(member.namespace, member.address, 2379), "127.0.0.1", member.host_port
-        )
-        for member in lab.etcd
+        await asyncio.start_server(_handler(namespace, address, port), "127.0.0.1", host_port)
+        for namespace, address, port, host_port in _targets(lab, kube)
     ]
-    with open(os.path.join(state_dir, "relay.pid"), "w") as file:
+    pid_path = os.path.join(lab.kube.directory, "relay.pid") if lab.kube and kube else None
+    with open(pid_path or os.path.join(state_dir, "relay.pid"), "w") as file:
         file.write(str(os.getpid()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,10 +86,10 @@ async def serve(state_dir: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if len(args) != 1:
-        print("usage: python -m pycalico.lab.relay STATE_DIR", file=sys.stderr)
+    if len(args) not in (1, 2) or args[1:] not in ([], ["kube"]):
+        print("usage: python -m pycalico.lab.relay STATE_DIR [kube]", file=sys.stderr)
         return 2
-    asyncio.run(serve(args[0]))
+    asyncio.run(serve(args[0], kube=args[1:] == ["kube"]))
     return 0
 
 

@@ -30,7 +30,12 @@ STATE_FILE = "state.json"
 FABRIC_SUBNET = "10.99.0"  # the nodes' /24 on the fabric bridge (only inside lab namespaces)
 FABRIC_SUBNET6 = "fd00:99::"
 GATEWAY_HOST = 254  # the bridge's own address, the nodes' default gateway
+# The "outside" host: a machine beyond the cluster (not a node, not a pod, in no pool), behind the
+# fabric router, for outgoing NAT.  TEST-NET-3, so it never collides with a real network.
+OUTSIDE_SUBNET = "203.0.113"
+OUTSIDE_ADDRESS = f"{OUTSIDE_SUBNET}.1"
 ETCD_HOST_BASE = 250  # etcd member i is at .250 - i
+KUBE_HOST = 240  # the Kubernetes API server (``up --kubernetes``)
 IPV4_POOL = "10.65.0.0/16"
 IPV6_POOL = "fd00:65::/48"
 NETWORK_NAME = "k8s-pod-network"
@@ -59,6 +64,29 @@ class PodState:
     ipv6: str = ""
     interface: str = ""  # host side, cali…
     workload_endpoint: str = ""
+    uid: str = ""  # the Kubernetes Pod's uid (Kubernetes mode); "" for a `pod add` pod in etcd mode
+
+
+@dataclass(frozen=True)
+class KubeState:
+    """The Kubernetes control plane of ``up --kubernetes``: kube-apiserver in its own namespace
+    on the fabric, reached from the machine through a relayed loopback port."""
+
+    namespace: str
+    address: str  # on the fabric; the nodes (and the CNI plugin) reach the API server here
+    port: int
+    host_port: int  # the relay's loopback port on the machine
+    directory: str  # credentials, certificates, kubeconfigs, logs
+
+    @property
+    def kubeconfig(self) -> str:
+        """For clients on the machine (kubectl, the pod runner): through the relay."""
+        return os.path.join(self.directory, "kubeconfig")
+
+    @property
+    def node_kubeconfig(self) -> str:
+        """For clients inside a node namespace (the CNI plugin): over the fabric."""
+        return os.path.join(self.directory, "node-kubeconfig")
 
 
 @dataclass(frozen=True)
@@ -80,10 +108,16 @@ class LabState:
     # "" (BGP, the default), "vxlan" or "vxlan-crosssubnet" (CALICO_NETWORKING_BACKEND=vxlan).
     encapsulation: str = ""
     subnets: int = 1  # fabric subnets, joined by the fabric namespace as a router
+    kube: KubeState | None = None
 
     @property
     def fabric_namespace(self) -> str:
         return f"{self.prefix}-fabric"
+
+    @property
+    def outside_namespace(self) -> str:
+        """The outside host's namespace (``OUTSIDE_ADDRESS``, routed through the fabric)."""
+        return f"{self.prefix}-outside"
 
     @property
     def node_endpoints(self) -> str:
@@ -144,6 +178,10 @@ def pod_netns(prefix: str, pod: str) -> str:
     return f"{prefix}-pod-{pod}"
 
 
+def control_namespace(prefix: str) -> str:
+    return f"{prefix}-control"
+
+
 def etcd_namespace(prefix: str, index: int) -> str:
     return f"{prefix}-etcd{index}"
 
@@ -199,6 +237,7 @@ def load(state_dir: str) -> LabState | None:
         pods=tuple(PodState(**pod) for pod in raw["pods"]),
         encapsulation=raw.get("encapsulation", ""),
         subnets=raw.get("subnets", 1),
+        kube=KubeState(**raw["kube"]) if raw.get("kube") else None,
     )
 
 

@@ -44,8 +44,11 @@ def profile_name(namespace: str) -> str:
     return f"kns.{namespace}"
 
 
-def namespace_profile(namespace: str) -> dict[str, Any]:
-    """The Profile kube-controllers' namespace controller writes for a namespace."""
+def namespace_profile(namespace: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Profile kube-controllers' namespace controller writes for a namespace: its labels
+    become ``pcns.<key>`` on every endpoint in it (with Kubernetes, the Namespace's labels)."""
+    to_apply = {f"pcns.{key}": value for key, value in sorted((labels or {}).items())}
+    to_apply["pcns.projectcalico.org/name"] = namespace
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "Profile",
@@ -53,7 +56,7 @@ def namespace_profile(namespace: str) -> dict[str, Any]:
         "spec": {
             "ingress": [{"action": "Allow"}],
             "egress": [{"action": "Allow"}],
-            "labelsToApply": {"pcns.projectcalico.org/name": namespace},
+            "labelsToApply": to_apply,
         },
     }
 

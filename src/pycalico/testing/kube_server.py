@@ -1,7 +1,8 @@
 """Launcher for a real Kubernetes API server on a real etcd: ``KubeAPIServer`` and
 ``KubeControlPlane`` (etcd + API server), each writing a kubeconfig for its clients.
 
-The ``kube-apiserver`` binary is the one ``make setup`` builds from Kubernetes' own Go modules
+The command line, credentials and kubeconfig are ``pycalico.k8s.apiserver``'s (shared with the
+Kubernetes lab).  The ``kube-apiserver`` binary is the one ``make setup`` builds from Kubernetes' own Go modules
 and links into the virtualenv's ``bin`` (see the Makefile's ``kube`` target).  There is no
 controller-manager, scheduler or kubelet: no default ServiceAccount is created, nothing is
 garbage-collected, and a Pod bound to a node never finishes a graceful delete.
@@ -41,15 +42,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import yaml
-
+from pycalico.k8s import apiserver
+from pycalico.k8s.apiserver import ADMIN_USER, SERVICE_ACCOUNT_ISSUER, SERVICE_CLUSTER_IP_RANGE
 from pycalico.netns.ports import free_port
 from pycalico.testing.etcd_server import SETPRIV, EtcdServer
 
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-ADMIN_USER = "pycalico-admin"
-
+__all__ = [
+    "ADMIN_USER",
+    "SERVICE_ACCOUNT_ISSUER",
+    "SERVICE_CLUSTER_IP_RANGE",
+    "KubeAPIServer",
+    "KubeAPIServerError",
+    "KubeControlPlane",
+    "kube_binary",
+]
 _live: set[KubeAPIServer] = set()
 _live_lock = threading.Lock()
 
@@ -117,12 +123,12 @@ class KubeAPIServer:
 
     @property
     def cert_dir(self) -> Path:
-        return self.directory / "certs"
+        return apiserver.cert_dir(self.directory)
 
     @property
     def ca_file(self) -> Path:
         """The self-signed serving certificate (with its signer) that clients trust."""
-        return self.cert_dir / "apiserver.crt"
+        return apiserver.ca_file(self.directory)
 
     @property
     def kubeconfig(self) -> Path:
@@ -141,59 +147,24 @@ class KubeAPIServer:
         return self._process is not None and self._process.poll() is None
 
     def _write_credentials(self) -> None:
-        key, public = self.directory / "sa.key", self.directory / "sa.pub"
-        if not key.exists():
-            subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
-                           capture_output=True)  # fmt: skip
-            subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(public)],
-                           check=True, capture_output=True)  # fmt: skip
-        (self.directory / "tokens.csv").write_text(
-            f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
-        )
+        apiserver.write_credentials(self.directory, self.token)
 
     def command(self) -> list[str]:
-        d = self.directory
-        return [
+        return apiserver.command(
             kube_binary("kube-apiserver"),
-            f"--etcd-servers={self.etcd_endpoint}",
-            f"--etcd-prefix={self.etcd_prefix}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.port}",
-            f"--cert-dir={self.cert_dir}",
-            f"--service-account-key-file={d / 'sa.pub'}",
-            f"--service-account-signing-key-file={d / 'sa.key'}",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--token-auth-file={d / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
-            f"--service-cluster-ip-range={self.service_cluster_ip_range}",
-            # No controller-manager maintains the `kubernetes` Service's endpoints, and a
-            # loopback address is not a valid endpoint: do not reconcile them.
-            "--endpoint-reconciler-type=none",
-            "--allow-privileged=true",
-            "--profiling=false",
-            *self.extra_args,
-        ]
+            self.directory,
+            etcd_servers=self.etcd_endpoint,
+            etcd_prefix=self.etcd_prefix,
+            bind_address="127.0.0.1",
+            advertise_address="127.0.0.1",
+            port=self.port,
+            service_cluster_ip_range=self.service_cluster_ip_range,
+            extra_args=self.extra_args,
+        )
 
     def write_kubeconfig(self) -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "pycalico",
-                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
-                }
-            ],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
-            "contexts": [
-                {"name": "pycalico", "context": {"cluster": "pycalico", "user": ADMIN_USER}}
-            ],
-            "current-context": "pycalico",
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
-        return self.kubeconfig
+        document = apiserver.kubeconfig(self.url, self.ca_file, self.token)
+        return apiserver.write_kubeconfig(self.kubeconfig, document)
 
     # --- lifecycle --------------------------------------------------------------------------
 
