@@ -98,7 +98,6 @@ def churn(
 ) -> ChurnResult:
     """``count`` sandboxes added and deleted on ``node_name``, ``parallel`` at a time."""
     node = lab.node(node_name)
-    pods.write_conflist(lab, node)
     result = ChurnResult()
     names = [f"{prefix}{i}" for i in range(count)]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
