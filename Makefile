@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 DEBIAN_PACKAGES := etcd-server etcd-client bird2 nftables iproute2 iputils-ping conntrack \
-                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static
+                   iperf3 containernetworking-plugins procps psmisc util-linux gobgpd podman runc busybox-static \
+                   chromium chromium-driver
 
 .PHONY: setup system-packages python-env kube lint unit test fuzz demo bench clean clean-lab
 
@@ -84,3 +85,13 @@ clean-lab:
 
 clean: clean-lab
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# The suite of issue 16 (docs/reliability.md): every fault drill, not only the fast subset that
+# `make test` runs, and it prints their table (fault, packets lost, seconds to recover,
+# consistency); then the attacks, and the fuzz tests with their long budget.
+.PHONY: faults
+faults: setup
+	PYCALICO_FAULTS=long PYCALICO_FAULTS_TABLE=$${PYCALICO_FAULTS_TABLE:-/tmp/pycalico-faults.md} \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/attacks tests/integration/felix/test_attacks.py
+	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/fuzz

@@ -156,6 +156,7 @@ NOT_PURE: dict[str, str] = {
     "pycalico.datastore.config": "reads the CalicoAPIConfig file and the environment",
     "pycalico.ipam.check": "reads every IPAM key through the KVStore protocol",
     "pycalico.ctl.loading": "reads the -f files, directories and stdin",
+    "pycalico.ctl.flows": "reads (and follows) the node's flow-log file",
     "pycalico.lab.state": "reads and writes the lab's state.json",
     "pycalico.kubecontrollers.status": "reads and writes kube-controllers' status file",
     "pycalico.felix.drivers.ipip": "reads /sys/module and /lib/modules (the IPIP probe)",

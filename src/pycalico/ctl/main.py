@@ -53,6 +53,7 @@ T = TypeVar("T")
 LAZY_GROUPS = {
     "datastore": "pycalico.ctl.datastore:datastore",
     "explain": "pycalico.ctl.explain:explain",
+    "flows": "pycalico.ctl.flows:flows",
     "ipam": "pycalico.ctl.ipam:ipam",
     "node": "pycalico.ctl.node:node",
     "patch": "pycalico.ctl.patch:patch",

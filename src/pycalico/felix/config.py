@@ -211,6 +211,15 @@ class FelixConfig:
     prometheus_metrics_enabled: bool = _setting("prometheusMetricsEnabled", parse_bool, "false")
     prometheus_metrics_host: str = _setting("prometheusMetricsHost", _str, "")
     prometheus_metrics_port: int = _setting("prometheusMetricsPort", int, "9091")
+    # Flow logs and rule counters (docs/flows.md); opt-in, as Calico's flow logs.
+    flow_logs_file_enabled: bool = _setting("flowLogsFileEnabled", parse_bool, "false")
+    flow_logs_file_directory: str = _setting("flowLogsFileDirectory", _str, "/var/log/calico/flows")
+    flow_logs_nflog_group: int = _setting("flowLogsNflogGroup", int, "11")
+    flow_logs_denied_rate: str = _setting("flowLogsDeniedRate", _str, "100/second")
+    policy_rule_counters_enabled: bool = _setting("policyRuleCountersEnabled", parse_bool, "false")
+    policy_rule_counters_interval: float = _setting(
+        "policyRuleCountersInterval", parse_duration, "10s"
+    )
     endpoint_reporting_enabled: bool = _setting(
         "endpointReportingEnabled", parse_bool, "false", restart=False
     )
@@ -256,6 +265,9 @@ class FelixConfig:
             failsafe_inbound=self.failsafe_inbound_host_ports,
             failsafe_outbound=self.failsafe_outbound_host_ports,
             flowtable_offload=self.nftables_flow_table_offload == "Enabled",
+            rule_counters=self.policy_rule_counters_enabled,
+            deny_log_group=self.flow_logs_nflog_group if self.flow_logs_file_enabled else 0,
+            deny_log_rate=self.flow_logs_denied_rate,
             nat_outgoing_address=self.nat_outgoing_address,
         )
 

@@ -44,6 +44,7 @@ from pycalico.datastore.updates import ResourceKey
 from pycalico.felix import config as felix_config
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc import ready as ready_flag
+from pycalico.felix.dataplane.flows import FlowLogs
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
 from pycalico.felix.dataplane.vxlan import VXLANOptions
 from pycalico.felix.messages import ConfigUpdate, DatastoreNotReady, InSync, Message
@@ -151,6 +152,7 @@ class Felix:
         self.graph = CalcGraph(self.hostname)
         self.metrics = Metrics()
         self.dataplane: Dataplane | None = None
+        self.flows: FlowLogs | None = None  # flow logs / rule counters (docs/flows.md), opt-in
         self.queue: asyncio.Queue[list[Message]] = asyncio.Queue()
         self.reporter = StatusReporter(
             kv, self.hostname, bootstrap.openstack_region, bootstrap.reporting_ttl
@@ -246,6 +248,8 @@ class Felix:
                         tasks.append(self._dataplane_task)
                         self._pending = []
                 elif messages:
+                    if self.flows is not None:
+                        self.flows.observe(messages)
                     self.queue.put_nowait(messages)
                 if self._dataplane_task is not None and self._dataplane_task.done():
                     self._dataplane_task.result()  # a crashed dataplane loop ends Felix
@@ -308,8 +312,28 @@ class Felix:
         dataplane.on_applied.append(self._on_applied)
         self.dataplane = dataplane
         self._watch_links(dataplane)
+        self._start_flows(first)
         self.queue.put_nowait(first)
         return asyncio.ensure_future(dataplane.run(self.queue))
+
+    def _start_flows(self, first: list[Message]) -> None:
+        config = self.config
+        if not (config.flow_logs_file_enabled or config.policy_rule_counters_enabled):
+            return
+        self.flows = FlowLogs(
+            self.hostname,
+            directory=config.flow_logs_file_directory if config.flow_logs_file_enabled else "",
+            nflog_group=config.flow_logs_nflog_group if config.flow_logs_file_enabled else 0,
+            counters_interval=(
+                config.policy_rule_counters_interval if config.policy_rule_counters_enabled else 0
+            ),
+            registry=self.metrics.registry,
+        )
+        self.flows.observe(first)
+        try:
+            self.flows.start()
+        except OSError as error:  # no nfnetlink_log, or the group is taken: Felix goes on
+            log.error("flow logs unavailable: %s", error)
 
     def _watch_links(self, dataplane: Dataplane) -> None:
         from pycalico.felix.drivers.interfaces import LinkWatcher
@@ -397,6 +421,8 @@ class Felix:
             log.info("Metrics on %s:%d", server.host or "*", self.metrics_port)
 
     async def _close(self) -> None:
+        if self.flows is not None:
+            self.flows.close()
         for server in self._servers:
             await server.close()
         close = getattr(self._link_watcher, "close", None)

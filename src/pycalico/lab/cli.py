@@ -390,5 +390,19 @@ def node_start(context: click.Context, name: str) -> None:
     console.print(f"{name}: calico-node running and ready")
 
 
+@main.command()
+@click.option("--port", default=8099, show_default=True, help="Loopback port; 0 picks a free one.")
+@click.pass_context
+def ui(context: click.Context, port: int) -> None:
+    """Serve a live picture of the lab on http://127.0.0.1:PORT/ (docs/ui.md)."""
+    from pycalico.lab import ui as lab_ui  # aiohttp only for this command
+
+    try:
+        lab_ui.serve(_state_dir(context), port)
+    except LabError as error:
+        console.print(f"[red]calico-lab ui: {error}[/]")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -10,6 +10,8 @@ crash), node stop/start (for failure drills), and readiness/status probes.  Layo
   ``subnets=2`` also ``br1`` at ``10.99.1.254/24`` for the second half of the nodes, and the
   namespace forwards between the two — a router that knows no pod routes, so pods in different
   subnets reach each other only through the VXLAN overlay;
+* ``clab-outside``: a host beyond the cluster at ``203.0.113.1``, on its own link behind the
+  fabric namespace (which routes, and knows no pod routes): pods reach it only with outgoing NAT;
 * ``clab-etcd<i>``: etcd member ``i`` at ``10.99.0.<250-i>:2379``; a relay process on the
   machine serves it on a loopback port (``calico-lab env``);
 * ``clab-node<i>``: ``eth0`` at ``10.99.<subnet>.<i>/24``, forwarding on, running
@@ -159,6 +161,10 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
             "CALICO_ROUTER_ID": "hash" if not node.address else node.address,
             # Felix writes the pods' MTU here (the lab's CNI config reads it with an overlay).
             "FELIX_MTUFILEPATH": os.path.join(directory, "mtu"),
+            # Denied packets as flow records (calicoctl flows, the UI) and per-rule counters.
+            "FELIX_FLOWLOGSFILEENABLED": "true",
+            "FELIX_FLOWLOGSFILEDIRECTORY": os.path.join(directory, "flows"),
+            "FELIX_POLICYRULECOUNTERSENABLED": "true",
         }
     )
     if lab.kube is not None:  # calico-node's feedback to the Kubernetes Node, over the fabric
@@ -373,13 +379,30 @@ def _build_fabric(lab: LabState, progress: Progress) -> None:
             address6 = f"{lab_state.subnet_prefix6(subnet)}fe/64"
             kernel.ip(fabric, "addr", "add", address6, "dev", bridge, "nodad")
         kernel.ip(fabric, "link", "set", bridge, "up")
+    # The fabric routes (between the subnets, and to the outside host): connected routes only,
+    # never a pod route, so only NAT or an overlay can carry pod traffic through it.
+    forwarding = {"net.ipv4.ip_forward": "1"}
+    if lab.ipv6:
+        forwarding["net.ipv6.conf.all.forwarding"] = "1"
+    kernel.sysctls(fabric, forwarding)
     if lab.subnets > 1:
-        # A router between the subnets: connected routes only, never a pod route.
-        forwarding = {"net.ipv4.ip_forward": "1"}
-        if lab.ipv6:
-            forwarding["net.ipv6.conf.all.forwarding"] = "1"
-        kernel.sysctls(fabric, forwarding)
         progress(f"fabric: {lab.subnets} subnets (br0..br{lab.subnets - 1}), routed, no pod routes")
+    _build_outside(lab, progress)
+
+
+def _build_outside(lab: LabState, progress: Progress) -> None:
+    """A host beyond the cluster on its own link behind the fabric router, which knows no pod
+    routes: a pod reaches it only with outgoing NAT (its replies go to the node's address)."""
+    outside = lab.outside_namespace
+    kernel.add_namespace(outside)
+    kernel.ip(lab.fabric_namespace, "link", "add", "brx", "type", "bridge")
+    gateway = f"{lab_state.OUTSIDE_SUBNET}.{lab_state.GATEWAY_HOST}"
+    kernel.ip(lab.fabric_namespace, "addr", "add", f"{gateway}/24", "dev", "brx")
+    kernel.ip(lab.fabric_namespace, "link", "set", "brx", "up")
+    kernel.attach_to_bridge(lab.fabric_namespace, outside, "outside", bridge="brx")
+    kernel.ip(outside, "addr", "add", f"{lab_state.OUTSIDE_ADDRESS}/24", "dev", "eth0")
+    kernel.ip(outside, "route", "add", "default", "via", gateway)
+    progress(f"outside: a host at {lab_state.OUTSIDE_ADDRESS} beyond the fabric router")
 
 
 def _start_etcd(lab: LabState, progress: Progress) -> None:

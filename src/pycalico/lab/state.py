@@ -30,6 +30,10 @@ STATE_FILE = "state.json"
 FABRIC_SUBNET = "10.99.0"  # the nodes' /24 on the fabric bridge (only inside lab namespaces)
 FABRIC_SUBNET6 = "fd00:99::"
 GATEWAY_HOST = 254  # the bridge's own address, the nodes' default gateway
+# The "outside" host: a machine beyond the cluster (not a node, not a pod, in no pool), behind the
+# fabric router, for outgoing NAT.  TEST-NET-3, so it never collides with a real network.
+OUTSIDE_SUBNET = "203.0.113"
+OUTSIDE_ADDRESS = f"{OUTSIDE_SUBNET}.1"
 ETCD_HOST_BASE = 250  # etcd member i is at .250 - i
 KUBE_HOST = 240  # the Kubernetes API server (``up --kubernetes``)
 IPV4_POOL = "10.65.0.0/16"
@@ -109,6 +113,11 @@ class LabState:
     @property
     def fabric_namespace(self) -> str:
         return f"{self.prefix}-fabric"
+
+    @property
+    def outside_namespace(self) -> str:
+        """The outside host's namespace (``OUTSIDE_ADDRESS``, routed through the fabric)."""
+        return f"{self.prefix}-outside"
 
     @property
     def node_endpoints(self) -> str:

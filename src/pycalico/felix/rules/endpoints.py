@@ -44,7 +44,7 @@ from pycalico.felix.messages import (
     TierInfo,
     WorkloadEndpointUpdate,
 )
-from pycalico.felix.rules import names
+from pycalico.felix.rules import flows, names
 from pycalico.felix.rules.model import (
     NO_PREFILTER,
     Chain,
@@ -54,7 +54,7 @@ from pycalico.felix.rules.model import (
     RenderConfig,
     SetDef,
 )
-from pycalico.felix.rules.policy import nets_for_family, none_of
+from pycalico.felix.rules.policy import deny_log, nets_for_family, none_of
 
 _MASK32 = 0xFFFFFFFF
 CLEAR_ALL = f"meta mark set meta mark & {(~names.ALL_MARKS) & _MASK32:#x}"
@@ -91,7 +91,12 @@ def conntrack_rules(config: RenderConfig) -> list[str]:
 
 
 def tier_rules(
-    tiers: Sequence[TierInfo], ingress: bool, *, untracked: bool = False, end_of_tier: bool = True
+    tiers: Sequence[TierInfo],
+    ingress: bool,
+    *,
+    untracked: bool = False,
+    end_of_tier: bool = True,
+    config: RenderConfig | None = None,
 ) -> list[str]:
     """Jump to each tier's policies in order.
 
@@ -110,6 +115,9 @@ def tier_rules(
             rules.append(f"{_PASS_CLEAR} jump {chain}")
             rules.append(_NOTRACK_RETURN_IF_ACCEPTED if untracked else _RETURN_IF_ACCEPTED)
         if end_of_tier and tier.default_action != "pass":
+            log = deny_log(flows.log_prefix_for_tier(tier.name, ingress), config) if config else ""
+            if log:  # flow logs (docs/flows.md): the end-of-tier drop is a deny path too
+                rules.append(f"{_PASS_CLEAR} {log}")
             rules.append(
                 f"{_PASS_CLEAR} drop comment "
                 f"{quote('End of tier ' + tier.name + '. Drop if no policies passed packet')}"
@@ -117,11 +125,16 @@ def tier_rules(
     return rules
 
 
-def _profiles(profile_ids: Sequence[ProfileID], inbound: bool) -> list[str]:
+def _profiles(
+    profile_ids: Sequence[ProfileID], inbound: bool, config: RenderConfig | None = None
+) -> list[str]:
     rules: list[str] = []
     for profile_id in profile_ids:
         rules.append(f"jump {names.profile_chain(profile_id, inbound=inbound)}")
         rules.append(_RETURN_IF_ACCEPTED)
+    log = deny_log(flows.log_prefix_for_profiles(inbound), config) if config else ""
+    if log:
+        rules.append(log)
     rules.append(f"drop comment {quote('Drop if no profiles matched')}")
     return rules
 
@@ -153,12 +166,12 @@ def workload_chains(endpoint: WorkloadEndpointUpdate, config: RenderConfig) -> t
     """(``cali-tw-<iface>`` ingress, ``cali-fw-<iface>`` egress) for one workload endpoint."""
     head = [] if endpoint.admin_up else ['drop comment "Endpoint admin disabled"']
     to_rules = [*head, *conntrack_rules(config), CLEAR_ACCEPT_PASS]
-    to_rules += tier_rules(endpoint.tiers, ingress=True)
-    to_rules += _profiles(endpoint.profile_ids, inbound=True)
+    to_rules += tier_rules(endpoint.tiers, ingress=True, config=config)
+    to_rules += _profiles(endpoint.profile_ids, inbound=True, config=config)
     from_rules = [*head, *conntrack_rules(config), CLEAR_ACCEPT_PASS]
     from_rules += _anti_spoofing(endpoint, config)
-    from_rules += tier_rules(endpoint.tiers, ingress=False)
-    from_rules += _profiles(endpoint.profile_ids, inbound=False)
+    from_rules += tier_rules(endpoint.tiers, ingress=False, config=config)
+    from_rules += _profiles(endpoint.profile_ids, inbound=False, config=config)
     iface = endpoint.interface_name
     return (
         Chain(names.to_workload_chain(iface), tuple(to_rules)),
@@ -196,11 +209,11 @@ def host_endpoint_chains(
     from_name, to_name, from_fwd, to_fwd = names.host_endpoint_chains(endpoint.id)
     common = [*conntrack_rules(config), CLEAR_ACCEPT_PASS]
     from_rules = [*common, *failsafe_rules(config.failsafe_inbound, inbound=True)]
-    from_rules += tier_rules(endpoint.tiers, ingress=True)
-    from_rules += _profiles(endpoint.profile_ids, inbound=True)
+    from_rules += tier_rules(endpoint.tiers, ingress=True, config=config)
+    from_rules += _profiles(endpoint.profile_ids, inbound=True, config=config)
     to_rules = [*common, *failsafe_rules(config.failsafe_outbound, inbound=False)]
-    to_rules += tier_rules(endpoint.tiers, ingress=False)
-    to_rules += _profiles(endpoint.profile_ids, inbound=False)
+    to_rules += tier_rules(endpoint.tiers, ingress=False, config=config)
+    to_rules += _profiles(endpoint.profile_ids, inbound=False, config=config)
     from_fwd_rules = [CLEAR_ACCEPT_PASS, *tier_rules(endpoint.forward_tiers, ingress=True)]
     to_fwd_rules = [CLEAR_ACCEPT_PASS, *tier_rules(endpoint.forward_tiers, ingress=False)]
     if len(from_fwd_rules) > 1:

@@ -96,6 +96,11 @@ class RenderConfig:
     # NFTablesFlowTableOffload: established TCP/UDP flows forwarded between workload interfaces
     # take the flowtable fast path (new flows still go through policy).
     flowtable_offload: bool = False
+    # Flow logs and counters (docs/flows.md): a ``counter`` on every policy/profile rule, and
+    # an NFLOG ``log group`` (rate-limited) before every deny path; 0 = no deny logging.
+    rule_counters: bool = False
+    deny_log_group: int = 0
+    deny_log_rate: str = "100/second"
     # FelixConfiguration natOutgoingAddress: SNAT to this address instead of masquerading.
     nat_outgoing_address: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())

@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 from pycalico.felix.messages import PolicyID, PortRange, ProfileID, ResolvedRule
-from pycalico.felix.rules import names
+from pycalico.felix.rules import flows, names
 from pycalico.felix.rules.model import Chain, RenderConfig
 
 _FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
@@ -212,14 +212,27 @@ def render_rule(rule: ResolvedRule, family: int, config: RenderConfig) -> list[s
         "d", family, rule.destination_ports, rule.destination_named_port_ip_set_ids
     )
     action = _action(rule, config)
+    if config.rule_counters:
+        action = f"counter {action}"
     comment = f' comment "cali:{rule.rule_id[:40]}"' if rule.rule_id else ""
+    log = deny_log(flows.log_prefix_for_rule(rule.rule_id), config) if rule.action == "deny" else ""
     bodies: list[str] = []
     for choice in itertools.product(
         *net_alternatives, source_alternatives, destination_alternatives
     ):
+        if log:  # its own rule: over the rate limit only the log is skipped, never the deny
+            bodies.append(" ".join(p for p in [*matches, *choice, log] if p))
         parts = [*matches, *choice, action]
         bodies.append(" ".join(p for p in parts if p) + comment)
     return bodies
+
+
+def deny_log(prefix: str, config: RenderConfig) -> str:
+    """The rate-limited NFLOG statement of a deny path ("" when deny logging is off)."""
+    if not config.deny_log_group:
+        return ""
+    prefix = prefix.replace('"', "'")
+    return f'limit rate {config.deny_log_rate} log prefix "{prefix}" group {config.deny_log_group}'
 
 
 def render_rules(rules: Sequence[ResolvedRule], config: RenderConfig) -> tuple[str, ...]:

@@ -1,0 +1,392 @@
+"""Fault drills on a calico-lab: steady traffic, process faults, and the consistency check.
+
+What it is: the pieces of ``tests/faults`` that talk to a running lab —
+
+* ``Traffic``: a 10/s ping between every ordered pair of pods plus one iperf3 UDP flow, run for
+  a fixed time; ``Traffic.losses`` gives the percentage each flow lost;
+* ``child_pid`` / ``kill_child``: one of calico-node's children (Felix, BIRD, confd) in a node's
+  namespace, and SIGKILL to it;
+* ``wait_for``: polls a condition until it holds or a deadline passes (never a fixed sleep);
+* ``consistency``: ``calicoctl ipam check`` clean, every pod's route on every node, and each
+  node's nft ruleset equal to what a freshly started Felix programs (``ruleset``).
+
+What it is not: the fault cases themselves (``tests/faults``) nor the lab (``pycalico.lab``).
+
+Invariants: every process started here is killed when its context exits, also on failure; a
+wait always has a deadline and says what it waited for when it runs out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+from pycalico.lab import cluster, kernel, pods
+from pycalico.lab.state import LabState, NodeState
+from pycalico.testing.calicoctl import Calicoctl
+
+PING_INTERVAL = 0.1
+UDP_RATE = "1M"
+IPERF_PORT = "5201"
+
+CHILD_NAMES = {
+    "felix": ("calico-felix",),
+    "bird": ("bird",),
+    "confd": ("-confd",),
+}
+
+
+class FaultTimeout(AssertionError):
+    """A wait in a fault drill ran out; the message says what was awaited."""
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float, step: float = 0.1) -> float:
+    """Polls ``condition`` until true; returns the seconds it took, or raises naming ``what``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise FaultTimeout(f"{what}: not reached within {timeout:.0f} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    name: str
+    process: subprocess.Popen[str]
+
+
+@dataclass
+class Traffic:
+    """Flows started by ``steady_traffic``; ``losses`` once they have finished."""
+
+    flows: list[Flow] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def finish(self, timeout: float) -> None:
+        for flow in self.flows:
+            self.outputs[flow.name] = flow.process.communicate(timeout=timeout)[0]
+
+    def losses(self) -> dict[str, float]:
+        return {name: loss(name, output) for name, output in self.outputs.items()}
+
+    def packets_lost(self) -> int:
+        return sum(lost_packets(name, output) for name, output in self.outputs.items())
+
+
+def loss(name: str, output: str) -> float:
+    """Percentage of packets lost by a finished flow, from its output."""
+    sent, received = _counts(name, output)
+    return 100.0 * (sent - received) / sent
+
+
+def lost_packets(name: str, output: str) -> int:
+    sent, received = _counts(name, output)
+    return sent - received
+
+
+def _counts(name: str, output: str) -> tuple[int, int]:
+    if name.startswith("ping"):
+        found = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+        assert found, f"{name}: no ping summary in {output[-500:]!r}"
+        sent, received = int(found[1]), int(found[2])
+    else:
+        report = json.loads(output)
+        assert "error" not in report, f"{name}: {report['error']}"
+        total = report["end"]["sum"]
+        sent, received = int(total["packets"]), int(total["packets"]) - int(total["lost_packets"])
+    assert sent > 0, f"{name}: nothing sent"
+    return sent, received
+
+
+def _listening(lab: LabState, pod: str) -> bool:
+    done = subprocess.run(
+        pods.exec_argv(lab, pod, ["ss", "-Hln", "sport", "=", f":{IPERF_PORT}"]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return IPERF_PORT in done.stdout
+
+
+@contextmanager
+def steady_traffic(
+    lab: LabState, duration: float, iperf: tuple[str, str] = ("p1", "p2")
+) -> Iterator[Traffic]:
+    """A ping of every ordered pod pair and an iperf3 UDP flow ``iperf[0]`` -> ``iperf[1]``."""
+    client, target = iperf
+    server = subprocess.Popen(
+        pods.exec_argv(lab, target, ["iperf3", "-s", "-1", "-p", IPERF_PORT]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    traffic = Traffic()
+    try:
+        wait_for("iperf3 server listening", lambda: _listening(lab, target), 10.0, 0.05)
+        count = str(int(duration / PING_INTERVAL))
+        for source in lab.pods:
+            for destination in lab.pods:
+                if source.name == destination.name:
+                    continue
+                argv = ["ping", "-n", "-q", "-i", str(PING_INTERVAL), "-c", count]
+                traffic.flows.append(
+                    Flow(
+                        f"ping {source.name}->{destination.name}",
+                        subprocess.Popen(
+                            pods.exec_argv(lab, source.name, [*argv, destination.ipv4]),
+                            stdout=subprocess.PIPE,
+                            text=True,
+                        ),
+                    )
+                )
+        iperf_argv = ["iperf3", "-c", lab.pod(target).ipv4, "-p", IPERF_PORT, "-u", "-b"]
+        iperf_argv += [UDP_RATE, "-l", "1000", "-t", str(int(duration)), "--json"]
+        traffic.flows.append(
+            Flow(
+                f"iperf3 UDP {client}->{target}",
+                subprocess.Popen(
+                    pods.exec_argv(lab, client, iperf_argv), stdout=subprocess.PIPE, text=True
+                ),
+            )
+        )
+        yield traffic
+    finally:
+        for flow in traffic.flows:
+            if flow.process.poll() is None:
+                flow.process.send_signal(signal.SIGINT)
+                try:
+                    flow.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    flow.process.kill()
+                    flow.process.wait()
+        server.kill()
+        server.wait()
+
+
+# --- calico-node's children ------------------------------------------------------------------
+
+
+def child_pid(node: NodeState, child: str) -> int | None:
+    """The pid of calico-node's ``child`` ("felix", "bird", "confd") on ``node``, if running."""
+    agent = kernel.read_pid(cluster.pid_file(node))
+    if not kernel.alive(agent):
+        return None
+    assert agent is not None
+    marks = CHILD_NAMES[child]
+    for pid in kernel.children(agent):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                words = handle.read().split(b"\0")
+        except OSError:
+            continue
+        names = [os.path.basename(word.decode(errors="replace")) for word in words if word]
+        if child == "bird" and names and names[0] == "bird":
+            return pid
+        if child != "bird" and any(mark in names for mark in marks):
+            return pid
+    return None
+
+
+def kill_child(node: NodeState, child: str) -> int:
+    """SIGKILL ``child`` on ``node``; returns the killed pid."""
+    pid = child_pid(node, child)
+    assert pid is not None, f"{node.name}: no {child} running under calico-node"
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def restarted(node: NodeState, child: str, old: int) -> bool:
+    pid = child_pid(node, child)
+    return pid is not None and pid != old
+
+
+def node_ready(lab: LabState, node: NodeState) -> bool:
+    return cluster.node_ready(lab, node, cluster.node_status(node))
+
+
+def all_ready(lab: LabState) -> bool:
+    return all(node_ready(lab, node) for node in lab.nodes)
+
+
+# --- consistency -----------------------------------------------------------------------------
+
+
+def ruleset(node: NodeState) -> str:
+    """The node's nft ruleset without counters, chains and sets in a stable order."""
+    text = kernel.run("ip", "netns", "exec", node.namespace, "nft", "-s", "list", "ruleset")
+    return normalise_ruleset(text)
+
+
+def normalise_ruleset(text: str) -> str:
+    """Blocks (chains, sets, maps) sorted within each table; element lists sorted."""
+    tables: list[str] = []
+    for table in re.split(r"(?m)^(?=table )", text):
+        if not table.strip():
+            continue
+        header, _, body = table.partition("\n")
+        body = body.rstrip().removesuffix("}")  # the table's own closing brace
+        blocks = re.split(r"(?m)^\t(?=chain |set |map |flowtable )", body)
+        kept = sorted(_sorted_elements(block.rstrip()) for block in blocks[1:])
+        tables.append(header + "\n" + "\n".join(kept))
+    return "\n".join(sorted(tables))
+
+
+def _sorted_elements(block: str) -> str:
+    def sort(match: re.Match[str]) -> str:
+        items = sorted(item.strip() for item in match[1].replace("\n", " ").split(","))
+        return "elements = { " + ", ".join(items) + " }"
+
+    return re.sub(r"elements = \{(.*?)\}", sort, block, flags=re.S)
+
+
+def route_problems(lab: LabState) -> list[str]:
+    """Each pod's address: on its own node through its interface, elsewhere via its node."""
+    problems = []
+    for pod in lab.pods:
+        home = lab.node(pod.node)
+        for node in lab.nodes:
+            found = kernel.run(
+                "ip", "netns", "exec", node.namespace, "ip", "route", "get", pod.ipv4, check=False
+            )
+            wanted = f"dev {pod.interface}" if node.name == pod.node else f"via {home.address}"
+            if wanted not in found:
+                problems.append(f"{node.name}: route to {pod.name} {pod.ipv4}: {found.strip()!r}")
+    return problems
+
+
+def ipam_check(lab: LabState) -> tuple[bool, str]:
+    done = Calicoctl(lab.host_endpoints)("ipam", "check")
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+@dataclass(frozen=True)
+class Consistency:
+    ipam: str
+    routes: list[str]
+    rulesets: list[str]
+
+    @property
+    def clean(self) -> bool:
+        return self.ipam == "" and not self.routes and not self.rulesets
+
+    def summary(self) -> str:
+        if self.clean:
+            return "clean"
+        parts = []
+        if self.ipam:
+            parts.append("ipam check failed")
+        if self.routes:
+            parts.append(f"{len(self.routes)} routes wrong")
+        if self.rulesets:
+            names = ", ".join(entry.split(" ", 1)[0] for entry in self.rulesets)
+            parts.append(f"nft differs on {names}")
+        return "; ".join(parts)
+
+    def details(self) -> str:
+        rulesets = "\n".join(self.rulesets)
+        return f"ipam: {self.ipam}\nroutes: {self.routes}\nrulesets differ: {rulesets}"
+
+
+def fresh_felix_ruleset(lab: LabState, node: NodeState, timeout: float = 60.0) -> str:
+    """The ruleset after Felix on ``node`` was killed, restarted by calico-node and is ready."""
+    old = kill_child(node, "felix")
+    wait_for(f"{node.name}: Felix restarted", lambda: restarted(node, "felix", old), timeout)
+    wait_for(f"{node.name}: ready again", lambda: node_ready(lab, node), timeout)
+    return ruleset(node)
+
+
+def consistency(
+    lab: LabState, fresh_felix: list[NodeState] | None = None, timeout: float = 30.0
+) -> Consistency:
+    """``calicoctl ipam check``, every route, and the ruleset of each node in ``fresh_felix``
+    (default: all) against the one Felix programs after a restart.  Routes are waited for up to
+    ``timeout``."""
+    ok, output = ipam_check(lab)
+    with suppress(FaultTimeout):  # what is still wrong then is reported below
+        wait_for("every pod route", lambda: not route_problems(lab), timeout, 0.25)
+    routes = route_problems(lab)
+    differ = []
+    for node in lab.nodes if fresh_felix is None else fresh_felix:
+        before = ruleset(node)
+        after = fresh_felix_ruleset(lab, node)
+        if after != before:
+            lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="")
+            differ.append(node.name + " (before/after a Felix restart):\n" + "\n".join(lines))
+    return Consistency("" if ok else output, routes, differ)
+
+
+# --- etcd and the dataplane behind Felix's back ----------------------------------------------
+
+
+def stop_etcd(lab: LabState, index: int = 0) -> None:
+    """SIGKILL etcd member ``index`` (its data directory stays)."""
+    member = lab.etcd[index]
+    pid = kernel.read_pid(os.path.join(lab.state_dir, f"{member.name}.pid"))
+    assert kernel.alive(pid), f"{member.name}: not running"
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"{member.name} gone", lambda: not kernel.alive(pid), 10.0, 0.05)
+
+
+def start_etcd(lab: LabState, index: int = 0) -> None:
+    """Start etcd member ``index`` again on its data directory, as ``up`` started it."""
+    member = lab.etcd[index]
+    kernel.start_daemon(
+        cluster._etcd_command(lab, member),  # the command `up` started it with
+        namespace=member.namespace,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        log_path=os.path.join(lab.state_dir, member.name, "etcd.log"),
+        pid_path=os.path.join(lab.state_dir, f"{member.name}.pid"),
+    )
+
+
+def tamper(node: NodeState, pod_address: str) -> list[str]:
+    """Behind Felix's back on ``node``: a chain of the calico table deleted (the first nothing
+    jumps to; flushed if every chain is referenced), a set with elements flushed,
+    ``pod_address``'s route removed.  Returns what was done."""
+    text = kernel.run(
+        "ip", "netns", "exec", node.namespace, "nft", "list", "table", "inet", "calico"
+    )
+    done = []
+    chains = re.findall(r"(?m)^\tchain (\S+) \{", text)
+    nft = ["ip", "netns", "exec", node.namespace, "nft"]
+    for chain in chains:
+        if f"jump {chain}" not in text and f"goto {chain}" not in text:
+            kernel.run(*nft, "delete", "chain", "inet", "calico", chain)
+            done.append(f"chain {chain} deleted")
+            break
+    else:
+        kernel.run(*nft, "flush", "chain", "inet", "calico", chains[-1])
+        done.append(f"chain {chains[-1]} flushed")
+    for name in re.findall(r"(?m)^\tset (\S+) \{", text):
+        block = text.split(f"\tset {name} {{", 1)[1].split("\n\t}", 1)[0]
+        if "elements" in block:
+            kernel.run(*nft, "flush", "set", "inet", "calico", name)
+            done.append(f"set {name} flushed")
+            break
+    kernel.run("ip", "netns", "exec", node.namespace, "ip", "route", "del", pod_address)
+    done.append(f"route {pod_address} removed")
+    return done
+
+
+def stray_interfaces(lab: LabState) -> list[str]:
+    """``cali*`` interfaces on a node that no pod of the lab owns, and pods' missing ones."""
+    problems = []
+    for node in lab.nodes:
+        text = kernel.run("ip", "-n", node.namespace, "-o", "link", "show")
+        found = set(re.findall(r"^\d+: (cali[0-9a-f]+)[@:]", text, flags=re.M))
+        owned = {pod.interface for pod in lab.pods if pod.node == node.name}
+        problems += [f"{node.name}: {name} owned by no pod" for name in sorted(found - owned)]
+        problems += [f"{node.name}: {name} missing" for name in sorted(owned - found)]
+    return problems
