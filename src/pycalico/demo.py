@@ -3,13 +3,14 @@
 What it does, printing every command before it runs (the real ``calico-lab`` and ``calicoctl``
 executables, exactly as a user types them) with its output below:
 
-1. ``calico-lab up --nodes 3``: etcd, a fabric bridge and three node namespaces, each running
-   calico-node (Felix, confd, BIRD, the CNI agent);
-2. six pods in two namespaces (``shop``: web-1, web-2, db; ``tools``: probe-1, probe-2, admin),
-   each networked by the ``calico`` CNI plugin;
+1. ``calico-lab up --nodes 3 --kubernetes``: etcd, a fabric bridge and three node namespaces,
+   each running calico-node (Felix, confd, BIRD, the CNI agent), plus kube-apiserver,
+   calico-kube-controllers and the pod runner;
+2. six pods in two namespaces (``shop``: web-1, web-2, db; ``tools``: probe-1, probe-2, admin)
+   created with ``kubectl apply``, each networked by the ``calico`` CNI plugin;
 3. the connectivity matrix (ICMP and TCP, every pod to every pod): everything reachable;
-4. ``calicoctl apply`` of a namespaced NetworkPolicy (only ``app=web`` may reach the database)
-   and a GlobalNetworkPolicy (pods in ``tools`` other than ``role=admin`` may not open TCP
+4. ``kubectl apply`` of a Kubernetes NetworkPolicy (only ``app=web`` may reach the database)
+   and ``calicoctl apply`` of a GlobalNetworkPolicy (pods in ``tools`` other than ``role=admin`` may not open TCP
    connections into ``shop``);
 5. the matrix again: exactly the expected cells blocked;
 6. ``calico-lab down``, also after a failure or Ctrl-C.
@@ -55,21 +56,22 @@ PODS = [  # name, node, namespace, labels
     ("admin", "node3", "tools", "app=probe,role=admin"),
 ]
 
-POLICIES = """\
-# Namespaced: in 'shop', the database accepts connections only from the web pods.
-apiVersion: projectcalico.org/v3
+NETWORK_POLICY = """\
+# Kubernetes NetworkPolicy: in 'shop', the database accepts connections only from the web pods.
+# kube-controllers turns it into the Calico policy knp.default.db-from-web-only.
+apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
   name: db-from-web-only
   namespace: shop
 spec:
-  selector: app == 'db'
-  types: [Ingress]
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
   ingress:
-  - action: Allow
-    source:
-      selector: app == 'web'
----
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+"""
+
+POLICIES = """\
 # Cluster-wide: pods in 'tools' (except role=admin) may not open TCP connections into 'shop'.
 # Everything else they send is allowed (ping still works).
 apiVersion: projectcalico.org/v3
@@ -88,6 +90,21 @@ spec:
       namespaceSelector: projectcalico.org/name == 'shop'
   - action: Allow
 """
+
+
+def pods_manifest() -> str:
+    """The demo's namespaces and pods as Kubernetes objects (each pod pinned to its node)."""
+    documents = [
+        f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("shop", "tools")
+    ]
+    for name, node, namespace, labels in PODS:
+        pairs = ", ".join(f"{k}: {v}" for k, v in (kv.split("=") for kv in labels.split(",")))
+        documents.append(
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, "
+            f"labels: {{{pairs}}}}}\nspec:\n  nodeName: {node}\n"
+            "  containers: [{name: main, image: registry.k8s.io/pause:3.10}]\n"
+        )
+    return "---\n".join(documents)
 
 
 def expected_after_policy(source: PodState, destination: PodState, protocol: str) -> bool:
@@ -143,38 +160,36 @@ def show_matrix(title: str, pods: Sequence[PodState], expect: matrix.Expectation
 def tour(env: dict[str, str], workdir: Path) -> bool:
     lab_cli = executable("calico-lab")
     step(
-        "1. A three-node cluster",
+        "1. A three-node Kubernetes cluster",
         "Each node is a network namespace on a shared bridge, running calico-node: Felix "
-        "(routes and nftables rules), confd + BIRD (BGP), and the CNI agent. etcd runs in its "
-        "own namespace. (The demo uses its own state dir and namespace prefix; your own lab "
-        "would use `calico-lab up` with the defaults.)",
+        "(routes and nftables rules), confd + BIRD (BGP), and the CNI agent. etcd, a real "
+        "kube-apiserver, calico-kube-controllers and a pod runner (the kubelet's part) run "
+        "beside them. (The demo uses its own state dir and namespace prefix; your own lab "
+        "would use `calico-lab up --kubernetes` with the defaults.)",
     )
-    command([lab_cli, "up", "--nodes", "3"], env)
+    command([lab_cli, "up", "--nodes", "3", "--kubernetes"], env)
+    lab = lab_state.load(STATE_DIR)
+    assert lab is not None and lab.kube is not None
+    kube_env = {**env, "KUBECONFIG": lab.kube.kubeconfig}
+    kubectl = executable("kubectl")
+    console.print(
+        f"[dim]kubectl uses the lab's API server with: export KUBECONFIG={lab.kube.kubeconfig}[/]"
+    )
 
     step(
-        "2. Six pods in two namespaces",
-        "`pod add` creates a network namespace and runs the real `calico` CNI plugin on the "
-        "chosen node, the way a container runtime does: it gets an address from calico-ipam, "
-        "a veth pair, and a WorkloadEndpoint with the pod's labels. The lab also creates the "
-        "namespace's Profile `kns.<namespace>`, as Calico's kube-controllers would.",
+        "2. Six pods in two namespaces, with kubectl",
+        "The pod runner gives each Pod a network namespace and runs the real `calico` CNI "
+        "plugin on its node, the way a kubelet does: an address from calico-ipam, a veth pair, "
+        "and a WorkloadEndpoint with the pod's labels. calico-kube-controllers writes each "
+        "namespace's Profile `kns.<namespace>`.",
     )
-    for name, node, namespace, labels in PODS:
-        command(
-            [
-                lab_cli,
-                "pod",
-                "add",
-                name,
-                "--node",
-                node,
-                "--namespace",
-                namespace,
-                "--labels",
-                labels,
-            ],
-            env,
-        )
-    command([lab_cli, "status"], env)
+    pods_file = workdir / "pods.yaml"
+    pods_file.write_text(pods_manifest())
+    command([kubectl, "apply", "-f", str(pods_file)], kube_env)
+    for namespace in ("shop", "tools"):
+        command([kubectl, "wait", "-n", namespace, "--for=condition=Ready", "pods", "--all",
+                 "--timeout=60s"], kube_env)  # fmt: skip
+    command([kubectl, "get", "pods", "-A", "-o", "wide"], kube_env)
     lab = lab_state.load(STATE_DIR)
     assert lab is not None
     ctl_env = {**env, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": lab.host_endpoints}
@@ -190,15 +205,19 @@ def tour(env: dict[str, str], workdir: Path) -> bool:
     first = show_matrix("Before policy (cell: ICMP/TCP)", lab.pods, lambda *_: True)
 
     step(
-        "4. Two policies, applied with calicoctl",
-        "A namespaced NetworkPolicy protects the database; a GlobalNetworkPolicy keeps the "
-        "tools namespace from opening TCP connections into shop (except its admin pod).",
+        "4. Two policies: a Kubernetes NetworkPolicy (kubectl) and a Calico one (calicoctl)",
+        "A Kubernetes NetworkPolicy protects the database (kube-controllers turns it into a "
+        "Calico policy); a Calico GlobalNetworkPolicy keeps the tools namespace from opening "
+        "TCP connections into shop (except its admin pod).",
     )
+    netpol = workdir / "networkpolicy.yaml"
+    netpol.write_text(NETWORK_POLICY)
+    console.print(Panel(NETWORK_POLICY.rstrip(), title=str(netpol.name), expand=False))
+    command([kubectl, "apply", "-f", str(netpol)], kube_env)
     manifest = workdir / "policies.yaml"
     manifest.write_text(POLICIES)
     console.print(Panel(POLICIES.rstrip(), title=str(manifest.name), expand=False))
     command([executable("calicoctl"), "apply", "-f", str(manifest)], ctl_env)
-    command([executable("calicoctl"), "get", "networkpolicy", "-A"], ctl_env)
     command([executable("calicoctl"), "get", "globalnetworkpolicy"], ctl_env)
 
     step(

@@ -35,6 +35,9 @@ def test_demo_flow_exits_zero_with_both_matrices_as_expected(tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert done.stdout.count("all as expected") == 2, done.stdout[-4000:]
     assert "Demo finished: both matrices as expected" in done.stdout
+    # The Kubernetes story: pods and the NetworkPolicy with kubectl, the GNP with calicoctl.
+    assert "pod/db created" in done.stdout
+    assert "networkpolicy.networking.k8s.io/db-from-web-only created" in done.stdout
     # Exactly the policy's cells are blocked: 60 probes, 10 blocked.
     assert "60 of 60 probes reached their pod" in done.stdout
     assert "50 of 60 probes reached their pod" in done.stdout

@@ -117,6 +117,19 @@ def test_kubectl_pods_get_addresses_reach_each_other_and_release_them(lab: LabRu
     assert extra["status"]["podIP"] in added
     workload = calicoctl(lab, "get", "workloadendpoints", "-n", "ns-a", "-o", "yaml").stdout
     assert "node2-k8s-extra-eth0" in workload and "kns.ns-a" in workload
+    # The profiles are kube-controllers' (namespace and service-account controllers), one
+    # process the lab runs: the namespace's labels as pcns.*, the account's as ksa.<ns>.<sa>.
+    assert "ksa.ns-a.default" in workload
+    controllers = kernel.read_pid(Path(state.kube.directory, "kube-controllers.pid"))
+    assert kernel.alive(controllers)
+    kubectl(lab, "label", "namespace", "ns-a", "team=blue")
+    deadline = time.monotonic() + 30
+    profile = ""
+    while time.monotonic() < deadline and "pcns.team: blue" not in profile:
+        profile = calicoctl(lab, "get", "profile", "kns.ns-a", "-o", "yaml").stdout
+        time.sleep(0.1)
+    assert "pcns.team: blue" in profile, profile + lab.logs()
+    assert calicoctl(lab, "get", "profile", "ksa.ns-a.default").returncode == 0
 
     # Real packets, every pod to every other (most pairs across nodes), ICMP and TCP.
     check = lab.run("check", "--deadline", "30", check=False)

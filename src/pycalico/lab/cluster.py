@@ -169,6 +169,9 @@ def node_env(lab: LabState, node: NodeState) -> dict[str, str]:
     )
     if lab.kube is not None:  # calico-node's feedback to the Kubernetes Node, over the fabric
         env["KUBECONFIG"] = lab.kube.node_kubeconfig
+        # As Calico's manifest (spec.nodeName): the Calico Node's orchRefs, which
+        # kube-controllers' node controller follows when a Kubernetes Node is deleted.
+        env["CALICO_K8S_NODE_REF"] = node.name
     if lab.encapsulation:
         env["CALICO_NETWORKING_BACKEND"] = "vxlan"
     if lab.ipv6:

@@ -8,7 +8,11 @@ runs ``kube-apiserver`` on ``:6443`` (objects under etcd prefix ``/registry``, b
 relay's loopback port, the certificate checked for the name ``kubernetes``), and
 ``node-kubeconfig`` (for the nodes: ``https://10.99.0.240:6443``), credentials, certificates and
 logs.  A second relay process (``python -m pycalico.lab.relay STATE_DIR kube``) serves the API
-on the machine's loopback; the pod runner (``pycalico.lab.kubelet``) runs on the machine.
+on the machine's loopback; the pod runner (``pycalico.lab.kubelet``) and one
+``calico-kube-controllers`` (the machine's kubeconfig and the lab's etcd; its log, pid and
+status file in ``kube/``) run on the machine.  kube-controllers, not the lab, writes the
+``kns.<ns>`` and ``ksa.<ns>.<sa>`` profiles, the pods' labels and the Kubernetes
+NetworkPolicies into Calico's data.
 
 What it is not: the runner itself, or the server's flags (``pycalico.k8s.apiserver``, shared
 with the test launcher).
@@ -16,8 +20,9 @@ with the test launcher).
 Invariants: ``state.json`` has the control plane before any of its processes starts, and each
 process's pid file is written before the next step, so ``down`` (which stops every pid file's
 process and every process in a lab namespace) removes it all, also after a failed ``up``.
-``up`` returns once the API is ready, every lab node is a Ready Node and the ``default``
-ServiceAccount exists (so ``kubectl apply`` of a Pod works at once).
+``up`` returns once the API is ready, every lab node is a Ready Node, the ``default``
+ServiceAccount exists (so ``kubectl apply`` of a Pod works at once) and kube-controllers has
+written the profile ``kns.default``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s import apiserver
 from pycalico.k8s.client import KubeClient, kube_error
 from pycalico.lab import kernel, kubeobjects
@@ -150,7 +157,19 @@ async def _cluster_ready(lab: LabState) -> str:
             await kube.core.read_namespaced_service_account("default", "default")
         except Exception:
             return "ServiceAccount default/default not created yet"
+    try:
+        await _profile(lab, "kns.default")
+    except Exception:
+        return "profile kns.default not written by kube-controllers yet"
     return ""
+
+
+async def _profile(lab: LabState, name: str) -> None:
+    kv = EtcdKVStore(lab.host_endpoints.split(","), timeout=5.0)
+    try:
+        await ResourceStore(kv).get("Profile", name)
+    finally:
+        await kv.close()
 
 
 def start_runner(lab: LabState) -> int:
@@ -165,6 +184,32 @@ def start_runner(lab: LabState) -> int:
         namespace=None,
         env=dict(os.environ),
         log_path=os.path.join(lab.kube.directory, "kubelet.log"),
+        pid_path=pid_path,
+    )
+
+
+def start_kube_controllers(lab: LabState) -> int:
+    """Start the lab's one ``calico-kube-controllers`` unless it runs; returns its pid."""
+    assert lab.kube is not None
+    pid_path = os.path.join(lab.kube.directory, "kube-controllers.pid")
+    pid = kernel.read_pid(pid_path)
+    if pid is not None and kernel.alive(pid):
+        return pid
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DATASTORE_TYPE": "etcdv3",
+        "KUBECONFIG": lab.kube.kubeconfig,
+        "ETCD_ENDPOINTS": lab.host_endpoints,
+        "POD_NAME": "calico-kube-controllers",
+        "LEADER_ELECTION_NAMESPACE": "kube-system",
+    }
+    status = os.path.join(lab.kube.directory, "kube-controllers-status.json")
+    return kernel.start_daemon(
+        [executable("calico-kube-controllers"), "--status-file", status],
+        namespace=None,
+        env=env,
+        log_path=os.path.join(lab.kube.directory, "kube-controllers.log"),
         pid_path=pid_path,
     )
 
@@ -188,7 +233,8 @@ def start_pods(lab: LabState, progress: Progress, timeout: float = 120.0) -> Lab
     """Start the pod runner; returns once every lab node is a Ready Node and the ``default``
     ServiceAccount exists."""
     assert lab.kube is not None
-    progress("kubernetes: starting the pod runner")
+    progress("kubernetes: starting calico-kube-controllers and the pod runner")
+    start_kube_controllers(lab)
     start_runner(lab)
     deadline = time.monotonic() + timeout
     missing = "no answer"
@@ -198,7 +244,9 @@ def start_pods(lab: LabState, progress: Progress, timeout: float = 120.0) -> Lab
             progress(f"kubernetes: {len(lab.nodes)} Nodes Ready")
             return lab
         time.sleep(0.2)
-    raise LabError(f"kubernetes: {missing} (see {lab.kube.directory}/kubelet.log)")
+    raise LabError(
+        f"kubernetes: {missing} (see {lab.kube.directory}/kubelet.log and kube-controllers.log)"
+    )
 
 
 def up(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:

@@ -17,9 +17,10 @@ lab's relay):
   deleted for good (``gracePeriodSeconds: 0``, preconditioned on its uid), as a kubelet does
   once its containers are stopped.  A failed ADD is retried with a back-off, and the reason is
   put in the Pod's ``PodReadyToStartContainers`` condition.
-* **Namespaces** (standing in for kube-controllers and the service-account controller, which
-  the lab does not run yet): each Namespace gets its ``default`` ServiceAccount and the Profile
-  ``kns.<namespace>`` (the Namespace's labels as ``pcns.*`` labels).
+* **Namespaces** (standing in for Kubernetes' service-account controller, which the lab does
+  not run): each Namespace gets its ``default`` ServiceAccount.  The Calico profiles
+  (``kns.<namespace>``, ``ksa.<namespace>.<account>``) are kube-controllers' work, not this
+  runner's.
 
 ``CNI_READS_API`` is the one switch between the plugin's two modes: on (the default), the
 conflist also has ``kubernetes.kubeconfig`` (the node-side kubeconfig, over the fabric) and the
@@ -51,7 +52,7 @@ from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient, KubeError, kube_error
 from pycalico.k8s.watch import Changed, Listed, ListWatcher
-from pycalico.lab import kubeobjects, pods, store
+from pycalico.lab import kubeobjects, pods
 from pycalico.lab import state as lab_state
 from pycalico.lab.state import LabState, PodState
 
@@ -330,8 +331,6 @@ class Runner:
         name = str(namespace["metadata"]["name"])
         if namespace.get("status", {}).get("phase") == "Terminating":
             return
-        labels = {str(k): str(v) for k, v in (namespace["metadata"].get("labels") or {}).items()}
-        await store.apply_all(self.resources, [store.namespace_profile(name, labels)])
         account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
         try:
             await _call(
