@@ -6,6 +6,9 @@
 * ``kv`` (function, async): an ``EtcdKVStore`` on ``etcd`` with the whole keyspace emptied first.
 * ``store`` (function, async): a ``ResourceStore`` over ``kv``.
 * ``memory_kv`` (function): a ``MemoryKVStore`` driven by ``fake_clock``.
+* ``kube_plane`` (session): one real kube-apiserver on its own etcd member (``KubeControlPlane``;
+  the ``kv`` fixture's wipes of the shared etcd never touch it), stopped API server first, then
+  etcd, whatever the tests did; ``kube`` (function, async): a ``KubeClient`` on it.
 
 Every etcd process is killed by the fixture finalisers, by ``atexit`` in
 ``pycalico.testing.etcd_server``, and by the kernel if the test run itself is killed.
@@ -19,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from pycalico.k8s.client import KubeClient
 from pycalico.testing.etcd_server import EtcdCluster, EtcdServer
+from pycalico.testing.kube_server import KubeControlPlane
 from pycalico.testing.memory_kv import FakeClock, MemoryKVStore
 
 
@@ -81,3 +86,22 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def memory_kv(fake_clock: FakeClock) -> MemoryKVStore:
     return MemoryKVStore(clock=fake_clock)
+
+
+@pytest.fixture(scope="session")
+def kube_plane() -> Iterator[KubeControlPlane]:
+    plane = KubeControlPlane()
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.close()
+
+
+@pytest.fixture
+async def kube(kube_plane: KubeControlPlane) -> AsyncIterator[KubeClient]:
+    client = await KubeClient.from_kubeconfig(kube_plane.kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -21,6 +21,16 @@ from pycalico.lab.state import LabState
 from pycalico.netns.namespace import socket_in_netns
 from tests.e2e.conftest import BIN, LabRunner
 
+DB_FROM_WEB_ONLY = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db-from-web-only, namespace: shop}
+spec:
+  selector: app == 'db'
+  types: [Ingress]
+  ingress: [{action: Allow, source: {selector: app == 'web'}}]
+"""
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 COUNTERS = """
@@ -122,8 +132,9 @@ def test_vxlan_always_two_subnets_dual_stack(lab: LabRunner) -> None:
     # Each node blackholes the rest of its own blocks (Felix owns the cluster routes).
     assert "blackhole 10.65." in kernel.ip(state.node("node1").namespace, "route")
 
-    # The demo's policy matrix, over the overlay.
-    ctl(state, "apply", "-f", "-", stdin=demo.POLICIES)
+    # The demo's policy matrix, over the overlay (this lab has no Kubernetes, so the demo's
+    # NetworkPolicy goes in as the Calico policy kube-controllers would make of it).
+    ctl(state, "apply", "-f", "-", stdin=demo.POLICIES + "---\n" + DB_FROM_WEB_ONLY)
     result = matrix.run(state.pods, demo.expected_after_policy, deadline=30.0)
     assert not result.mismatches, matrix.summary(result) + f" {result.mismatches[:10]}"
 

@@ -34,25 +34,6 @@ pytestmark = pytest.mark.root
 ANN = "cni.projectcalico.org/"
 
 
-@pytest.fixture(scope="module")
-def kube_plane() -> Iterator[KubeControlPlane]:
-    plane = KubeControlPlane()
-    try:
-        plane.start()
-        yield plane
-    finally:
-        plane.close()
-
-
-@pytest.fixture
-async def kube(kube_plane: KubeControlPlane) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(kube_plane.kubeconfig)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 def node(cni_node: CniNode, kube_plane: KubeControlPlane) -> Iterator[CniNode]:
     """The CNI node, with the API server's port relayed onto its loopback."""

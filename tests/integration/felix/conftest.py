@@ -7,6 +7,13 @@
 * ``matrix`` (function): a ``ConnectivityChecker`` with servers on TCP 80/81 and UDP 53 in every
   pod.
 
+For tests that run ``calico-felix`` itself against a real etcd (the test module defines
+``PODS``, key -> IPv4, and its own ``RELAY_PORT``):
+
+* ``etcd_server`` (module): a private etcd;
+* ``world`` (module): a node namespace with those pods, reaching etcd at 127.0.0.1:RELAY_PORT;
+* ``kv`` (function): a client on that etcd, with ``/calico/`` wiped before and after the test.
+
 Every namespace is removed at module end, also on failure; servers are stopped per test.
 """
 
@@ -14,10 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.felix import messages as m
 from pycalico.felix.dataplane.loop import ApplyReport, Dataplane, DataplaneOptions
 from pycalico.felix.drivers.conntrack import ConntrackCommand
@@ -26,6 +34,8 @@ from pycalico.felix.drivers.nft import LibNftablesBackend
 from pycalico.felix.drivers.routes import NetlinkRoutes
 from pycalico.testing import netns
 from pycalico.testing.connectivity import ConnectivityChecker, Endpoint
+from pycalico.testing.etcd_server import EtcdServer
+from pycalico.testing.felix_world import EtcdRelay, etcd_node
 
 pytestmark = pytest.mark.root
 
@@ -144,3 +154,41 @@ def matrix(topology: netns.Topology) -> Iterator[ConnectivityChecker]:
         yield checker
     finally:
         checker.stop()
+
+
+# --- calico-felix against a real etcd -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def etcd_server(request: pytest.FixtureRequest) -> Iterator[EtcdServer]:
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    server = EtcdServer(name=f"felix-{module}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def world(
+    request: pytest.FixtureRequest, etcd_server: EtcdServer
+) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with etcd_node(etcd_server, request.module.PODS, request.module.RELAY_PORT) as node:
+        yield node
+
+
+@pytest.fixture
+async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
+    if not etcd_server.running:  # a test that stopped it (an outage drill) may end early
+        etcd_server.start()
+    store = EtcdKVStore([etcd_server.endpoint])
+    try:
+        await store.delete_prefix("/calico/")
+        yield store
+    finally:
+        if etcd_server.running:
+            await store.delete_prefix("/calico/")
+        await store.close()

@@ -37,9 +37,8 @@ from pycalico.node.agent import ChildSpec, Supervisor
 from pycalico.testing import felix_calc as build
 from pycalico.testing import felix_world, netns
 from pycalico.testing.connectivity import ConnectivityChecker, Probe
-from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.fake_kernel import FakeKernel
-from pycalico.testing.felix_world import etcd_node, put, reachability, serving
+from pycalico.testing.felix_world import put, reachability, serving
 from pycalico.testing.netns_fabric import EtcdRelay
 
 PODS = {"a": "10.67.0.1", "b": "10.67.0.2", "c": "10.67.0.3"}
@@ -51,27 +50,6 @@ DENY_ATTACKER = build.global_policy(
     ingress=[{"action": "Deny", "source": {"selector": "role == 'attacker'"}}, {"action": "Allow"}],
 )
 ATTACKER_BLOCKED = {("a", "b"), ("a", "c")}
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer(name="felix-lock")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
-    store = EtcdKVStore([etcd_server.endpoint])
-    try:
-        await store.delete_prefix("/calico/")
-        yield store
-    finally:
-        await store.delete_prefix("/calico/")
-        await store.close()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -193,14 +171,6 @@ async def test_lock_while_running_forwards_nothing_more_and_exits_for_a_restart(
 
 
 # --- supervised Felix in a node namespace, with packets ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
-        yield node
 
 
 @pytest.fixture

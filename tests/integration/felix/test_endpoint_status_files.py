@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,8 +19,7 @@ from pycalico.datastore import paths
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.felix.calc import key_of
 from pycalico.testing import felix_world, netns
-from pycalico.testing.etcd_server import EtcdServer
-from pycalico.testing.felix_world import etcd_node, pod_workload
+from pycalico.testing.felix_world import pod_workload
 from pycalico.testing.netns_fabric import EtcdRelay
 
 from .test_felix_daemon import FelixProcess
@@ -30,34 +29,6 @@ pytestmark = pytest.mark.root
 PODS = {"a": "10.68.0.1", "b": "10.68.0.2"}
 LABELS = {"a": {"role": "a"}, "b": {"role": "b"}}
 RELAY_PORT = 23791
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer(name="felix-epstatus")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
-        yield node
-
-
-@pytest.fixture
-async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
-    store = EtcdKVStore([etcd_server.endpoint])
-    try:
-        await store.delete_prefix("/calico/")
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -14,14 +14,12 @@ import json
 import pytest
 from tests.integration.felix.test_felix_daemon import (
     PODS,
+    RELAY_PORT,
     SCENARIO_PODS,
     FelixProcess,
     check,
-    etcd_server,
     felix,
-    kv,
     workload,
-    world,
 )
 
 from pycalico.datastore.etcd import EtcdKVStore
@@ -34,7 +32,8 @@ from pycalico.testing.felix_world import put, serving
 from pycalico.testing.netns_fabric import EtcdRelay
 
 pytestmark = pytest.mark.root
-__all__ = ["etcd_server", "felix", "kv", "world"]  # the fixtures, shared with test_felix_daemon
+# felix (a fixture) and RELAY_PORT (which the conftest's world reads) come from test_felix_daemon.
+__all__ = ["RELAY_PORT", "felix"]
 
 POLICIES = [
     build.tier("security", order=100),

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from pycalico.testing import felix_calc as build
 from pycalico.testing import felix_world, netns
 from pycalico.testing.connectivity import ConnectivityChecker, Probe
 from pycalico.testing.etcd_server import EtcdServer, free_port
-from pycalico.testing.felix_world import etcd_node, pod_workload, put, reachability, serving
+from pycalico.testing.felix_world import pod_workload, put, reachability, serving
 from pycalico.testing.netns_fabric import EtcdRelay
 
 pytestmark = pytest.mark.root
@@ -124,36 +124,6 @@ class FelixProcess:
         self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer(name="felix-e2e")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
-        yield node
-
-
-@pytest.fixture
-async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
-    if not etcd_server.running:
-        etcd_server.start()
-    store = EtcdKVStore([etcd_server.endpoint])
-    try:
-        await store.delete_prefix("/calico/")
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

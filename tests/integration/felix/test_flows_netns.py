@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -26,8 +25,7 @@ from pycalico.felix.dataplane.loop import DataplaneOptions
 from pycalico.felix.rules.model import RenderConfig
 from pycalico.testing import felix_calc as build
 from pycalico.testing import netns
-from pycalico.testing.etcd_server import EtcdServer
-from pycalico.testing.felix_world import etcd_node, put
+from pycalico.testing.felix_world import put
 from pycalico.testing.netns_fabric import EtcdRelay
 
 from .conftest import Node
@@ -42,34 +40,6 @@ DENY_ATTACKER = build.global_policy(
     ingress=[{"action": "Deny", "source": {"selector": "role == 'attacker'"}}, {"action": "Allow"}],
 )
 assert LABELS["a"] == {"role": "attacker"}
-
-
-@pytest.fixture(scope="module")
-def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer(name="felix-flows")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def world(etcd_server: EtcdServer) -> Iterator[tuple[netns.Topology, EtcdRelay]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with etcd_node(etcd_server, PODS, RELAY_PORT) as node:
-        yield node
-
-
-@pytest.fixture
-async def kv(etcd_server: EtcdServer) -> AsyncIterator[EtcdKVStore]:
-    store = EtcdKVStore([etcd_server.endpoint])
-    try:
-        await store.delete_prefix("/calico/")
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
