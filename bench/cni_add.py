@@ -44,6 +44,22 @@ BRIDGE = "/usr/lib/cni/bridge"
 WARMUP = 3
 
 
+def start_agent(node: str, socket_path: str) -> subprocess.Popen[bytes]:
+    """The node agent (``calico-node``'s CNI socket server) inside the node namespace."""
+    return subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/var/run/netns/{node}",
+            sys.executable,
+            "-m",
+            "pycalico.cni.agent_server",
+            "--socket",
+            socket_path,
+        ],
+        env={**os.environ, "ETCD_ENDPOINTS": "http://127.0.0.1:2379"},
+    )
+
+
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
 
@@ -138,18 +154,7 @@ async def main(sequential: int, concurrent: int) -> None:
             await put_node(kv, "bench-node")
             await kv.close()
             socket_path = os.path.join(tmp, "cni.sock")
-            agent = subprocess.Popen(
-                [
-                    "nsenter",
-                    f"--net=/var/run/netns/{node}",
-                    sys.executable,
-                    "-m",
-                    "pycalico.cni.agent_server",
-                    "--socket",
-                    socket_path,
-                ],
-                env={**os.environ, "ETCD_ENDPOINTS": "http://127.0.0.1:2379"},
-            )
+            agent = start_agent(node, socket_path)
             while not os.path.exists(socket_path):
                 if agent.poll() is not None:
                     raise SystemExit("the CNI agent did not start")

@@ -34,7 +34,7 @@ import tempfile
 import uuid
 from typing import Any
 
-from bench.cni_add import Bench, ip, percentile
+from bench.cni_add import Bench, ip, percentile, start_agent
 from pycalico.cni.install import InstallOptions, install
 from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.k8s.client import KubeClient
@@ -67,21 +67,6 @@ async def make_pods(kubeconfig: str, names: list[str]) -> None:
                 },
             }
             await kube.core.create_namespaced_pod(NAMESPACE, body)
-
-
-def start_agent(node: str, socket_path: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "nsenter",
-            f"--net=/var/run/netns/{node}",
-            sys.executable,
-            "-m",
-            "pycalico.cni.agent_server",
-            "--socket",
-            socket_path,
-        ],
-        env={**os.environ, "ETCD_ENDPOINTS": "http://127.0.0.1:2379"},
-    )
 
 
 async def measure(

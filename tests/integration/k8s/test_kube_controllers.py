@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,12 @@ from pycalico.kubecontrollers.controllers import (
 from pycalico.kubecontrollers.pods import pod_controller
 from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.model.policy import NetworkPolicy
+from pycalico.testing.eventually import eventually
 from pycalico.testing.kube_server import KubeControlPlane
 
 pytestmark = pytest.mark.root
 
 ORCH = "projectcalico.org/orchestrator == 'k8s'"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """The first result of ``check`` that does not raise AssertionError/KeyNotFound."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, KeyNotFound):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 async def absent(store: ResourceStore, kind: str, name: str, namespace: str | None = None) -> None:

@@ -24,29 +24,24 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from pycalico.datastore.api import KeyNotFound
 from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient
 from pycalico.kubecontrollers.compare import differences
 from pycalico.model.node import KubeControllersConfiguration
 from pycalico.testing.etcd_server import EtcdServer
+from pycalico.testing.eventually import eventually
 from pycalico.testing.kube_server import KubeControlPlane
 
 pytestmark = pytest.mark.root
 
+
+def eventually_30(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Awaitable[Any]:
+    """This module's waits cover process starts and restarts: a longer default."""
+    return eventually(check, timeout=timeout, interval=0.1)
+
+
 EXECUTABLE = str(Path(sys.executable).parent / "calico-kube-controllers")
 LEASE, RENEW, RETRY = 4.0, 3.0, 0.5
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, KeyNotFound):
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
 
 
 RESTARTING = ("not yet ready", "connection refused", "ServiceUnavailable")
@@ -108,7 +103,7 @@ class Copy:
             assert self.count(line) >= times, f"{self.name}: no {line!r} yet"
             return time.monotonic()
 
-        return float(await eventually(seen, timeout))
+        return float(await eventually_30(seen, timeout))
 
 
 @pytest.fixture
@@ -182,7 +177,7 @@ async def test_start_creates_the_default_configuration_and_writes_its_status(
         assert found.status
         return found.status
 
-    status = await eventually(status_written)
+    status = await eventually_30(status_written)
     found = await configuration(store)
     assert found.spec.controllers.policy is not None
     assert found.spec.log_severity_screen == "Info"
@@ -194,7 +189,7 @@ async def test_start_creates_the_default_configuration_and_writes_its_status(
         "serviceAccount",
         "workloadEndpoint",
     ]
-    await eventually(lambda: store.get("Profile", f"kns.{namespace}"))
+    await eventually_30(lambda: store.get("Profile", f"kns.{namespace}"))
     await copy.wait_for(
         "controllers running: namespace, node, policy, serviceaccount, workloadendpoint"
     )
@@ -205,7 +200,7 @@ async def test_start_creates_the_default_configuration_and_writes_its_status(
         )
         assert (done.returncode, done.stdout) == (0, b"Ready\n")
 
-    await eventually(ready)
+    await eventually_30(ready)
 
 
 async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
@@ -239,7 +234,7 @@ async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
         assert found.status
         return found.status
 
-    status = await eventually(status_written)
+    status = await eventually_30(status_written)
     assert status["environmentVars"] == {**env, "RECONCILER_PERIOD": "45s"}
     running = status["runningConfig"]
     assert running["logSeverityScreen"] == "Debug"
@@ -248,7 +243,7 @@ async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
         "policy": {"reconcilerPeriod": "45s"},
     }
     assert running["etcdV3CompactionPeriod"] == "10m0s"
-    await eventually(lambda: store.get("Profile", f"kns.{namespace}"))
+    await eventually_30(lambda: store.get("Profile", f"kns.{namespace}"))
 
     async def metrics() -> str:
         text = await asyncio.to_thread(scrape, port)
@@ -269,7 +264,7 @@ async def test_environment_overrides_the_resource_and_a_change_is_picked_up(
         found = await configuration(store)
         assert found.status and found.status["runningConfig"]["etcdV3CompactionPeriod"] == "20m0s"
 
-    await eventually(rewritten)
+    await eventually_30(rewritten)
 
 
 async def lease_holder(kube: KubeClient, name: str) -> str:
@@ -287,7 +282,7 @@ async def test_two_copies_one_leader_and_a_killed_leader_is_replaced_within_the_
 ) -> None:
     first, second = copies("kc-1"), copies("kc-2")
     became = "became leader"
-    await eventually(lambda: _one_of(first, second, became))
+    await eventually_30(lambda: _one_of(first, second, became))
     leader, follower = (first, second) if first.count(became) else (second, first)
     await leader.wait_for("controllers running")
     name = environment["LEADER_ELECTION_NAME"]
@@ -307,7 +302,7 @@ async def test_two_copies_one_leader_and_a_killed_leader_is_replaced_within_the_
     fresh = f"kce-{secrets.token_hex(4)}"
     await kubectl(kube_plane, "create", "namespace", fresh)
     try:
-        await eventually(lambda: store.get("Profile", f"kns.{fresh}"))
+        await eventually_30(lambda: store.get("Profile", f"kns.{fresh}"))
     finally:
         await kubectl(kube_plane, "delete", "namespace", fresh, "--wait=false")
 
@@ -350,7 +345,7 @@ async def _in_sync(kube: KubeClient, store: ResourceStore, timeout: float = 60.0
     async def same() -> None:
         assert await differences(kube, store) == []
 
-    await eventually(same, timeout)
+    await eventually_30(same, timeout)
 
 
 async def test_restarts_of_kube_controllers_and_the_api_server_lose_nothing(

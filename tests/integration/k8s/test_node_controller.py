@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from pycalico.model.endpoints import HostEndpoint
 from pycalico.model.node import FelixConfiguration
 from pycalico.testing.calicoctl import CALICOCTL
 from pycalico.testing.etcd_server import EtcdServer
+from pycalico.testing.eventually import eventually
 from pycalico.testing.ipam import put_pool
 from pycalico.testing.kube_ipam import (
     assign_pod_address,
@@ -40,17 +41,6 @@ from pycalico.testing.kube_ipam import (
 from pycalico.testing.kube_server import KubeControlPlane
 
 pytestmark = pytest.mark.root
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, KeyNotFound):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 async def kubectl(plane: KubeControlPlane, *args: str) -> str:
