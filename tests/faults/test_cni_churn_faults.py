@@ -47,7 +47,9 @@ def leftovers(state: LabState) -> tuple[faults.Consistency, list[str]]:
     consistency = faults.consistency(state, fresh_felix=[state.node("node1")])
     left = faults.stray_interfaces(state)
     endpoints = Calicoctl(state.host_endpoints)("get", "workloadendpoints", "-n", "churn")
-    left += [f"endpoint {line.split()[0]}" for line in endpoints.stdout.splitlines()[1:] if line]
+    left += [
+        f"endpoint {line.split()[1]}" for line in endpoints.stdout.splitlines()[1:] if line.strip()
+    ]
     return consistency, left
 
 
@@ -65,7 +67,7 @@ def test_concurrent_add_del_with_agent_sigkilled_leaves_nothing(
         except BaseException as error:  # reported below
             outcome.append(error)
 
-    with faults.steady_traffic(state, 45.0) as traffic:
+    with faults.steady_traffic(state, 45.0) as traffic, faults.route_timeline(state) as routes:
         worker = threading.Thread(target=run)
         worker.start()
         events = [("churn started", time.time())]  # wall clock: ping -D's timestamps
@@ -86,6 +88,7 @@ def test_concurrent_add_del_with_agent_sigkilled_leaves_nothing(
         events.append(("churn done", time.time()))
         traffic.finish(timeout=90)
     print("loss by flow:\n" + faults.loss_report(traffic.timeline(), events))
+    print(faults.route_report(routes, events[0][1]))
     result = outcome[0]
     assert isinstance(result, ChurnResult), f"churn failed: {result!r}"
     consistency, left = leftovers(state)

@@ -54,7 +54,8 @@ spec:
 
 def endpoints_of(lab: LabState, pod: str) -> list[str]:
     done = Calicoctl(lab.host_endpoints)("get", "workloadendpoints", "-n", "default")
-    return [line for line in done.stdout.splitlines()[1:] if line.split()[:1] == [pod]]
+    # Columns: NAMESPACE WORKLOAD NODE NETWORKS INTERFACE.
+    return [line for line in done.stdout.splitlines()[1:] if line.split()[1:2] == [pod]]
 
 
 def test_compaction_past_stopped_watchers_resyncs_them(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pycalico.testing.faults import Traffic, loss_report, lost_at
+from pycalico.testing.faults import Traffic, loss_report, lost_at, route_report
 
 PING = """PING 10.65.0.2 (10.65.0.2) 56(84) bytes of data.
 [100.000000] 64 bytes from 10.65.0.2: icmp_seq=1 ttl=63 time=0.1 ms
@@ -49,3 +49,9 @@ def test_report_groups_bursts_relative_to_the_first_event() -> None:
         "iperf3 UDP p1->p2: 7 lost (+0.0..+0.0 s: 7)",
         "ping p1->p2: 2 lost (+0.1..+0.4 s: 2)",
     ]
+
+
+def test_route_report_gives_each_wrong_route_its_first_and_last_sample() -> None:
+    samples = [(10.0, []), (10.5, ["node2: route to p1"]), (11.0, ["node2: route to p1"])]
+    assert route_report(samples, 10.0) == "route wrong +0.5..+1.0 s: node2: route to p1"
+    assert route_report([(10.0, [])], 10.0) == "routes: every route right in every sample"

@@ -100,17 +100,27 @@ PLUGINS = ("calico", "calico-ipam")
 
 def plugin_processes() -> list[int]:
     """This process's children that are a CNI plugin (``nsenter`` has exec'd the plugin, a
-    Python script: its name is one of the interpreter's arguments)."""
+    Python script: its name is one of the interpreter's arguments).  Each of ``churn``'s
+    threads forks its own, and ``/proc`` lists a child under the thread that forked it."""
     found = []
-    for pid in kernel.children(os.getpid()):
+    me = os.getpid()
+    for task in os.listdir(f"/proc/{me}/task"):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                words = handle.read().split(b"\0")[:3]
+            with open(f"/proc/{me}/task/{task}/children") as handle:
+                children = [int(word) for word in handle.read().split()]
         except OSError:
             continue
-        if any(os.path.basename(word.decode(errors="replace")) in PLUGINS for word in words):
-            found.append(pid)
+        found += [pid for pid in children if _is_plugin(pid)]
     return found
+
+
+def _is_plugin(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(os.path.basename(word.decode(errors="replace")) in PLUGINS for word in words)
 
 
 def kill_plugins(

@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -316,6 +317,42 @@ def route_problems(lab: LabState) -> list[str]:
             if wanted not in found:
                 problems.append(f"{node.name}: route to {pod.name} {pod.ipv4}: {found.strip()!r}")
     return problems
+
+
+@contextmanager
+def route_timeline(lab: LabState, step: float = 0.5) -> Iterator[list[tuple[float, list[str]]]]:
+    """Samples ``route_problems`` every ``step`` s in a thread while the context runs: a list
+    of (wall-clock time, problems) to put against a fault's events (``route_report``)."""
+    samples: list[tuple[float, list[str]]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(step):
+            samples.append((time.time(), route_problems(lab)))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def route_report(samples: list[tuple[float, list[str]]], zero: float) -> str:
+    """Each wrong route seen while sampling, with when it was first and last seen (seconds
+    relative to ``zero``, wall clock); "every route right" when none was."""
+    seen: dict[str, tuple[float, float]] = {}
+    for at, problems in samples:
+        for problem in problems:
+            first, _ = seen.get(problem, (at, at))
+            seen[problem] = (first, at)
+    if not seen:
+        return "routes: every route right in every sample"
+    return "\n".join(
+        f"route wrong {first - zero:+.1f}..{last - zero:+.1f} s: {problem}"
+        for problem, (first, last) in sorted(seen.items(), key=lambda item: item[1])
+    )
 
 
 def ipam_check(lab: LabState) -> tuple[bool, str]:
