@@ -30,6 +30,7 @@ from pycalico.datastore.resource_syncer import decode_updates
 from pycalico.datastore.syncer import SyncerUpdate
 from pycalico.felix.calc import CalcGraph, key_of
 from pycalico.felix.calc.explain import Cluster, explain
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.model.codec import encode_value
 from pycalico.model.endpoints import Profile, WorkloadEndpoint
 from pycalico.model.meta import Resource
@@ -42,6 +43,7 @@ def _explain_cluster(resources: list[Resource]) -> Cluster:
         policies=[r for r in resources if isinstance(r, NetworkPolicy | GlobalNetworkPolicy)],
         profiles=[r for r in resources if isinstance(r, Profile)],
         tiers=[r for r in resources if isinstance(r, Tier)],
+        default_config=RenderConfig(),  # Felix's built-in settings
     )
 
 

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import gc
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.endpoints import workload_endpoint_id
+from pycalico.felix.calc.explain_host import (
+    NodeSettings,
+    Stage,
+    Walk,
+    host_walk,
+    workload_to_host,
+)
 from pycalico.felix.calc.graph import CalcGraph
 from pycalico.felix.calc.index import SelectorIndex
 from pycalico.felix.calc.labels import policy_selector
@@ -40,6 +47,8 @@ from pycalico.felix.calc.verdicts import (
 from pycalico.felix.messages import (
     ActivePolicyUpdate,
     ActiveProfileUpdate,
+    HostEndpointID,
+    HostEndpointUpdate,
     IPSetDeltaUpdate,
     IPSetRemove,
     IPSetUpdate,
@@ -47,6 +56,7 @@ from pycalico.felix.messages import (
     PolicyID,
     ProfileID,
     ResolvedRule,
+    TierInfo,
     WorkloadEndpointUpdate,
 )
 from pycalico.k8s.conversion.network_policy import kubernetes_name as converted_from
@@ -60,8 +70,7 @@ from pycalico.model.endpoints import (
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 from pycalico.model.selectors import Selector
 
-VXLAN_PORT = 4789  # Felix's default VXLANPort; workload egress drops it (and IPIP)
-
+HOST_ENDPOINT_PREFIX = "hostendpoint/"
 
 _PROBE = "explained endpoint"
 _Entry = tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]
@@ -85,12 +94,38 @@ class Cluster:
     tiers: Sequence[Tier] = ()
     network_sets: Sequence[NetworkSet | GlobalNetworkSet] = ()
     host_endpoints: Sequence[HostEndpoint] = ()
+    # Each node's Felix settings (``RenderConfig``) from FelixConfiguration (``node.<name>``
+    # over ``default``, merged and parsed by Felix's own config code: ``ctl.explain``); nodes
+    # not listed use ``default_config``.  Required: explain has no defaults of its own.
+    default_config: NodeSettings = field(kw_only=True)
+    render_configs: Mapping[str, NodeSettings] = field(default_factory=dict, kw_only=True)
     _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
         default=None, repr=False
     )
     _indexes: dict[str | None, tuple[list[_Entry], SelectorIndex[int, str]]] = field(
         default_factory=dict, repr=False
     )
+
+    def config_for(self, node: str) -> NodeSettings:
+        return self.render_configs.get(node, self.default_config)
+
+    def path_host_endpoint(self, node: str) -> tuple[HostEndpoint | None, str]:
+        """The host endpoint a packet forwarded to or from outside the node crosses, and a
+        note when that is not known: the node's wildcard (``interfaceName: "*"``) one, or its
+        only one (explain does not know the node's routes, so which interface of several)."""
+        on_node = [h for h in self.host_endpoints if h.spec.node == node]
+        wildcard = [h for h in on_node if h.spec.interface_name == "*"]
+        if len(on_node) == 1 or (wildcard and len(on_node) == len(wildcard)):
+            return on_node[0], ""
+        if not on_node:
+            return None, ""
+        names = ", ".join(sorted(h.metadata.name for h in on_node))
+        note = (
+            f"node {node} has several host endpoints ({names}): which one the packet crosses "
+            "depends on the node's routes, so their forward (applyOnForward, pre-DNAT, "
+            "untracked) policy is not explained"
+        )
+        return None, note
 
     def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
         """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
@@ -151,44 +186,76 @@ class Cluster:
 
 @dataclass(frozen=True)
 class End:
-    """One end of the flow: a workload endpoint, or an external address."""
+    """One end of the flow: a workload endpoint, a host endpoint, or an external address."""
 
     address: str
-    endpoint: WorkloadEndpoint | None = None
+    endpoint: WorkloadEndpoint | HostEndpoint | None = None
 
     @property
     def label(self) -> str:
         if self.endpoint is None:
             return f"{self.address} (no endpoint: external)"
-        meta = self.endpoint.metadata
-        return f"{meta.namespace}/{self.endpoint.spec.pod or meta.name} ({self.address})"
+        return f"{endpoint_name(self.endpoint)} ({self.address})"
+
+    @property
+    def node(self) -> str | None:
+        return None if self.endpoint is None else self.endpoint.spec.node or ""
+
+    @property
+    def is_workload(self) -> bool:
+        return isinstance(self.endpoint, WorkloadEndpoint)
 
 
-def _addresses(endpoint: WorkloadEndpoint) -> list[str]:
+def endpoint_name(endpoint: WorkloadEndpoint | HostEndpoint) -> str:
+    meta = endpoint.metadata
+    if isinstance(endpoint, HostEndpoint):
+        return f"{HOST_ENDPOINT_PREFIX}{meta.name}"
+    return f"{meta.namespace}/{endpoint.spec.pod or meta.name}"
+
+
+def _addresses(endpoint: WorkloadEndpoint | HostEndpoint) -> list[str]:
+    if isinstance(endpoint, HostEndpoint):
+        return [str(ipaddress.ip_address(ip)) for ip in endpoint.spec.expected_i_ps or ()]
     return [net.split("/", 1)[0] for net in endpoint.spec.ip_networks or ()]
 
 
+def _named_end(text: str, endpoint: WorkloadEndpoint | HostEndpoint, family: int | None) -> End:
+    addresses = _addresses(endpoint)
+    if not addresses:
+        what = "no expectedIPs" if isinstance(endpoint, HostEndpoint) else "no addresses yet"
+        raise ExplainError(f"{text!r}: the endpoint has {what}")
+    same = [a for a in addresses if ipaddress.ip_address(a).version == family]
+    return End((same or addresses)[0], endpoint)
+
+
 def resolve_end(cluster: Cluster, text: str, family: int | None = None) -> End:
-    """``<namespace>/<pod>``, ``<namespace>/<workloadendpoint name>`` or an IP address."""
+    """``<namespace>/<pod>``, ``<namespace>/<workloadendpoint name>``,
+    ``hostendpoint/<name>`` or an IP address (a workload's, else a host endpoint's expected
+    IP, else external)."""
     try:
         address = str(ipaddress.ip_address(text))
     except ValueError:
         address = ""
     if address:
-        for holder in cluster.holders(address):
+        holders = cluster.holders(address)
+        for holder in holders:
             if isinstance(holder, WorkloadEndpoint):
                 return End(address, holder)
-        return End(address)
+        return End(address, holders[0]) if holders else End(address)
+    if text.startswith(HOST_ENDPOINT_PREFIX):
+        name = text[len(HOST_ENDPOINT_PREFIX) :]
+        for hep in cluster.host_endpoints:
+            if hep.metadata.name == name:
+                return _named_end(text, hep, family)
+        raise ExplainError(f"{text!r}: no HostEndpoint of that name")
     namespace, slash, name = text.partition("/")
     if not slash or not namespace or not name:
-        raise ExplainError(f"{text!r}: expected <namespace>/<pod>, a WorkloadEndpoint or an IP")
+        raise ExplainError(
+            f"{text!r}: expected <namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name> or an IP"
+        )
     for wep in cluster.workload_endpoints:
         if wep.metadata.namespace == namespace and name in (wep.spec.pod, wep.metadata.name):
-            addresses = _addresses(wep)
-            if not addresses:
-                raise ExplainError(f"{text!r}: the endpoint has no addresses yet")
-            same = [a for a in addresses if ipaddress.ip_address(a).version == family]
-            return End((same or addresses)[0], wep)
+            return _named_end(text, wep, family)
     raise ExplainError(f"{text!r}: no pod or WorkloadEndpoint of that name in namespace")
 
 
@@ -203,6 +270,7 @@ class _DataplaneView:
     profiles: dict[ProfileID, ActiveProfileUpdate] = field(default_factory=dict)
     sets: dict[str, frozenset[str]] = field(default_factory=dict)
     endpoints: dict[Any, WorkloadEndpointUpdate] = field(default_factory=dict)
+    hosts: dict[HostEndpointID, HostEndpointUpdate] = field(default_factory=dict)
 
     def apply(self, messages: Iterable[Message]) -> None:
         for message in messages:
@@ -220,6 +288,8 @@ class _DataplaneView:
                     self.sets.pop(message.id, None)
                 case WorkloadEndpointUpdate():
                     self.endpoints[message.id] = message
+                case HostEndpointUpdate():
+                    self.hosts[message.id] = message
 
     def policy_rules(self, ingress: bool) -> Any:
         def rules(policy: PolicyID) -> tuple[ResolvedRule, ...]:
@@ -249,17 +319,26 @@ class PolicyReason:
     kubernetes: str = ""  # "NetworkPolicy <ns>/<name>" for a knp.default. policy
 
 
+SideKind = Literal["workload", "host", "forward", "workload-to-host", "host-to-workload"]
+
+
 @dataclass(frozen=True)
 class SideTrace:
+    """One enforcing side.  ``trace`` decided it; for a host endpoint (and the other walks
+    ``explain_host`` knows) ``stages`` lists every chain the packet met, ``trace`` being the
+    last one's; a workload's side has no stages (its one chain is ``trace``)."""
+
     endpoint: str
     node: str
     labels: dict[str, str]
     trace: DirectionTrace
     reasons: dict[PolicyID, PolicyReason]
+    kind: SideKind = "workload"
+    stages: tuple[Stage, ...] = ()
 
 
 def _graph_for(
-    cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet
+    cluster: Cluster, endpoint: WorkloadEndpoint | HostEndpoint, packet: Packet
 ) -> tuple[CalcGraph, list[_Entry]]:
     graph = CalcGraph(endpoint.spec.node or "")
     for tier in cluster.tiers:
@@ -279,7 +358,8 @@ def _graph_for(
     # Only the policies whose selector (``policy_selector``, the very one the graph's index
     # matches) selects the endpoint can be in its tiers: the others would be inactive here.
     labels = graph.rules.local_index.labels(key) or {}
-    selecting = cluster.policies_selecting(endpoint.metadata.namespace, dict(labels))
+    namespace = endpoint.metadata.namespace if isinstance(endpoint, WorkloadEndpoint) else None
+    selecting = cluster.policies_selecting(namespace, dict(labels))
     for policy, _ in selecting:
         graph.on_resource(policy)
     graph.on_in_sync()
@@ -294,15 +374,23 @@ def kubernetes_name(policy: PolicyID) -> str:
     return f"NetworkPolicy {namespace}/{original}" if original else ""
 
 
-def _pre_policy_drop(update: WorkloadEndpointUpdate, packet: Packet, ingress: bool) -> str:
+def _pre_policy_drop(
+    update: WorkloadEndpointUpdate, packet: Packet, ingress: bool, config: NodeSettings
+) -> str:
+    """``rules.endpoints.workload_chains``' drops before policy, with the node's settings."""
     if not update.admin_up:
         return "endpoint admin disabled"
     if ingress:
         return ""
-    if packet.number == 4:
+    if packet.number == 4 and not config.allow_ipip_packets_from_workloads:
         return "IPIP packets from workloads are dropped"
-    if packet.number == 17 and packet.destination_port == VXLAN_PORT:
-        return f"VXLAN packets (udp {VXLAN_PORT}) from workloads are dropped"
+    vxlan = config.vxlan_port
+    if (
+        packet.number == 17
+        and packet.destination_port == vxlan
+        and not config.allow_vxlan_packets_from_workloads
+    ):
+        return f"VXLAN packets (udp {vxlan}, vxlanPort) from workloads are dropped"
     nets = (*update.ipv4_nets, *update.ipv6_nets, *update.allow_spoofed_source_prefixes)
     if not in_nets(packet.source, nets):
         return f"source {packet.source} is not the endpoint's address (anti-spoofing)"
@@ -326,32 +414,83 @@ def explain_side(
         profile_rules=view.profile_rules(ingress),
         packet=packet,
         sets=view.sets,
-        pre_policy_drop=_pre_policy_drop(update, packet, ingress),
+        pre_policy_drop=_pre_policy_drop(
+            update, packet, ingress, cluster.config_for(endpoint.spec.node or "")
+        ),
     )
-    applying = {p for tier in update.tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
+    reasons = _reasons(selecting, update.tiers, labels)
+    return SideTrace(endpoint_name(endpoint), endpoint.spec.node or "", labels, trace, reasons)
+
+
+def _reasons(
+    selecting: list[_Entry], tiers: Iterable[TierInfo], labels: dict[str, str]
+) -> dict[PolicyID, PolicyReason]:
+    applying = {p for tier in tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
     reasons: dict[PolicyID, PolicyReason] = {}
     for policy, selector in selecting:
         pid = policy_id(policy)
         if pid in applying:
             read = {k: labels[k] for k in sorted(selector.labels) if k in labels}
             reasons[pid] = PolicyReason(selector.canonical, read, kubernetes_name(pid))
-    meta = endpoint.metadata
-    name = f"{meta.namespace}/{endpoint.spec.pod or meta.name}"
-    return SideTrace(name, endpoint.spec.node or "", labels, trace, reasons)
+    return reasons
+
+
+def explain_host_side(
+    cluster: Cluster, endpoint: HostEndpoint, packet: Packet, walk: Walk
+) -> SideTrace:
+    """The host endpoint's chains on ``walk`` for ``packet``, as its node's Felix renders them
+    (``explain_host``): untracked, pre-DNAT, then normal or applyOnForward policy."""
+    graph, selecting = _graph_for(cluster, endpoint, packet)
+    view = _DataplaneView()
+    view.apply(graph.flush())
+    node = endpoint.spec.node or ""
+    update = view.hosts[HostEndpointID(endpoint.metadata.name)]
+    labels = dict(graph.rules.local_index.labels(ResourceKey.of(endpoint)) or {})
+    stages = host_walk(
+        walk,
+        update,
+        view.policy_rules,
+        view.profile_rules,
+        packet,
+        view.sets,
+        cluster.config_for(node),
+    )
+    tiers = (*update.untracked_tiers, *update.pre_dnat_tiers, *update.tiers)
+    kind: SideKind = "forward" if walk.startswith("forward") else "host"
+    return SideTrace(
+        endpoint_name(endpoint),
+        node,
+        labels,
+        stages[-1].trace,
+        _reasons(selecting, tiers, labels),
+        kind,
+        stages,
+    )
 
 
 @dataclass(frozen=True)
 class Explanation:
+    """The enforcing sides in the packet's order: the source's egress, the host endpoint it
+    leaves the source's node by (``forward_out``), the one it enters the destination's node by
+    (``forward_in``), the destination's ingress; None where there is none."""
+
     source: End
     destination: End
     packet: Packet
     egress: SideTrace | None
     ingress: SideTrace | None
+    forward_out: SideTrace | None = None
+    forward_in: SideTrace | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sides(self) -> list[SideTrace]:
+        order = (self.egress, self.forward_out, self.forward_in, self.ingress)
+        return [s for s in order if s is not None]
 
     @property
     def verdict(self) -> str:
-        sides = [s for s in (self.egress, self.ingress) if s is not None]
-        return "allow" if all(s.trace.verdict == "allow" for s in sides) else "deny"
+        return "allow" if all(s.trace.verdict == "allow" for s in self.sides) else "deny"
 
 
 def make_packet(source: str, destination: str, protocol: str, port: int | None) -> Packet:
@@ -392,13 +531,55 @@ def _explain(
     if ipaddress.ip_address(src.address).version != family:
         raise ExplainError(f"{source!r} and {destination!r} have no address of one IP version")
     packet = make_packet(src.address, dst.address, protocol, port)
-    egress = (
-        None if src.endpoint is None else explain_side(cluster, src.endpoint, packet, ingress=False)
-    )
-    ingress = (
-        None if dst.endpoint is None else explain_side(cluster, dst.endpoint, packet, ingress=True)
-    )
-    return Explanation(src, dst, packet, egress, ingress)
+    return _sides(cluster, src, dst, packet)
+
+
+def _sides(cluster: Cluster, src: End, dst: End, packet: Packet) -> Explanation:
+    """Which chains the packet meets, by what its ends are (the base chains' dispatch in
+    ``rules.endpoints``): a workload's own chains; a host endpoint's input/output; a workload
+    to its own host through ``cali-wl-to-host``; host to a local workload accepted in output;
+    and, for a packet entering or leaving a node from or to outside the cluster's workloads,
+    the node's host endpoint's forward chains."""
+    notes: list[str] = []
+    same_node = src.node is not None and src.node == dst.node
+    egress = ingress = forward_out = forward_in = None
+    if isinstance(src.endpoint, WorkloadEndpoint):
+        egress = explain_side(cluster, src.endpoint, packet, ingress=False)
+    elif isinstance(src.endpoint, HostEndpoint):
+        if same_node and not dst.is_workload:
+            notes.append("both ends are on one node: local traffic (lo) is not policed")
+            return Explanation(src, dst, packet, None, None, notes=tuple(notes))
+        if not (same_node and dst.is_workload):
+            egress = explain_host_side(cluster, src.endpoint, packet, "output")
+    if isinstance(dst.endpoint, WorkloadEndpoint):
+        if same_node and isinstance(src.endpoint, HostEndpoint):
+            reason = "Felix's output chain accepts host-to-local-workload traffic before policy"
+            trace = DirectionTrace(True, (), (), "allow", reason)
+            stage = Stage("local", trace)
+            name = endpoint_name(dst.endpoint)
+            ingress = SideTrace(name, src.node or "", {}, trace, {}, "host-to-workload", (stage,))
+        else:
+            ingress = explain_side(cluster, dst.endpoint, packet, ingress=True)
+    elif isinstance(dst.endpoint, HostEndpoint):
+        if same_node and egress is not None and src.is_workload:
+            stage = workload_to_host(egress.trace, cluster.config_for(dst.node or ""))
+            ingress = SideTrace(
+                endpoint_name(dst.endpoint), dst.node or "", {}, stage.trace, {},
+                "workload-to-host", (stage,),
+            )  # fmt: skip
+        else:
+            ingress = explain_host_side(cluster, dst.endpoint, packet, "input")
+    if src.is_workload and not dst.is_workload and not same_node:
+        hep, note = cluster.path_host_endpoint(src.node or "")
+        if hep is not None:
+            forward_out = explain_host_side(cluster, hep, packet, "forward-out")
+        notes += [note] if note else []
+    if dst.is_workload and not src.is_workload and not same_node:
+        hep, note = cluster.path_host_endpoint(dst.node or "")
+        if hep is not None:
+            forward_in = explain_host_side(cluster, hep, packet, "forward-in")
+        notes += [note] if note else []
+    return Explanation(src, dst, packet, egress, ingress, forward_out, forward_in, tuple(notes))
 
 
 def owner_name(owner: PolicyID | ProfileID) -> str:
