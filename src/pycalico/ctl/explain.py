@@ -1,8 +1,8 @@
 """``calicoctl explain --from X --to Y [--port N] [--protocol P] [-o json|yaml]``.
 
 What it is: the command: it lists, from the datastore, what Felix's syncer would deliver for
-the question (WorkloadEndpoints, HostEndpoints, NetworkPolicies, GlobalNetworkPolicies, Tiers,
-Profiles, NetworkSets, GlobalNetworkSets), each node's Felix settings from FelixConfiguration
+the question (WorkloadEndpoints, HostEndpoints, Nodes, NetworkPolicies, GlobalNetworkPolicies,
+Tiers, Profiles, NetworkSets, GlobalNetworkSets), each node's Felix settings from FelixConfiguration
 (``node.<name>`` over ``default``, merged and parsed by Felix's own ``calc.config`` and
 ``felix.config``; a node's environment and config file are not visible from here), hands them to ``pycalico.felix.calc.explain`` (the
 computation, over Felix's own calculation graph) and prints ``explain_format``'s text or
@@ -39,7 +39,7 @@ from pycalico.model.endpoints import (
     Profile,
     WorkloadEndpoint,
 )
-from pycalico.model.node import FelixConfiguration
+from pycalico.model.node import FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 
 
@@ -67,6 +67,7 @@ async def load_cluster(store: ResourceStore) -> Cluster:
         tiers=[t for t in await items("Tier") if isinstance(t, Tier)],
         network_sets=[s for s in sets if isinstance(s, NetworkSet | GlobalNetworkSet)],
         host_endpoints=[h for h in await items("HostEndpoint") if isinstance(h, HostEndpoint)],
+        nodes=[n for n in await items("Node") if isinstance(n, Node)],
         render_configs=render_configs,
         default_config=default_config,
     )  # fmt: skip
@@ -110,13 +111,13 @@ def _config(ctx: click.Context, config_file: str | None) -> str | None:
     "--from",
     "source",
     required=True,
-    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name> or an IP.",
+    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name>, node/<name> or an IP.",
 )
 @click.option(
     "--to",
     "destination",
     required=True,
-    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name> or an IP.",
+    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name>, node/<name> or an IP.",
 )
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Destination port (default 80)."

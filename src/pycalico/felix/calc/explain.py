@@ -1,31 +1,42 @@
 """``calicoctl explain``'s answer: why Felix allows or drops a flow, from Felix's own graph.
 
-What it is: for a packet from one endpoint (or external address) to another, each enforcing
-side — the source's egress on its node, the destination's ingress on its node — is computed by
-a ``CalcGraph`` for that node fed with the endpoint, the tiers, profiles and policies, and the
-endpoints and network sets that hold the packet's addresses (the only members the packet's
-IP-set lookups can see).  The flushed messages are exactly what that node's dataplane is sent;
-``verdicts.evaluate_direction`` runs them as the rendered chains do.  The trace is decorated
-with why each policy applies (its effective selector against the endpoint's labels) and, for
-a converted Kubernetes policy (``knp.default.<name>``), the Kubernetes NetworkPolicy it came
-from.  What it is not: I/O (the caller lists the resources: ``Cluster``) or conntrack (this is
-a new flow's first packet).
+What it is: for a packet from one end to another (``explain_cluster`` resolves them), each
+enforcing side — the source's egress on its node, the host endpoints the packet leaves and
+enters nodes by, the destination's ingress on its node — is computed by a ``CalcGraph`` for
+that node fed with the endpoint, the tiers, profiles and policies, and the endpoints and
+network sets that hold the packet's addresses (the only members the packet's IP-set lookups
+can see).  The flushed messages are exactly what that node's dataplane is sent;
+``verdicts.evaluate_direction`` runs a workload's chain, ``explain_host.host_walk`` a host
+endpoint's stages (untracked, pre-DNAT, normal or applyOnForward), with the node's Felix
+settings.  The trace is decorated with why each policy applies (its effective selector against
+the endpoint's labels) and, for a converted Kubernetes policy (``knp.default.<name>``), the
+Kubernetes NetworkPolicy it came from.  What it is not: I/O (the caller lists the resources:
+``Cluster``), conntrack (this is a new flow's first packet) or routing (which host endpoint a
+packet crosses is decided from the ends: ``Cluster.path_host_endpoint``).
 
 Invariants: ``explain`` is a pure function of (cluster, ends, packet); the verdict is "allow"
-exactly when every enforcing side allows; an address no endpoint holds is external (not
-policed on its side).
+exactly when every enforcing side allows; an address no endpoint or node holds is external
+(not policed on its side).
 """
 
 from __future__ import annotations
 
 import gc
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.endpoints import workload_endpoint_id
+
+# Cluster, End, ExplainError and resolve_end are explain's public names too (callers, the CLI).
+from pycalico.felix.calc.explain_cluster import NODE_PREFIX as NODE_PREFIX
+from pycalico.felix.calc.explain_cluster import Cluster as Cluster
+from pycalico.felix.calc.explain_cluster import End as End
+from pycalico.felix.calc.explain_cluster import ExplainError as ExplainError
+from pycalico.felix.calc.explain_cluster import PolicyEntry, endpoint_name
+from pycalico.felix.calc.explain_cluster import resolve_end as resolve_end
 from pycalico.felix.calc.explain_host import (
     NodeSettings,
     Stage,
@@ -34,8 +45,6 @@ from pycalico.felix.calc.explain_host import (
     workload_to_host,
 )
 from pycalico.felix.calc.graph import CalcGraph
-from pycalico.felix.calc.index import SelectorIndex
-from pycalico.felix.calc.labels import policy_selector
 from pycalico.felix.calc.policies import policy_id
 from pycalico.felix.calc.verdicts import (
     DirectionTrace,
@@ -60,204 +69,7 @@ from pycalico.felix.messages import (
     WorkloadEndpointUpdate,
 )
 from pycalico.k8s.conversion.network_policy import kubernetes_name as converted_from
-from pycalico.model.endpoints import (
-    GlobalNetworkSet,
-    HostEndpoint,
-    NetworkSet,
-    Profile,
-    WorkloadEndpoint,
-)
-from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
-from pycalico.model.selectors import Selector
-
-HOST_ENDPOINT_PREFIX = "hostendpoint/"
-
-_PROBE = "explained endpoint"
-_Entry = tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]
-
-
-def _ignore(selector: int, item: str) -> None:
-    """The index's match callbacks: explain only asks ``selectors_matching``."""
-
-
-class ExplainError(ValueError):
-    """An end that names nothing (no such pod, endpoint or address)."""
-
-
-@dataclass
-class Cluster:
-    """The resources explain reads (what Felix's syncer would deliver)."""
-
-    workload_endpoints: Sequence[WorkloadEndpoint] = ()
-    policies: Sequence[NetworkPolicy | GlobalNetworkPolicy] = ()
-    profiles: Sequence[Profile] = ()
-    tiers: Sequence[Tier] = ()
-    network_sets: Sequence[NetworkSet | GlobalNetworkSet] = ()
-    host_endpoints: Sequence[HostEndpoint] = ()
-    # Each node's Felix settings (``RenderConfig``) from FelixConfiguration (``node.<name>``
-    # over ``default``, merged and parsed by Felix's own config code: ``ctl.explain``); nodes
-    # not listed use ``default_config``.  Required: explain has no defaults of its own.
-    default_config: NodeSettings = field(kw_only=True)
-    render_configs: Mapping[str, NodeSettings] = field(default_factory=dict, kw_only=True)
-    _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
-        default=None, repr=False
-    )
-    _indexes: dict[str | None, tuple[list[_Entry], SelectorIndex[int, str]]] = field(
-        default_factory=dict, repr=False
-    )
-
-    def config_for(self, node: str) -> NodeSettings:
-        return self.render_configs.get(node, self.default_config)
-
-    def path_host_endpoint(self, node: str) -> tuple[HostEndpoint | None, str]:
-        """The host endpoint a packet forwarded to or from outside the node crosses, and a
-        note when that is not known: the node's wildcard (``interfaceName: "*"``) one, or its
-        only one (explain does not know the node's routes, so which interface of several)."""
-        on_node = [h for h in self.host_endpoints if h.spec.node == node]
-        wildcard = [h for h in on_node if h.spec.interface_name == "*"]
-        if len(on_node) == 1 or (wildcard and len(on_node) == len(wildcard)):
-            return on_node[0], ""
-        if not on_node:
-            return None, ""
-        names = ", ".join(sorted(h.metadata.name for h in on_node))
-        note = (
-            f"node {node} has several host endpoints ({names}): which one the packet crosses "
-            "depends on the node's routes, so their forward (applyOnForward, pre-DNAT, "
-            "untracked) policy is not explained"
-        )
-        return None, note
-
-    def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
-        """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
-        if self._by_address is None:
-            index: dict[str, list[WorkloadEndpoint | HostEndpoint]] = {}
-            for wep in self.workload_endpoints:
-                for net in wep.spec.ip_networks or ():
-                    index.setdefault(net.split("/", 1)[0], []).append(wep)
-            for hep in self.host_endpoints:
-                for ip in hep.spec.expected_i_ps or ():
-                    index.setdefault(ip, []).append(hep)
-            self._by_address = index
-        return self._by_address.get(str(ipaddress.ip_address(address)), [])
-
-    def _policy_index(self, namespace: str | None) -> tuple[list[_Entry], SelectorIndex[int, str]]:
-        """The GlobalNetworkPolicies (``namespace`` None) or one namespace's NetworkPolicies
-        (a NetworkPolicy selects only endpoints of its namespace) with their effective
-        selectors (``policy_selector``, the ones the graph's index matches), in the graph's
-        own ``SelectorIndex``; built once per cluster.  A policy whose selector does not parse
-        is left out, as the graph treats it as deleted."""
-        cached = self._indexes.get(namespace)
-        if cached is not None:
-            return cached
-        entries: list[_Entry] = []
-        for policy in self.policies:
-            if isinstance(policy, NetworkPolicy):
-                if (policy.metadata.namespace or "default") != namespace:
-                    continue
-            elif namespace is not None:
-                continue
-            try:
-                entries.append((policy, policy_selector(policy)))
-            except ValueError:
-                continue
-        index: SelectorIndex[int, str] = SelectorIndex(_ignore, _ignore)
-        for number, (_, selector) in enumerate(entries):
-            index.update_selector(number, selector)
-        self._indexes[namespace] = (entries, index)
-        return entries, index
-
-    def policies_selecting(self, namespace: str | None, labels: dict[str, str]) -> list[_Entry]:
-        """The policies whose selector matches an endpoint of ``namespace`` with ``labels``
-        (the index evaluates only the selectors one of the labels could satisfy)."""
-        found: list[_Entry] = []
-        for scope in (None, namespace) if namespace else (None,):
-            entries, index = self._policy_index(scope)
-            index.update_item(_PROBE, labels)
-            try:
-                numbers = index.selectors_matching(_PROBE)
-            finally:
-                index.delete_item(_PROBE)
-            found += [entries[number] for number in sorted(numbers)]
-        return found
-
-    def network_sets_holding(self, address: str) -> list[NetworkSet | GlobalNetworkSet]:
-        return [s for s in self.network_sets if in_nets(address, s.spec.nets or ())]
-
-
-@dataclass(frozen=True)
-class End:
-    """One end of the flow: a workload endpoint, a host endpoint, or an external address."""
-
-    address: str
-    endpoint: WorkloadEndpoint | HostEndpoint | None = None
-
-    @property
-    def label(self) -> str:
-        if self.endpoint is None:
-            return f"{self.address} (no endpoint: external)"
-        return f"{endpoint_name(self.endpoint)} ({self.address})"
-
-    @property
-    def node(self) -> str | None:
-        return None if self.endpoint is None else self.endpoint.spec.node or ""
-
-    @property
-    def is_workload(self) -> bool:
-        return isinstance(self.endpoint, WorkloadEndpoint)
-
-
-def endpoint_name(endpoint: WorkloadEndpoint | HostEndpoint) -> str:
-    meta = endpoint.metadata
-    if isinstance(endpoint, HostEndpoint):
-        return f"{HOST_ENDPOINT_PREFIX}{meta.name}"
-    return f"{meta.namespace}/{endpoint.spec.pod or meta.name}"
-
-
-def _addresses(endpoint: WorkloadEndpoint | HostEndpoint) -> list[str]:
-    if isinstance(endpoint, HostEndpoint):
-        return [str(ipaddress.ip_address(ip)) for ip in endpoint.spec.expected_i_ps or ()]
-    return [net.split("/", 1)[0] for net in endpoint.spec.ip_networks or ()]
-
-
-def _named_end(text: str, endpoint: WorkloadEndpoint | HostEndpoint, family: int | None) -> End:
-    addresses = _addresses(endpoint)
-    if not addresses:
-        what = "no expectedIPs" if isinstance(endpoint, HostEndpoint) else "no addresses yet"
-        raise ExplainError(f"{text!r}: the endpoint has {what}")
-    same = [a for a in addresses if ipaddress.ip_address(a).version == family]
-    return End((same or addresses)[0], endpoint)
-
-
-def resolve_end(cluster: Cluster, text: str, family: int | None = None) -> End:
-    """``<namespace>/<pod>``, ``<namespace>/<workloadendpoint name>``,
-    ``hostendpoint/<name>`` or an IP address (a workload's, else a host endpoint's expected
-    IP, else external)."""
-    try:
-        address = str(ipaddress.ip_address(text))
-    except ValueError:
-        address = ""
-    if address:
-        holders = cluster.holders(address)
-        for holder in holders:
-            if isinstance(holder, WorkloadEndpoint):
-                return End(address, holder)
-        return End(address, holders[0]) if holders else End(address)
-    if text.startswith(HOST_ENDPOINT_PREFIX):
-        name = text[len(HOST_ENDPOINT_PREFIX) :]
-        for hep in cluster.host_endpoints:
-            if hep.metadata.name == name:
-                return _named_end(text, hep, family)
-        raise ExplainError(f"{text!r}: no HostEndpoint of that name")
-    namespace, slash, name = text.partition("/")
-    if not slash or not namespace or not name:
-        raise ExplainError(
-            f"{text!r}: expected <namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name> or an IP"
-        )
-    for wep in cluster.workload_endpoints:
-        if wep.metadata.namespace == namespace and name in (wep.spec.pod, wep.metadata.name):
-            return _named_end(text, wep, family)
-    raise ExplainError(f"{text!r}: no pod or WorkloadEndpoint of that name in namespace")
-
+from pycalico.model.endpoints import HostEndpoint, WorkloadEndpoint
 
 # --- one enforcing side -----------------------------------------------------------------------
 
@@ -339,7 +151,7 @@ class SideTrace:
 
 def _graph_for(
     cluster: Cluster, endpoint: WorkloadEndpoint | HostEndpoint, packet: Packet
-) -> tuple[CalcGraph, list[_Entry]]:
+) -> tuple[CalcGraph, list[PolicyEntry]]:
     graph = CalcGraph(endpoint.spec.node or "")
     for tier in cluster.tiers:
         graph.on_resource(tier)
@@ -423,7 +235,7 @@ def explain_side(
 
 
 def _reasons(
-    selecting: list[_Entry], tiers: Iterable[TierInfo], labels: dict[str, str]
+    selecting: list[PolicyEntry], tiers: Iterable[TierInfo], labels: dict[str, str]
 ) -> dict[PolicyID, PolicyReason]:
     applying = {p for tier in tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
     reasons: dict[PolicyID, PolicyReason] = {}
@@ -543,16 +355,15 @@ def _sides(cluster: Cluster, src: End, dst: End, packet: Packet) -> Explanation:
     notes: list[str] = []
     same_node = src.node is not None and src.node == dst.node
     egress = ingress = forward_out = forward_in = None
+    if same_node and src.is_host and not dst.is_workload:
+        notes.append("both ends are the same node: local traffic (lo) is not policed")
+        return Explanation(src, dst, packet, None, None, notes=tuple(notes))
     if isinstance(src.endpoint, WorkloadEndpoint):
         egress = explain_side(cluster, src.endpoint, packet, ingress=False)
-    elif isinstance(src.endpoint, HostEndpoint):
-        if same_node and not dst.is_workload:
-            notes.append("both ends are on one node: local traffic (lo) is not policed")
-            return Explanation(src, dst, packet, None, None, notes=tuple(notes))
-        if not (same_node and dst.is_workload):
-            egress = explain_host_side(cluster, src.endpoint, packet, "output")
+    elif isinstance(src.endpoint, HostEndpoint) and not same_node:
+        egress = explain_host_side(cluster, src.endpoint, packet, "output")
     if isinstance(dst.endpoint, WorkloadEndpoint):
-        if same_node and isinstance(src.endpoint, HostEndpoint):
+        if same_node and src.is_host:
             reason = "Felix's output chain accepts host-to-local-workload traffic before policy"
             trace = DirectionTrace(True, (), (), "allow", reason)
             stage = Stage("local", trace)
@@ -560,15 +371,12 @@ def _sides(cluster: Cluster, src: End, dst: End, packet: Packet) -> Explanation:
             ingress = SideTrace(name, src.node or "", {}, trace, {}, "host-to-workload", (stage,))
         else:
             ingress = explain_side(cluster, dst.endpoint, packet, ingress=True)
+    elif same_node and egress is not None and dst.is_host:
+        stage = workload_to_host(egress.trace, cluster.config_for(dst.node or ""))
+        name = endpoint_name(dst.endpoint) if dst.endpoint else f"{NODE_PREFIX}{dst.host_node}"
+        ingress = SideTrace(name, dst.node or "", {}, stage.trace, {}, "workload-to-host", (stage,))
     elif isinstance(dst.endpoint, HostEndpoint):
-        if same_node and egress is not None and src.is_workload:
-            stage = workload_to_host(egress.trace, cluster.config_for(dst.node or ""))
-            ingress = SideTrace(
-                endpoint_name(dst.endpoint), dst.node or "", {}, stage.trace, {},
-                "workload-to-host", (stage,),
-            )  # fmt: skip
-        else:
-            ingress = explain_host_side(cluster, dst.endpoint, packet, "input")
+        ingress = explain_host_side(cluster, dst.endpoint, packet, "input")
     if src.is_workload and not dst.is_workload and not same_node:
         hep, note = cluster.path_host_endpoint(src.node or "")
         if hep is not None:

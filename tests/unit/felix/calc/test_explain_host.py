@@ -15,6 +15,7 @@ import pytest
 
 from pycalico.felix.calc.explain import Cluster, ExplainError, explain
 from pycalico.felix.rules.model import FailsafePort, RenderConfig
+from pycalico.model.node import Node
 from pycalico.testing import felix_calc as build
 
 NODE_IP = "192.168.77.1"
@@ -234,3 +235,27 @@ def test_vxlan_port_and_allow_flags_follow_the_nodes_config() -> None:
                       allow_ipip_packets_from_workloads=True)  # fmt: skip
     world = cluster(pod, default_config=allowed)
     assert explain(world, POD, OUTSIDE, "UDP", 4789).egress.trace.pre_policy == ()  # type: ignore[union-attr]
+
+
+def test_a_nodes_own_address_without_host_endpoint() -> None:
+    """A pod to its own node's address: DefaultEndpointToHostAction, host endpoint or not;
+    ``node/<name>`` names the node's address; another node's address has no policy."""
+    node = Node.model_validate(
+        {"metadata": {"name": build.HOSTNAME}, "spec": {"bgp": {"ipv4Address": "192.168.5.1/24"}}}
+    )
+    pod = build.workload("pod", ips=[POD])
+    world = cluster(pod, nodes=[node])
+    answer = explain(world, POD, "192.168.5.1", "TCP", 8080)
+    assert answer.verdict == "deny" and answer.ingress is not None
+    assert answer.ingress.kind == "workload-to-host"
+    assert answer.ingress.endpoint == f"node/{build.HOSTNAME}"
+    assert answer.destination.label == f"192.168.5.1 (node {build.HOSTNAME}, no host endpoint)"
+    named = explain(world, POD, f"node/{build.HOSTNAME}", "TCP", 8080)
+    assert named.destination.address == "192.168.5.1" and named.verdict == "deny"
+    # The host to its own pod: accepted before policy.
+    assert explain(world, f"node/{build.HOSTNAME}", POD).ingress.kind == "host-to-workload"  # type: ignore[union-attr]
+    with pytest.raises(ExplainError, match="no Node"):
+        explain(world, POD, "node/nope")
+    # With its host endpoint holding the address, the node name resolves to it.
+    held = cluster(pod, hep(ip="192.168.5.1"), nodes=[node])
+    assert explain(held, OUTSIDE, f"node/{build.HOSTNAME}").ingress.kind == "host"  # type: ignore[union-attr]
