@@ -352,7 +352,7 @@ def _sides(cluster: Cluster, src: End, dst: End, packet: Packet) -> Explanation:
     to its own host through ``cali-wl-to-host``; host to a local workload accepted in output;
     and, for a packet entering or leaving a node from or to outside the cluster's workloads,
     the node's host endpoint's forward chains."""
-    notes: list[str] = []
+    notes: list[str] = [end.note for end in (src, dst) if end.note]
     same_node = src.node is not None and src.node == dst.node
     egress = ingress = forward_out = forward_in = None
     if same_node and src.is_host and not dst.is_workload:

@@ -69,7 +69,7 @@ class Cluster:
     _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
         default=None, repr=False
     )
-    _node_by_address: dict[str, str] | None = field(default=None, repr=False)
+    _node_by_address: dict[str, tuple[str, str]] | None = field(default=None, repr=False)
     _indexes: dict[str | None, tuple[list[PolicyEntry], SelectorIndex[int, str]]] = field(
         default_factory=dict, repr=False
     )
@@ -81,7 +81,7 @@ class Cluster:
         """The host endpoint a packet forwarded to or from outside the node crosses, and a
         note when that is not known: the node's wildcard (``interfaceName: "*"``) one, or its
         only one (explain does not know the node's routes, so which interface of several)."""
-        on_node = [h for h in self.host_endpoints if h.spec.node == node]
+        on_node = [h for h in self.host_endpoints if h.spec.node == node and enforced(h)]
         wildcard = [h for h in on_node if h.spec.interface_name == "*"]
         if len(on_node) == 1 or (wildcard and len(on_node) == len(wildcard)):
             return on_node[0], ""
@@ -95,13 +95,31 @@ class Cluster:
         )
         return None, note
 
-    def node_holding(self, address: str) -> str:
-        """The node whose own address (BGP, tunnel or listed address) ``address`` is, or ""."""
+    def node_holding(self, address: str) -> tuple[str, str]:
+        """(node, interface) whose own address ``address`` is (BGP, tunnel, listed address,
+        or an interface's, which names the interface), or ("", "")."""
         if self._node_by_address is None:
-            self._node_by_address = {
-                str(ipaddress.ip_address(a)): n.metadata.name or "" for n in self.nodes for a in node_addresses(n)
-            }  # fmt: skip
-        return self._node_by_address.get(str(ipaddress.ip_address(address)), "")
+            index: dict[str, tuple[str, str]] = {}
+            for node in self.nodes:
+                name = node.metadata.name or ""
+                for interface in node.spec.interfaces or ():
+                    for text in interface.addresses or ():
+                        if (ip := _ip(text)) is not None:
+                            index.setdefault(ip, (name, interface.name or ""))
+                for ip in node_addresses(node):
+                    index.setdefault(ip, (name, ""))
+            self._node_by_address = index
+        return self._node_by_address.get(str(ipaddress.ip_address(address)), ("", ""))
+
+    def interface_host_endpoint(self, node: str, interface: str) -> HostEndpoint | None:
+        """The host endpoint Felix applies to ``interface`` of ``node``: the one naming it,
+        else the node's wildcard one (an unknown interface: the wildcard one)."""
+        on_node = [h for h in self.host_endpoints if h.spec.node == node]
+        if interface:
+            for hep in on_node:
+                if hep.spec.interface_name == interface:
+                    return hep
+        return next((h for h in on_node if h.spec.interface_name == "*"), None)
 
     def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
         """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
@@ -176,13 +194,24 @@ def node_addresses(node: Node) -> list[str]:
     ]
     out: list[str] = []
     for text in texts:
-        try:
-            address = str(ipaddress.ip_interface(text).ip) if text else ""
-        except ValueError:
-            continue  # a Node's addresses were validated on write; a name is not an address
-        if address and address not in out:
+        address = _ip(text) if text else None
+        if address is not None and address not in out:
             out.append(address)
     return out
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_interface(text).ip)
+    except ValueError:
+        return None  # a Node's addresses were validated on write; a name is not an address
+
+
+def enforced(endpoint: HostEndpoint) -> bool:
+    """Does this Felix enforce the host endpoint?  Its dataplane binds host endpoints to
+    interfaces by ``interfaceName`` (a name or ``*``) only: one with expectedIPs alone is
+    not bound to any interface (Calico's Felix would look the addresses up)."""
+    return bool(endpoint.spec.interface_name)
 
 
 @dataclass(frozen=True)
@@ -193,6 +222,7 @@ class End:
     address: str
     endpoint: WorkloadEndpoint | HostEndpoint | None = None
     host_node: str = ""
+    note: str = ""  # how the end was resolved, when that is worth saying
 
     @property
     def label(self) -> str:
@@ -237,7 +267,17 @@ def _named_end(text: str, endpoint: WorkloadEndpoint | HostEndpoint, family: int
         what = "no expectedIPs" if isinstance(endpoint, HostEndpoint) else "no addresses yet"
         raise ExplainError(f"{text!r}: the endpoint has {what}")
     same = [a for a in addresses if ipaddress.ip_address(a).version == family]
-    return End((same or addresses)[0], endpoint)
+    address = (same or addresses)[0]
+    if isinstance(endpoint, HostEndpoint) and not enforced(endpoint):
+        return End(address, host_node=endpoint.spec.node or "", note=_unbound(endpoint))
+    return End(address, endpoint)
+
+
+def _unbound(endpoint: HostEndpoint) -> str:
+    return (
+        f"HostEndpoint {endpoint.metadata.name} has no interfaceName: Felix here binds host "
+        "endpoints to interfaces by name only, so it enforces nothing for it"
+    )
 
 
 def resolve_end(cluster: Cluster, text: str, family: int | None = None) -> End:
@@ -253,9 +293,21 @@ def resolve_end(cluster: Cluster, text: str, family: int | None = None) -> End:
         for holder in holders:
             if isinstance(holder, WorkloadEndpoint):
                 return End(address, holder)
-        if holders:
-            return End(address, holders[0])
-        return End(address, host_node=cluster.node_holding(address))
+        heps = [h for h in holders if isinstance(h, HostEndpoint)]
+        for hep in heps:
+            if enforced(hep):
+                return End(address, hep)
+        owner, interface = cluster.node_holding(address)
+        owner = owner or (heps[0].spec.node or "" if heps else "")
+        note = _unbound(heps[0]) if heps else ""
+        if owner:
+            covering = cluster.interface_host_endpoint(owner, interface)
+            if covering is not None:
+                where = f"interface {interface}" if interface else "an interface"
+                name = covering.metadata.name
+                note = f"{address} is node {owner}'s, on {where}: host endpoint {name}"
+                return End(address, covering, note=note)
+        return End(address, host_node=owner, note=note)
     if text.startswith(NODE_PREFIX):
         name = text[len(NODE_PREFIX) :]
         for node in cluster.nodes:

@@ -259,3 +259,32 @@ def test_a_nodes_own_address_without_host_endpoint() -> None:
     # With its host endpoint holding the address, the node name resolves to it.
     held = cluster(pod, hep(ip="192.168.5.1"), nodes=[node])
     assert explain(held, OUTSIDE, f"node/{build.HOSTNAME}").ingress.kind == "host"  # type: ignore[union-attr]
+
+
+def test_an_address_of_a_nodes_interface_is_that_interfaces_host_endpoint() -> None:
+    """By interface: the Node lists eth1's addresses; the host endpoint naming eth1 (or the
+    wildcard one) is the end, though its expectedIPs do not list the address."""
+    node = Node.model_validate(
+        {"metadata": {"name": build.HOSTNAME},
+         "spec": {"interfaces": [{"name": "eth1", "addresses": ["192.168.77.5/24"]},
+                                 {"name": "eth2", "addresses": ["192.168.79.5"]}]}}
+    )  # fmt: skip
+    world = cluster(hep(), ALLOW_8080, nodes=[node])  # hep(): interface eth0, 192.168.77.1
+    named = cluster(hep(interface="eth1"), ALLOW_8080, nodes=[node])
+    answer = explain(named, OUTSIDE, "192.168.77.5", "TCP", 8081)
+    assert answer.ingress is not None and answer.ingress.kind == "host"
+    assert answer.verdict == "deny"
+    assert any("interface eth1" in note for note in answer.notes)
+    # eth2 has no host endpoint and there is no wildcard: no policy (eth0's does not apply).
+    assert explain(world, OUTSIDE, "192.168.79.5", "TCP", 8081).ingress is None
+    wildcard = cluster(hep(interface="*"), ALLOW_8080, nodes=[node])
+    assert explain(wildcard, OUTSIDE, "192.168.79.5", "TCP", 8081).verdict == "deny"
+
+
+def test_a_host_endpoint_without_interface_name_is_not_enforced_here() -> None:
+    """This Felix binds host endpoints by interfaceName only (as its dataplane does)."""
+    unbound = build.host_endpoint("unbound", ips=[NODE_IP], labels={"host": "yes"}, interface="")
+    answer = explain(cluster(unbound, DENY_ALL_IN), OUTSIDE, NODE_IP, "TCP", 8080)
+    assert answer.ingress is None and answer.verdict == "allow"
+    assert answer.destination.host_node == build.HOSTNAME
+    assert any("no interfaceName" in note for note in answer.notes)
