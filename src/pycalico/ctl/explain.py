@@ -2,10 +2,11 @@
 
 What it is: the command: it lists, from the datastore, what Felix's syncer would deliver for
 the question (WorkloadEndpoints, HostEndpoints, Nodes, NetworkPolicies, GlobalNetworkPolicies,
-Tiers, Profiles, NetworkSets, GlobalNetworkSets), each node's Felix settings from FelixConfiguration
-(``node.<name>`` over ``default``, merged and parsed by Felix's own ``calc.config`` and
-``felix.config``; a node's environment and config file are not visible from here), hands them to ``pycalico.felix.calc.explain`` (the
-computation, over Felix's own calculation graph) and prints ``explain_format``'s text or
+Tiers, Profiles, NetworkSets, GlobalNetworkSets) and each node's Felix settings from
+FelixConfiguration (``node.<name>`` over ``default``, merged and parsed by Felix's own
+``calc.config`` and ``felix.config``; a node's environment and config file are not visible
+from here), hands them to ``pycalico.felix.calc.explain`` (the computation, over Felix's own
+calculation graph) and prints ``explain_format``'s text or
 ``-o json|yaml``.  Registered lazily by ``pycalico.ctl.main``.  What it is not: a packet test
 (``--verify`` is not implemented: the answer is the calculation's, not the kernel's).
 
