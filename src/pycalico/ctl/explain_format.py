@@ -99,7 +99,7 @@ def _stage_text(stage: Stage, side: SideTrace) -> list[str]:
 
 def side_text(side: SideTrace, title: str) -> list[str]:
     trace = side.trace
-    lines = [f"{title} of {side.endpoint} (node {side.node}): {trace.verdict.upper()}"]
+    lines = [f"{title} {side.endpoint} (node {side.node}): {trace.verdict.upper()}"]
     if side.labels:
         lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(side.labels.items())))
     if side.stages:
@@ -124,18 +124,18 @@ def as_text(explanation: Explanation) -> str:
         "",
     ]
     if explanation.egress is not None:
-        lines += side_text(explanation.egress, "Egress")
+        lines += side_text(explanation.egress, "Egress of")
     else:
         lines.append("Egress: the source is not a Calico endpoint: no egress policy")
     lines.append("")
     if explanation.forward_out is not None:
-        lines += side_text(explanation.forward_out, "Forwarded out")
+        lines += side_text(explanation.forward_out, "Forwarded out through")
         lines.append("")
     if explanation.forward_in is not None:
-        lines += side_text(explanation.forward_in, "Forwarded in")
+        lines += side_text(explanation.forward_in, "Forwarded in through")
         lines.append("")
     if explanation.ingress is not None:
-        lines += side_text(explanation.ingress, "Ingress")
+        lines += side_text(explanation.ingress, "Ingress of")
     else:
         lines.append("Ingress: the destination is not a Calico endpoint: no ingress policy")
     lines += [f"Note: {note}" for note in explanation.notes]
