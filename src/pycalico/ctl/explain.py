@@ -1,9 +1,12 @@
 """``calicoctl explain --from X --to Y [--port N] [--protocol P] [-o json|yaml]``.
 
 What it is: the command: it lists, from the datastore, what Felix's syncer would deliver for
-the question (WorkloadEndpoints, HostEndpoints, NetworkPolicies, GlobalNetworkPolicies, Tiers,
-Profiles, NetworkSets, GlobalNetworkSets), hands them to ``pycalico.felix.calc.explain`` (the
-computation, over Felix's own calculation graph) and prints ``explain_format``'s text or
+the question (WorkloadEndpoints, HostEndpoints, Nodes, NetworkPolicies, GlobalNetworkPolicies,
+Tiers, Profiles, NetworkSets, GlobalNetworkSets) and each node's Felix settings from
+FelixConfiguration (``node.<name>`` over ``default``, merged and parsed by Felix's own
+``calc.config`` and ``felix.config``; a node's environment and config file are not visible
+from here), hands them to ``pycalico.felix.calc.explain`` (the computation, over Felix's own
+calculation graph) and prints ``explain_format``'s text or
 ``-o json|yaml``.  Registered lazily by ``pycalico.ctl.main``.  What it is not: a packet test
 (``--verify`` is not implemented: the answer is the calculation's, not the kernel's).
 
@@ -25,8 +28,11 @@ from pycalico.ctl.explain_format import as_dict, as_text
 from pycalico.ctl.results import CommandError
 from pycalico.datastore.api import DatastoreError
 from pycalico.datastore.resources import ResourceStore
+from pycalico.felix.calc.config import GLOBAL_CONFIG_NAME, effective_config, node_config_name
 from pycalico.felix.calc.explain import Cluster, ExplainError
 from pycalico.felix.calc.explain import explain as compute
+from pycalico.felix.config import ConfigError, load
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.model.endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
@@ -34,6 +40,7 @@ from pycalico.model.endpoints import (
     Profile,
     WorkloadEndpoint,
 )
+from pycalico.model.node import FelixConfiguration, Node
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 
 
@@ -52,6 +59,8 @@ async def load_cluster(store: ResourceStore) -> Cluster:
 
     policies = [*await items("GlobalNetworkPolicy"), *await items("NetworkPolicy")]
     sets = [*await items("GlobalNetworkSet"), *await items("NetworkSet")]
+    configs = [c for c in await items("FelixConfiguration") if isinstance(c, FelixConfiguration)]
+    default_config, render_configs = node_render_configs(configs)
     return Cluster(
         workload_endpoints=[w for w in await items("WorkloadEndpoint") if isinstance(w, WorkloadEndpoint)],
         policies=[p for p in policies if isinstance(p, NetworkPolicy | GlobalNetworkPolicy)],
@@ -59,7 +68,35 @@ async def load_cluster(store: ResourceStore) -> Cluster:
         tiers=[t for t in await items("Tier") if isinstance(t, Tier)],
         network_sets=[s for s in sets if isinstance(s, NetworkSet | GlobalNetworkSet)],
         host_endpoints=[h for h in await items("HostEndpoint") if isinstance(h, HostEndpoint)],
+        nodes=[n for n in await items("Node") if isinstance(n, Node)],
+        render_configs=render_configs,
+        default_config=default_config,
     )  # fmt: skip
+
+
+def node_render_configs(
+    configs: list[FelixConfiguration],
+) -> tuple[RenderConfig, dict[str, RenderConfig]]:
+    """The rendering settings of a node without its own FelixConfiguration, and of each node
+    with one: what its Felix would take from the datastore (``effective_config``: node over
+    global) above the built-in defaults (``felix.config.load``), nothing else."""
+    by_name = {c.metadata.name: c for c in configs}
+    global_config = by_name.get(GLOBAL_CONFIG_NAME)
+
+    def render(node: str, node_config: FelixConfiguration | None) -> RenderConfig:
+        values = dict(effective_config(global_config, node_config).values)
+        try:
+            return load(datastore=values, default_hostname=node or "-").render()
+        except ConfigError as error:
+            raise ExplainFailure(f"FelixConfiguration: {error}") from error
+
+    prefix = node_config_name("")
+    nodes = {
+        name[len(prefix) :]: config
+        for name, config in by_name.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
+    return render("", None), {node: render(node, config) for node, config in nodes.items()}
 
 
 def _config(ctx: click.Context, config_file: str | None) -> str | None:
@@ -72,10 +109,16 @@ def _config(ctx: click.Context, config_file: str | None) -> str | None:
 
 @click.command("explain")
 @click.option(
-    "--from", "source", required=True, help="<namespace>/<pod>, a WorkloadEndpoint or an IP."
+    "--from",
+    "source",
+    required=True,
+    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name>, node/<name> or an IP.",
 )
 @click.option(
-    "--to", "destination", required=True, help="<namespace>/<pod>, a WorkloadEndpoint or an IP."
+    "--to",
+    "destination",
+    required=True,
+    help="<namespace>/<pod>, a WorkloadEndpoint, hostendpoint/<name>, node/<name> or an IP.",
 )
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Destination port (default 80)."

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from pycalico.felix.calc.explain import Explanation, SideTrace, owner_name, step_dict
-from pycalico.felix.calc.verdicts import OwnerStep, TierStep
+from pycalico.felix.calc.explain_host import Stage
+from pycalico.felix.calc.verdicts import DirectionTrace, OwnerStep, TierStep
 from pycalico.felix.messages import PolicyID
 
 
@@ -63,22 +64,54 @@ def _tier_text(tier: TierStep, side: SideTrace) -> list[str]:
         lines.append("    end of tier: default action Pass -> next tier / profiles")
     elif tier.outcome == "pass":
         lines.append("    passed -> next tier / profiles")
+    elif tier.outcome == "end-of-tier-next":
+        lines.append("    end of tier: nothing decided -> next tier / stage")
+    return lines
+
+
+# Where each stage runs (``felix.calc.explain_host``'s walks of the rendered chains).
+STAGE_TEXT = {
+    "untracked": "untracked (doNotTrack) policy, raw table, before conntrack",
+    "preDNAT": "pre-DNAT policy, mangle prerouting, before DNAT",
+    "normal": "normal policy, filter table",
+    "forward": "applyOnForward policy, filter forward",
+    "workload-to-host": "workload to its own host: cali-wl-to-host",
+    "local": "host to a local workload: filter output",
+}
+
+
+def _trace_text(trace: DirectionTrace, side: SideTrace, indent: str) -> list[str]:
+    lines: list[str] = []
+    for tier in trace.tiers:
+        lines += [indent[2:] + line for line in _tier_text(tier, side)]
+    for step in trace.profiles:
+        lines.append(f"{indent}{owner_name(step.owner)}:")
+        lines += _rules_text(step, indent + "  ")
+    return lines
+
+
+def _stage_text(stage: Stage, side: SideTrace) -> list[str]:
+    lines = [f"  stage {stage.name} ({STAGE_TEXT[stage.name]}):"]
+    lines += _trace_text(stage.trace, side, "    ")
+    lines.append(f"    -> {stage.trace.verdict}: {stage.trace.reason}")
     return lines
 
 
 def side_text(side: SideTrace, title: str) -> list[str]:
     trace = side.trace
-    lines = [f"{title} of {side.endpoint} (node {side.node}): {trace.verdict.upper()}"]
-    lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(side.labels.items())))
+    lines = [f"{title} {side.endpoint} (node {side.node}): {trace.verdict.upper()}"]
+    if side.labels:
+        lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(side.labels.items())))
+    if side.stages:
+        for stage in side.stages:
+            lines += _stage_text(stage, side)
+        lines.append(f"  => {trace.verdict}: {trace.reason}")
+        return lines
     if trace.pre_policy:
         lines.append(f"  dropped before policy: {trace.pre_policy[0]}")
     elif not trace.tiers:
         lines.append("  no policy applies: profiles decide")
-    for tier in trace.tiers:
-        lines += _tier_text(tier, side)
-    for step in trace.profiles:
-        lines.append(f"  {owner_name(step.owner)}:")
-        lines += _rules_text(step, "    ")
+    lines += _trace_text(trace, side, "  ")
     lines.append(f"  => {trace.verdict}: {trace.reason}")
     return lines
 
@@ -91,21 +124,25 @@ def as_text(explanation: Explanation) -> str:
         "",
     ]
     if explanation.egress is not None:
-        lines += side_text(explanation.egress, "Egress")
+        lines += side_text(explanation.egress, "Egress of")
     else:
         lines.append("Egress: the source is not a Calico endpoint: no egress policy")
     lines.append("")
+    if explanation.forward_out is not None:
+        lines += side_text(explanation.forward_out, "Forwarded out through")
+        lines.append("")
+    if explanation.forward_in is not None:
+        lines += side_text(explanation.forward_in, "Forwarded in through")
+        lines.append("")
     if explanation.ingress is not None:
-        lines += side_text(explanation.ingress, "Ingress")
+        lines += side_text(explanation.ingress, "Ingress of")
     else:
         lines.append("Ingress: the destination is not a Calico endpoint: no ingress policy")
+    lines += [f"Note: {note}" for note in explanation.notes]
     return "\n".join(lines) + "\n"
 
 
-def _side_dict(side: SideTrace | None) -> dict[str, Any] | None:
-    if side is None:
-        return None
-    trace = side.trace
+def _tiers_dict(side: SideTrace, trace: DirectionTrace, stage: str) -> list[dict[str, Any]]:
     tiers = []
     for tier in trace.tiers:
         policies = []
@@ -120,16 +157,39 @@ def _side_dict(side: SideTrace | None) -> dict[str, Any] | None:
                     entry["kubernetes"] = reason.kubernetes
             policies.append(entry)
         tiers.append(
-            {"name": tier.name, "defaultAction": tier.default_action,
+            {"name": tier.name, "stage": stage, "defaultAction": tier.default_action,
              "outcome": tier.outcome, "policies": policies}
         )  # fmt: skip
+    return tiers
+
+
+def _stage_dict(stage: Stage) -> dict[str, Any]:
+    trace = stage.trace
+    failsafe = stage.failsafe or None
+    return {
+        "stage": stage.name,
+        "verdict": trace.verdict,
+        "reason": trace.reason,
+        "failsafe": failsafe,
+    }
+
+
+def _side_dict(side: SideTrace | None) -> dict[str, Any] | None:
+    """A side; ``tiers`` and ``profiles`` are those of every stage in order (a tier says its
+    ``stage``), ``stages`` each stage's verdict, reason and the failsafe port it used."""
+    if side is None:
+        return None
+    trace = side.trace
+    stages = side.stages or (Stage("normal", trace),)
     return {
         "endpoint": side.endpoint,
+        "kind": side.kind,
         "node": side.node,
         "labels": side.labels,
         "prePolicyDrop": trace.pre_policy[0] if trace.pre_policy else None,
-        "tiers": tiers,
-        "profiles": [step_dict(step) for step in trace.profiles],
+        "tiers": [t for s in stages for t in _tiers_dict(side, s.trace, s.name)],
+        "profiles": [step_dict(step) for s in stages for step in s.trace.profiles],
+        "stages": [_stage_dict(s) for s in stages],
         "verdict": trace.verdict,
         "reason": trace.reason,
     }
@@ -151,5 +211,8 @@ def as_dict(explanation: Explanation) -> dict[str, Any]:
         },
         "verdict": explanation.verdict,
         "egress": _side_dict(explanation.egress),
+        "forwardOut": _side_dict(explanation.forward_out),
+        "forwardIn": _side_dict(explanation.forward_in),
         "ingress": _side_dict(explanation.ingress),
+        "notes": list(explanation.notes),
     }

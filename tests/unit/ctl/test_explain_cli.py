@@ -21,6 +21,7 @@ from pycalico.datastore.resources import ResourceStore
 from pycalico.felix.calc import key_of
 from pycalico.model.codec import encode_value
 from pycalico.model.meta import Resource
+from pycalico.model.node import FelixConfiguration
 from pycalico.testing import felix_calc as build
 from pycalico.testing.memory_kv import MemoryKVStore
 
@@ -98,3 +99,40 @@ def test_unknown_pod_is_an_error_naming_it(memory: MemoryKVStore) -> None:
     result = calicoctl("--from", "default/nope", "--to", "default/web")
     assert result.exit_code == 1
     assert "'default/nope'" in result.stderr
+
+
+def _felix_configuration(name: str, spec: dict[str, Any]) -> Resource:
+    return FelixConfiguration.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def test_felix_configuration_node_over_global_as_felix_merges_it(memory: MemoryKVStore) -> None:
+    """DefaultEndpointToHostAction and failsafe ports from FelixConfiguration: ``default``
+    for every node, ``node.<name>`` overriding it for its node."""
+    resources: list[Resource] = [
+        build.host_endpoint("node-a-eth0", ips=["192.168.0.1"]),
+        build.host_endpoint("node-b-eth0", node="node-b", ips=["192.168.0.2"]),
+        _felix_configuration("default", {"defaultEndpointToHostAction": "Accept",
+                                         "failsafeInboundHostPorts": [{"protocol": "TCP", "port": 8022}]}),
+        _felix_configuration("node.node-b", {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 9022}]}),
+    ]  # fmt: skip
+
+    async def put() -> None:
+        for resource in resources:
+            await memory.put(key_of(resource), encode_value(resource))
+
+    asyncio.run(put())
+
+    def verdict(source: str, destination: str, port: int) -> str:
+        args = ("--from", source, "--to", destination, "--port", str(port), "-o", "json")
+        result = calicoctl(*args)
+        assert result.exit_code == 0, result.output
+        return str(json.loads(result.stdout)["verdict"])
+
+    # A pod to its own host (node-a): the global Accept, not Felix's built-in Drop.
+    assert verdict("default/web", "192.168.0.1", 8080) == "allow"
+    # Failsafe inbound ports: node-a has the global list (8022, not the built-in 22) ...
+    assert verdict("192.0.2.9", "hostendpoint/node-a-eth0", 8022) == "allow"
+    assert verdict("192.0.2.9", "192.168.0.1", 22) == "deny"
+    # ... node-b its own.
+    assert verdict("192.0.2.9", "192.168.0.2", 9022) == "allow"
+    assert verdict("192.0.2.9", "192.168.0.2", 8022) == "deny"

@@ -1,34 +1,50 @@
 """``calicoctl explain``'s answer: why Felix allows or drops a flow, from Felix's own graph.
 
-What it is: for a packet from one endpoint (or external address) to another, each enforcing
-side — the source's egress on its node, the destination's ingress on its node — is computed by
-a ``CalcGraph`` for that node fed with the endpoint, the tiers, profiles and policies, and the
-endpoints and network sets that hold the packet's addresses (the only members the packet's
-IP-set lookups can see).  The flushed messages are exactly what that node's dataplane is sent;
-``verdicts.evaluate_direction`` runs them as the rendered chains do.  The trace is decorated
-with why each policy applies (its effective selector against the endpoint's labels) and, for
-a converted Kubernetes policy (``knp.default.<name>``), the Kubernetes NetworkPolicy it came
-from.  What it is not: I/O (the caller lists the resources: ``Cluster``) or conntrack (this is
-a new flow's first packet).
+What it is: for a packet from one end to another (``explain_cluster`` resolves them), each
+enforcing side — the source's egress on its node, the host endpoints the packet leaves and
+enters nodes by, the destination's ingress on its node — is computed by a ``CalcGraph`` for
+that node fed with the endpoint, the tiers, profiles and policies, and the endpoints and
+network sets that hold the packet's addresses (the only members the packet's IP-set lookups
+can see).  The flushed messages are exactly what that node's dataplane is sent;
+``verdicts.evaluate_direction`` runs a workload's chain, ``explain_host.host_walk`` a host
+endpoint's stages (untracked, pre-DNAT, normal or applyOnForward), with the node's Felix
+settings.  The trace is decorated with why each policy applies (its effective selector against
+the endpoint's labels) and, for a converted Kubernetes policy (``knp.default.<name>``), the
+Kubernetes NetworkPolicy it came from.  What it is not: I/O (the caller lists the resources:
+``Cluster``), conntrack (this is a new flow's first packet) or routing (which host endpoint a
+packet crosses is decided from the ends: ``Cluster.path_host_endpoint``).
 
 Invariants: ``explain`` is a pure function of (cluster, ends, packet); the verdict is "allow"
-exactly when every enforcing side allows; an address no endpoint holds is external (not
-policed on its side).
+exactly when every enforcing side allows; an address no endpoint or node holds is external
+(not policed on its side).
 """
 
 from __future__ import annotations
 
 import gc
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pycalico.datastore.updates import ResourceKey
 from pycalico.felix.calc.endpoints import workload_endpoint_id
+
+# Cluster, End, ExplainError and resolve_end are explain's public names too (callers, the CLI).
+from pycalico.felix.calc.explain_cluster import NODE_PREFIX as NODE_PREFIX
+from pycalico.felix.calc.explain_cluster import Cluster as Cluster
+from pycalico.felix.calc.explain_cluster import End as End
+from pycalico.felix.calc.explain_cluster import ExplainError as ExplainError
+from pycalico.felix.calc.explain_cluster import PolicyEntry, endpoint_name
+from pycalico.felix.calc.explain_cluster import resolve_end as resolve_end
+from pycalico.felix.calc.explain_host import (
+    NodeSettings,
+    Stage,
+    Walk,
+    host_walk,
+    workload_to_host,
+)
 from pycalico.felix.calc.graph import CalcGraph
-from pycalico.felix.calc.index import SelectorIndex
-from pycalico.felix.calc.labels import policy_selector
 from pycalico.felix.calc.policies import policy_id
 from pycalico.felix.calc.verdicts import (
     DirectionTrace,
@@ -40,6 +56,8 @@ from pycalico.felix.calc.verdicts import (
 from pycalico.felix.messages import (
     ActivePolicyUpdate,
     ActiveProfileUpdate,
+    HostEndpointID,
+    HostEndpointUpdate,
     IPSetDeltaUpdate,
     IPSetRemove,
     IPSetUpdate,
@@ -47,150 +65,11 @@ from pycalico.felix.messages import (
     PolicyID,
     ProfileID,
     ResolvedRule,
+    TierInfo,
     WorkloadEndpointUpdate,
 )
 from pycalico.k8s.conversion.network_policy import kubernetes_name as converted_from
-from pycalico.model.endpoints import (
-    GlobalNetworkSet,
-    HostEndpoint,
-    NetworkSet,
-    Profile,
-    WorkloadEndpoint,
-)
-from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
-from pycalico.model.selectors import Selector
-
-VXLAN_PORT = 4789  # Felix's default VXLANPort; workload egress drops it (and IPIP)
-
-
-_PROBE = "explained endpoint"
-_Entry = tuple[NetworkPolicy | GlobalNetworkPolicy, Selector]
-
-
-def _ignore(selector: int, item: str) -> None:
-    """The index's match callbacks: explain only asks ``selectors_matching``."""
-
-
-class ExplainError(ValueError):
-    """An end that names nothing (no such pod, endpoint or address)."""
-
-
-@dataclass
-class Cluster:
-    """The resources explain reads (what Felix's syncer would deliver)."""
-
-    workload_endpoints: Sequence[WorkloadEndpoint] = ()
-    policies: Sequence[NetworkPolicy | GlobalNetworkPolicy] = ()
-    profiles: Sequence[Profile] = ()
-    tiers: Sequence[Tier] = ()
-    network_sets: Sequence[NetworkSet | GlobalNetworkSet] = ()
-    host_endpoints: Sequence[HostEndpoint] = ()
-    _by_address: dict[str, list[WorkloadEndpoint | HostEndpoint]] | None = field(
-        default=None, repr=False
-    )
-    _indexes: dict[str | None, tuple[list[_Entry], SelectorIndex[int, str]]] = field(
-        default_factory=dict, repr=False
-    )
-
-    def holders(self, address: str) -> list[WorkloadEndpoint | HostEndpoint]:
-        """The endpoints holding ``address`` (an endpoint's own /32 or /128, or expected IP)."""
-        if self._by_address is None:
-            index: dict[str, list[WorkloadEndpoint | HostEndpoint]] = {}
-            for wep in self.workload_endpoints:
-                for net in wep.spec.ip_networks or ():
-                    index.setdefault(net.split("/", 1)[0], []).append(wep)
-            for hep in self.host_endpoints:
-                for ip in hep.spec.expected_i_ps or ():
-                    index.setdefault(ip, []).append(hep)
-            self._by_address = index
-        return self._by_address.get(str(ipaddress.ip_address(address)), [])
-
-    def _policy_index(self, namespace: str | None) -> tuple[list[_Entry], SelectorIndex[int, str]]:
-        """The GlobalNetworkPolicies (``namespace`` None) or one namespace's NetworkPolicies
-        (a NetworkPolicy selects only endpoints of its namespace) with their effective
-        selectors (``policy_selector``, the ones the graph's index matches), in the graph's
-        own ``SelectorIndex``; built once per cluster.  A policy whose selector does not parse
-        is left out, as the graph treats it as deleted."""
-        cached = self._indexes.get(namespace)
-        if cached is not None:
-            return cached
-        entries: list[_Entry] = []
-        for policy in self.policies:
-            if isinstance(policy, NetworkPolicy):
-                if (policy.metadata.namespace or "default") != namespace:
-                    continue
-            elif namespace is not None:
-                continue
-            try:
-                entries.append((policy, policy_selector(policy)))
-            except ValueError:
-                continue
-        index: SelectorIndex[int, str] = SelectorIndex(_ignore, _ignore)
-        for number, (_, selector) in enumerate(entries):
-            index.update_selector(number, selector)
-        self._indexes[namespace] = (entries, index)
-        return entries, index
-
-    def policies_selecting(self, namespace: str | None, labels: dict[str, str]) -> list[_Entry]:
-        """The policies whose selector matches an endpoint of ``namespace`` with ``labels``
-        (the index evaluates only the selectors one of the labels could satisfy)."""
-        found: list[_Entry] = []
-        for scope in (None, namespace) if namespace else (None,):
-            entries, index = self._policy_index(scope)
-            index.update_item(_PROBE, labels)
-            try:
-                numbers = index.selectors_matching(_PROBE)
-            finally:
-                index.delete_item(_PROBE)
-            found += [entries[number] for number in sorted(numbers)]
-        return found
-
-    def network_sets_holding(self, address: str) -> list[NetworkSet | GlobalNetworkSet]:
-        return [s for s in self.network_sets if in_nets(address, s.spec.nets or ())]
-
-
-@dataclass(frozen=True)
-class End:
-    """One end of the flow: a workload endpoint, or an external address."""
-
-    address: str
-    endpoint: WorkloadEndpoint | None = None
-
-    @property
-    def label(self) -> str:
-        if self.endpoint is None:
-            return f"{self.address} (no endpoint: external)"
-        meta = self.endpoint.metadata
-        return f"{meta.namespace}/{self.endpoint.spec.pod or meta.name} ({self.address})"
-
-
-def _addresses(endpoint: WorkloadEndpoint) -> list[str]:
-    return [net.split("/", 1)[0] for net in endpoint.spec.ip_networks or ()]
-
-
-def resolve_end(cluster: Cluster, text: str, family: int | None = None) -> End:
-    """``<namespace>/<pod>``, ``<namespace>/<workloadendpoint name>`` or an IP address."""
-    try:
-        address = str(ipaddress.ip_address(text))
-    except ValueError:
-        address = ""
-    if address:
-        for holder in cluster.holders(address):
-            if isinstance(holder, WorkloadEndpoint):
-                return End(address, holder)
-        return End(address)
-    namespace, slash, name = text.partition("/")
-    if not slash or not namespace or not name:
-        raise ExplainError(f"{text!r}: expected <namespace>/<pod>, a WorkloadEndpoint or an IP")
-    for wep in cluster.workload_endpoints:
-        if wep.metadata.namespace == namespace and name in (wep.spec.pod, wep.metadata.name):
-            addresses = _addresses(wep)
-            if not addresses:
-                raise ExplainError(f"{text!r}: the endpoint has no addresses yet")
-            same = [a for a in addresses if ipaddress.ip_address(a).version == family]
-            return End((same or addresses)[0], wep)
-    raise ExplainError(f"{text!r}: no pod or WorkloadEndpoint of that name in namespace")
-
+from pycalico.model.endpoints import HostEndpoint, WorkloadEndpoint
 
 # --- one enforcing side -----------------------------------------------------------------------
 
@@ -203,6 +82,7 @@ class _DataplaneView:
     profiles: dict[ProfileID, ActiveProfileUpdate] = field(default_factory=dict)
     sets: dict[str, frozenset[str]] = field(default_factory=dict)
     endpoints: dict[Any, WorkloadEndpointUpdate] = field(default_factory=dict)
+    hosts: dict[HostEndpointID, HostEndpointUpdate] = field(default_factory=dict)
 
     def apply(self, messages: Iterable[Message]) -> None:
         for message in messages:
@@ -220,6 +100,8 @@ class _DataplaneView:
                     self.sets.pop(message.id, None)
                 case WorkloadEndpointUpdate():
                     self.endpoints[message.id] = message
+                case HostEndpointUpdate():
+                    self.hosts[message.id] = message
 
     def policy_rules(self, ingress: bool) -> Any:
         def rules(policy: PolicyID) -> tuple[ResolvedRule, ...]:
@@ -249,18 +131,27 @@ class PolicyReason:
     kubernetes: str = ""  # "NetworkPolicy <ns>/<name>" for a knp.default. policy
 
 
+SideKind = Literal["workload", "host", "forward", "workload-to-host", "host-to-workload"]
+
+
 @dataclass(frozen=True)
 class SideTrace:
+    """One enforcing side.  ``trace`` decided it; for a host endpoint (and the other walks
+    ``explain_host`` knows) ``stages`` lists every chain the packet met, ``trace`` being the
+    last one's; a workload's side has no stages (its one chain is ``trace``)."""
+
     endpoint: str
     node: str
     labels: dict[str, str]
     trace: DirectionTrace
     reasons: dict[PolicyID, PolicyReason]
+    kind: SideKind = "workload"
+    stages: tuple[Stage, ...] = ()
 
 
 def _graph_for(
-    cluster: Cluster, endpoint: WorkloadEndpoint, packet: Packet
-) -> tuple[CalcGraph, list[_Entry]]:
+    cluster: Cluster, endpoint: WorkloadEndpoint | HostEndpoint, packet: Packet
+) -> tuple[CalcGraph, list[PolicyEntry]]:
     graph = CalcGraph(endpoint.spec.node or "")
     for tier in cluster.tiers:
         graph.on_resource(tier)
@@ -279,7 +170,8 @@ def _graph_for(
     # Only the policies whose selector (``policy_selector``, the very one the graph's index
     # matches) selects the endpoint can be in its tiers: the others would be inactive here.
     labels = graph.rules.local_index.labels(key) or {}
-    selecting = cluster.policies_selecting(endpoint.metadata.namespace, dict(labels))
+    namespace = endpoint.metadata.namespace if isinstance(endpoint, WorkloadEndpoint) else None
+    selecting = cluster.policies_selecting(namespace, dict(labels))
     for policy, _ in selecting:
         graph.on_resource(policy)
     graph.on_in_sync()
@@ -294,15 +186,23 @@ def kubernetes_name(policy: PolicyID) -> str:
     return f"NetworkPolicy {namespace}/{original}" if original else ""
 
 
-def _pre_policy_drop(update: WorkloadEndpointUpdate, packet: Packet, ingress: bool) -> str:
+def _pre_policy_drop(
+    update: WorkloadEndpointUpdate, packet: Packet, ingress: bool, config: NodeSettings
+) -> str:
+    """``rules.endpoints.workload_chains``' drops before policy, with the node's settings."""
     if not update.admin_up:
         return "endpoint admin disabled"
     if ingress:
         return ""
-    if packet.number == 4:
+    if packet.number == 4 and not config.allow_ipip_packets_from_workloads:
         return "IPIP packets from workloads are dropped"
-    if packet.number == 17 and packet.destination_port == VXLAN_PORT:
-        return f"VXLAN packets (udp {VXLAN_PORT}) from workloads are dropped"
+    vxlan = config.vxlan_port
+    if (
+        packet.number == 17
+        and packet.destination_port == vxlan
+        and not config.allow_vxlan_packets_from_workloads
+    ):
+        return f"VXLAN packets (udp {vxlan}, vxlanPort) from workloads are dropped"
     nets = (*update.ipv4_nets, *update.ipv6_nets, *update.allow_spoofed_source_prefixes)
     if not in_nets(packet.source, nets):
         return f"source {packet.source} is not the endpoint's address (anti-spoofing)"
@@ -326,32 +226,83 @@ def explain_side(
         profile_rules=view.profile_rules(ingress),
         packet=packet,
         sets=view.sets,
-        pre_policy_drop=_pre_policy_drop(update, packet, ingress),
+        pre_policy_drop=_pre_policy_drop(
+            update, packet, ingress, cluster.config_for(endpoint.spec.node or "")
+        ),
     )
-    applying = {p for tier in update.tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
+    reasons = _reasons(selecting, update.tiers, labels)
+    return SideTrace(endpoint_name(endpoint), endpoint.spec.node or "", labels, trace, reasons)
+
+
+def _reasons(
+    selecting: list[PolicyEntry], tiers: Iterable[TierInfo], labels: dict[str, str]
+) -> dict[PolicyID, PolicyReason]:
+    applying = {p for tier in tiers for p in (*tier.ingress_policies, *tier.egress_policies)}
     reasons: dict[PolicyID, PolicyReason] = {}
     for policy, selector in selecting:
         pid = policy_id(policy)
         if pid in applying:
             read = {k: labels[k] for k in sorted(selector.labels) if k in labels}
             reasons[pid] = PolicyReason(selector.canonical, read, kubernetes_name(pid))
-    meta = endpoint.metadata
-    name = f"{meta.namespace}/{endpoint.spec.pod or meta.name}"
-    return SideTrace(name, endpoint.spec.node or "", labels, trace, reasons)
+    return reasons
+
+
+def explain_host_side(
+    cluster: Cluster, endpoint: HostEndpoint, packet: Packet, walk: Walk
+) -> SideTrace:
+    """The host endpoint's chains on ``walk`` for ``packet``, as its node's Felix renders them
+    (``explain_host``): untracked, pre-DNAT, then normal or applyOnForward policy."""
+    graph, selecting = _graph_for(cluster, endpoint, packet)
+    view = _DataplaneView()
+    view.apply(graph.flush())
+    node = endpoint.spec.node or ""
+    update = view.hosts[HostEndpointID(endpoint.metadata.name)]
+    labels = dict(graph.rules.local_index.labels(ResourceKey.of(endpoint)) or {})
+    stages = host_walk(
+        walk,
+        update,
+        view.policy_rules,
+        view.profile_rules,
+        packet,
+        view.sets,
+        cluster.config_for(node),
+    )
+    tiers = (*update.untracked_tiers, *update.pre_dnat_tiers, *update.tiers)
+    kind: SideKind = "forward" if walk.startswith("forward") else "host"
+    return SideTrace(
+        endpoint_name(endpoint),
+        node,
+        labels,
+        stages[-1].trace,
+        _reasons(selecting, tiers, labels),
+        kind,
+        stages,
+    )
 
 
 @dataclass(frozen=True)
 class Explanation:
+    """The enforcing sides in the packet's order: the source's egress, the host endpoint it
+    leaves the source's node by (``forward_out``), the one it enters the destination's node by
+    (``forward_in``), the destination's ingress; None where there is none."""
+
     source: End
     destination: End
     packet: Packet
     egress: SideTrace | None
     ingress: SideTrace | None
+    forward_out: SideTrace | None = None
+    forward_in: SideTrace | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sides(self) -> list[SideTrace]:
+        order = (self.egress, self.forward_out, self.forward_in, self.ingress)
+        return [s for s in order if s is not None]
 
     @property
     def verdict(self) -> str:
-        sides = [s for s in (self.egress, self.ingress) if s is not None]
-        return "allow" if all(s.trace.verdict == "allow" for s in sides) else "deny"
+        return "allow" if all(s.trace.verdict == "allow" for s in self.sides) else "deny"
 
 
 def make_packet(source: str, destination: str, protocol: str, port: int | None) -> Packet:
@@ -392,13 +343,51 @@ def _explain(
     if ipaddress.ip_address(src.address).version != family:
         raise ExplainError(f"{source!r} and {destination!r} have no address of one IP version")
     packet = make_packet(src.address, dst.address, protocol, port)
-    egress = (
-        None if src.endpoint is None else explain_side(cluster, src.endpoint, packet, ingress=False)
-    )
-    ingress = (
-        None if dst.endpoint is None else explain_side(cluster, dst.endpoint, packet, ingress=True)
-    )
-    return Explanation(src, dst, packet, egress, ingress)
+    return _sides(cluster, src, dst, packet)
+
+
+def _sides(cluster: Cluster, src: End, dst: End, packet: Packet) -> Explanation:
+    """Which chains the packet meets, by what its ends are (the base chains' dispatch in
+    ``rules.endpoints``): a workload's own chains; a host endpoint's input/output; a workload
+    to its own host through ``cali-wl-to-host``; host to a local workload accepted in output;
+    and, for a packet entering or leaving a node from or to outside the cluster's workloads,
+    the node's host endpoint's forward chains."""
+    notes: list[str] = [end.note for end in (src, dst) if end.note]
+    same_node = src.node is not None and src.node == dst.node
+    egress = ingress = forward_out = forward_in = None
+    if same_node and src.is_host and not dst.is_workload:
+        notes.append("both ends are the same node: local traffic (lo) is not policed")
+        return Explanation(src, dst, packet, None, None, notes=tuple(notes))
+    if isinstance(src.endpoint, WorkloadEndpoint):
+        egress = explain_side(cluster, src.endpoint, packet, ingress=False)
+    elif isinstance(src.endpoint, HostEndpoint) and not same_node:
+        egress = explain_host_side(cluster, src.endpoint, packet, "output")
+    if isinstance(dst.endpoint, WorkloadEndpoint):
+        if same_node and src.is_host:
+            reason = "Felix's output chain accepts host-to-local-workload traffic before policy"
+            trace = DirectionTrace(True, (), (), "allow", reason)
+            stage = Stage("local", trace)
+            name = endpoint_name(dst.endpoint)
+            ingress = SideTrace(name, src.node or "", {}, trace, {}, "host-to-workload", (stage,))
+        else:
+            ingress = explain_side(cluster, dst.endpoint, packet, ingress=True)
+    elif same_node and egress is not None and dst.is_host:
+        stage = workload_to_host(egress.trace, cluster.config_for(dst.node or ""))
+        name = endpoint_name(dst.endpoint) if dst.endpoint else f"{NODE_PREFIX}{dst.host_node}"
+        ingress = SideTrace(name, dst.node or "", {}, stage.trace, {}, "workload-to-host", (stage,))
+    elif isinstance(dst.endpoint, HostEndpoint):
+        ingress = explain_host_side(cluster, dst.endpoint, packet, "input")
+    if src.is_workload and not dst.is_workload and not same_node:
+        hep, note = cluster.path_host_endpoint(src.node or "")
+        if hep is not None:
+            forward_out = explain_host_side(cluster, hep, packet, "forward-out")
+        notes += [note] if note else []
+    if dst.is_workload and not src.is_workload and not same_node:
+        hep, note = cluster.path_host_endpoint(dst.node or "")
+        if hep is not None:
+            forward_in = explain_host_side(cluster, hep, packet, "forward-in")
+        notes += [note] if note else []
+    return Explanation(src, dst, packet, egress, ingress, forward_out, forward_in, tuple(notes))
 
 
 def owner_name(owner: PolicyID | ProfileID) -> str:

@@ -35,6 +35,8 @@ from typing import Literal
 from pycalico.felix.messages import PolicyID, PortRange, ProfileID, ResolvedRule, TierInfo
 
 Verdict = Literal["allow", "deny"]
+# "none": an untracked or pre-DNAT stage that decided nothing (the packet goes on).
+StageVerdict = Literal["allow", "deny", "none"]
 SetMembers = Mapping[str, frozenset[str]]
 
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132, "udplite": 136}
@@ -215,7 +217,10 @@ class TierStep:
     name: str
     default_action: str
     policies: tuple[OwnerStep, ...]
-    outcome: Literal["allow", "deny", "pass", "end-of-tier-deny", "end-of-tier-pass"]
+    # "end-of-tier-next": nothing decided in an untracked/pre-DNAT tier (no end-of-tier drop)
+    outcome: Literal[
+        "allow", "deny", "pass", "end-of-tier-deny", "end-of-tier-pass", "end-of-tier-next"
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +230,7 @@ class DirectionTrace:
     ingress: bool
     tiers: tuple[TierStep, ...]
     profiles: tuple[OwnerStep, ...]
-    verdict: Verdict
+    verdict: StageVerdict
     reason: str
     pre_policy: tuple[str, ...] = field(default=())
 
@@ -255,6 +260,7 @@ def _run_tier(
     policy_rules: Callable[[PolicyID], Sequence[ResolvedRule]],
     packet: Packet,
     sets: SetMembers,
+    end_of_tier: bool = True,
 ) -> TierStep | None:
     policies = tier.ingress_policies if ingress else tier.egress_policies
     if not policies:
@@ -273,6 +279,8 @@ def _run_tier(
         outcome = decided.outcome
         assert outcome in ("allow", "deny", "pass")
         return TierStep(tier.name, tier.default_action, tuple(steps), outcome)
+    if not end_of_tier:
+        return TierStep(tier.name, tier.default_action, tuple(steps), "end-of-tier-next")
     if tier.default_action == "pass":
         return TierStep(tier.name, tier.default_action, tuple(steps), "end-of-tier-pass")
     return TierStep(tier.name, tier.default_action, tuple(steps), "end-of-tier-deny")
@@ -288,17 +296,23 @@ def evaluate_direction(
     packet: Packet,
     sets: SetMembers,
     pre_policy_drop: str = "",
+    end_of_tier: bool = True,
+    after: Literal["profiles", "none", "allow"] = "profiles",
 ) -> DirectionTrace:
     """An endpoint chain (``cali-tw-*`` for ingress, ``cali-fw-*`` for egress) for ``packet``.
 
     ``pre_policy_drop``: why the chain drops the packet before any policy ("" if it does not:
-    admin down, anti-spoofing, VXLAN/IPIP from a workload).
+    admin down, anti-spoofing, VXLAN/IPIP from a workload).  The host endpoint chains'
+    variants (``rules.endpoints.host_endpoint_chains``, ``rules.prefilter``): untracked and
+    pre-DNAT chains have no end-of-tier drop and no profiles (``end_of_tier=False``,
+    ``after="none"``: nothing decided is verdict "none"); the applyOnForward chains have the
+    end-of-tier drop but no profiles, and accept what every tier passed (``after="allow"``).
     """
     if pre_policy_drop:
         return DirectionTrace(ingress, (), (), "deny", pre_policy_drop, (pre_policy_drop,))
     steps: list[TierStep] = []
     for tier in tiers:
-        step = _run_tier(tier, ingress, policy_rules, packet, sets)
+        step = _run_tier(tier, ingress, policy_rules, packet, sets, end_of_tier)
         if step is None:
             continue
         steps.append(step)
@@ -306,6 +320,11 @@ def evaluate_direction(
             return DirectionTrace(ingress, tuple(steps), (), "allow", _decided(step))
         if step.outcome in ("deny", "end-of-tier-deny"):
             return DirectionTrace(ingress, tuple(steps), (), "deny", _decided(step))
+    if after == "none":
+        return DirectionTrace(ingress, tuple(steps), (), "none", "no policy of the stage decided")
+    if after == "allow":
+        reason = "every tier passed it" if steps else "no policy for this direction"
+        return DirectionTrace(ingress, tuple(steps), (), "allow", reason)
     profiles: list[OwnerStep] = []
     for profile in profile_ids:
         step_p = run_rules(profile, profile_rules(profile), packet, sets)

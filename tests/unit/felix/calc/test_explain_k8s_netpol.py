@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pycalico.felix.calc.explain import Cluster, explain
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.k8s.conversion.network_policy import convert_network_policy
 from pycalico.testing import felix_calc as build
 from pycalico.testing.connectivity import Probe
@@ -94,6 +95,7 @@ def cluster(policy: dict[str, Any]) -> Cluster:
             build.namespace_profile("default", {"team": "red"}),
             build.namespace_profile("other", {"team": "blue"}),
         ],
+        default_config=RenderConfig(),
     )
 
 

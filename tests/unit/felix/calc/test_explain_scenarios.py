@@ -17,6 +17,7 @@ from tests.integration.felix.test_felix_daemon import ALL_PROBES, PODS, SCENARIO
 from pycalico.felix import messages as m
 from pycalico.felix.calc.explain import Cluster, explain, explain_side
 from pycalico.felix.calc.verdicts import Packet, evaluate_direction
+from pycalico.felix.rules.model import RenderConfig
 from pycalico.model.meta import Resource
 from pycalico.model.policy import GlobalNetworkPolicy, NetworkPolicy, Tier
 from pycalico.testing import felix_calc as build
@@ -35,6 +36,7 @@ def scenario_cluster(resources: Sequence[Resource]) -> Cluster:
         policies=[r for r in resources if isinstance(r, NetworkPolicy | GlobalNetworkPolicy)],
         profiles=[build.namespace_profile("default"), build.namespace_profile("other")],
         tiers=[r for r in resources if isinstance(r, Tier)],
+        default_config=RenderConfig(),
     )
 
 
@@ -204,7 +206,11 @@ def netns_cluster(**spoofed: list[str]) -> Cluster:
             spec = pod.spec.model_copy(update={"allow_spoofed_source_prefixes": spoofed[key]})
             pod = pod.model_copy(update={"spec": spec})
         pods.append(pod)
-    return Cluster(workload_endpoints=pods, profiles=[build.namespace_profile("default")])
+    return Cluster(
+        workload_endpoints=pods,
+        profiles=[build.namespace_profile("default")],
+        default_config=RenderConfig(),
+    )
 
 
 def test_netns_vxlan_from_workloads_is_dropped() -> None:
