@@ -98,3 +98,12 @@ def test_unknown_pod_is_an_error_naming_it(memory: MemoryKVStore) -> None:
     result = calicoctl("--from", "default/nope", "--to", "default/web")
     assert result.exit_code == 1
     assert "'default/nope'" in result.stderr
+
+
+def test_verify_from_an_external_source_is_an_error_saying_why(memory: MemoryKVStore) -> None:
+    # Before any namespace or kernel is touched: root, and a workload to send the probe from.
+    result = calicoctl("--from", "192.0.2.9", "--to", "default/web", "--verify")
+    assert result.exit_code == 1
+    assert "--verify needs root" in result.stderr or "needs a workload endpoint as the source" in (
+        result.stderr
+    )

@@ -17,9 +17,12 @@ from pycalico.ctl.explain_trace import (
     TraceEvent,
     agrees,
     decide,
+    expected,
     kernel_rules,
     parse_trace,
 )
+from pycalico.felix.calc.verdicts import Packet, evaluate_direction
+from pycalico.felix.messages import PolicyID, ProfileID, ResolvedRule, TierInfo
 
 CAPTURED = (Path(__file__).parent / "data" / "nftrace-forward-drop.bin").read_bytes()
 
@@ -130,3 +133,29 @@ def test_kernel_rules_reads_handles_chains_and_comments() -> None:
         7: KernelRule("cali-pi-x", "cali:abc"),
         8: KernelRule("cali-tw-y", ""),
     }
+
+
+def _direction(rules: dict[PolicyID, list[ResolvedRule]], default: str = "deny") -> Decision:
+    tiers = [TierInfo("security", "deny", (PASS_OR_DENY,), ()),
+             TierInfo("default", default, tuple(p for p in rules if p != PASS_OR_DENY), ())]  # type: ignore[arg-type]  # fmt: skip
+    trace = evaluate_direction(
+        ingress=True, tiers=tiers, profile_ids=(ProfileID("kns.default"),),
+        policy_rules=lambda p: rules.get(p, ()), profile_rules=lambda p: (ResolvedRule("allow"),),
+        packet=Packet("10.0.0.1", "10.0.0.2", "tcp", 40000, 80), sets={},
+    )  # fmt: skip
+    return expected(trace)
+
+
+PASS_OR_DENY = PolicyID("security", "security.gate")
+WEB = PolicyID("default", "default.web")
+
+
+def test_expected_names_explains_deciding_step() -> None:
+    passing = {PASS_OR_DENY: [ResolvedRule("pass")], WEB: [ResolvedRule("deny", protocol="udp"),
+                                                           ResolvedRule("allow")]}  # fmt: skip
+    assert _direction(passing) == Decision("allow", "policy", "GlobalNetworkPolicy default.web", 1)
+    denying = {PASS_OR_DENY: [ResolvedRule("deny")], WEB: []}
+    assert _direction(denying) == Decision("deny", "policy", "GlobalNetworkPolicy security.gate", 0)
+    nothing = {PASS_OR_DENY: [ResolvedRule("pass")], WEB: [ResolvedRule("log")]}
+    assert _direction(nothing) == Decision("deny", "end-of-tier", "default")
+    assert _direction(nothing, "pass") == Decision("allow", "profile", "Profile kns.default", 0)
