@@ -184,11 +184,28 @@ class Place:
     pod_netns: str
 
 
+_found: dict[tuple[str, str], Place] = {}  # (interface, address) -> where, for repeated verifies
+
+
 def find_place(endpoint: WorkloadEndpoint, address: str) -> Place:
     """The endpoint's node namespace (holding its host-side interface: the current one, or a
     named one) and its pod's (a named namespace holding ``address`` on that interface's veth
-    peer).  Cheap checks in process first; ``ip`` only for the candidates."""
+    peer).  Cheap checks in process first; ``ip`` only for the candidates.  A place found
+    before is reused while it still holds the interface and the address."""
     interface = endpoint.spec.interface_name or ""
+    known = _found.get((interface, address))
+    if (
+        known is not None
+        and _has_interface(known.node_netns, interface)
+        and _holds_address(known.pod_netns, address)
+    ):
+        return known
+    place = _find_place(endpoint, interface, address)
+    _found[(interface, address)] = place
+    return place
+
+
+def _find_place(endpoint: WorkloadEndpoint, interface: str, address: str) -> Place:
     named = _named_namespaces()
     nodes = [ns for ns in (None, *named) if _has_interface(ns, interface)]
     pods = [ns for ns in named if ns not in nodes and _holds_address(ns, address)]
