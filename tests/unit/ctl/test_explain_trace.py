@@ -21,6 +21,8 @@ from pycalico.ctl.explain_trace import (
     kernel_rules,
     parse_trace,
 )
+from pycalico.ctl.explain_verify import _icmp_echo, probe_match
+from pycalico.felix.calc.explain import End, Explanation, make_packet
 from pycalico.felix.calc.verdicts import Packet, evaluate_direction
 from pycalico.felix.messages import PolicyID, ProfileID, ResolvedRule, TierInfo
 
@@ -159,3 +161,22 @@ def test_expected_names_explains_deciding_step() -> None:
     nothing = {PASS_OR_DENY: [ResolvedRule("pass")], WEB: [ResolvedRule("log")]}
     assert _direction(nothing) == Decision("deny", "end-of-tier", "default")
     assert _direction(nothing, "pass") == Decision("allow", "profile", "Profile kns.default", 0)
+
+
+def test_the_probe_rule_matches_exactly_the_explained_packet() -> None:
+    def explanation(protocol: str, destination: str = "10.0.0.2") -> Explanation:
+        source = "fd00::1" if ":" in destination else "10.0.0.1"
+        packet = make_packet(source, destination, protocol, 81)
+        return Explanation(End(source), End(destination), packet, None, None)
+
+    assert probe_match(explanation("udp"), 7) == (
+        "ip saddr 10.0.0.1 ip daddr 10.0.0.2 meta l4proto udp th sport 40000 th dport 81"
+    )
+    assert probe_match(explanation("icmp", "fd00::2"), 7) == (
+        "ip6 saddr fd00::1 ip6 daddr fd00::2 icmpv6 type echo-request icmpv6 id 7"
+    )
+    echo = _icmp_echo(0x1234, 4)
+    padded = echo + b"\0" * (len(echo) % 2)
+    total = sum(int.from_bytes(padded[i : i + 2], "big") for i in range(0, len(padded), 2))
+    assert (total & 0xFFFF) + (total >> 16) == 0xFFFF  # a valid ICMP checksum
+    assert echo[0] == 8 and echo[4:6] == b"\x12\x34"
