@@ -6,19 +6,28 @@ kubectl, each NetworkPolicy applied with kubectl (kube-controllers turns it into
 Felix on each node programs it), and the whole TCP (and for one scenario UDP) reachability matrix
 checked with real packets until it matches, within a generous bound.  A label change on a pod and
 on a namespace moves it in or out of a policy: measured from the label write until the packets
-agree.  One lab; scenarios applied and removed in sequence.
+agree.  One lab; scenarios applied and removed in sequence.  For every probe of every scenario's
+matrix, ``calicoctl explain``'s verdict (computed in process, as the command does) must be what
+the packet did, and ``--verify`` must find the kernel deciding each side with the rule explain
+named (docs/explain.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from pycalico.ctl.explain import load_cluster
+from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.resources import ResourceStore
+from pycalico.felix.calc.explain import Cluster
 from pycalico.lab.state import PodState
 from pycalico.netns.connectivity import ConnectivityChecker, Endpoint, Probe
+from pycalico.testing.explain_check import explained_and_verified
 from tests.e2e.conftest import BIN, LabRunner
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -100,6 +109,26 @@ class Matrix:
     ) -> float:
         return self.checker.check(self.expect(reach, protocol), deadline=deadline)
 
+    def explain(self, lab: LabRunner, reach: Reach, protocol: str = "tcp") -> None:
+        """After ``check``: explain and --verify agree with the packets for every probe."""
+        cluster = asyncio.run(_cluster(lab))
+        wrong = [
+            problem
+            for probe, delivered in self.expect(reach, protocol).items()
+            if (problem := explained_and_verified(
+                cluster, f"{ns(probe.source)}/{probe.source}",
+                f"{ns(probe.destination)}/{probe.destination}", protocol, probe.port, delivered))
+        ]  # fmt: skip
+        assert not wrong, "\n".join(wrong)
+
+
+async def _cluster(lab: LabRunner) -> Cluster:
+    kv = EtcdKVStore(lab.state().host_endpoints.split(","))
+    try:
+        return await load_cluster(ResourceStore(kv))
+    finally:
+        await kv.close()
+
 
 @pytest.fixture
 def cluster(lab: LabRunner) -> Iterator[tuple[LabRunner, Matrix]]:
@@ -129,6 +158,7 @@ def scenario(
 ) -> None:
     kubectl(lab, "apply", "-f", "-", stdin=manifest)
     matrix.check(reach, protocol)
+    matrix.explain(lab, reach, protocol)
     kubectl(lab, "delete", "networkpolicy", "--all", "-n", "x")
 
 
@@ -136,6 +166,7 @@ def test_network_policy_scenarios_on_real_packets(cluster: tuple[LabRunner, Matr
     lab, matrix = cluster
     everything: Reach = lambda s, d, p: True  # noqa: E731
     matrix.check(everything)
+    matrix.explain(lab, everything)
 
     # Default deny ingress in x: nothing reaches x's pods, not even from x.
     scenario(lab, matrix, policy("deny-ingress", "  podSelector: {}\n  policyTypes: [Ingress]\n"),
@@ -161,6 +192,8 @@ def test_network_policy_scenarios_on_real_packets(cluster: tuple[LabRunner, Matr
     kubectl(lab, "apply", "-f", "-", stdin=udp)
     matrix.check(lambda s, d, p: d != "x-a", "tcp")
     matrix.check(lambda s, d, p: True, "udp")
+    matrix.explain(lab, lambda s, d, p: d != "x-a", "tcp")
+    matrix.explain(lab, lambda s, d, p: True, "udp")
     kubectl(lab, "delete", "networkpolicy", "--all", "-n", "x")
     # ipBlock with except: to x-a from the pod range except y-a's address.
     y_a = next(p.ipv4 for p in lab.state().pods if p.name == "y-a")
@@ -181,6 +214,7 @@ def test_network_policy_scenarios_on_real_packets(cluster: tuple[LabRunner, Matr
     kubectl(lab, "label", "pod", "-n", "y", "y-a", "pod=c", "--overwrite")
     matrix.check(lambda s, d, p: d != "x-a" or s == "z-a", deadline=10.0)
     pod_seconds = time.monotonic() - start
+    matrix.explain(lab, lambda s, d, p: d != "x-a" or s == "z-a")
     print(f"label change enforced: namespace {namespace_seconds:.2f} s, pod {pod_seconds:.2f} s")
     assert namespace_seconds < LABEL_BOUND and pod_seconds < LABEL_BOUND, (
         namespace_seconds, pod_seconds)  # fmt: skip

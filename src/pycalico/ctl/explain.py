@@ -6,12 +6,13 @@ Tiers, Profiles, NetworkSets, GlobalNetworkSets) and each node's Felix settings 
 FelixConfiguration (``node.<name>`` over ``default``, merged and parsed by Felix's own
 ``calc.config`` and ``felix.config``; a node's environment and config file are not visible
 from here), hands them to ``pycalico.felix.calc.explain`` (the computation, over Felix's own
-calculation graph) and prints ``explain_format``'s text or
-``-o json|yaml``.  Registered lazily by ``pycalico.ctl.main``.  What it is not: a packet test
-(``--verify`` is not implemented: the answer is the calculation's, not the kernel's).
+calculation graph) and prints ``explain_format``'s text or ``-o json|yaml``; ``--verify`` also
+sends the probe and compares with the kernel (``explain_verify``).  Registered lazily by
+``pycalico.ctl.main``.
 
 Invariant: exit status 0 when the answer was computed, whatever the verdict; 1 (message on
-stderr) when an end names nothing or the datastore cannot be read.
+stderr) when an end names nothing, the datastore cannot be read or ``--verify`` cannot run;
+3 when ``--verify`` found the kernel deciding otherwise than explain.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import yaml
 
 from pycalico.ctl import client
 from pycalico.ctl.explain_format import as_dict, as_text
+from pycalico.ctl.explain_verify import VerifyError
+from pycalico.ctl.explain_verify import verify as verify_in_kernel
 from pycalico.ctl.results import CommandError
 from pycalico.datastore.api import DatastoreError
 from pycalico.datastore.resources import ResourceStore
@@ -133,6 +136,9 @@ def _config(ctx: click.Context, config_file: str | None) -> str | None:
     "-o", "--output", "output", type=click.Choice(["text", "json", "yaml"]), default="text"
 )
 @click.option("-c", "--config", "config_file", default=None, help="Path to a CalicoAPIConfig file.")
+@click.option(
+    "--verify", is_flag=True, help="Send the probe and check the kernel's deciding rules (root)."
+)
 @click.pass_context
 def explain(
     ctx: click.Context,
@@ -142,16 +148,23 @@ def explain(
     protocol: str,
     output: str,
     config_file: str | None,
+    verify: bool,
 ) -> None:
     """Why a flow is allowed or dropped: tiers, policies, rules and profiles, as Felix computes them."""
     try:
         cluster = client.run(_config(ctx, config_file), load_cluster)
         answer = compute(cluster, source, destination, protocol, port)
-    except (CommandError, DatastoreError, ExplainError) as error:
+        checked = verify_in_kernel(cluster, answer) if verify else None
+    except (CommandError, DatastoreError, ExplainError, VerifyError) as error:
         raise ExplainFailure(str(error)) from error
+    document = as_dict(answer)
+    if checked is not None:
+        document["verify"] = checked.as_dict()
     if output == "json":
-        click.echo(json.dumps(as_dict(answer), indent=2))
+        click.echo(json.dumps(document, indent=2))
     elif output == "yaml":
-        click.echo(yaml.safe_dump(as_dict(answer), sort_keys=False), nl=False)
+        click.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
     else:
-        click.echo(as_text(answer), nl=False)
+        click.echo(as_text(answer) + (checked.text() if checked else ""), nl=False)
+    if checked is not None and checked.disagrees:
+        ctx.exit(3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -136,3 +137,26 @@ def test_felix_configuration_node_over_global_as_felix_merges_it(memory: MemoryK
     # ... node-b its own.
     assert verdict("192.0.2.9", "192.168.0.2", 9022) == "allow"
     assert verdict("192.0.2.9", "192.168.0.2", 8022) == "deny"
+
+
+def test_verify_from_an_external_source_is_an_error_saying_why(memory: MemoryKVStore) -> None:
+    # Before any namespace or kernel is touched: root, and a workload to send the probe from.
+    result = calicoctl("--from", "192.0.2.9", "--to", "default/web", "--verify")
+    assert result.exit_code == 1
+    assert "--verify needs root" in result.stderr or "needs a workload endpoint as the source" in (
+        result.stderr
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check comes first")
+def test_verify_refuses_a_host_endpoint_side_instead_of_tracing_the_wrong_chain(
+    memory: MemoryKVStore,
+) -> None:
+    async def put() -> None:
+        hep = build.host_endpoint("node-a-eth0", ips=["192.168.0.1"])
+        await memory.put(key_of(hep), encode_value(hep))
+
+    asyncio.run(put())
+    result = calicoctl("--from", "default/web", "--to", "hostendpoint/node-a-eth0", "--verify")
+    assert result.exit_code == 1
+    assert "workload endpoint sides only" in result.stderr

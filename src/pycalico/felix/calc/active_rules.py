@@ -75,6 +75,21 @@ def resolve(
     return ResolvedRules(inbound, outbound, {**in_sets, **out_sets})
 
 
+def policy_owner(policy: PolicyID) -> str:
+    """The owner a policy's rule ids are hashed with (``calc.rules.rule_id``)."""
+    return f"{policy.kind}/{policy.tier}/{policy.name}"
+
+
+def profile_owner(name: str) -> str:
+    """The owner a profile's rule ids are hashed with."""
+    return f"Profile/{name}"
+
+
+def builtin_profile(name: str) -> Profile | None:
+    """Calico's synthetic ``projectcalico-default-allow`` (None for any other name)."""
+    return _DEFAULT_ALLOW if name == DEFAULT_ALLOW_PROFILE else None
+
+
 def _needed_everywhere(policy: NetworkPolicy | GlobalNetworkPolicy) -> bool:
     """Calico's ``performanceHints: [AssumeNeededOnEveryNode]``: keep the policy (and its IP
     sets) programmed even while no local endpoint needs it, so that the first one that does
@@ -192,7 +207,7 @@ class ActiveRulesCalculator:
     ) -> tuple[PolicyInfo, Selector, ResolvedRules] | None:
         info = policy_info(resource)
         namespace = resource.metadata.namespace if isinstance(resource, NetworkPolicy) else None
-        owner = f"{info.id.kind}/{info.id.tier}/{info.id.name}"
+        owner = policy_owner(info.id)
         try:
             selector = policy_selector(resource)
             rules = resolve(
@@ -247,9 +262,7 @@ class ActiveRulesCalculator:
 
     def _profile(self, name: str) -> Profile | None:
         profile = self._profiles.get(name)
-        if profile is None and name == DEFAULT_ALLOW_PROFILE:
-            return _DEFAULT_ALLOW
-        return profile
+        return builtin_profile(name) if profile is None else profile
 
     def update_profile(self, name: str, resource: Profile | None) -> None:
         self._profiles.pop(name, None)
@@ -257,7 +270,7 @@ class ActiveRulesCalculator:
         if resource is not None:
             try:
                 rules = resolve(
-                    resource.spec.ingress, resource.spec.egress, None, f"Profile/{name}"
+                    resource.spec.ingress, resource.spec.egress, None, profile_owner(name)
                 )
             except ValueError as error:
                 self._stats.invalid_resources += 1
@@ -294,7 +307,7 @@ class ActiveRulesCalculator:
             profile = self._profile(name)
             ingress = profile.spec.ingress if profile is not None else None
             egress = profile.spec.egress if profile is not None else None
-            active = resolve(ingress, egress, None, f"Profile/{name}")
+            active = resolve(ingress, egress, None, profile_owner(name))
         self._reference_sets(active.sets)
         previous = self.active_profiles.get(name)
         self.active_profiles[name] = active
