@@ -228,6 +228,7 @@ def test_soak_leaks_nothing(
     samples: list[list[soak.ProcessSample]] = []
     mismatches: list[str] = []
     key_totals: list[float] = []
+    key_counts: list[dict[str, int]] = []
 
     def take() -> None:
         lab = soaklab.state()
@@ -243,6 +244,7 @@ def test_soak_leaks_nothing(
             mismatches.append(f"sample {len(samples)}: " + "; ".join(problems))
         samples.append(soak.sample_processes(lab))
         key_totals.append(float(len(keys)))
+        key_counts.append(dict(counts))
 
     logs = tmp_path / "pings"
     logs.mkdir()
@@ -270,6 +272,11 @@ def test_soak_leaks_nothing(
         for name, output in traffic.outputs.items()
         if name.startswith("ping")
     }
+    changed = {
+        name: key_counts[-1].get(name, 0) - baseline_keys.get(name, 0)
+        for name in sorted(set(key_counts[-1]) | set(baseline_keys))
+        if key_counts[-1].get(name, 0) != baseline_keys.get(name, 0)
+    }
     report = "\n".join(
         [
             f"Soak: {SOAK:.0f} s, {NODES} nodes, {steps} churn steps ({churn.serial} pods added),"
@@ -277,6 +284,8 @@ def test_soak_leaks_nothing(
             soak.table(rows),
             f"etcd keys under /calico/: {key_totals[0]:.0f} at the start, {max(key_totals):.0f}"
             f" at most, {key_totals[-1]:.0f} at the end; trend {keys_trend.describe()}",
+            "keys at the end vs before the churn: "
+            + (", ".join(f"{name} {change:+d}" for name, change in changed.items()) or "same"),
             f"samples not matching the live objects: {len(mismatches)}",
             f"calicoctl ipam check: {'clean' if ipam_ok else 'PROBLEMS'}",
             "steady traffic lost: "
@@ -287,7 +296,8 @@ def test_soak_leaks_nothing(
     with capsys.disabled():
         print("\n" + report)
     Path(os.environ.get("PYCALICO_SOAK_TABLE") or "/tmp/pycalico-soak.md").write_text(report + "\n")
-    (tmp_path / "samples.json").write_text(json.dumps([[s.__dict__ for s in t] for t in samples]))
+    dump = {"processes": [[vars(one) for one in taken] for taken in samples], "keys": key_counts}
+    (tmp_path / "samples.json").write_text(json.dumps(dump))
     assert not mismatches, mismatches[:5]
     assert ipam_ok, ipam_output
     assert all(row.restarts == 0 for row in rows), report
