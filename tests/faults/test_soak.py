@@ -18,9 +18,10 @@ Every ``PYCALICO_SOAK_INTERVAL`` s (30 s, 10 s for short soaks) a sample: RSS an
 calico-node (the CNI agent), Felix, confd, BIRD and etcd; the etcd keys under ``/calico/`` per
 kind against what the live objects need; IPAM allocations against live pods.  The steps are
 sequential, so samples are exact: every sample must match.  At the end the churn is removed and
-``calicoctl ipam check`` must be clean, the keys back to the baseline, every memory and fd
-series flat (``pycalico.testing.soak.trend``), no process restarted and the steady traffic
-unbroken (lost packets and the longest outage reported).  The table goes to the terminal and to
+``calicoctl ipam check`` must be clean (and every route right, node2's ruleset what a fresh
+Felix programs, no ``cali*`` interface without its pod), the keys back to the baseline, every
+memory and fd series flat (``pycalico.testing.soak.trend``), no process restarted and the
+steady traffic unbroken (lost packets and the longest outage reported).  The table goes to the terminal and to
 ``$PYCALICO_SOAK_TABLE`` (default /tmp/pycalico-soak.md).
 
 Run only by ``make faults`` (its own step, so that no other lab is up meanwhile).
@@ -262,7 +263,11 @@ def test_soak_leaks_nothing(
         traffic.finish(timeout=120)
     take()
     steps = churn.step
-    ipam_ok, ipam_output = faults.ipam_check(soaklab.state())
+    end = soaklab.state()
+    # After the samples (it restarts node2's Felix): ipam check, every route, node2's ruleset
+    # what a fresh Felix programs (no chain or set left of a deleted endpoint or policy).
+    consistency = faults.consistency(end, fresh_felix=[end.node("node2")])
+    stray = faults.stray_interfaces(end)
     warmup = int(WARMUP // INTERVAL)
     rows = soak.process_rows(samples, warmup)
     keys_trend = soak.trend(key_totals[:-1], warmup=warmup, tolerance=0.0, slack=2 * NODES + 4)
@@ -287,7 +292,8 @@ def test_soak_leaks_nothing(
             "keys at the end vs before the churn: "
             + (", ".join(f"{name} {change:+d}" for name, change in changed.items()) or "same"),
             f"samples not matching the live objects: {len(mismatches)}",
-            f"calicoctl ipam check: {'clean' if ipam_ok else 'PROBLEMS'}",
+            f"consistency (ipam check, routes, node2 ruleset): {consistency.summary()};"
+            f" cali interfaces without a pod: {len(stray)}",
             "steady traffic lost: "
             + ", ".join(f"{name} {value:.2f} %" for name, value in losses.items())
             + f"; longest outage {max(outages.values()):.1f} s",
@@ -299,7 +305,8 @@ def test_soak_leaks_nothing(
     dump = {"processes": [[vars(one) for one in taken] for taken in samples], "keys": key_counts}
     (tmp_path / "samples.json").write_text(json.dumps(dump))
     assert not mismatches, mismatches[:5]
-    assert ipam_ok, ipam_output
+    assert consistency.clean, consistency.details()
+    assert not stray, stray
     assert all(row.restarts == 0 for row in rows), report
     assert all(row.flat for row in rows), report
     assert keys_trend.flat is not False, report
