@@ -59,6 +59,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.faults_long,
     pytest.mark.skipif(not SOAK, reason="run by its own step of `make faults` (PYCALICO_SOAK)"),
+    # The soak itself, plus the lab, the final clean-up and the consistency check.
+    pytest.mark.timeout(SOAK + 900),
 ]
 
 CLOSING = """apiVersion: projectcalico.org/v3
