@@ -116,17 +116,20 @@ def sample_processes(lab: LabState) -> list[ProcessSample]:
     return samples
 
 
-def parse_etcdctl_json(text: str) -> dict[str, str]:
-    """key -> value from ``etcdctl get -w json`` output (keys and values are base64)."""
+def parse_etcdctl_json(text: str) -> tuple[dict[str, str], int]:
+    """(key -> value, the store's revision) from ``etcdctl get -w json`` output (keys and
+    values are base64)."""
     document = json.loads(text)
-    return {
+    keys = {
         base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
         for kv in document.get("kvs", [])
     }
+    return keys, int(document.get("header", {}).get("revision", 0))
 
 
-def etcd_keys(lab: LabState) -> dict[str, str]:
-    """Every key under ``/calico/`` with its value, read through the lab's host endpoint."""
+def etcd_keys(lab: LabState) -> tuple[dict[str, str], int]:
+    """Every key under ``/calico/`` with its value, and etcd's revision (how many writes it has
+    seen), read through the lab's host endpoint."""
     done = subprocess.run(
         ["etcdctl", f"--endpoints={lab.host_endpoints}", "get", PREFIX, "--prefix", "-w", "json"],
         capture_output=True,

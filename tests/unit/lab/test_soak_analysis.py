@@ -93,9 +93,11 @@ def test_parse_etcdctl_json() -> None:
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
-    text = json.dumps({"kvs": [{"key": b64("/calico/a"), "value": b64("{}")}]})
-    assert soak.parse_etcdctl_json(text) == {"/calico/a": "{}"}
-    assert soak.parse_etcdctl_json(json.dumps({"header": {}})) == {}
+    text = json.dumps(
+        {"header": {"revision": "17"}, "kvs": [{"key": b64("/calico/a"), "value": b64("{}")}]}
+    )
+    assert soak.parse_etcdctl_json(text) == ({"/calico/a": "{}"}, 17)
+    assert soak.parse_etcdctl_json(json.dumps({"header": {"revision": "3"}})) == ({}, 3)
 
 
 def test_keys_match_live_objects_or_name_the_leak() -> None:
