@@ -230,6 +230,7 @@ def test_soak_leaks_nothing(
     state = soaklab.state()
     faults.wait_for("every node ready", lambda: faults.all_ready(state), 120, 0.5)
     baseline_keys = soak.categories(soak.etcd_keys(state)[0])
+    baseline_files = {node.name: soak.node_files(node.directory) for node in state.nodes}
     at_baseline = churn.live(state)
     samples: list[list[soak.ProcessSample]] = []
     mismatches: list[str] = []
@@ -275,6 +276,9 @@ def test_soak_leaks_nothing(
     # what a fresh Felix programs (no chain or set left of a deleted endpoint or policy).
     consistency = faults.consistency(end, fresh_felix=[end.node("node2")])
     stray = faults.stray_interfaces(end)
+    files = {node.name: soak.node_files(node.directory) for node in end.nodes}
+    more_files = {name: files[name] - baseline_files[name] for name in files}
+    more_files = {name: extra for name, extra in more_files.items() if extra}
     warmup = int(WARMUP // INTERVAL)
     rows = soak.process_rows(samples, warmup)
     keys_trend = soak.trend(key_totals[:-1], warmup=warmup, tolerance=0.0, slack=2 * NODES + 4)
@@ -306,7 +310,8 @@ def test_soak_leaks_nothing(
             f" {etcd_growth / 1024:+.1f} MiB, {1024 * etcd_growth / max(writes, 1):.0f} bytes"
             " per write (raft log kept until --snapshot-count, history until a compaction)",
             f"consistency (ipam check, routes, node2 ruleset): {consistency.summary()};"
-            f" cali interfaces without a pod: {len(stray)}",
+            f" cali interfaces without a pod: {len(stray)};"
+            f" nodes with more files than before (status files, CNI caches): {more_files or 0}",
             "steady traffic lost: "
             + ", ".join(f"{name} {value:.2f} %" for name, value in losses.items())
             + f"; longest outage {max(outages.values()):.1f} s",
@@ -324,6 +329,7 @@ def test_soak_leaks_nothing(
     assert not mismatches, mismatches[:5]
     assert consistency.clean, consistency.details()
     assert not stray, stray
+    assert not more_files, more_files
     assert all(row.restarts == 0 for row in rows), report
     # etcd's memory follows its retention settings (module docstring), so only its fds are
     # judged; every Calico process is judged on both.

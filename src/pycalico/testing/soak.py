@@ -141,6 +141,17 @@ def etcd_keys(lab: LabState) -> tuple[dict[str, str], int]:
     return parse_etcdctl_json(done.stdout)
 
 
+def node_files(directory: str, skip: Sequence[str] = ("log", "flows")) -> int:
+    """Files under a node's directory, but for its logs and flow logs (which grow by design):
+    endpoint status files, cached CNI results, sockets, configs."""
+    total = 0
+    for root, dirs, files in os.walk(directory):
+        if root == directory:
+            dirs[:] = [name for name in dirs if name not in skip]
+        total += len(files)
+    return total
+
+
 # --- keys and addresses ----------------------------------------------------------------------
 
 

@@ -160,3 +160,10 @@ def test_longest_outage_from_sequence_numbers() -> None:
     assert abs(soak.longest_outage(output, 0.1) - 0.3) < 1e-9  # 4, 5, 6
     tail = replies + "\n14 packets transmitted, 6 received\n"
     assert abs(soak.longest_outage(tail, 0.1) - 0.4) < 1e-9  # 11..14
+
+
+def test_node_files_skip_logs(tmp_path: Path) -> None:
+    for name in ("run/status/a", "run/cni.sock", "confd/bird.cfg", "log/x.log", "flows/f"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert soak.node_files(str(tmp_path)) == 3
