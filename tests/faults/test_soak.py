@@ -56,6 +56,7 @@ WARMUP = SOAK / 6  # seconds of samples not judged (caches filling, the churn re
 STEADY = ("p1", "p2", "p3")
 CHURN_NS = "churn"
 OUTAGE_LIMIT = 5.0  # seconds: the longest any steady flow may go unanswered
+UP_SECONDS: list[float] = []  # how long `calico-lab up` took, for the report
 
 pytestmark = [
     pytest.mark.root,
@@ -105,7 +106,7 @@ def soaklab(tmp_path: Path) -> Iterator[LabRunner]:
     try:
         started = time.monotonic()
         runner.run("up", "--nodes", str(NODES), timeout=600)
-        print(f"lab of {NODES} nodes up in {time.monotonic() - started:.0f} s")
+        UP_SECONDS.append(time.monotonic() - started)
         specs = [
             pods.PodSpec(name, f"node{i + 1}", "default", {"soak": "steady"})
             for i, name in enumerate(STEADY)
@@ -298,7 +299,8 @@ def test_soak_leaks_nothing(
     etcd_growth = etcd[-1] - etcd[0] if etcd else 0
     report = "\n".join(
         [
-            f"Soak: {SOAK:.0f} s, {NODES} nodes, {steps} churn steps ({churn.serial} pods added),"
+            f"Soak: {SOAK:.0f} s, {NODES} nodes (lab up in {UP_SECONDS[-1]:.0f} s),"
+            f" {steps} churn steps ({churn.serial} pods added),"
             f" {len(samples)} samples every {INTERVAL:.0f} s, first {warmup} not judged",
             soak.table(rows),
             f"etcd keys under /calico/: {key_totals[0]:.0f} at the start, {max(key_totals):.0f}"
