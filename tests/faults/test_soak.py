@@ -278,8 +278,7 @@ def test_soak_leaks_nothing(
     consistency = faults.consistency(end, fresh_felix=[end.node("node2")])
     stray = faults.stray_interfaces(end)
     files = {node.name: soak.node_files(node.directory) for node in end.nodes}
-    more_files = {name: files[name] - baseline_files[name] for name in files}
-    more_files = {name: extra for name, extra in more_files.items() if extra}
+    more_files = {f"{name}:{path}" for name in files for path in files[name] - baseline_files[name]}
     warmup = int(WARMUP // INTERVAL)
     rows = soak.process_rows(samples, warmup)
     keys_trend = soak.trend(key_totals[:-1], warmup=warmup, tolerance=0.0, slack=2 * NODES + 4)
@@ -313,7 +312,7 @@ def test_soak_leaks_nothing(
             " per write (raft log kept until --snapshot-count, history until a compaction)",
             f"consistency (ipam check, routes, node2 ruleset): {consistency.summary()};"
             f" cali interfaces without a pod: {len(stray)};"
-            f" nodes with more files than before (status files, CNI caches): {more_files or 0}",
+            f" files not there before (status files, CNI caches): {sorted(more_files) or 0}",
             "steady traffic lost: "
             + ", ".join(f"{name} {value:.2f} %" for name, value in losses.items())
             + f"; longest outage {max(outages.values()):.1f} s",

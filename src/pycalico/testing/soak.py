@@ -141,15 +141,15 @@ def etcd_keys(lab: LabState) -> tuple[dict[str, str], int]:
     return parse_etcdctl_json(done.stdout)
 
 
-def node_files(directory: str, skip: Sequence[str] = ("log", "flows")) -> int:
-    """Files under a node's directory, but for its logs and flow logs (which grow by design):
-    endpoint status files, cached CNI results, sockets, configs."""
-    total = 0
+def node_files(directory: str, skip: Sequence[str] = ("log", "flows")) -> set[str]:
+    """Files under a node's directory (relative paths), but for its logs and flow logs (which
+    grow by design): endpoint status files, cached CNI results, sockets, configs."""
+    found = set()
     for root, dirs, files in os.walk(directory):
         if root == directory:
             dirs[:] = [name for name in dirs if name not in skip]
-        total += len(files)
-    return total
+        found.update(os.path.relpath(os.path.join(root, name), directory) for name in files)
+    return found
 
 
 # --- keys and addresses ----------------------------------------------------------------------
