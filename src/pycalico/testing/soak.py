@@ -144,7 +144,7 @@ def etcd_keys(lab: LabState) -> tuple[dict[str, str], int]:
 def node_files(directory: str, skip: Sequence[str] = ("log", "flows")) -> set[str]:
     """Files under a node's directory (relative paths), but for its logs and flow logs (which
     grow by design): endpoint status files, cached CNI results, sockets, configs."""
-    found = set()
+    found: set[str] = set()
     for root, dirs, files in os.walk(directory):
         if root == directory:
             dirs[:] = [name for name in dirs if name not in skip]
