@@ -141,9 +141,10 @@ def etcd_keys(lab: LabState) -> tuple[dict[str, str], int]:
     return parse_etcdctl_json(done.stdout)
 
 
-def node_files(directory: str, skip: Sequence[str] = ("log", "flows")) -> set[str]:
+def node_files(directory: str, skip: Sequence[str] = ("log", "flows", "net.d")) -> set[str]:
     """Files under a node's directory (relative paths), but for its logs and flow logs (which
-    grow by design): endpoint status files, cached CNI results, sockets, configs."""
+    grow by design) and ``net.d`` (the CNI config the lab writes with a node's first pod):
+    endpoint status files, cached CNI results, sockets, configs."""
     found: set[str] = set()
     for root, dirs, files in os.walk(directory):
         if root == directory:

@@ -163,7 +163,14 @@ def test_longest_outage_from_sequence_numbers() -> None:
 
 
 def test_node_files_skip_logs(tmp_path: Path) -> None:
-    for name in ("run/status/a", "run/cni.sock", "confd/bird.cfg", "log/x.log", "flows/f"):
+    for name in (
+        "run/status/a",
+        "run/cni.sock",
+        "confd/bird.cfg",
+        "log/x.log",
+        "flows/f",
+        "net.d/c",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     assert soak.node_files(str(tmp_path)) == {"run/status/a", "run/cni.sock", "confd/bird.cfg"}
