@@ -1,13 +1,15 @@
-"""etcd with TLS client certificates, end to end: calicoctl, the CNI IPAM plugin and Felix work
-with Calico's ``ETCD_CA_CERT_FILE``/``ETCD_CERT_FILE``/``ETCD_KEY_FILE``; a client without a
-certificate is refused; and no component, at debug level, writes the private key or a
-Kubernetes token it was given into its log.
+"""etcd with TLS client certificates, end to end: calicoctl, the CNI IPAM plugin, Felix,
+``calico-node -startup`` and calico-kube-controllers work with Calico's
+``ETCD_CA_CERT_FILE``/``ETCD_CERT_FILE``/``ETCD_KEY_FILE``; a client without a certificate is
+refused; and no component, at debug level, writes the private key or a Kubernetes token it was
+given into its log.
 
-Real processes (the installed ``calicoctl``, ``calico-ipam``, ``calico-felix``) against a real
-etcd started with ``--client-cert-auth``.  Felix runs in a node namespace of its own (root),
-reaching etcd through a TCP relay, so the TLS session is end to end.  calico-node (confd) and
-kube-controllers build their store from the same ``DatastoreConfig.from_env``
-(``tests/integration/datastore/test_etcd_tls.py`` covers that path).
+Real processes (the installed ``calicoctl``, ``calico-ipam``, ``calico-felix``,
+``calico-node``, ``calico-kube-controllers``) against a real etcd started with
+``--client-cert-auth``.  Felix runs in a node namespace of its own (root), reaching etcd
+through a TCP relay, so the TLS session is end to end.  kube-controllers also talks to the
+session's real kube-apiserver (root).  calico-node's confd builds its store from the same
+``DatastoreConfig.from_env`` (``tests/integration/datastore/test_etcd_tls.py`` covers that path).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,10 +27,20 @@ from pathlib import Path
 
 import pytest
 
+from pycalico.datastore.api import KeyNotFound
+from pycalico.datastore.config import DatastoreConfig
+from pycalico.datastore.etcd import EtcdKVStore
+from pycalico.datastore.resources import ResourceStore
+from pycalico.ipam.allocator import IPAM
 from pycalico.testing import netns
 from pycalico.testing.calicoctl import Calicoctl
 from pycalico.testing.etcd_server import EtcdServer, ServerTLS, free_port, make_test_pki
+from pycalico.testing.eventually import eventually
 from pycalico.testing.felix_world import etcd_node
+from pycalico.testing.ipam import put_pool
+from pycalico.testing.kube_controllers import KubeControllersProcess
+from pycalico.testing.kube_ipam import assign_pod_address, create_calico_node
+from pycalico.testing.kube_server import KubeControlPlane
 
 BIN = Path(sys.executable).parent
 TOKEN = "kube-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -217,3 +230,101 @@ def test_calico_node_startup_with_a_client_certificate_and_refused_without(
     assert "tls-node-ok" in names and "tls-node-refused" not in names
     logged = registered.stdout + registered.stderr + refused.stdout + refused.stderr
     assert key_secret(pki) not in logged and "PRIVATE KEY" not in logged
+
+
+POLICY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  ingress: [{{from: [{{podSelector: {{}}}}], ports: [{{port: 80}}]}}]
+"""
+
+
+def kube_controllers_env(etcd: EtcdServer, pki: ServerTLS, kubeconfig: Path,
+                         with_certificate: bool) -> dict[str, str]:  # fmt: skip
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
+    return {
+        **keep,
+        "PYTHONUNBUFFERED": "1",
+        "DATASTORE_TYPE": "etcdv3",
+        "ETCD_ENDPOINTS": etcd.endpoint,
+        **tls_env(pki, with_certificate),
+        "KUBECONFIG": str(kubeconfig),
+        "LOG_LEVEL": "debug",
+        "LEADER_ELECTION_NAMESPACE": "default",
+        "LEADER_ELECTION_NAME": f"kc-tls-{secrets.token_hex(4)}",
+    }
+
+
+@pytest.mark.root
+async def test_kube_controllers_over_tls_and_refused_without_a_certificate(
+    etcd: EtcdServer, pki: ServerTLS, kube_plane: KubeControlPlane, tmp_path: Path
+) -> None:
+    """calico-kube-controllers (the executable, ``LOG_LEVEL=debug``) against etcd with
+    ``--client-cert-auth``: without a client certificate its status says the datastore refused
+    it and it writes nothing, not even its default configuration; with one, a namespace becomes
+    profile ``kns.<ns>``, a NetworkPolicy ``knp.default.web``, and a deleted Kubernetes Node's
+    Calico Node and addresses go.  Neither log holds the key or the API server's token."""
+    api = kube_plane.apiserver
+    namespace, node = f"kc-tls-{secrets.token_hex(3)}", f"kc-tls-node-{secrets.token_hex(3)}"
+    kv = EtcdKVStore.from_config(DatastoreConfig.from_env(
+        {"ETCD_ENDPOINTS": etcd.endpoint, **tls_env(pki)}))  # fmt: skip
+    store, ipam = ResourceStore(kv), IPAM(kv)
+    refused = KubeControllersProcess(
+        tmp_path, "kc-nocert", kube_controllers_env(etcd, pki, api.kubeconfig, False)
+    )
+    allowed = KubeControllersProcess(
+        tmp_path, "kc-cert", kube_controllers_env(etcd, pki, api.kubeconfig, True)
+    )
+    try:
+        revision = await kv.current_revision()
+        api.kubectl("create", "namespace", namespace)
+        refused.start()
+        await refused.wait_for("datastore not ready")
+        status = refused.check()
+        assert status.returncode == 1, status.stdout
+        assert "Error initializing datastore" in status.stdout, status.stdout
+        assert "without a client certificate" in status.stdout, status.stdout
+        assert await kv.current_revision() == revision  # nothing written
+        refused.stop()
+
+        (tmp_path / "node.json").write_text(
+            json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        )
+        api.kubectl("create", "-f", str(tmp_path / "node.json"))
+        await put_pool(kv, "tls-kc-pool", "10.68.0.0/16", block_size=26)
+        await create_calico_node(store, node)
+        address = await assign_pod_address(ipam, node, namespace, "web-1")
+        allowed.start()
+        await eventually(lambda: store.get("Profile", f"kns.{namespace}"), timeout=30)
+        (tmp_path / "policy.yaml").write_text(POLICY.format(namespace=namespace))
+        api.kubectl("apply", "-f", str(tmp_path / "policy.yaml"))
+        await eventually(lambda: store.get("NetworkPolicy", "knp.default.web", namespace), 30)
+        api.kubectl("delete", "node", node)
+
+        async def node_cleaned() -> None:
+            assert await ipam.allocation_info(address) is None
+            with contextlib.suppress(KeyNotFound):
+                await store.get("Node", node)
+                raise AssertionError(f"Calico Node {node} is still there")
+
+        await eventually(node_cleaned, timeout=30)
+
+        async def ready() -> None:
+            assert allowed.check().stdout == "Ready\n", allowed.check().stdout
+
+        await eventually(ready, timeout=30)
+    finally:
+        refused.stop()
+        allowed.stop()
+        # No kube-controller-manager empties a deleted namespace: remove the policy first.
+        api.kubectl("delete", "networkpolicy", "--all", "-n", namespace, check=False)
+        api.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        api.kubectl("delete", "node", node, "--ignore-not-found", check=False)
+        await kv.delete_prefix("/calico")
+        await kv.close()
+    logged = refused.text() + allowed.text()
+    assert "DEBUG" in allowed.text(), "not at debug level: the check below would prove little"
+    for secret in (key_secret(pki), "PRIVATE KEY", api.token):
+        assert secret not in logged

@@ -9,6 +9,10 @@ agent's live ``KVStore``), and writes back one response frame.
 Invariants: the socket file is created with mode 0600 (only root may hand the agent work) and
 removed on close; a handler failure is answered as CNI error JSON, never by dropping the
 connection (the plugin must not fall back to in-process work for a request already sent).
+Calls for one sandbox (``CNI_CONTAINERID``) run one at a time, in arrival order: a plugin
+killed mid-ADD does not stop the agent's ADD, and the runtime's DEL that follows at once must
+undo that ADD whole, not race it (it would release the address and find no interface while
+the ADD goes on to create both).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from pycalico.cni import thin_client
@@ -179,6 +183,7 @@ class AgentServer:
         self.handlers = dict(handlers)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sandboxes: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, calls holding/awaiting
 
     async def start(self) -> None:
         """Listen on ``path``: SocketPathError (before anything is touched) if its directory
@@ -207,9 +212,28 @@ class AgentServer:
         if handler is None:
             return _error(f"the node agent does not serve plugin {plugin!r}")
         try:
-            return await handler(env, stdin)
+            async with self._sandbox(env.get("CNI_CONTAINERID", "")):
+                return await handler(env, stdin)
         except Exception as exc:
             return _error(f"{plugin}: {type(exc).__name__}: {exc}")
+
+    @contextlib.asynccontextmanager
+    async def _sandbox(self, container: str) -> AsyncIterator[None]:
+        """Serialise the calls of one sandbox; the lock goes when its last call is done."""
+        if not container:
+            yield
+            return
+        lock, users = self._sandboxes.get(container, (asyncio.Lock(), 0))
+        self._sandboxes[container] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._sandboxes[container]
+            if users == 1:
+                del self._sandboxes[container]
+            else:
+                self._sandboxes[container] = (lock, users - 1)
 
     async def _reply_frame(
         self, frame: bytes | None, problem: str, transport: asyncio.Transport

@@ -79,6 +79,18 @@ class ValueTooLarge(DatastoreError):
         self.size = size
 
 
+class DatastoreFull(DatastoreError):
+    """etcd refuses writes: its space quota is used up (the NOSPACE alarm).  Permanent until an
+    operator frees space, compacts, defragments and disarms the alarm; reads still work."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"etcd is out of space (database space exceeded, NOSPACE alarm): write of {key} "
+            "refused; free space, compact and defragment etcd, then `etcdctl alarm disarm`"
+        )
+        self.key = key
+
+
 class InvalidResource(DatastoreError):
     """A resource that fails validation or cannot be decoded; ``field`` names what is wrong."""
 

@@ -42,6 +42,7 @@ from aetcd.utils import prefix_range_end
 from pycalico.datastore.api import (
     CompactedError,
     DatastoreError,
+    DatastoreFull,
     DatastoreUnavailable,
     EventType,
     KeyAlreadyExists,
@@ -145,6 +146,8 @@ def translate(
             return ValueTooLarge(key, size)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
             return ValueTooLarge(key, size)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
+            return DatastoreFull(key)
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return CompactedError(0, 0)
         if code == grpc.StatusCode.NOT_FOUND and "lease" in details:

@@ -167,7 +167,10 @@ class LeaderElector:
                 return False
             await self._write(current is None, desired)
         except _FAILURES as error:
-            log.info("lease %s/%s: %s", self.namespace, self.name, _describe(error))
+            refused = isinstance(error, ApiException) and error.status in (401, 403)
+            # A refusal (missing RBAC rules for leases) never goes away by itself: an error.
+            log.log(logging.ERROR if refused else logging.INFO, "lease %s/%s: %s",
+                    self.namespace, self.name, _describe(error))  # fmt: skip
             return False
         self._observe(desired)
         return True

@@ -72,7 +72,15 @@ def set_log_level(level: str) -> None:
     logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))
 
 
-async def _wait_for_datastore(store: ResourceStore, status: StatusFile) -> None:
+def _tls_hint(config: DatastoreConfig) -> str:
+    """What to add to a datastore error when TLS runs without a client certificate: etcd with
+    ``--client-cert-auth`` refuses such a client with an error that does not say why."""
+    if config.uses_tls and config.etcd_cert_file is None:
+        return " (TLS without a client certificate: ETCD_CERT_FILE and ETCD_KEY_FILE are unset)"
+    return ""
+
+
+async def _wait_for_datastore(store: ResourceStore, status: StatusFile, hint: str = "") -> None:
     """Calico's EnsureInitialized loop: etcd must answer within STARTUP_TIMEOUT."""
     status.set_ready("Startup", False, "initialized to false")
     deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
@@ -82,10 +90,10 @@ async def _wait_for_datastore(store: ResourceStore, status: StatusFile) -> None:
                 await store.get("ClusterInformation", "default")
             break
         except DatastoreError as error:
-            status.set_ready("Startup", False, f"Error initializing datastore: {error}")
+            status.set_ready("Startup", False, f"Error initializing datastore: {error}{hint}")
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.info("datastore not ready: %s", error)
+            log.info("datastore not ready: %s%s", error, hint)
             await asyncio.sleep(2.0)
     status.set_ready("Startup", True)
 
@@ -137,14 +145,15 @@ async def run(env: Mapping[str, str], status_file: str) -> None:
     election = ElectionConfig.from_env(env)
     if not env_config.kubeconfig:
         raise ConfigError("KUBECONFIG: the path of a kubeconfig file is required")
-    kv = EtcdKVStore.from_config(DatastoreConfig.from_env(env))
+    datastore = DatastoreConfig.from_env(env)
+    kv = EtcdKVStore.from_config(datastore)
     kube = await KubeClient.from_kubeconfig(env_config.kubeconfig)
     background: list[asyncio.Task[None]] = []
     server = None
     try:
         store = ResourceStore(kv)
         status = StatusFile(status_file)
-        await _wait_for_datastore(store, status)
+        await _wait_for_datastore(store, status, _tls_hint(datastore))
         source = RunConfigSource(store, env_config)
         first = await _first_config(source)
         set_log_level(first.log_level)

@@ -9,7 +9,9 @@ earlier, so watchers never lose history younger than a period.
 
 What it is not: leader election (``pycalico.k8s.lease``) or configuration (``runconfig``).
 Invariants: after ``stop()`` no controller task is left; an enabled name nobody registered is
-logged once per configuration and skipped, never fatal.
+logged once per configuration and skipped, never fatal; a request the API server refuses (401,
+403: missing RBAC rules) is logged as an error quoting the server, which names the verb and the
+resource, and retried like any failure.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 
 from pycalico.datastore.api import DatastoreError, KVStore
 from pycalico.datastore.resources import ResourceStore
-from pycalico.k8s.client import KubeClient
+from pycalico.k8s.client import KubeClient, KubeError
 from pycalico.kubecontrollers.config import RunConfig
 from pycalico.kubecontrollers.metrics import COLLECTOR
 from pycalico.kubecontrollers.registry import CONTROLLERS, ControllerContext, Runnable
@@ -69,6 +71,13 @@ class Supervisor:
                 log.error("controller %s stopped by itself; restarting", name)
             except asyncio.CancelledError:
                 raise
+            except KubeError as error:
+                if error.status not in (401, 403):
+                    log.exception("controller %s failed; restarting in %.0fs", name, RESTART_DELAY)
+                else:  # the server's message names the verb and the resource refused
+                    log.error("controller %s: not allowed by the API server (check the RBAC "
+                              "rules bound to this identity): %s; retrying in %.0fs",
+                              name, error, RESTART_DELAY)  # fmt: skip
             except Exception:
                 log.exception("controller %s failed; restarting in %.0fs", name, RESTART_DELAY)
             await asyncio.sleep(RESTART_DELAY)

@@ -92,6 +92,12 @@ def _state_dir(context: click.Context) -> str:
     is_flag=True,
     help="Also a kube-apiserver on the lab's etcd, a Node per node and the pod runner.",
 )
+@click.option(
+    "--etcd-quota-bytes",
+    default=0,
+    type=click.IntRange(0),
+    help="etcd's --quota-backend-bytes (space quota; 0: etcd's default of 2 GiB).",
+)
 @click.pass_context
 def up(
     context: click.Context,
@@ -103,6 +109,7 @@ def up(
     encapsulation: str | None,
     subnets: int,
     kubernetes: bool,
+    etcd_quota_bytes: int,
 ) -> None:
     """Start etcd, the fabric and NODES nodes; return when the cluster is ready."""
     overlay = {"encapsulation": encapsulation or "", "subnets": subnets}
@@ -125,6 +132,7 @@ def up(
             ipv6=ipv6,
             progress=_progress,
             timeout=timeout,
+            etcd_quota_bytes=etcd_quota_bytes,
             before_nodes=(
                 (lambda built: kube.start_control_plane(built, _progress, timeout))
                 if kubernetes

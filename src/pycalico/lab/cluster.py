@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -107,6 +108,8 @@ def _etcd_command(lab: LabState, member: EtcdMemberState) -> list[str]:
         "zap",
         "--log-level",
         "warn",
+        # A small quota lets the fault suite fill etcd (the NOSPACE alarm) in seconds.
+        *(["--quota-backend-bytes", str(lab.etcd_quota_bytes)] if lab.etcd_quota_bytes else []),
     ]
 
 
@@ -478,6 +481,7 @@ def up(
     encapsulation: str = "",
     subnets: int = 1,
     before_nodes: Callable[[LabState], LabState] | None = None,
+    etcd_quota_bytes: int = 0,
 ) -> LabState:
     """Build the lab and return once it is ready (``check_request`` refusals start nothing).
     ``before_nodes``: a step between the datastore and the nodes (the Kubernetes control plane
@@ -503,6 +507,7 @@ def up(
         encapsulation=encapsulation,
         subnets=subnets,
     )
+    lab = dataclasses.replace(lab, etcd_quota_bytes=etcd_quota_bytes)
     lab_state.save(lab)  # before any process starts: `down` finds everything from here on
     _build_fabric(lab, progress)
     _start_etcd(lab, progress)

@@ -109,6 +109,7 @@ class LabState:
     encapsulation: str = ""
     subnets: int = 1  # fabric subnets, joined by the fabric namespace as a router
     kube: KubeState | None = None
+    etcd_quota_bytes: int = 0  # etcd's --quota-backend-bytes; 0: etcd's default (2 GiB)
 
     @property
     def fabric_namespace(self) -> str:
@@ -238,6 +239,7 @@ def load(state_dir: str) -> LabState | None:
         encapsulation=raw.get("encapsulation", ""),
         subnets=raw.get("subnets", 1),
         kube=KubeState(**raw["kube"]) if raw.get("kube") else None,
+        etcd_quota_bytes=raw.get("etcd_quota_bytes", 0),
     )
 
 

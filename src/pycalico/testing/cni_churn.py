@@ -9,11 +9,19 @@ succeed once the plugin can work again.  ``ChurnResult`` counts what happened.
 What it is not: the lab's own pod management (``pycalico.lab.pods``, whose state file these
 sandboxes never enter) nor a checker: the caller checks IPAM and interfaces afterwards.
 
+``kill_plugins`` is the other fault of the churn: it SIGKILLs, at random points, the
+``calico``/``calico-ipam`` plugin processes this process spawned (a runtime's plugin dying
+mid-call), until told to stop; its choices come from the seeded ``random.Random`` it is given.
+
 Invariants: every netns created here is deleted before ``churn`` returns, whatever failed.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +93,54 @@ def _one(lab: LabState, node: NodeState, name: str, result: ChurnResult, deadlin
         _delete(node, configs, env, result, deadline)
     finally:
         kernel.delete_namespace(netns)
+
+
+PLUGINS = ("calico", "calico-ipam")
+
+
+def plugin_processes() -> list[int]:
+    """This process's children that are a CNI plugin (``nsenter`` has exec'd the plugin, a
+    Python script: its name is one of the interpreter's arguments).  Each of ``churn``'s
+    threads forks its own, and ``/proc`` lists a child under the thread that forked it."""
+    found = []
+    me = os.getpid()
+    for task in os.listdir(f"/proc/{me}/task"):
+        try:
+            with open(f"/proc/{me}/task/{task}/children") as handle:
+                children = [int(word) for word in handle.read().split()]
+        except OSError:
+            continue
+        found += [pid for pid in children if _is_plugin(pid)]
+    return found
+
+
+def _is_plugin(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(os.path.basename(word.decode(errors="replace")) in PLUGINS for word in words)
+
+
+def kill_plugins(
+    chance: random.Random, stop: threading.Event, pause: tuple[float, float] = (0.05, 0.5)
+) -> list[str]:
+    """Until ``stop`` is set: wait a random pause, SIGKILL one random running plugin.  Returns
+    what was killed (``pid name``), for the report."""
+    killed = []
+    while not stop.wait(chance.uniform(*pause)):
+        running = sorted(plugin_processes())
+        if not running:
+            continue
+        pid = chance.choice(running)
+        name = kernel.command_name(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it finished meanwhile: not a kill
+            continue
+        killed.append(f"{pid} {name}")
+    return killed
 
 
 def churn(

@@ -3,7 +3,8 @@
 What it is: the pieces of ``tests/faults`` that talk to a running lab —
 
 * ``Traffic``: a 10/s ping between every ordered pair of pods plus one iperf3 UDP flow, run for
-  a fixed time; ``Traffic.losses`` gives the percentage each flow lost;
+  a fixed time; ``Traffic.losses`` gives the percentage each flow lost, ``Traffic.timeline``
+  when each flow lost its packets and ``loss_report`` the same relative to the fault's events;
 * ``child_pid`` / ``kill_child``: one of calico-node's children (Felix, BIRD, confd) in a node's
   namespace, and SIGKILL to it;
 * ``wait_for``: polls a condition until it holds or a deadline passes (never a fixed sleep);
@@ -18,17 +19,21 @@ wait always has a deadline and says what it waited for when it runs out.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from pycalico.datastore.api import DatastoreFull
+from pycalico.datastore.etcd import EtcdKVStore
 from pycalico.lab import cluster, kernel, pods
 from pycalico.lab.state import LabState, NodeState
 from pycalico.testing.calicoctl import Calicoctl
@@ -89,6 +94,53 @@ class Traffic:
     def packets_lost(self) -> int:
         return sum(lost_packets(name, output) for name, output in self.outputs.items())
 
+    def timeline(self) -> dict[str, list[tuple[float, int]]]:
+        """Per flow with loss: (wall-clock time, packets lost then), in time order."""
+        found = {name: lost_at(name, output) for name, output in self.outputs.items()}
+        return {name: times for name, times in found.items() if times}
+
+
+def lost_at(name: str, output: str) -> list[tuple[float, int]]:
+    """When a finished flow lost its packets.  A ping's lost request is one ``ping -D -O``
+    reported as unanswered and that never got a reply (sent one interval before the report; a
+    loss in the last interval is never reported, so it is missing here); iperf3's are the
+    receiving server's per-second interval counts (``--get-server-output``), at each
+    interval's start."""
+    if name.startswith("ping"):
+        replied = {int(seq) for seq in re.findall(r"icmp_seq=(\d+) ttl=", output)}
+        waited = re.findall(r"\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)", output)
+        return sorted(
+            (float(stamp) - PING_INTERVAL, 1) for stamp, seq in waited if int(seq) not in replied
+        )
+    report = json.loads(output)
+    server = report.get("server_output_json") or {}
+    started = float(server.get("start", {}).get("timestamp", {}).get("timesecs", 0))
+    return [
+        (started + float(interval["sum"]["start"]), int(interval["sum"]["lost_packets"]))
+        for interval in server.get("intervals", [])
+        if interval["sum"].get("lost_packets")
+    ]
+
+
+def loss_report(
+    timeline: dict[str, list[tuple[float, int]]], events: list[tuple[str, float]], gap: float = 1.0
+) -> str:
+    """Each flow's losses as bursts (losses less than ``gap`` s apart), in seconds relative to
+    the first of ``events`` (name, wall-clock time), which are listed the same way."""
+    zero = events[0][1] if events else 0.0
+    lines = ["events: " + ", ".join(f"{name} {at - zero:+.1f} s" for name, at in events)]
+    for name, times in sorted(timeline.items()):
+        bursts: list[list[float]] = []  # [first, last, packets]
+        for at, count in times:
+            if bursts and at - bursts[-1][1] < gap:
+                bursts[-1][1] = at
+                bursts[-1][2] += count
+            else:
+                bursts.append([at, at, count])
+        text = ", ".join(f"{a - zero:+.1f}..{b - zero:+.1f} s: {n:.0f}" for a, b, n in bursts)
+        lines.append(f"{name}: {sum(c for _, c in times)} lost ({text})")
+    return "\n".join(lines)
+
 
 def loss(name: str, output: str) -> float:
     """Percentage of packets lost by a finished flow, from its output."""
@@ -133,8 +185,8 @@ def steady_traffic(
     log_dir: str | None = None,
 ) -> Iterator[Traffic]:
     """A ping of every ordered pod pair and an iperf3 UDP flow ``iperf[0]`` -> ``iperf[1]``.
-    With ``log_dir``, each ping logs every reply to a file there (the outputs then hold them:
-    when, not only how much, was lost)."""
+    With ``log_dir``, each ping's lines go to a file there, read at ``finish`` (for flows
+    longer than about a minute, which would fill a pipe)."""
     client, target = iperf
     server = subprocess.Popen(
         pods.exec_argv(lab, target, ["iperf3", "-s", "-1", "-p", IPERF_PORT]),
@@ -150,8 +202,10 @@ def steady_traffic(
                 if source.name == destination.name:
                     continue
                 name = f"ping {source.name}->{destination.name}"
-                quiet = [] if log_dir else ["-q"]
-                argv = ["ping", "-n", *quiet, "-i", str(PING_INTERVAL), "-c", count]
+                # -D -O: a timestamped line per reply and per unanswered request (timeline).
+                argv = ["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-c", count]
+                # With log_dir the lines go to a file: a pipe read only at the end fills up
+                # (64 KiB, about 90 s of these lines) and then stalls the ping.
                 log = (
                     os.path.join(log_dir, f"{source.name}-{destination.name}.ping")
                     if log_dir
@@ -166,6 +220,7 @@ def steady_traffic(
                 traffic.flows.append(Flow(name, process, log))
         iperf_argv = ["iperf3", "-c", lab.pod(target).ipv4, "-p", IPERF_PORT, "-u", "-b"]
         iperf_argv += [UDP_RATE, "-l", "1000", "-t", str(int(duration)), "--json"]
+        iperf_argv += ["--get-server-output"]  # the receiver's per-second loss (timeline)
         traffic.flows.append(
             Flow(
                 f"iperf3 UDP {client}->{target}",
@@ -279,6 +334,42 @@ def route_problems(lab: LabState) -> list[str]:
     return problems
 
 
+@contextmanager
+def route_timeline(lab: LabState, step: float = 0.5) -> Iterator[list[tuple[float, list[str]]]]:
+    """Samples ``route_problems`` every ``step`` s in a thread while the context runs: a list
+    of (wall-clock time, problems) to put against a fault's events (``route_report``)."""
+    samples: list[tuple[float, list[str]]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(step):
+            samples.append((time.time(), route_problems(lab)))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def route_report(samples: list[tuple[float, list[str]]], zero: float) -> str:
+    """Each wrong route seen while sampling, with when it was first and last seen (seconds
+    relative to ``zero``, wall clock); "every route right" when none was."""
+    seen: dict[str, tuple[float, float]] = {}
+    for at, problems in samples:
+        for problem in problems:
+            first, _ = seen.get(problem, (at, at))
+            seen[problem] = (first, at)
+    if not seen:
+        return "routes: every route right in every sample"
+    return "\n".join(
+        f"route wrong {first - zero:+.1f}..{last - zero:+.1f} s: {problem}"
+        for problem, (first, last) in sorted(seen.items(), key=lambda item: item[1])
+    )
+
+
 def ipam_check(lab: LabState) -> tuple[bool, str]:
     done = Calicoctl(lab.host_endpoints)("ipam", "check")
     return done.returncode == 0, done.stdout + done.stderr
@@ -363,6 +454,64 @@ def start_etcd(lab: LabState, index: int = 0) -> None:
         log_path=os.path.join(lab.state_dir, member.name, "etcd.log"),
         pid_path=os.path.join(lab.state_dir, f"{member.name}.pid"),
     )
+
+
+def etcdctl(lab: LabState, *args: str) -> str:
+    """``etcdctl`` (API v3) against every member of the lab's etcd; raises on failure."""
+    done = subprocess.run(
+        ["etcdctl", "--endpoints", lab.host_endpoints, *args],
+        env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"etcdctl {' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
+
+
+def write_junk(lab: LabState, prefix: str, count: int, size: int, parallel: int = 32) -> int:
+    """Up to ``count`` keys of ``size`` bytes under ``prefix``, each its own revision; stops
+    early when etcd is full.  Returns how many were written."""
+
+    async def fill() -> int:
+        kv = EtcdKVStore(lab.host_endpoints.split(","), timeout=10.0, retry_timeout=20.0)
+        value = b"j" * size
+        written = 0
+        try:
+            for start in range(0, count, parallel):
+                batch = range(start, min(count, start + parallel))
+                puts = [kv.put(f"{prefix}{i}", value) for i in batch]
+                results = await asyncio.gather(*puts, return_exceptions=True)
+                written += sum(1 for result in results if isinstance(result, int))
+                for result in results:
+                    if isinstance(result, DatastoreFull):
+                        return written
+                    if isinstance(result, BaseException):
+                        raise result
+            return written
+        finally:
+            await kv.close()
+
+    return asyncio.run(fill())
+
+
+def delete_junk(lab: LabState, prefix: str) -> None:
+    etcdctl(lab, "del", "--prefix", prefix)
+
+
+def compact_and_defrag(lab: LabState) -> int:
+    """Compact etcd's history up to its current revision, then defragment every member (what
+    an operator does to give space back).  Returns the revision compacted to."""
+    status = json.loads(etcdctl(lab, "endpoint", "status", "-w", "json"))
+    revision = max(int(member["Status"]["header"]["revision"]) for member in status)
+    etcdctl(lab, "compact", str(revision), "--physical")
+    etcdctl(lab, "defrag")
+    return revision
+
+
+def alarms(lab: LabState) -> str:
+    return etcdctl(lab, "alarm", "list").strip()
 
 
 def tamper(node: NodeState, pod_address: str) -> list[str]:

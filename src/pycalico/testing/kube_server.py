@@ -285,6 +285,20 @@ class KubeAPIServer:
             timeout=60,
         )
 
+    def wait_allowed(
+        self, user: str, verb: str, resource: str, *extra: str, timeout: float = 30.0
+    ) -> None:
+        """Until ``kubectl auth can-i`` says ``user`` may: the RBAC authorizer learns of a new
+        binding through its informers, a moment after the binding is created.  ``resource``
+        may be ``<resource>/<subresource>``; ``extra`` are more arguments (``-n <ns>``)."""
+        kind, _, sub = resource.partition("/")
+        args = ["auth", "can-i", verb, kind, *([f"--subresource={sub}"] if sub else [])]
+        deadline = time.monotonic() + timeout
+        while self.kubectl(*args, *extra, f"--as={user}", check=False).stdout.strip() != "yes":
+            if time.monotonic() > deadline:
+                raise KubeAPIServerError(f"{user} never allowed to {verb} {resource}")
+            time.sleep(0.1)
+
 
 class KubeControlPlane:
     """A fresh etcd member and an API server on it; ``close()`` stops the API server first."""

@@ -365,7 +365,8 @@ def table(rows: Sequence[ProcessRow]) -> str:
 def longest_outage(output: str, interval: float) -> float:
     """Seconds of the longest run of unanswered pings in a per-packet ping log (sequence numbers
     of the replies; a run at the end counts up to the last request sent)."""
-    seqs = sorted({int(n) for n in re.findall(r"icmp_seq=(\d+)", output)})
+    # Replies only: with ``-O`` an unanswered request has its own line with ``icmp_seq=``.
+    seqs = sorted({int(n) for n in re.findall(r"icmp_seq=(\d+) ttl=", output)})
     sent = re.search(r"(\d+) packets transmitted", output)
     last = int(sent[1]) if sent else (seqs[-1] if seqs else 0)
     previous, longest = 0, 0

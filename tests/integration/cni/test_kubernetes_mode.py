@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -274,21 +273,6 @@ async def test_api_root_and_token_instead_of_kubeconfig(
     await assert_nothing_left(node, kv)
 
 
-def wait_allowed(kube_plane: KubeControlPlane, user: str, verb: str, resource: str) -> None:
-    """Until the API server's RBAC authorizer has seen a new binding (it follows informers)."""
-    deadline = time.monotonic() + 30
-    while True:
-        kind, _, sub = resource.partition("/")
-        extra = [f"--subresource={sub}"] if sub else []
-        done = kube_plane.apiserver.kubectl(
-            "auth", "can-i", verb, kind, *extra, f"--as={user}", check=False
-        )
-        if done.stdout.strip() == "yes":
-            return
-        assert time.monotonic() < deadline, f"{user} never allowed to {verb} {resource}"
-        time.sleep(0.1)
-
-
 async def test_calico_cni_role_suffices_and_a_refused_patch_undoes_the_add(
     node: CniNode, kv: KVStore, kube: KubeClient, kube_plane: KubeControlPlane, namespace: str
 ) -> None:
@@ -305,7 +289,7 @@ async def test_calico_cni_role_suffices_and_a_refused_patch_undoes_the_add(
         api.kubectl("create", "clusterrolebinding", created[0], f"--clusterrole={created[0]}",
                     f"--serviceaccount={namespace}:calico-cni")  # fmt: skip
         token = api.kubectl("create", "token", "calico-cni", "-n", namespace).stdout.strip()
-        wait_allowed(kube_plane, user, "get", "namespaces")
+        api.wait_allowed(user, "get", "namespaces")
         conf = node.conf(
             policy={
                 "type": "k8s",
@@ -325,7 +309,7 @@ async def test_calico_cni_role_suffices_and_a_refused_patch_undoes_the_add(
         api.kubectl("create", "clusterrole", created[1], "--verb=patch", "--resource=pods/status")
         api.kubectl("create", "clusterrolebinding", created[1], f"--clusterrole={created[1]}",
                     f"--serviceaccount={namespace}:calico-cni")  # fmt: skip
-        wait_allowed(kube_plane, user, "patch", "pods/status")
+        api.wait_allowed(user, "patch", "pods/status")
         code, result, err = node.cni("ADD", "c-limited", conf, netns, args=args)
         assert code == 0, (result, err)
         address = result["ips"][0]["address"].split("/")[0]

@@ -14,7 +14,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,6 +29,8 @@ from pycalico.kubecontrollers.compare import differences
 from pycalico.model.node import KubeControllersConfiguration
 from pycalico.testing.etcd_server import EtcdServer
 from pycalico.testing.eventually import eventually
+from pycalico.testing.kube_controllers import EXECUTABLE
+from pycalico.testing.kube_controllers import KubeControllersProcess as Copy
 from pycalico.testing.kube_server import KubeControlPlane
 
 pytestmark = pytest.mark.root
@@ -40,7 +41,6 @@ def eventually_30(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) ->
     return eventually(check, timeout=timeout, interval=0.1)
 
 
-EXECUTABLE = str(Path(sys.executable).parent / "calico-kube-controllers")
 LEASE, RENEW, RETRY = 4.0, 3.0, 0.5
 
 
@@ -58,52 +58,6 @@ async def kubectl(plane: KubeControlPlane, *args: str) -> str:
         if time.monotonic() > deadline or not any(s in done.stderr for s in RESTARTING):
             raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
         await asyncio.sleep(0.2)
-
-
-class Copy:
-    """One calico-kube-controllers process, its log and status file in ``directory``."""
-
-    def __init__(self, directory: Path, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.log = directory / f"{name}.log"
-        self.status = directory / f"{name}-status.json"
-        self.env = {**env, "POD_NAME": name}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [EXECUTABLE, "--status-file", str(self.status)],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def count(self, line: str) -> int:
-        return self.text().count(line)
-
-    async def wait_for(self, line: str, *, times: int = 1, timeout: float = 30.0) -> float:
-        """Wait until ``line`` has appeared ``times`` times; the monotonic time it was seen."""
-
-        async def seen() -> float:
-            assert self.process is not None and self.process.poll() is None, self.text()[-3000:]
-            assert self.count(line) >= times, f"{self.name}: no {line!r} yet"
-            return time.monotonic()
-
-        return float(await eventually_30(seen, timeout))
 
 
 @pytest.fixture

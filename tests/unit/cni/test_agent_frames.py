@@ -89,3 +89,49 @@ async def test_a_bad_frame_gets_cni_error_json(socket_path: str, data: bytes, pr
     error = json.loads(stdout)
     assert code == 1 and error["code"] == 999 and problem in error["msg"], error
     assert seen == []
+
+
+async def test_a_sandboxs_calls_run_one_at_a_time_even_when_the_caller_is_gone(
+    tmp_path: Path,
+) -> None:
+    """A plugin killed mid-ADD leaves the agent's ADD running; the runtime's DEL that follows
+    must start only once that ADD is done (else it undoes half an ADD that then completes)."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(env: Mapping[str, str], stdin: str) -> Response:
+        command = f"{env['CNI_COMMAND']} {env['CNI_CONTAINERID']}"
+        order.append(f"{command} starts")
+        if env["CNI_COMMAND"] == "ADD":
+            await release.wait()
+        order.append(f"{command} ends")
+        return Response(0, "", "")
+
+    path = str(tmp_path / "cni.sock")
+    server = AgentServer(path, {"calico": slow})
+    await server.start()
+
+    def request(command: bytes, container: bytes) -> bytes:
+        env = [(b"CNI_COMMAND", command), (b"CNI_CONTAINERID", container)]
+        return thin_client.encode_request(b"calico", env, b"{}")
+
+    try:
+        _, killed = await asyncio.open_unix_connection(path)
+        killed.write(request(b"ADD", b"a"))
+        await killed.drain()
+        while order != ["ADD a starts"]:
+            await asyncio.sleep(0.01)
+        killed.close()  # the plugin dies; its ADD goes on in the agent
+        other = asyncio.create_task(exchange(path, request(b"DEL", b"b")))
+        assert thin_client.decode_response(await other)[0] == 0  # another sandbox: not held
+        undo = asyncio.create_task(exchange(path, request(b"DEL", b"a")))
+        await asyncio.sleep(0.2)  # time in which the DEL would have run, were it not held
+        assert "DEL a starts" not in order
+        release.set()
+        assert thin_client.decode_response(await undo)[0] == 0
+        assert order == [
+            "ADD a starts", "DEL b starts", "DEL b ends", "ADD a ends", "DEL a starts", "DEL a ends"
+        ]  # fmt: skip
+        assert not server._sandboxes  # nothing kept once the sandbox's calls are done
+    finally:
+        await server.close()

@@ -60,3 +60,16 @@ def test_overlay_requests_checked_and_two_subnets_laid_out() -> None:
     assert [n.address for n in lab.nodes] == ["10.99.0.1", "10.99.0.2", "10.99.1.3", "10.99.1.4"]
     assert lab.nodes[3].address6 == "fd00:99:0:1::4"
     assert (lab.encapsulation, lab.subnets) == ("vxlan", 2)
+
+
+def test_etcd_quota_reaches_etcd_and_survives_the_state_file(tmp_path: Path) -> None:
+    import dataclasses
+
+    lab = make_lab(tmp_path)
+    assert "--quota-backend-bytes" not in cluster._etcd_command(lab, lab.etcd[0])
+    lab = dataclasses.replace(lab, etcd_quota_bytes=4_000_000)
+    lab_state.save(lab)
+    loaded = lab_state.load(str(tmp_path))
+    assert loaded is not None and loaded.etcd_quota_bytes == 4_000_000
+    command = cluster._etcd_command(loaded, loaded.etcd[0])
+    assert command[command.index("--quota-backend-bytes") + 1] == "4000000"

@@ -160,6 +160,9 @@ def test_longest_outage_from_sequence_numbers() -> None:
     assert abs(soak.longest_outage(output, 0.1) - 0.3) < 1e-9  # 4, 5, 6
     tail = replies + "\n14 packets transmitted, 6 received\n"
     assert abs(soak.longest_outage(tail, 0.1) - 0.4) < 1e-9  # 11..14
+    # ping -D -O: an unanswered request is reported on a line of its own, not a reply
+    unanswered = "[1796593085.123] no answer yet for icmp_seq=5\n"
+    assert abs(soak.longest_outage(unanswered + output, 0.1) - 0.3) < 1e-9
 
 
 def test_node_files_skip_logs(tmp_path: Path) -> None:
