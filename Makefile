@@ -88,10 +88,14 @@ clean: clean-lab
 
 # The suite of issue 16 (docs/reliability.md): every fault drill, not only the fast subset that
 # `make test` runs, and it prints their table (fault, packets lost, seconds to recover,
-# consistency); then the attacks, and the fuzz tests with their long budget.
+# consistency); then the soak (SOAK seconds of churn on a lab of its own, so a step of its own),
+# the attacks, and the fuzz tests with their long budget.
+SOAK ?= 120
 .PHONY: faults
 faults: setup
 	PYCALICO_FAULTS=long PYCALICO_FAULTS_TABLE=$${PYCALICO_FAULTS_TABLE:-/tmp/pycalico-faults.md} \
 		$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
+	PYCALICO_FAULTS=long PYCALICO_SOAK=$(SOAK) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults/test_soak.py
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/attacks tests/integration/felix/test_attacks.py
 	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/fuzz

@@ -169,6 +169,10 @@ class Felix:
         self._pending: list[Message] = []
         self._dataplane_task: asyncio.Task[None] | None = None
         self.datastore_locked = False  # waiting at start for datastoreReady to turn true
+        # Set once in sync: before, ``config`` may lack FelixConfiguration (an early flush
+        # carries an empty ConfigUpdate), whose reportingInterval calico-node's default sets to
+        # 0s (heartbeat off).
+        self._datastore_config_known = asyncio.Event()
         self._programmed = False  # the first apply has completed
         self._cluster_information = ResourceKey(
             "ClusterInformation", ready_flag.CLUSTER_INFORMATION_NAME
@@ -241,6 +245,8 @@ class Felix:
                 for message in messages:
                     if isinstance(message, ConfigUpdate):
                         self._on_config(message)
+                if any(isinstance(message, InSync) for message in messages):
+                    self._datastore_config_known.set()
                 if self.dataplane is None:
                     self._pending += messages
                     if any(isinstance(message, InSync) for message in messages):
@@ -376,6 +382,10 @@ class Felix:
             await asyncio.sleep(1)
 
     async def _report_loop(self) -> None:
+        # As Go Felix, which reads its datastore config before it reports anything: a heartbeat
+        # sent on the environment's defaults alone left, with calico-node's default
+        # (reportingInterval 0s), a status key for 90 s and a last_reported_status for ever.
+        await self._datastore_config_known.wait()
         next_heartbeat = 0.0
         while True:
             now = time.monotonic()

@@ -70,6 +70,7 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float, step: flo
 class Flow:
     name: str
     process: subprocess.Popen[str]
+    log: str | None = None  # per-packet output goes to this file (a pipe would fill up)
 
 
 @dataclass
@@ -81,7 +82,11 @@ class Traffic:
 
     def finish(self, timeout: float) -> None:
         for flow in self.flows:
-            self.outputs[flow.name] = flow.process.communicate(timeout=timeout)[0]
+            output = flow.process.communicate(timeout=timeout)[0]
+            if flow.log is not None:
+                with open(flow.log) as handle:
+                    output = handle.read()
+            self.outputs[flow.name] = output
 
     def losses(self) -> dict[str, float]:
         return {name: loss(name, output) for name, output in self.outputs.items()}
@@ -174,9 +179,14 @@ def _listening(lab: LabState, pod: str) -> bool:
 
 @contextmanager
 def steady_traffic(
-    lab: LabState, duration: float, iperf: tuple[str, str] = ("p1", "p2")
+    lab: LabState,
+    duration: float,
+    iperf: tuple[str, str] = ("p1", "p2"),
+    log_dir: str | None = None,
 ) -> Iterator[Traffic]:
-    """A ping of every ordered pod pair and an iperf3 UDP flow ``iperf[0]`` -> ``iperf[1]``."""
+    """A ping of every ordered pod pair and an iperf3 UDP flow ``iperf[0]`` -> ``iperf[1]``.
+    With ``log_dir``, each ping's lines go to a file there, read at ``finish`` (for flows
+    longer than about a minute, which would fill a pipe)."""
     client, target = iperf
     server = subprocess.Popen(
         pods.exec_argv(lab, target, ["iperf3", "-s", "-1", "-p", IPERF_PORT]),
@@ -191,18 +201,23 @@ def steady_traffic(
             for destination in lab.pods:
                 if source.name == destination.name:
                     continue
+                name = f"ping {source.name}->{destination.name}"
                 # -D -O: a timestamped line per reply and per unanswered request (timeline).
                 argv = ["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-c", count]
-                traffic.flows.append(
-                    Flow(
-                        f"ping {source.name}->{destination.name}",
-                        subprocess.Popen(
-                            pods.exec_argv(lab, source.name, [*argv, destination.ipv4]),
-                            stdout=subprocess.PIPE,
-                            text=True,
-                        ),
-                    )
+                # With log_dir the lines go to a file: a pipe read only at the end fills up
+                # (64 KiB, about 90 s of these lines) and then stalls the ping.
+                log = (
+                    os.path.join(log_dir, f"{source.name}-{destination.name}.ping")
+                    if log_dir
+                    else None
                 )
+                with open(log or os.devnull, "w") as sink:
+                    process = subprocess.Popen(
+                        pods.exec_argv(lab, source.name, [*argv, destination.ipv4]),
+                        stdout=sink if log else subprocess.PIPE,
+                        text=True,
+                    )
+                traffic.flows.append(Flow(name, process, log))
         iperf_argv = ["iperf3", "-c", lab.pod(target).ipv4, "-p", IPERF_PORT, "-u", "-b"]
         iperf_argv += [UDP_RATE, "-l", "1000", "-t", str(int(duration)), "--json"]
         iperf_argv += ["--get-server-output"]  # the receiver's per-second loss (timeline)
