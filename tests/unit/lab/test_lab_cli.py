@@ -60,3 +60,16 @@ def test_overlay_requests_checked_and_two_subnets_laid_out() -> None:
     assert [n.address for n in lab.nodes] == ["10.99.0.1", "10.99.0.2", "10.99.1.3", "10.99.1.4"]
     assert lab.nodes[3].address6 == "fd00:99:0:1::4"
     assert (lab.encapsulation, lab.subnets) == ("vxlan", 2)
+
+
+def test_kube_drills_refuse_a_lab_without_kubernetes_and_an_unknown_component(
+    tmp_path: Path,
+) -> None:
+    lab_state.save(make_lab(tmp_path))
+    done = CliRunner().invoke(
+        cli.main, ["--state-dir", str(tmp_path), "kube", "stop", "kube-apiserver"]
+    )
+    assert done.exit_code == 1
+    assert "this lab has no Kubernetes" in done.output
+    done = CliRunner().invoke(cli.main, ["--state-dir", str(tmp_path), "kube", "start", "etcd"])
+    assert done.exit_code == 2 and "'etcd' is not one of" in done.output
