@@ -21,7 +21,13 @@ from pycalico.datastore.resources import ResourceStore
 from pycalico.k8s.client import KubeClient
 from pycalico.k8s.conversion.objects import ConversionError, KubeObject
 from pycalico.k8s.conversion.pods import workload_endpoint_data
-from pycalico.kubecontrollers.controllers import NAMESPACE, POLICY, SERVICE_ACCOUNT, Binding
+from pycalico.kubecontrollers.controllers import (
+    NAMESPACE,
+    POLICY,
+    SERVICE_ACCOUNT,
+    Binding,
+    wire_spec,
+)
 from pycalico.model.codec import apply_defaults
 from pycalico.model.endpoints import WorkloadEndpoint
 from pycalico.model.meta import Resource
@@ -43,10 +49,6 @@ def diff(expected: Mapping[Key, Any], actual: Mapping[Key, Any]) -> list[str]:
     return lines
 
 
-def _spec(resource: Resource) -> Any:
-    return resource.model_dump(by_alias=True, exclude_none=True).get("spec")
-
-
 def _key(binding: Binding, resource: Resource) -> Key:
     return (binding.kind, resource.metadata.namespace or "", resource.metadata.name)
 
@@ -65,10 +67,10 @@ async def _binding_state(
             resource = apply_defaults(binding.convert(wire))
         except ConversionError:
             continue  # the controller leaves these alone too
-        expected[_key(binding, resource)] = _spec(resource)
+        expected[_key(binding, resource)] = wire_spec(resource)
     listed = await store.list(binding.kind)
     actual = {
-        _key(binding, item): _spec(item)
+        _key(binding, item): wire_spec(item)
         for item in listed.items
         if binding.owned_key(item) is not None
     }

@@ -50,7 +50,7 @@ from pycalico.k8s.conversion.profiles import (
 )
 from pycalico.k8s.watch import Bookmark, Changed, Listed, ListMethod, ListWatcher
 from pycalico.kubecontrollers.workers import KeyedWorkers
-from pycalico.model.codec import apply_defaults
+from pycalico.model.codec import apply_defaults, encode_resource
 from pycalico.model.meta import Resource
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,10 @@ def _key(source: Source, wire: KubeObject) -> str:
     return str(metadata.get("name", ""))
 
 
-def _spec(resource: Resource) -> Any:
-    return resource.model_dump(by_alias=True, exclude_none=True).get("spec")
+def wire_spec(resource: Resource) -> Any:
+    """The spec as it is stored (Go's omitempty applied: an empty ``destination`` of a rule
+    without ports is absent), so a converted resource equals its stored copy."""
+    return encode_resource(resource).get("spec")
 
 
 class Reconciler:
@@ -206,7 +208,7 @@ class Reconciler:
             return
         if current is None:
             await self.store.create(desired)
-        elif _spec(current) == _spec(desired):
+        elif wire_spec(current) == wire_spec(desired):
             return
         else:
             await self.store.update(desired.model_copy(update={"metadata": current.metadata}))

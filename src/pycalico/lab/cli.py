@@ -398,6 +398,45 @@ def node_start(context: click.Context, name: str) -> None:
     console.print(f"{name}: calico-node running and ready")
 
 
+@main.group(name="kube")
+def kube_group() -> None:
+    """Stop, kill and start kube-apiserver or kube-controllers (failure drills, --kubernetes)."""
+
+
+def _kube_lab(context: click.Context) -> lab_state.LabState:
+    lab = _require(_state_dir(context))
+    if lab.kube is None:
+        console.print("[red]calico-lab kube: this lab has no Kubernetes (up --kubernetes)[/]")
+        sys.exit(1)
+    return lab
+
+
+@kube_group.command("stop")
+@click.argument("component", type=click.Choice(kube.CONTROL_PLANE))
+@click.option("--kill", is_flag=True, help="SIGKILL (a crash) instead of SIGTERM.")
+@click.pass_context
+def kube_stop(context: click.Context, component: str, kill: bool) -> None:
+    """Stop COMPONENT; returns once it is gone."""
+    stopped = kube.stop_control(_kube_lab(context), component, kill=kill)
+    verb = "killed" if kill else "stopped"
+    console.print(
+        f"{component}: {verb} (pid {stopped})" if stopped else f"{component}: not running"
+    )
+
+
+@kube_group.command("start")
+@click.argument("component", type=click.Choice(kube.CONTROL_PLANE))
+@click.pass_context
+def kube_start(context: click.Context, component: str) -> None:
+    """Start COMPONENT again (kube-apiserver: until the API is ready)."""
+    try:
+        pid = kube.start_control(_kube_lab(context), component)
+    except LabError as error:
+        console.print(f"[red]calico-lab kube start: {error}[/]")
+        sys.exit(1)
+    console.print(f"{component}: running (pid {pid})")
+
+
 @main.command()
 @click.option("--port", default=8099, show_default=True, help="Loopback port; 0 picks a free one.")
 @click.pass_context

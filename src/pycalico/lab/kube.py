@@ -14,6 +14,10 @@ status file in ``kube/``) run on the machine.  kube-controllers, not the lab, wr
 ``kns.<ns>`` and ``ksa.<ns>.<sa>`` profiles, the pods' labels and the Kubernetes
 NetworkPolicies into Calico's data.
 
+``stop_control``/``start_control`` (``calico-lab kube stop|start``) stop, kill and start again
+kube-apiserver or kube-controllers, as an operator (or a kubelet restarting a static pod) would
+for a failure drill: the same command, credentials and certificate.
+
 What it is not: the runner itself, or the server's flags (``pycalico.k8s.apiserver``, shared
 with the test launcher).
 
@@ -28,8 +32,10 @@ written the profile ``kns.default``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -73,22 +79,7 @@ def _start_apiserver(lab: LabState, kube: KubeState, token: str) -> None:
     if lab.subnets > 1:  # nodes of the other subnets reach the API through the router
         gateway = f"{lab_state.FABRIC_SUBNET}.{lab_state.GATEWAY_HOST}"
         kernel.ip(kube.namespace, "route", "add", "default", "via", gateway)
-    command = apiserver.command(
-        executable("kube-apiserver"),
-        directory,
-        etcd_servers=lab.node_endpoints,
-        etcd_prefix=ETCD_PREFIX,
-        bind_address="0.0.0.0",
-        advertise_address=kube.address,
-        port=kube.port,
-    )
-    kernel.start_daemon(
-        command,
-        namespace=kube.namespace,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        log_path=os.path.join(kube.directory, "kube-apiserver.log"),
-        pid_path=os.path.join(kube.directory, "kube-apiserver.pid"),
-    )
+    start_apiserver(lab)
     kernel.start_daemon(
         [sys.executable, "-m", "pycalico.lab.relay", lab.state_dir, "kube"],
         namespace=None,
@@ -106,6 +97,32 @@ def _start_apiserver(lab: LabState, kube: KubeState, token: str) -> None:
         ),
     ):
         apiserver.write_kubeconfig(Path(path), document)
+
+
+def start_apiserver(lab: LabState) -> int:
+    """Start kube-apiserver (unless it runs) on the credentials and certificate of ``up``, which
+    it keeps, so every kubeconfig stays valid; returns its pid."""
+    assert lab.kube is not None
+    pid_path = os.path.join(lab.kube.directory, "kube-apiserver.pid")
+    pid = kernel.read_pid(pid_path)
+    if pid is not None and kernel.alive(pid):
+        return pid
+    command = apiserver.command(
+        executable("kube-apiserver"),
+        Path(lab.kube.directory),
+        etcd_servers=lab.node_endpoints,
+        etcd_prefix=ETCD_PREFIX,
+        bind_address="0.0.0.0",
+        advertise_address=lab.kube.address,
+        port=lab.kube.port,
+    )
+    return kernel.start_daemon(
+        command,
+        namespace=lab.kube.namespace,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        log_path=os.path.join(lab.kube.directory, "kube-apiserver.log"),
+        pid_path=pid_path,
+    )
 
 
 def kubectl(lab: LabState, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -212,6 +229,47 @@ def start_kube_controllers(lab: LabState) -> int:
         log_path=os.path.join(lab.kube.directory, "kube-controllers.log"),
         pid_path=pid_path,
     )
+
+
+CONTROL_PLANE = ("kube-apiserver", "kube-controllers")
+
+
+def _control_pid_path(lab: LabState, component: str) -> str:
+    assert lab.kube is not None
+    if component not in CONTROL_PLANE:
+        raise LabError(f"{component!r}: not one of {', '.join(CONTROL_PLANE)}")
+    return os.path.join(lab.kube.directory, f"{component}.pid")
+
+
+def stop_control(lab: LabState, component: str, *, kill: bool = False) -> int | None:
+    """Stop ``component`` (one of ``CONTROL_PLANE``): SIGKILL when ``kill`` (a crash: nothing
+    is released, leases expire), else SIGTERM and SIGKILL after a grace time.  Returns the pid
+    stopped (None: it was not running) once it is gone."""
+    pid = kernel.read_pid(_control_pid_path(lab, component))
+    if pid is None or not kernel.alive(pid):
+        return None
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    else:
+        kernel.kill_tree([pid], grace=10.0)
+    deadline = time.monotonic() + 10.0
+    while kernel.alive(pid):
+        if time.monotonic() > deadline:
+            raise LabError(f"{component} (pid {pid}) still running 10 s after SIGKILL")
+        time.sleep(0.02)
+    return pid
+
+
+def start_control(lab: LabState, component: str, timeout: float = 120.0) -> int:
+    """Start ``component`` again as ``up`` did (unless it runs); returns its pid, for
+    kube-apiserver once the API is ready."""
+    _control_pid_path(lab, component)  # refuses an unknown name
+    if component == "kube-controllers":
+        return start_kube_controllers(lab)
+    pid = start_apiserver(lab)
+    _wait_api(lab, time.monotonic() + timeout)
+    return pid
 
 
 def start_control_plane(lab: LabState, progress: Progress, timeout: float = 120.0) -> LabState:

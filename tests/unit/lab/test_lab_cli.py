@@ -73,3 +73,16 @@ def test_etcd_quota_reaches_etcd_and_survives_the_state_file(tmp_path: Path) -> 
     assert loaded is not None and loaded.etcd_quota_bytes == 4_000_000
     command = cluster._etcd_command(loaded, loaded.etcd[0])
     assert command[command.index("--quota-backend-bytes") + 1] == "4000000"
+
+
+def test_kube_drills_refuse_a_lab_without_kubernetes_and_an_unknown_component(
+    tmp_path: Path,
+) -> None:
+    lab_state.save(make_lab(tmp_path))
+    done = CliRunner().invoke(
+        cli.main, ["--state-dir", str(tmp_path), "kube", "stop", "kube-apiserver"]
+    )
+    assert done.exit_code == 1
+    assert "this lab has no Kubernetes" in done.output
+    done = CliRunner().invoke(cli.main, ["--state-dir", str(tmp_path), "kube", "start", "etcd"])
+    assert done.exit_code == 2 and "'etcd' is not one of" in done.output
