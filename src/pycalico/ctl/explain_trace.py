@@ -27,6 +27,7 @@ from typing import Any
 from pycalico.felix.calc.explain import owner_name
 from pycalico.felix.calc.verdicts import DirectionTrace
 from pycalico.felix.rules import flows, names
+from pycalico.lib import netlink
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_TRACE = 17
@@ -60,18 +61,6 @@ class TraceEvent:
     transport_header: bytes = b""
 
 
-def _attributes(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        out[kind & 0x3FFF] = data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-    return out
-
-
 def _string(value: bytes | None) -> str:
     return (value or b"").split(b"\0", 1)[0].decode(errors="replace")
 
@@ -89,8 +78,8 @@ def parse_trace(buffer: bytes) -> list[TraceEvent]:
         if length < 16:
             break
         if kind == TRACE_MESSAGE:
-            attributes = _attributes(buffer[offset + 20 : offset + length])  # after nfgenmsg
-            verdict = _attributes(attributes.get(_VERDICT, b""))
+            attributes = netlink.attributes(buffer[offset + 20 : offset + length])  # after nfgenmsg
+            verdict = netlink.attributes(attributes.get(_VERDICT, b""))
             code = _be32(verdict.get(_VERDICT_CODE))
             if code is None:
                 code = _be32(attributes.get(_POLICY))
@@ -108,7 +97,7 @@ def parse_trace(buffer: bytes) -> list[TraceEvent]:
                     transport_header=attributes.get(_TRANSPORT_HEADER, b""),
                 )
             )
-        offset += (length + 3) & ~3
+        offset += netlink.align(length)
     return events
 
 

@@ -28,7 +28,7 @@ from tests.integration.felix.test_felix_daemon import (
     check,
     expect,
     felix,
-    workload,
+    put_scenario_pods,
 )
 
 from pycalico.ctl.explain import load_cluster
@@ -124,10 +124,7 @@ async def test_explain_verdicts_are_what_the_packets_do(
     felix: FelixProcess,
 ) -> None:
     topo, _ = world
-    await put(kv, build.namespace_profile("default"))
-    await put(kv, build.namespace_profile("other"))
-    for key, (namespace, labels) in SCENARIO_PODS.items():
-        await put(kv, workload(topo, key, namespace=namespace, node=felix.hostname, labels=labels))
+    await put_scenario_pods(kv, topo, felix)
     for resource in POLICIES:
         await put(kv, resource)
     calicoctl = Calicoctl(etcd_server.endpoint)
@@ -147,10 +144,7 @@ async def test_explain_verify_agrees_with_the_kernel_in_every_policy_scenario(
     felix: FelixProcess,
 ) -> None:
     topo, _ = world
-    await put(kv, build.namespace_profile("default"))
-    await put(kv, build.namespace_profile("other"))
-    for key, (namespace, labels) in SCENARIO_PODS.items():
-        await put(kv, workload(topo, key, namespace=namespace, node=felix.hostname, labels=labels))
+    await put_scenario_pods(kv, topo, felix)
     calicoctl = Calicoctl(etcd_server.endpoint)
     with serving(topo, PODS, tcp_ports=(80, 81)) as checker:
         felix.start()

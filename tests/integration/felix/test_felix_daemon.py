@@ -420,14 +420,19 @@ SCENARIOS: list[tuple[str, list[Resource], Any]] = [
 ]  # fmt: skip
 
 
-async def test_policy_scenarios_match_their_reachability_matrix(
-    kv: EtcdKVStore, world: tuple[netns.Topology, EtcdRelay], felix: FelixProcess
-) -> None:
-    topo, _ = world
+async def put_scenario_pods(kv: EtcdKVStore, topo: netns.Topology, felix: FelixProcess) -> None:
+    """The policy matrix's pods (``SCENARIO_PODS``) and their namespaces' profiles."""
     await put(kv, build.namespace_profile("default"))
     await put(kv, build.namespace_profile("other"))
     for key, (namespace, labels) in SCENARIO_PODS.items():
         await put(kv, workload(topo, key, namespace=namespace, node=felix.hostname, labels=labels))
+
+
+async def test_policy_scenarios_match_their_reachability_matrix(
+    kv: EtcdKVStore, world: tuple[netns.Topology, EtcdRelay], felix: FelixProcess
+) -> None:
+    topo, _ = world
+    await put_scenario_pods(kv, topo, felix)
     with serving(topo, PODS, tcp_ports=(80, 81)) as checker:
         felix.start()
         await asyncio.to_thread(felix.wait_ready)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycalico.felix import messages as m
+from pycalico.lib import netlink
 
 # NFLOG prefixes.  The kernel keeps up to 63 characters (NFLOG's prefix is 64 bytes with NUL).
 RULE_PREFIX = "cali-deny:"  # + rule id: an explicit Deny rule of a policy or profile
@@ -247,22 +248,6 @@ class NflogPacket:
     payload: bytes
 
 
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
-def _attributes(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        out[kind & 0x3FFF] = data[offset + 4 : offset + length]
-        offset += _align(length)
-    return out
-
-
 def _ifindex(value: bytes | None) -> int:
     return int(struct.unpack("!I", value[:4])[0]) if value and len(value) >= 4 else 0
 
@@ -276,7 +261,7 @@ def parse_nflog(buffer: bytes) -> list[NflogPacket]:
         if length < 16:
             break
         if kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            attributes = _attributes(buffer[offset + 20 : offset + length])  # after nfgenmsg
+            attributes = netlink.attributes(buffer[offset + 20 : offset + length])  # after nfgenmsg
             prefix = attributes.get(NFULA_PREFIX, b"").split(b"\0", 1)[0]
             packets.append(
                 NflogPacket(
@@ -286,7 +271,7 @@ def parse_nflog(buffer: bytes) -> list[NflogPacket]:
                     attributes.get(NFULA_PAYLOAD, b""),
                 )
             )
-        offset += _align(length)
+        offset += netlink.align(length)
     return packets
 
 
@@ -307,7 +292,7 @@ def config_message(group: int, command: int | None, seq: int, copy_range: int = 
 
 def _attribute(kind: int, value: bytes) -> bytes:
     raw = struct.pack("=HH", 4 + len(value), kind) + value
-    return raw + b"\0" * (_align(len(raw)) - len(raw))
+    return raw + b"\0" * (netlink.align(len(raw)) - len(raw))
 
 
 def netlink_error(buffer: bytes) -> int:
