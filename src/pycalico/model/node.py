@@ -73,6 +73,9 @@ class NodeBGPSpec(Checked):
 
 
 class OrchRef(Checked):
+    # Calico's ``orchestrator`` has no omitempty: "" is printed, so a stored "" reads back.
+    ALWAYS_EMIT: ClassVar[frozenset[str]] = frozenset({"orchestrator"})
+
     node_name: str | None = None
     orchestrator: str
 

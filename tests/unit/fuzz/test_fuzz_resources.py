@@ -150,6 +150,7 @@ def test_any_text_is_read_or_refused_cleanly(text: str) -> None:
 @example((20, ("spec", "pod")), "0")
 @example((20, ("spec", "orchestrator")), ":")
 @example((11, ("spec", "exportV4", 1, "cidr")), "0")
+@example((7, ("spec", "orchRefs", 0, "orchestrator")), "")  # found by `make faults`
 def test_a_mutated_field_is_accepted_or_named(target: tuple[int, Path_], value: Any) -> None:
     index, path = target
     document = copy.deepcopy(VALID[index])
