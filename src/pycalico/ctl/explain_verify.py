@@ -149,6 +149,20 @@ def _links(namespace: str | None) -> list[dict[str, Any]]:
     return [link for link in links if isinstance(link, dict)]
 
 
+def _namespace_ids(namespace: str | None) -> dict[int, str]:
+    """The named namespaces ``namespace`` knows by a netns id (a veth's ``link_netnsid``)."""
+    base = ["ip", "-j"] if namespace is None else ["ip", "-n", namespace, "-j"]
+    try:
+        listed = json.loads(run(*base, "netns", "list-id") or "[]")
+    except (RuntimeError, json.JSONDecodeError):
+        return {}
+    return {
+        entry["nsid"]: entry["name"]
+        for entry in listed
+        if isinstance(entry, dict) and isinstance(entry.get("nsid"), int) and entry.get("name")
+    }
+
+
 def _named_namespaces() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_DIR))
@@ -212,10 +226,14 @@ def _find_place(endpoint: WorkloadEndpoint, interface: str, address: str) -> Pla
     pairs = []
     for node in nodes:
         node_links = [link for link in _links(node) if link.get("ifname") == interface]
+        # Interface indexes repeat across namespaces (two labs, or kind clusters, can hold the
+        # same pod address behind the same indexes): the peer's namespace id tells them apart.
+        peer_names = _namespace_ids(node)
         for pod in pods:
             pod_links = [link for link in _links(pod)
                          if any(a.get("local") == address for a in link.get("addr_info", ()))]  # fmt: skip
             if any(n.get("link_index") == p.get("ifindex") and p.get("link_index") == n.get("ifindex")
+                   and peer_names.get(n.get("link_netnsid", -1)) == pod
                    for n in node_links for p in pod_links):  # fmt: skip
                 pairs.append((node, pod))
     if len(pairs) > 1 and any(node is None for node, _ in pairs):
