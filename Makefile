@@ -64,15 +64,23 @@ lint: setup
 	$(VENV)/bin/mypy src/pycalico
 	$(VENV)/bin/lint-imports
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file to a worker (module fixtures
+# are built once), the files that bring up labs in two lanes (tests/conftest.py).  Most root
+# tests wait on processes and packets rather than compute, so more workers than the machine's two
+# cores pay; every test keeps to its own namespaces, ports and directories, so they do not meet.
+# `make faults` stays serial: its figures are measurements.
+TEST_WORKERS ?= 4
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
 
 # The fuzz tests with a hundred times the budget they have in `make test` (docs/reliability.md).
+# One of them takes minutes then, more than pyproject's 300 s per-test timeout on a busy machine.
+FUZZ_TEST_TIMEOUT := 1800
 fuzz: setup
-	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/fuzz
+	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider --timeout=$(FUZZ_TEST_TIMEOUT) tests/unit/fuzz
 
 demo: setup
 	$(PY) -m pycalico.demo
@@ -98,4 +106,4 @@ faults: setup
 	PYCALICO_FAULTS=long PYCALICO_SOAK=$(SOAK) \
 		$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults/test_soak.py
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/attacks tests/integration/felix/test_attacks.py
-	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/fuzz
+	PYCALICO_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider --timeout=$(FUZZ_TEST_TIMEOUT) tests/unit/fuzz

@@ -3,7 +3,9 @@
 * ``faultlab`` (package: one lab for the suite): a 3-node calico-lab with a pod on each node (p1, p2, p3), all reaching
   each other; ``down`` afterwards, also when a test fails.
 * ``record``: adds a row (fault, packets lost, seconds to recover, consistency) to the table
-  printed at the end of the run, and written to ``$PYCALICO_FAULTS_TABLE`` when set.
+  printed at the end of the run, and written to ``$PYCALICO_FAULTS_TABLE`` when set.  The row
+  travels as a user property of the test's report, so the table is whole also when the tests ran
+  in pytest-xdist workers: ``tests/conftest.py`` (loaded by the controlling process) prints it.
 * Tests marked ``faults_long`` run only with ``PYCALICO_FAULTS=long`` (``make faults``); the
   rest is the fast subset ``make test`` runs.
 """
@@ -12,16 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from pycalico.lab import matrix, pods
 from pycalico.testing import faults
+from tests.conftest import FAULT_ROW
 from tests.e2e.conftest import LabRunner
 
 LONG = os.environ.get("PYCALICO_FAULTS") == "long"
-ROWS: list[tuple[str, str, str, str]] = []
 Record = Callable[[str, int, float, str], None]
 
 
@@ -34,28 +35,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if "faults_long" not in item.keywords]
 
 
-def table() -> str:
-    lines = [
-        "| fault | packets lost | seconds to recover | consistency check |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
-    return "\n".join(lines)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not ROWS:
-        return
-    terminalreporter.write_line("\nFault drills:\n" + table())
-    target = os.environ.get("PYCALICO_FAULTS_TABLE")
-    if target:
-        Path(target).write_text(table() + "\n")
-
-
 @pytest.fixture
-def record() -> Record:
+def record(request: pytest.FixtureRequest) -> Record:
     def add(fault: str, lost: int, recovered: float, consistency: str) -> None:
-        ROWS.append((fault, str(lost), f"{recovered:.1f}", consistency))
+        row = (fault, str(lost), f"{recovered:.1f}", consistency)
+        request.node.user_properties.append((FAULT_ROW, row))
 
     return add
 
