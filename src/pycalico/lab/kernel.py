@@ -113,8 +113,13 @@ def pids_naming(text: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+KILLED_EXIT_WAIT = 10.0  # seconds a SIGKILLed process may take to be gone (uninterruptible I/O)
+
+
 def kill_tree(pids: Iterable[int], *, grace: float = 2.0) -> int:
-    """SIGTERM each pid's process group (daemons lead their own), then SIGKILL what is left."""
+    """SIGTERM each pid's process group (daemons lead their own), then SIGKILL what is left, and
+    return once every target is gone (a SIGKILLed process exits only when next scheduled, which
+    on a busy machine is not at once; callers count on the pids being dead)."""
     targets = sorted({pid for pid in pids if pid > 1 and pid != os.getpid() and alive(pid)})
     for pid in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -129,6 +134,9 @@ def kill_tree(pids: Iterable[int], *, grace: float = 2.0) -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILLED_EXIT_WAIT
+    while time.monotonic() < deadline and any(alive(pid) for pid in targets):
+        time.sleep(0.02)
     return len(targets)
 
 
