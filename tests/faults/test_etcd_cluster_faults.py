@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pycalico.lab import kernel, matrix, pods
+from pycalico.lab import kernel, pods
 from pycalico.testing import faults
 from tests.e2e.conftest import LabRunner
 from tests.faults.conftest import Record
@@ -59,20 +59,15 @@ def test_etcd_member_killed_during_pod_burst_loses_nothing(tmp_path: Path, recor
         assert not errors, f"ADD failed with a member down: {errors[0]!r}"
         state = lab.state()
         assert len(state.pods) == BURST + 2
-        result = matrix.run(state.pods, lambda *_: True, deadline=60.0)
-        consistency = faults.consistency(state, fresh_felix=[state.node("node1")])
-        stray = faults.stray_interfaces(state)
-        summary = consistency.summary() + (f"; {len(stray)} stray interfaces" if stray else "")
-        record(
+        faults.conclude(
+            state,
+            traffic,
+            record,
             f"etcd member killed during {BURST} pod ADDs (3 members)",
-            traffic.packets_lost(),
             burst_took,
-            summary + f"; {BURST}/{BURST} ADDs ok",
+            fresh_felix="node1",
+            note=f"; {BURST}/{BURST} ADDs ok",
+            logs=lab.logs,
         )
-        assert not result.mismatches, matrix.summary(result)
-        assert not stray, stray
-        assert consistency.clean, consistency.details() + lab.logs()
-        losses = {k: v for k, v in traffic.losses().items() if v >= 1.0}
-        assert not losses, f"traffic lost: {losses}"
     finally:
         lab.run("down", check=False)

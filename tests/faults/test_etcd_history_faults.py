@@ -147,21 +147,15 @@ def test_etcd_out_of_space_refuses_adds_cleanly_and_recovers(
         assert not endpoints_of(state, "full"), "a WorkloadEndpoint was left by the failed ADD"
         state = lab.state()
         assert fresh in state.pods
-        result = matrix.run(state.pods, lambda *_: True, deadline=60.0)
-        consistency = faults.consistency(state, fresh_felix=[state.node("node1")])
-        stray = faults.stray_interfaces(state)
-        summary = consistency.summary() + (f"; {len(stray)} stray interfaces" if stray else "")
-        record(
+        faults.conclude(
+            state,
+            traffic,
+            record,
             f"etcd out of space ({QUOTA // 2**20} MiB quota, NOSPACE): CNI ADD refused naming "
             "the cause, nothing left; after compact, defrag, disarm a new pod added",
-            traffic.packets_lost(),
             recovered,
-            summary,
+            fresh_felix="node1",
+            logs=lab.logs,
         )
-        assert not result.mismatches, matrix.summary(result)
-        assert not stray, stray
-        assert consistency.clean, consistency.details() + lab.logs()
-        losses = {k: v for k, v in traffic.losses().items() if v >= 1.0}
-        assert not losses, f"traffic lost: {losses}"
     finally:
         lab.run("down", check=False)

@@ -98,15 +98,20 @@ def _one(lab: LabState, node: NodeState, name: str, result: ChurnResult, deadlin
 PLUGINS = ("calico", "calico-ipam")
 
 
-def plugin_processes() -> list[int]:
-    """This process's children that are a CNI plugin (``nsenter`` has exec'd the plugin, a
-    Python script: its name is one of the interpreter's arguments).  Each of ``churn``'s
-    threads forks its own, and ``/proc`` lists a child under the thread that forked it."""
+def plugin_processes(parent: int | None = None) -> list[int]:
+    """The children of ``parent`` (default: this process) that are a CNI plugin (``nsenter``
+    has exec'd the plugin, a Python script: its name is one of the interpreter's arguments).
+    Each of ``churn``'s threads (or a pod runner's) forks its own, and ``/proc`` lists a child
+    under the thread that forked it."""
     found = []
-    me = os.getpid()
-    for task in os.listdir(f"/proc/{me}/task"):
+    parent = os.getpid() if parent is None else parent
+    try:
+        tasks = os.listdir(f"/proc/{parent}/task")
+    except OSError:  # the parent is gone
+        return []
+    for task in tasks:
         try:
-            with open(f"/proc/{me}/task/{task}/children") as handle:
+            with open(f"/proc/{parent}/task/{task}/children") as handle:
                 children = [int(word) for word in handle.read().split()]
         except OSError:
             continue

@@ -9,7 +9,9 @@ What it is: the pieces of ``tests/faults`` that talk to a running lab —
   namespace, and SIGKILL to it;
 * ``wait_for``: polls a condition until it holds or a deadline passes (never a fixed sleep);
 * ``consistency``: ``calicoctl ipam check`` clean, every pod's route on every node, and each
-  node's nft ruleset equal to what a freshly started Felix programs (``ruleset``).
+  node's nft ruleset equal to what a freshly started Felix programs (``ruleset``);
+* ``conclude``: a drill's end — reachability, ``consistency``, stray interfaces, the table's
+  row, then the asserts (steady traffic included).
 
 What it is not: the fault cases themselves (``tests/faults``) nor the lab (``pycalico.lab``).
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 
 from pycalico.datastore.api import DatastoreFull
 from pycalico.datastore.etcd import EtcdKVStore
-from pycalico.lab import cluster, kernel, pods
+from pycalico.lab import cluster, kernel, matrix, pods
 from pycalico.lab.state import LabState, NodeState
 from pycalico.testing.calicoctl import Calicoctl
 
@@ -553,3 +555,36 @@ def stray_interfaces(lab: LabState) -> list[str]:
         problems += [f"{node.name}: {name} owned by no pod" for name in sorted(found - owned)]
         problems += [f"{node.name}: {name} missing" for name in sorted(owned - found)]
     return problems
+
+
+# --- a drill's end -----------------------------------------------------------------------------
+
+
+def conclude(
+    lab: LabState,
+    traffic: Traffic,
+    record: Callable[[str, int, float, str], None],
+    fault: str,
+    seconds: float,
+    *,
+    fresh_felix: str,
+    note: str = "",
+    reach_all: bool = True,
+    logs: Callable[[], str] = lambda: "",
+) -> None:
+    """A drill's end: with ``reach_all`` every pod reaching every other (with packets), then
+    ``consistency`` (node ``fresh_felix``'s ruleset against a restarted Felix's) and
+    ``stray_interfaces``; the row recorded (``note`` follows the consistency summary); then
+    asserted, in this order: reachability, no stray interface, consistency clean (``logs()``
+    appended to its details), no steady flow that lost 1 % or more."""
+    reached = matrix.run(lab.pods, lambda *_: True, deadline=60.0) if reach_all else None
+    checked = consistency(lab, fresh_felix=[lab.node(fresh_felix)])
+    stray = stray_interfaces(lab)
+    summary = checked.summary() + (f"; {len(stray)} stray interfaces" if stray else "")
+    record(fault, traffic.packets_lost(), seconds, summary + note)
+    if reached is not None:
+        assert not reached.mismatches, matrix.summary(reached)
+    assert not stray, stray
+    assert checked.clean, checked.details() + logs()
+    losses = {name: f"{value:.1f} %" for name, value in traffic.losses().items() if value >= 1.0}
+    assert not losses, f"traffic lost: {losses}"

@@ -6,7 +6,8 @@ What it is:
   shapes (``Policy``: the pods with label ``role=<select>`` accept ingress only from namespaces
   labelled ``allow_from``, or from nothing), and every pod's namespace and labels; ``reachable``
   is the TCP verdict Kubernetes' NetworkPolicy semantics give a pod pair.  Pure.
-* ``Churn``: a thread taking random steps (``seed``; ``next_kind`` forces the next one) in the lab, as a user and the workload
+* ``Churn``: a thread taking random steps (``seed``; ``next_kind`` forces the next one; no
+  random step deletes a pod in ``keep``) in the lab, as a user and the workload
   controllers would: ``kubectl apply``/``delete`` of NetworkPolicies, ``kubectl label`` of
   namespaces and pods, pods created and deleted through the lab (``pycalico.lab.kube``).  A
   step that fails (the API server away) is retried until it succeeds or ``STEP_DEADLINE``
@@ -141,6 +142,7 @@ class Churn:
     errors: list[str] = field(default_factory=list)
     current: str = ""  # the step under way ("add pod c3 ...")
     next_kind: str = ""  # the kind of the next step, when set (then cleared)
+    keep: set[str] = field(default_factory=set)  # pods no random step deletes
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _started: float = field(default_factory=time.monotonic)
@@ -225,6 +227,7 @@ class Churn:
         """One random step (its kind weighted so that policies exist most of the time)."""
         namespaces = sorted(self.world.namespaces)
         churn = self.world.churn_pods()
+        deletable = [name for name in churn if name not in self.keep]
         kinds = ["apply", "apply", "delete", "label-namespace", "label-pod", "add", "add"]
         kinds.append("delete-pod")
         kind, forced = rng.choice(kinds), bool(self.next_kind)
@@ -232,7 +235,7 @@ class Churn:
             kind, self.next_kind = self.next_kind, ""
         namespace = rng.choice(namespaces)
         full = kind == "add" and len(churn) >= MAX_PODS and not forced  # forced: one more
-        if full or (kind in ("label-pod", "delete-pod") and not churn):
+        if full or (kind == "label-pod" and not churn) or (kind == "delete-pod" and not deletable):
             kind = "apply"
         if kind == "apply":
             allow = ("access", "yes") if rng.random() < 0.6 else None
@@ -255,7 +258,7 @@ class Churn:
             role = "churn" if rng.random() < 0.75 else "idle"
             self.add_pod(name, namespace, rng.choice(self.nodes), role)
         else:
-            self.delete_pod(rng.choice(churn))
+            self.delete_pod(rng.choice(deletable))
 
     def run(self) -> None:
         rng = random.Random(self.seed)
