@@ -91,8 +91,9 @@ def _covers(prefix: str, path: str) -> bool:
     return path == prefix or (prefix.endswith("/") and path.startswith(prefix))
 
 
-def xdist_group(path: str) -> str:
-    """The pytest-xdist group of the test file at ``path`` (relative to the repository)."""
+def work_unit(path: str) -> str:
+    """The pytest-xdist unit of work of the test file at ``path`` (relative to the repository):
+    its lane, or the file itself."""
     return next((lane for prefix, lane in LAB_LANES.items() if _covers(prefix, path)), path)
 
 
@@ -109,7 +110,7 @@ class LabLanesScheduling(LoadScopeScheduling):
     """pytest-xdist's scheduling by scope, the scope of a test being its file's group."""
 
     def _split_scope(self, nodeid: str) -> str:
-        return xdist_group(nodeid.split("::", 1)[0])
+        return work_unit(nodeid.split("::", 1)[0])
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LabLanesScheduling:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import LAB_LANES, run_order, xdist_group
+from tests.conftest import LAB_LANES, run_order, work_unit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,13 +20,13 @@ def test_every_lane_entry_exists() -> None:
 def test_every_end_to_end_file_runs_in_a_lane() -> None:
     files = sorted(path.relative_to(REPO).as_posix() for path in REPO.glob("tests/e2e/test_*.py"))
     assert files
-    without = [path for path in files if xdist_group(path) == path]
+    without = [path for path in files if work_unit(path) == path]
     assert not without, f"end-to-end files in no lab lane: {without}"
 
 
 def test_a_directory_entry_covers_its_files_and_other_files_are_their_own_group() -> None:
-    assert xdist_group("tests/faults/test_process_faults.py") == LAB_LANES["tests/faults/"]
-    assert xdist_group("tests/unit/test_layering.py") == "tests/unit/test_layering.py"
+    assert work_unit("tests/faults/test_process_faults.py") == LAB_LANES["tests/faults/"]
+    assert work_unit("tests/unit/test_layering.py") == "tests/unit/test_layering.py"
 
 
 def test_the_lanes_run_first_in_their_order_then_the_early_files_then_the_rest() -> None:
